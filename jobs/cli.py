@@ -1,0 +1,446 @@
+"""The ``batchscore`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from jobs import services
+from jobs.config import ConfigError, Settings
+
+logger = logging.getLogger(__name__)
+
+SAMPLE = {"users": 3000, "items": 800, "days": 60, "seed": 7}
+
+
+class CommandError(RuntimeError):
+    """A command cannot go on; the message tells the user what to do."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for noisy in ("py4j", "pyspark"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        settings = Settings.from_env()
+        return int(args.handler(settings, args) or 0)
+    except EXPECTED_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batchscore",
+        description="Nightly per-user recommendations, published to Postgres and Redis.",
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(name: str, handler: Callable[..., int | None], help_text: str,
+                parent: Any = commands) -> argparse.ArgumentParser:
+        sub = parent.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    svc = commands.add_parser("services", help="the embedded PostgreSQL and Redis")
+    svc_commands = svc.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    command("start", cmd_services_start, "start the embedded servers", svc_commands)
+    command("stop", cmd_services_stop, "stop the embedded servers", svc_commands)
+
+    db = commands.add_parser("db", help="the batchscore database")
+    db_commands = db.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    command("upgrade", cmd_db_upgrade, "apply the migrations in sql/", db_commands)
+    command("url", cmd_db_url, "print the URL of the database in use", db_commands)
+
+    data = commands.add_parser("data", help="interactions in")
+    data_commands = data.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    gen = command("generate", cmd_data_generate, "generate synthetic interactions and load them",
+                  data_commands)
+    gen.add_argument("--users", type=int, required=True)
+    gen.add_argument("--items", type=int, required=True)
+    gen.add_argument("--days", type=int, required=True)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--end-date", type=parse_date, default=None,
+                     help="last day of events (default: today, UTC)")
+    gen.add_argument("--replace", action="store_true", help="empty the table first")
+    load = command("load", cmd_data_load, "load an interactions file", data_commands)
+    load.add_argument("path", type=Path)
+    load.add_argument("--format", choices=["movielens", "csv"], required=True,
+                      help="movielens: u.data (tab-separated user, item, rating, unix time); "
+                           "csv: a header naming the columns")
+    load.add_argument("--user-col", default="user_id")
+    load.add_argument("--item-col", default="item_id")
+    load.add_argument("--rating-col", default="rating")
+    load.add_argument("--timestamp-col", default="timestamp",
+                      help="unix seconds or ISO 8601 (UTC unless an offset is given)")
+    load.add_argument("--delimiter", default=",")
+    load.add_argument("--replace", action="store_true", help="empty the table first")
+
+    train = command("train", cmd_train, "train ALS and register a model version")
+    train.add_argument("--as-of", type=parse_date, default=None,
+                       help="train on events up to this date (default: the newest event's)")
+    train.add_argument("--holdout-days", type=int, default=None)
+
+    nightly = command("nightly", cmd_nightly, "score every active user and publish")
+    nightly.add_argument("--run-date", type=parse_date, default=None,
+                         help="score as of this date (default: the newest event's)")
+    nightly.add_argument("--k", type=int, default=None, help="items per user (default 50)")
+
+    status = command("status", cmd_status, "what is served and where")
+    status.add_argument("--json", action="store_true")
+    runs_parser = commands.add_parser("runs", help="the run history")
+    runs_commands = runs_parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    runs_list = command("list", cmd_runs_list, "list recent runs", runs_commands)
+    runs_list.add_argument("--json", action="store_true")
+    runs_list.add_argument("--limit", type=int, default=20)
+    models = commands.add_parser("models", help="the model registry")
+    models_commands = models.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    models_list = command("list", cmd_models_list, "list model versions", models_commands)
+    models_list.add_argument("--json", action="store_true")
+
+    recs = command("recs", cmd_recs, "one user's recommendations, read from Redis")
+    recs.add_argument("user_id", type=int)
+    recs.add_argument("-k", type=int, default=10)
+    recs.add_argument("--json", action="store_true")
+
+    command("quickstart", cmd_quickstart,
+            "sample data -> train -> one nightly, reusing what is already there")
+    return parser
+
+
+def parse_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-11-20") from None
+
+
+# ---------------------------------------------------------------- plumbing
+
+
+def database(settings: Settings) -> sa.engine.Engine:
+    """The engine for the database in use; the embedded one is migrated on first use."""
+    from jobs.db import engine_for, ensure_schema, upgrade
+
+    engine = engine_for(services.database_url(settings))
+    if settings.database_url is None:
+        upgrade(engine)
+    else:
+        ensure_schema(engine)
+    return engine
+
+
+def newest_event_date(engine: sa.engine.Engine) -> date:
+    with engine.connect() as conn:
+        newest = conn.execute(sa.text(
+            "SELECT max(event_at) FROM batchscore.interactions"
+        )).scalar()
+    if newest is None:
+        raise CommandError("there are no interactions; run `batchscore data generate` "
+                           "or `batchscore data load` first")
+    return newest.astimezone(UTC).date()
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def redacted(url: str) -> str:
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_services_start(settings: Settings, args: argparse.Namespace) -> int:
+    endpoints = services.resolve(settings)
+    print(f"postgres: {redacted(endpoints.database_url)}")
+    print(f"redis:    {redacted(endpoints.redis_url)}")
+    return 0
+
+
+def cmd_services_stop(settings: Settings, args: argparse.Namespace) -> int:
+    stopped = services.stop_embedded(settings)
+    for name, was_running in stopped.items():
+        print(f"{name}: {'stopped' if was_running else 'was not running'}")
+    return 0
+
+
+def cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs.db import engine_for, upgrade
+
+    applied = upgrade(engine_for(services.database_url(settings)))
+    print(f"applied {len(applied)} migration(s){': ' + ', '.join(applied) if applied else ''}")
+    return 0
+
+
+def cmd_db_url(settings: Settings, args: argparse.Namespace) -> int:
+    print(services.database_url(settings))
+    return 0
+
+
+def cmd_data_generate(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs.data.generate import GenerateConfig, generate
+    from jobs.data.store import copy_interactions, write_generated
+
+    try:
+        config = GenerateConfig(users=args.users, items=args.items, days=args.days,
+                                seed=args.seed,
+                                end_date=args.end_date or datetime.now(UTC).date())
+    except ValueError as err:
+        raise CommandError(str(err)) from None
+    engine = database(settings)
+    interactions = generate(config)
+    logger.info("generated %d interactions for %d users x %d items over %d days",
+                len(interactions), config.users, config.items, config.days)
+    with write_generated(interactions) as rows_csv:
+        count = copy_interactions(engine, rows_csv, replace=args.replace)
+    print(f"loaded {count} interactions ({config.users} users, {config.items} items, "
+          f"{config.days} days up to {config.end_date})")
+    return 0
+
+
+def cmd_data_load(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs.data.load import CsvLayout, load_file
+
+    layout = CsvLayout(user_col=args.user_col, item_col=args.item_col,
+                       rating_col=args.rating_col, timestamp_col=args.timestamp_col,
+                       delimiter=args.delimiter)
+    count = load_file(database(settings), args.path, file_format=args.format, layout=layout,
+                      replace=args.replace)
+    print(f"loaded {count} interactions from {args.path}")
+    return 0
+
+
+def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs import train
+
+    engine = database(settings)
+    as_of = args.as_of or newest_event_date(engine)
+    argv = ["--as-of", as_of.isoformat(), "--database-url", services.database_url(settings),
+            "--home", str(settings.home), "--spark-master", settings.spark_master]
+    if args.holdout_days is not None:
+        argv += ["--holdout-days", str(args.holdout_days)]
+    version = train.run(train.parse_args(argv))
+    describe_model(version)
+    return 0
+
+
+def describe_model(version: Any) -> None:
+    als, pop = version.metrics["als"], version.metrics["popularity"]
+    k = version.params["eval_k"]
+    print(f"model version {version.version} ({version.status}), trained as of "
+          f"{version.trained_as_of} on {version.data_snapshot['rows']} interactions")
+    print(f"  holdout @{k}:   precision  recall  ndcg    coverage")
+    for name, metrics in (("ALS", als), ("popularity", pop)):
+        print(f"  {name:<12} {metrics['precision_at_k']:.4f}     {metrics['recall_at_k']:.4f}"
+              f"  {metrics['ndcg_at_k']:.4f}  {metrics['catalog_coverage']:.3f}")
+    verdict = "beats" if version.metrics["beats_popularity"] else "does NOT beat"
+    print(f"  ALS {verdict} the popularity baseline on NDCG@{k}")
+
+
+def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs import nightly
+
+    engine = database(settings)
+    run_date = args.run_date or newest_event_date(engine)
+    k = args.k or settings.top_k
+    if k < 1:
+        raise CommandError(f"--k must be at least 1, got {k}")
+    result = nightly.run(nightly.NightlyConfig(
+        run_date=run_date, database_url=services.database_url(settings),
+        redis_url=services.redis_url(settings), home=settings.home, k=k,
+        spark_master=settings.spark_master,
+    ))
+    print(f"run {result.run_id}: published version {result.publish_id} for {run_date} "
+          f"(model {result.model_version}): {result.stats.scored_users} users, "
+          f"{result.rows} rows{'' if result.served else '; not served, a later date is'}")
+    if result.stats.users_without_factors:
+        print(f"  {result.stats.users_without_factors} active users are unknown to the model "
+              "and get the popularity list")
+    return 0
+
+
+def status_record(settings: Settings) -> dict[str, Any]:
+    from jobs import registry, runs
+    from jobs.db import applied_migrations, migrations
+    from jobs.redis_contract import decode_meta, meta_key, pointer_key
+
+    endpoints = services.resolve(settings)
+    engine = database(settings)
+    applied = applied_migrations(engine)
+    record: dict[str, Any] = {
+        "home": str(settings.home),
+        "embedded": {"postgres": settings.database_url is None,
+                     "redis": settings.redis_url is None},
+        "database_url": redacted(endpoints.database_url),
+        "redis_url": redacted(endpoints.redis_url),
+        "migrations": {"applied": applied,
+                       "pending": [m.version for m in migrations() if m.version not in applied]},
+    }
+    try:
+        record["serving_model"] = registry.serving(engine).version
+    except registry.NoServingModelError:
+        record["serving_model"] = None
+    with engine.connect() as conn:
+        served = conn.execute(sa.text(
+            "SELECT publish_id, run_id, model_version, logical_date, users, rows, published_at"
+            " FROM bi.prediction_versions WHERE is_serving"
+        )).mappings().first()
+        record["interactions"] = conn.execute(
+            sa.text("SELECT count(*) FROM batchscore.interactions")).scalar_one()
+    record["postgres_served"] = dict(served) if served else None
+    import redis
+
+    client = redis.Redis.from_url(endpoints.redis_url)
+    pointer = client.get(pointer_key())
+    record["redis_served"] = None
+    if pointer is not None:
+        meta = client.get(meta_key(int(pointer)))
+        record["redis_served"] = {"publish_id": int(pointer),
+                                  **(decode_meta(meta) if meta else {})}
+    last = runs.list_runs(engine, limit=1)
+    record["last_run"] = last[0].to_json() if last else None
+    return record
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    record = status_record(settings)
+    if args.json:
+        print_json(record)
+        return 0
+    print(f"home:      {record['home']}")
+    print(f"postgres:  {record['database_url']}"
+          f"{' (embedded)' if record['embedded']['postgres'] else ''}")
+    print(f"redis:     {record['redis_url']}{' (embedded)' if record['embedded']['redis'] else ''}")
+    print(f"data:      {record['interactions']} interactions")
+    print(f"model:     {record['serving_model'] or 'none serving'}")
+    served = record["postgres_served"]
+    if served:
+        print(f"served:    version {served['publish_id']} for {served['logical_date']} "
+              f"(run {served['run_id']}, {served['users']} users)")
+    else:
+        print("served:    nothing published yet")
+    return 0
+
+
+def cmd_runs_list(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs import runs
+
+    records = [run.to_json() for run in runs.list_runs(database(settings), limit=args.limit)]
+    if args.json:
+        print_json(records)
+        return 0
+    for run in records:
+        print(f"{run['run_id']:<40} {run['status']:<10} model {run['model_version'] or '-':<4}"
+              f" {run['error'] or ''}")
+    return 0
+
+
+def cmd_models_list(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs import registry
+
+    versions = registry.list_versions(database(settings))
+    if args.json:
+        print_json([version.to_json() for version in versions])
+        return 0
+    for version in versions:
+        als = version.metrics["als"]
+        print(f"v{version.version:<4} {version.status:<10} as of {version.trained_as_of}  "
+              f"ndcg@{version.params['eval_k']} {als['ndcg_at_k']:.4f}  "
+              f"by {version.created_by} at {version.created_at:%Y-%m-%d %H:%M}")
+    return 0
+
+
+def cmd_recs(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs.client import RecommendationClient
+
+    if args.k < 1:
+        raise CommandError(f"-k must be at least 1, got {args.k}")
+    recs = RecommendationClient.from_url(services.redis_url(settings)).get_recommendations(
+        args.user_id, args.k)
+    if args.json:
+        print_json(recs.to_json())
+        return 0
+    print(f"user {recs.user_id}: {recs.source} from run {recs.run_id} "
+          f"(model {recs.model_version})")
+    for rank, item in enumerate(recs.items, start=1):
+        print(f"  {rank:>3}. item {item.item_id:<8} score {item.score:.4f}")
+    return 0
+
+
+def cmd_quickstart(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs import registry
+
+    engine = database(settings)
+    with engine.connect() as conn:
+        have_data = conn.execute(
+            sa.text("SELECT exists(SELECT 1 FROM batchscore.interactions)")).scalar_one()
+    if not have_data:
+        print(f"1/3 generating a sample data set: {SAMPLE['users']} users x "
+              f"{SAMPLE['items']} items over {SAMPLE['days']} days")
+        cmd_data_generate(settings, argparse.Namespace(**SAMPLE, end_date=None, replace=False))
+    else:
+        print("1/3 interactions already loaded: reusing them")
+    try:
+        model = registry.serving(engine)
+        print(f"2/3 model version {model.version} already serving: reusing it")
+    except registry.NoServingModelError:
+        print("2/3 training a model (Spark ALS)")
+        cmd_train(settings, argparse.Namespace(as_of=None, holdout_days=None))
+    run_date = newest_event_date(engine)
+    with engine.connect() as conn:
+        published = conn.execute(sa.text(
+            "SELECT publish_id FROM batchscore.prediction_versions"
+            " WHERE status = 'published' AND logical_date = :d"), {"d": run_date}).scalar()
+    if published is None:
+        print(f"3/3 nightly run for {run_date}")
+        cmd_nightly(settings, argparse.Namespace(run_date=run_date, k=None))
+    else:
+        print(f"3/3 {run_date} already published (version {published}): reusing it")
+    with engine.connect() as conn:
+        user_id = conn.execute(sa.text(
+            "SELECT user_id FROM bi.recommendations ORDER BY user_id LIMIT 1")).scalar()
+    print()
+    cmd_status(settings, argparse.Namespace(json=False))
+    print(f"""
+Read one user's recommendations (from Redis):
+  batchscore recs {user_id}
+Query what BI sees (PostgreSQL):
+  psql "$(batchscore db url)" -c "SELECT * FROM bi.recommendations WHERE user_id = {user_id} ORDER BY rank LIMIT 10"
+(inside the repository, prefix the commands with .venv/bin/)""")  # noqa: E501
+    return 0
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from jobs.client import NoPublishedVersionError
+    from jobs.data.load import InputError
+    from jobs.db import MigrationError
+    from jobs.nightly import PredictionCheckError
+    from jobs.registry import NoServingModelError
+
+    return (CommandError, ConfigError, InputError, MigrationError, NoServingModelError,
+            NoPublishedVersionError, PredictionCheckError, FileNotFoundError)
+
+
+EXPECTED_ERRORS = _expected_errors()
+
+if __name__ == "__main__":
+    sys.exit(main())

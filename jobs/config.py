@@ -1,0 +1,81 @@
+"""The one place that reads batchscore's environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HOME = ".batchscore"
+DEFAULT_SPARK_MASTER = "local[*]"
+DEFAULT_TOP_K = 50
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where batchscore keeps its state and which servers it talks to.
+
+    ``database_url`` and ``redis_url`` are ``None`` when the embedded servers
+    under ``home`` should be used.
+    """
+
+    home: Path
+    database_url: str | None
+    redis_url: str | None
+    spark_master: str
+    top_k: int
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.home / "staging"
+
+    @property
+    def services_dir(self) -> Path:
+        return self.home / "services"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read ``BATCHSCORE_*`` variables; blank values count as unset."""
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        top_k_text = get("BATCHSCORE_TOP_K") or str(DEFAULT_TOP_K)
+        try:
+            top_k = int(top_k_text)
+        except ValueError:
+            raise ConfigError(
+                f"BATCHSCORE_TOP_K must be a whole number, got {top_k_text!r}"
+            ) from None
+        if top_k < 1:
+            raise ConfigError(f"BATCHSCORE_TOP_K must be at least 1, got {top_k}")
+
+        database_url = get("BATCHSCORE_DATABASE_URL")
+        if database_url and not database_url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(
+                "BATCHSCORE_DATABASE_URL must be a postgresql:// URL, "
+                f"got {database_url.split('://')[0]!r}"
+            )
+        redis_url = get("BATCHSCORE_REDIS_URL")
+        if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(
+                f"BATCHSCORE_REDIS_URL must be a redis:// URL, got {redis_url.split('://')[0]!r}"
+            )
+        return cls(
+            home=Path(get("BATCHSCORE_HOME") or DEFAULT_HOME).expanduser().absolute(),
+            database_url=database_url,
+            redis_url=redis_url,
+            spark_master=get("BATCHSCORE_SPARK_MASTER") or DEFAULT_SPARK_MASTER,
+            top_k=top_k,
+        )

@@ -1,0 +1,1 @@
+"""Loading and generating interaction data."""

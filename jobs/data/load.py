@@ -1,0 +1,220 @@
+"""Loading interaction exports into the interactions table.
+
+Every line is checked before anything is written: a file with any malformed
+line is rejected whole, with the line numbers and reasons, and the table is
+left as it was.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from jobs.data.store import copy_interactions, rows_to_csv
+
+logger = logging.getLogger(__name__)
+
+MAX_REPORTED_ERRORS = 20
+PROGRESS_EVERY_LINES = 1_000_000
+
+
+class InputError(ValueError):
+    """The input cannot be loaded; the message says why and where."""
+
+
+@dataclass(frozen=True)
+class CsvLayout:
+    """Which columns of a CSV export hold the interaction fields."""
+
+    user_col: str = "user_id"
+    item_col: str = "item_id"
+    rating_col: str = "rating"
+    timestamp_col: str = "timestamp"
+    delimiter: str = ","
+
+
+@dataclass
+class LineErrors:
+    path: Path
+    messages: list[str] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, line_number: int, reason: str) -> None:
+        self.count += 1
+        if len(self.messages) < MAX_REPORTED_ERRORS:
+            self.messages.append(f"line {line_number}: {reason}")
+
+    def raise_if_any(self) -> None:
+        if not self.count:
+            return
+        more = self.count - len(self.messages)
+        tail = f"\n  ... and {more} more" if more else ""
+        raise InputError(
+            f"{self.path}: {self.count} malformed line(s), nothing loaded:\n  "
+            + "\n  ".join(self.messages) + tail
+        )
+
+
+def parse_id(text: str, name: str) -> int:
+    value = text.strip()
+    if not value:
+        raise ValueError(f"{name} is missing")
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{name} {value!r} is not a whole number") from None
+    if number <= 0:
+        raise ValueError(f"{name} {number} is not a positive integer")
+    return number
+
+
+def parse_rating(text: str, name: str = "rating") -> float:
+    value = text.strip()
+    if not value:
+        raise ValueError(f"{name} is missing")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{name} {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} {value!r} is not a finite number")
+    if number <= 0:
+        raise ValueError(f"{name} {number:g} is not positive")
+    return number
+
+
+def parse_timestamp(text: str, name: str = "timestamp") -> int:
+    """Unix seconds, or an ISO 8601 date-time (UTC when no offset is given)."""
+    value = text.strip()
+    if not value:
+        raise ValueError(f"{name} is missing")
+    try:
+        seconds = int(value)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(
+                f"{name} {value!r} is neither Unix seconds nor an ISO 8601 date-time"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return int(moment.timestamp())
+    if seconds < 0:
+        raise ValueError(f"{name} {seconds} is before 1970")
+    return seconds
+
+
+def _open_lines(path: Path) -> Iterator[tuple[int, str]]:
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if not path.is_file():
+        raise InputError(f"{path}: not a regular file")
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            yield from enumerate(handle, start=1)
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
+def parse_movielens(path: Path) -> Iterator[tuple[int, int, float, int]]:
+    """Rows of a MovieLens ``u.data`` file: user, item, rating, Unix time, tab-separated.
+
+    Valid rows are yielded as they are read; once the file is read, any
+    malformed line raises :class:`InputError`, so a consumer that reads to the
+    end before writing never writes a partly bad file.
+    """
+    errors = LineErrors(path)
+    for number, line in _open_lines(path):
+        text = line.rstrip("\r\n")
+        if not text.strip():
+            continue
+        fields = text.split("\t")
+        if len(fields) != 4:
+            errors.add(number, f"expected 4 tab-separated fields, found {len(fields)}")
+            continue
+        try:
+            yield (
+                parse_id(fields[0], "user id"),
+                parse_id(fields[1], "item id"),
+                parse_rating(fields[2]),
+                parse_timestamp(fields[3]),
+            )
+        except ValueError as err:
+            errors.add(number, str(err))
+        if number % PROGRESS_EVERY_LINES == 0:
+            logger.info("read %d lines of %s", number, path)
+    errors.raise_if_any()
+
+
+def parse_csv(path: Path, layout: CsvLayout) -> Iterator[tuple[int, int, float, int]]:
+    """Rows of a CSV export with a header naming the columns in ``layout``."""
+    lines = _open_lines(path)
+    reader = csv.reader((line for _, line in lines), delimiter=layout.delimiter)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise InputError(f"{path}: the file is empty (expected a header line)") from None
+    wanted = {
+        "user": layout.user_col,
+        "item": layout.item_col,
+        "rating": layout.rating_col,
+        "timestamp": layout.timestamp_col,
+    }
+    names = [name.strip() for name in header]
+    missing = [col for col in wanted.values() if col not in names]
+    if missing:
+        raise InputError(
+            f"{path}: header lacks column(s) {missing}; found {names}. "
+            "Name the columns with --user-col, --item-col, --rating-col, --timestamp-col"
+        )
+    index = {key: names.index(col) for key, col in wanted.items()}
+    errors = LineErrors(path)
+    for fields in reader:
+        number = reader.line_num
+        if not any(field.strip() for field in fields):
+            continue
+        if len(fields) != len(names):
+            errors.add(number, f"expected {len(names)} fields, found {len(fields)}")
+            continue
+        try:
+            yield (
+                parse_id(fields[index["user"]], layout.user_col),
+                parse_id(fields[index["item"]], layout.item_col),
+                parse_rating(fields[index["rating"]], layout.rating_col),
+                parse_timestamp(fields[index["timestamp"]], layout.timestamp_col),
+            )
+        except ValueError as err:
+            errors.add(number, str(err))
+    errors.raise_if_any()
+
+
+def load_file(
+    engine: Engine,
+    path: Path,
+    *,
+    file_format: str,
+    layout: CsvLayout | None = None,
+    replace: bool = False,
+) -> int:
+    """Check every line of ``path``, then load all of it in one transaction."""
+    if file_format == "movielens":
+        rows = parse_movielens(path)
+    elif file_format == "csv":
+        rows = parse_csv(path, layout or CsvLayout())
+    else:
+        raise InputError(f"unknown format {file_format!r}; use movielens or csv")
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as staged:
+        count = rows_to_csv(rows, staged)
+        if count == 0:
+            raise InputError(f"{path}: no interactions found, nothing loaded")
+        staged.seek(0)
+        return copy_interactions(engine, staged, replace=replace)

@@ -1,0 +1,118 @@
+"""Writing and reading the interactions table in bulk."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+if TYPE_CHECKING:
+    from jobs.data.generate import Interactions
+
+logger = logging.getLogger(__name__)
+
+COPY_INTERACTIONS = (
+    "COPY batchscore.interactions (user_id, item_id, rating, event_at) FROM STDIN WITH (FORMAT csv)"
+)
+
+
+def epoch_to_sql(seconds: int) -> str:
+    """A Unix time as a timestamptz literal that COPY accepts."""
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%d %H:%M:%S+00")
+
+
+def copy_interactions(
+    engine: Engine, rows_csv: IO[str], *, replace: bool = False
+) -> int:
+    """Load CSV rows ``user_id,item_id,rating,event_at`` in one transaction.
+
+    With ``replace`` the table is emptied first, in the same transaction, so
+    readers see either the old contents or the new ones. Returns the row count.
+    """
+    raw = engine.raw_connection()
+    try:
+        with raw.cursor() as cur:
+            if replace:
+                cur.execute("TRUNCATE batchscore.interactions")
+            cur.copy_expert(COPY_INTERACTIONS, rows_csv)
+            count = cur.rowcount
+        raw.commit()
+    except Exception:
+        raw.rollback()
+        raise
+    finally:
+        raw.close()
+    logger.info("loaded %d interaction rows", count)
+    return count
+
+
+def rows_to_csv(rows: Iterable[tuple[int, int, float, int]], out: IO[str]) -> int:
+    """Write ``(user_id, item_id, rating, unix_seconds)`` rows as COPY CSV."""
+    writer = csv.writer(out, lineterminator="\n")
+    count = 0
+    for user_id, item_id, rating, seconds in rows:
+        writer.writerow((user_id, item_id, repr(float(rating)), epoch_to_sql(seconds)))
+        count += 1
+    return count
+
+
+@contextmanager
+def write_generated(interactions: Interactions) -> Iterator[IO[str]]:
+    """The generated columns as a COPY-ready CSV file, rewound for reading."""
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as staged:
+        rows_to_csv(
+            zip(interactions.user_id.tolist(), interactions.item_id.tolist(),
+                interactions.rating.tolist(), interactions.event_at.tolist(), strict=True),
+            staged,
+        )
+        staged.seek(0)
+        yield staged
+
+
+def day_end(day: date) -> datetime:
+    """The first instant after ``day`` (UTC): events before it belong to runs of ``day``."""
+    return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+
+
+def count_interactions(engine: Engine, until: date | None = None) -> int:
+    query = "SELECT count(*) FROM batchscore.interactions"
+    params: dict[str, object] = {}
+    if until is not None:
+        query += " WHERE event_at < :end"
+        params["end"] = day_end(until)
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(query), params).scalar_one())
+
+
+def export_interactions(engine: Engine, until: date, path: Path) -> int:
+    """Write interactions with events up to the end of ``until`` to a CSV file.
+
+    Columns: user_id, item_id, rating, event_at as Unix seconds. Returns the
+    row count. This is how the Spark jobs read the table without a JDBC driver.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    end = day_end(until).strftime("%Y-%m-%d %H:%M:%S+00")
+    query = (
+        "COPY (SELECT user_id, item_id, rating, extract(epoch FROM event_at)::bigint"
+        " FROM batchscore.interactions"
+        f" WHERE event_at < '{end}'::timestamptz) TO STDOUT WITH (FORMAT csv)"
+    )
+    raw = engine.raw_connection()
+    try:
+        with raw.cursor() as cur, path.open("w", encoding="utf-8") as out:
+            cur.copy_expert(query, out)
+            count = cur.rowcount
+        raw.commit()
+    finally:
+        raw.close()
+    logger.info("exported %d interaction rows up to %s to %s", count, until, path)
+    return count
+

@@ -1,0 +1,237 @@
+"""Publishing predictions to PostgreSQL.
+
+A version is loaded with COPY into its own table, indexed, then attached as a
+partition of ``batchscore.predictions`` and made the served version by one
+UPDATE of ``batchscore.serving`` in the same transaction. A query of the BI
+views therefore sees the previous complete version or the new complete one.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import sqlalchemy as sa
+from psycopg2 import sql
+from sqlalchemy.engine import Engine
+
+from jobs.publish import PublishVersion, SwitchOutcome
+
+logger = logging.getLogger(__name__)
+
+# Published versions kept besides the served one, for history and rollback.
+DEFAULT_KEEP_VERSIONS = 7
+
+
+def partition_name(publish_id: int) -> str:
+    return f"predictions_p{int(publish_id)}"
+
+
+class PostgresPublisher:
+    def __init__(self, engine: Engine, keep_versions: int = DEFAULT_KEEP_VERSIONS) -> None:
+        if keep_versions < 1:
+            raise ValueError(f"keep_versions must be at least 1, got {keep_versions}")
+        self.engine = engine
+        self.keep_versions = keep_versions
+        self.version: PublishVersion | None = None
+        self.users = 0
+        self.rows = 0
+
+    def allocate(self, run_id: str, model_version: int, logical_date: date,
+                 k: int) -> PublishVersion:
+        """Reserve a publish id for a run; nothing is visible to readers yet."""
+        with self.engine.begin() as conn:
+            publish_id = conn.execute(
+                sa.text(
+                    "INSERT INTO batchscore.prediction_versions"
+                    " (run_id, model_version, logical_date, k, status)"
+                    " VALUES (:run_id, :model_version, :logical_date, :k, 'staged')"
+                    " RETURNING publish_id"
+                ),
+                {"run_id": run_id, "model_version": model_version,
+                 "logical_date": logical_date, "k": k},
+            ).scalar_one()
+        return PublishVersion(publish_id=publish_id, run_id=run_id, model_version=model_version,
+                              logical_date=logical_date, k=k)
+
+    def prepare(self, version: PublishVersion) -> None:
+        self.version = version
+        self._execute(sql.SQL(
+            "CREATE TABLE batchscore.{} (LIKE batchscore.predictions INCLUDING ALL)"
+        ).format(sql.Identifier(partition_name(version.publish_id))))
+
+    def write(self, block: pa.RecordBatch) -> int:
+        """COPY one block of (user_id, items, scores) rows as one row per rank."""
+        version = self._require_version()
+        user_ids = block.column("user_id").to_numpy()
+        items = block.column("items")
+        scores = block.column("scores")
+        lengths = np.diff(items.offsets.to_numpy())
+        flat_items = items.values.to_numpy()
+        flat_scores = scores.values.to_numpy()
+        users = np.repeat(user_ids, lengths)
+        ranks = np.concatenate([np.arange(1, n + 1) for n in lengths]) if len(lengths) else []
+        buffer = io.StringIO()
+        for user, rank, item, score in zip(users, ranks, flat_items, flat_scores, strict=True):
+            buffer.write(
+                f"{version.publish_id}\t{user}\t{rank}\t{item}\t"
+                f"{np.format_float_positional(np.float32(score), trim='-')}\n"
+            )
+        buffer.seek(0)
+        with self._transaction() as cur:
+            cur.copy_expert(
+                sql.SQL("COPY batchscore.{} (publish_id, user_id, rank, item_id, score)"
+                        " FROM STDIN").format(
+                    sql.Identifier(partition_name(version.publish_id))
+                ).as_string(cur),
+                buffer,
+            )
+        self.users += len(user_ids)
+        self.rows += len(users)
+        return len(users)
+
+    def write_fallback(self, popular: pa.Table) -> None:
+        version = self._require_version()
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.text("INSERT INTO batchscore.popular_items (publish_id, rank, item_id, score)"
+                        " VALUES (:publish_id, :rank, :item_id, :score)"),
+                [{"publish_id": version.publish_id, "rank": int(rank), "item_id": int(item),
+                  "score": float(score)}
+                 for rank, item, score in zip(popular.column("rank").to_pylist(),
+                                              popular.column("item_id").to_pylist(),
+                                              popular.column("score").to_pylist(), strict=True)],
+            )
+
+    def switch(self) -> SwitchOutcome:
+        """Attach the staged version and serve it unless a later date is served.
+
+        A version for a date that already has one replaces it (the old one is
+        marked superseded and dropped by :meth:`cleanup`).
+        """
+        version = self._require_version()
+        table = sql.Identifier(partition_name(version.publish_id))
+        self._execute(sql.SQL(
+            "CREATE INDEX ON batchscore.{} (user_id, rank)"
+        ).format(table))
+        self._execute(sql.SQL(
+            "ALTER TABLE batchscore.{} ADD CHECK (publish_id = {})"
+        ).format(table, sql.Literal(version.publish_id)))
+        self._execute(sql.SQL("ANALYZE batchscore.{}").format(table))
+        with self._transaction() as cur:
+            # One publisher switches at a time.
+            cur.execute("LOCK TABLE batchscore.serving IN EXCLUSIVE MODE")
+            cur.execute(sql.SQL(
+                "ALTER TABLE batchscore.predictions ATTACH PARTITION batchscore.{}"
+                " FOR VALUES IN ({})"
+            ).format(table, sql.Literal(version.publish_id)))
+            cur.execute(
+                "UPDATE batchscore.prediction_versions SET status = 'superseded'"
+                " WHERE logical_date = %s AND status = 'published' RETURNING publish_id",
+                (version.logical_date,),
+            )
+            superseded = [row[0] for row in cur.fetchall()]
+            cur.execute(
+                "UPDATE batchscore.prediction_versions SET status = 'published',"
+                " published_at = now(), users = %s, rows = %s WHERE publish_id = %s",
+                (self.users, self.rows, version.publish_id),
+            )
+            cur.execute(
+                "SELECT s.publish_id, v.logical_date FROM batchscore.serving s"
+                " JOIN batchscore.prediction_versions v USING (publish_id)"
+            )
+            current = cur.fetchone()
+            served = current is None or version.logical_date >= current[1]
+            if served:
+                cur.execute(
+                    "INSERT INTO batchscore.serving (only_row, publish_id) VALUES (true, %s)"
+                    " ON CONFLICT (only_row) DO UPDATE"
+                    " SET publish_id = EXCLUDED.publish_id, switched_at = now()",
+                    (version.publish_id,),
+                )
+        outcome = SwitchOutcome(
+            served=served,
+            previous_served=current[0] if current is not None else None,
+            superseded=superseded,
+        )
+        logger.info("postgres: version %d published (%d users, %d rows)%s",
+                    version.publish_id, self.users, self.rows,
+                    ", now served" if served else ", not served (a later date is served)")
+        return outcome
+
+    def abort(self) -> None:
+        """Drop the staged table and mark the version failed."""
+        if self.version is None:
+            return
+        publish_id = self.version.publish_id
+        self._execute(sql.SQL("DROP TABLE IF EXISTS batchscore.{}").format(
+            sql.Identifier(partition_name(publish_id))))
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.text("UPDATE batchscore.prediction_versions SET status = 'failed'"
+                        " WHERE publish_id = :id AND status = 'staged'"),
+                {"id": publish_id},
+            )
+            conn.execute(sa.text("DELETE FROM batchscore.popular_items WHERE publish_id = :id"),
+                         {"id": publish_id})
+        logger.info("postgres: staged version %d discarded", publish_id)
+
+    def cleanup(self) -> list[int]:
+        """Drop superseded versions and published ones beyond the kept count."""
+        with self.engine.connect() as conn:
+            doomed = list(conn.execute(
+                sa.text(
+                    "SELECT publish_id FROM batchscore.prediction_versions v"
+                    " WHERE v.status = 'superseded' OR (v.status = 'published'"
+                    "  AND v.publish_id <> (SELECT publish_id FROM batchscore.serving)"
+                    "  AND v.publish_id NOT IN (SELECT kept.publish_id"
+                    "   FROM batchscore.prediction_versions kept WHERE kept.status = 'published'"
+                    "   ORDER BY kept.logical_date DESC LIMIT :keep))"
+                ),
+                {"keep": self.keep_versions + 1},
+            ).scalars())
+        for publish_id in doomed:
+            table = sql.Identifier(partition_name(publish_id))
+            with self._transaction() as cur:
+                cur.execute(sql.SQL(
+                    "ALTER TABLE batchscore.predictions DETACH PARTITION batchscore.{}"
+                ).format(table))
+                cur.execute(sql.SQL("DROP TABLE batchscore.{}").format(table))
+                cur.execute(
+                    "UPDATE batchscore.prediction_versions SET status = 'dropped',"
+                    " dropped_at = now() WHERE publish_id = %s", (publish_id,),
+                )
+                cur.execute("DELETE FROM batchscore.popular_items WHERE publish_id = %s",
+                            (publish_id,))
+        if doomed:
+            logger.info("postgres: dropped versions %s", doomed)
+        return doomed
+
+    def _require_version(self) -> PublishVersion:
+        if self.version is None:
+            raise RuntimeError("prepare() a version before writing or switching it")
+        return self.version
+
+    def _execute(self, statement: sql.Composable) -> None:
+        with self._transaction() as cur:
+            cur.execute(statement)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """A psycopg2 cursor in a transaction that commits on success."""
+        raw = self.engine.raw_connection()
+        try:
+            with raw.cursor() as cur:
+                yield cur
+            raw.commit()
+        except BaseException:
+            raw.rollback()
+            raise
+        finally:
+            raw.close()

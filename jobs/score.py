@@ -1,0 +1,123 @@
+"""The scoring job: every active user x the serving model -> top-K unseen items.
+
+``main(argv)`` is what ``spark-submit jobs/score.py`` and ``batchscore nightly``
+run. It reads interactions exported as CSV, keeps events up to the end of the
+run date, scores every user the model knows with exact dot products, and writes
+``recommendations/`` (Parquet: user_id, items, scores), ``popular.parquet``
+(the fallback list) and ``stats.json`` to the output folder. It touches no
+database: publishing is a separate step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict, dataclass
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from jobs.config import DEFAULT_TOP_K
+from jobs.data.store import day_end
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+logger = logging.getLogger(__name__)
+
+RECOMMENDATIONS_DIR = "recommendations"
+POPULAR_FILE = "popular.parquet"
+STATS_FILE = "stats.json"
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    interactions: Path
+    run_date: date
+    model_path: Path
+    output: Path
+    k: int = DEFAULT_TOP_K
+    spark_master: str | None = None
+
+
+@dataclass(frozen=True)
+class ScoreStats:
+    active_users: int
+    scored_users: int
+    users_without_factors: int
+    catalog_items: int
+    k: int
+
+    @classmethod
+    def read(cls, output: Path) -> ScoreStats:
+        return cls(**json.loads((output / STATS_FILE).read_text()))
+
+
+def parse_args(argv: list[str]) -> ScoreConfig:
+    parser = argparse.ArgumentParser(prog="score", description=__doc__.splitlines()[0])
+    parser.add_argument("--interactions", type=Path, required=True,
+                        help="CSV of user_id,item_id,rating,unix_seconds (no header)")
+    parser.add_argument("--run-date", type=date.fromisoformat, required=True)
+    parser.add_argument("--model-path", type=Path, required=True, help="saved Spark ALSModel")
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--k", type=int, default=DEFAULT_TOP_K)
+    parser.add_argument("--spark-master", default=None)
+    args = parser.parse_args(argv)
+    if args.k < 1:
+        parser.error("--k must be at least 1")
+    return ScoreConfig(interactions=args.interactions, run_date=args.run_date,
+                       model_path=args.model_path, output=args.output, k=args.k,
+                       spark_master=args.spark_master)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stats = run(parse_args(sys.argv[1:] if argv is None else argv))
+    print(json.dumps(asdict(stats)))
+    return 0
+
+
+def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
+    from pyspark.ml.recommendation import ALSModel
+    from pyspark.sql import functions as F
+
+    from jobs.spark import spark_session
+    from jobs.train import item_matrix, read_interactions
+    from jobs.transforms import events_before, most_popular, seen_items, top_k_unseen
+
+    spark = spark or spark_session("batchscore-score", config.spark_master)
+    # Extract
+    end = int(day_end(config.run_date).timestamp())
+    interactions = events_before(read_interactions(spark, config.interactions), end).cache()
+    model = ALSModel.load(str(config.model_path))
+    item_ids, item_factors = item_matrix(model)
+    # Transform
+    seen = seen_items(interactions).cache()
+    users = (model.userFactors.withColumnRenamed("id", "user_id")
+             .withColumn("user_id", F.col("user_id").cast("long"))
+             .join(seen, "user_id"))
+    recommendations = top_k_unseen(users, item_ids, item_factors, config.k)
+    popular = most_popular(interactions, config.k)
+    # Load
+    logger.info("scoring users against %d items, top %d", len(item_ids), config.k)
+    config.output.mkdir(parents=True, exist_ok=True)
+    recommendations.write.mode("overwrite").parquet(str(config.output / RECOMMENDATIONS_DIR))
+    popular.toPandas().to_parquet(config.output / POPULAR_FILE, index=False)
+    scored = spark.read.parquet(str(config.output / RECOMMENDATIONS_DIR)).count()
+    active = seen.count()
+    stats = ScoreStats(active_users=active, scored_users=scored,
+                       users_without_factors=active - scored,
+                       catalog_items=len(item_ids), k=config.k)
+    (config.output / STATS_FILE).write_text(json.dumps(asdict(stats)))
+    seen.unpersist()
+    interactions.unpersist()
+    logger.info("scored %d of %d active users (%d unknown to the model)",
+                scored, active, active - scored)
+    return stats
+
+
+if __name__ == "__main__":
+    sys.exit(main())
