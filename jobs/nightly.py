@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import redis
 
@@ -21,7 +23,7 @@ from jobs import registry, runs
 from jobs.data.load import InputError
 from jobs.data.store import export_interactions
 from jobs.db import engine_for, ensure_schema
-from jobs.publish import SwitchOutcome, read_blocks
+from jobs.publish import PublishVersion, SwitchOutcome, read_blocks
 from jobs.publish.postgres import PostgresPublisher
 from jobs.publish.redis import RedisPublisher
 from jobs.score import POPULAR_FILE, RECOMMENDATIONS_DIR, ScoreConfig, ScoreStats
@@ -61,46 +63,24 @@ def run(config: NightlyConfig) -> NightlyResult:
     run_id = runs.start(engine, "nightly", config.run_date, model.version)
     work_dir = config.home / "staging" / run_id
     postgres = PostgresPublisher(engine)
-    redis_publisher = RedisPublisher(redis.Redis.from_url(config.redis_url))
-    published = False
     try:
         exported = export_interactions(engine, config.run_date, work_dir / "interactions.csv")
         if exported == 0:
             raise InputError(f"no interactions up to {config.run_date}; nothing to score")
         stats = score(config, model.artifact_uri, work_dir)
         check_predictions(stats)
-        version = postgres.allocate(run_id, model.version, config.run_date, config.k)
-        publishers = (postgres, redis_publisher)
-        for publisher in publishers:
-            publisher.prepare(version)
-        popular = pq.read_table(work_dir / POPULAR_FILE)
-        written = 0
-        for block in read_blocks(work_dir / RECOMMENDATIONS_DIR):
-            for publisher in publishers:
-                publisher.write(block)
-            written += block.num_rows
-            logger.info("published %d / %d users", written, stats.scored_users)
-        for publisher in publishers:
-            publisher.write_fallback(popular)
-        outcome: SwitchOutcome = postgres.switch()
-        published = True
-        redis_publisher.switch(outcome)
-        postgres.cleanup()
+        version, outcome = publish(
+            postgres, RedisPublisher(redis.Redis.from_url(config.redis_url)),
+            postgres.allocate(run_id, model.version, config.run_date, config.k),
+            read_blocks(work_dir / RECOMMENDATIONS_DIR),
+            pq.read_table(work_dir / POPULAR_FILE),
+            expected_users=stats.scored_users,
+        )
     except BaseException as err:
-        if not published:
-            for publisher in (postgres, redis_publisher):
-                try:
-                    publisher.abort()
-                except Exception:  # keep the original error; log the secondary one
-                    logger.exception("discarding the staged version failed")
         runs.fail(engine, run_id, f"{type(err).__name__}: {err}")
         raise
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
-    result = NightlyResult(
-        run_id=run_id, publish_id=version.publish_id, model_version=model.version,
-        logical_date=config.run_date, served=outcome.served, stats=stats, rows=postgres.rows,
-    )
     runs.succeed(engine, run_id, {
         "publish_id": version.publish_id,
         "served": outcome.served,
@@ -110,7 +90,50 @@ def run(config: NightlyConfig) -> NightlyResult:
         "rows": postgres.rows,
         "k": config.k,
     })
-    return result
+    return NightlyResult(
+        run_id=run_id, publish_id=version.publish_id, model_version=model.version,
+        logical_date=config.run_date, served=outcome.served, stats=stats, rows=postgres.rows,
+    )
+
+
+def publish(
+    postgres: PostgresPublisher,
+    redis_publisher: RedisPublisher,
+    version: PublishVersion,
+    blocks: Iterable[pa.RecordBatch],
+    popular: pa.Table,
+    expected_users: int | None = None,
+) -> tuple[PublishVersion, SwitchOutcome]:
+    """Write a version aside in both stores, then switch both.
+
+    Postgres switches first and decides whether the version is served; Redis
+    follows that decision. If anything fails before the Postgres switch, both
+    staged copies are discarded and readers keep the previous version.
+    """
+    publishers: tuple[PostgresPublisher | RedisPublisher, ...] = (postgres, redis_publisher)
+    try:
+        for publisher in publishers:
+            publisher.prepare(version)
+        written = 0
+        for block in blocks:
+            for publisher in publishers:
+                publisher.write(block)
+            written += block.num_rows
+            logger.info("published %d%s users", written,
+                        f" / {expected_users}" if expected_users is not None else "")
+        for publisher in publishers:
+            publisher.write_fallback(popular)
+        outcome = postgres.switch()
+    except BaseException:
+        for publisher in publishers:
+            try:
+                publisher.abort()
+            except Exception:  # keep the original error; log the secondary one
+                logger.exception("discarding the staged version failed")
+        raise
+    redis_publisher.switch(outcome)
+    postgres.cleanup()
+    return version, outcome
 
 
 def score(config: NightlyConfig, artifact_uri: str, work_dir: Path) -> ScoreStats:

@@ -1,0 +1,51 @@
+# batchscore: `make help` lists the targets. The first `make run` or `make test`
+# creates .venv and installs the project and its dependencies into it.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-unit test-integration test-e2e lint format services-stop clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip setuptools wheel
+	$(BIN)/pip install -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install batchscore with its dev tools
+
+run: $(STAMP) ## quick start: sample data, train, one nightly on the embedded servers
+	$(BIN)/batchscore quickstart
+
+test: $(STAMP) ## run every test tier
+	@status=0; $(BIN)/pytest || status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; fi; \
+	exit $$status
+
+test-unit: $(STAMP) ## unit tests only
+	$(BIN)/pytest tests/unit
+
+test-integration: $(STAMP) ## integration tests (embedded PostgreSQL and Redis)
+	$(BIN)/pytest tests/integration
+
+test-e2e: $(STAMP) ## the whole flow at small scale
+	$(BIN)/pytest tests/e2e
+
+lint: $(STAMP) ## ruff over the code and tests
+	$(BIN)/ruff check jobs dags tests
+
+format: $(STAMP) ## apply ruff's fixes
+	$(BIN)/ruff check --fix jobs dags tests
+
+services-stop: $(STAMP) ## stop the embedded PostgreSQL and Redis
+	$(BIN)/batchscore services stop
+
+clean: ## remove the virtual environment and caches (keeps .batchscore state)
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

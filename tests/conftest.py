@@ -1,0 +1,67 @@
+"""Fixtures shared by every tier: one local Spark session, one pair of embedded servers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from jobs import services
+from jobs.config import Settings
+from jobs.db import engine_for, upgrade
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from jobs.spark import spark_session
+
+    session = spark_session("batchscore-tests", "local[1]", driver_memory="1g",
+                            shuffle_partitions=1)
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Embedded servers under a fresh home, whatever the caller's environment says."""
+    home = tmp_path_factory.mktemp("batchscore-home")
+    return Settings.from_env({"BATCHSCORE_HOME": str(home)})
+
+
+@pytest.fixture(scope="session")
+def endpoints(settings: Settings) -> Iterator[services.Endpoints]:
+    resolved = services.resolve(settings)
+    yield resolved
+    services.stop_embedded(settings)
+
+
+@pytest.fixture
+def engine(endpoints: services.Endpoints) -> Iterator[sa.engine.Engine]:
+    """The embedded database, emptied and migrated afresh for each test."""
+    engine = engine_for(endpoints.database_url)
+    reset_database(engine)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def redis_client(endpoints: services.Endpoints) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(endpoints.redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+def reset_database(engine: sa.engine.Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA IF EXISTS bi CASCADE"))
+        conn.execute(sa.text("DROP SCHEMA IF EXISTS batchscore CASCADE"))
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path

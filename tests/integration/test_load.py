@@ -1,0 +1,64 @@
+"""`batchscore data load` against the embedded PostgreSQL: all or nothing."""
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from jobs.data.load import CsvLayout, InputError, load_file
+from tests.conftest import write_lines
+
+GOOD = ["1\t10\t4\t881250949", "1\t11\t3\t881250950", "2\t10\t5\t881250951"]
+
+
+def table(engine) -> list[tuple]:
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(sa.text(
+            "SELECT user_id, item_id, rating, extract(epoch FROM event_at)::bigint"
+            " FROM batchscore.interactions ORDER BY user_id, item_id"
+        ))]
+
+
+def test_movielens_file_is_loaded(engine, tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "u.data", GOOD)
+    assert load_file(engine, path, file_format="movielens") == 3
+    assert table(engine) == [(1, 10, 4.0, 881250949), (1, 11, 3.0, 881250950),
+                             (2, 10, 5.0, 881250951)]
+
+
+def test_replace_swaps_the_contents(engine, tmp_path: Path) -> None:
+    load_file(engine, write_lines(tmp_path / "a.data", GOOD), file_format="movielens")
+    load_file(engine, write_lines(tmp_path / "b.data", ["9\t90\t1\t100"]),
+              file_format="movielens", replace=True)
+    assert table(engine) == [(9, 90, 1.0, 100)]
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ([], "no interactions found, nothing loaded"),
+        ([*GOOD, "3\tabc\t4\t881250949"], "line 4: item id 'abc' is not a whole number"),
+        ([*GOOD, "3\t12\t-2\t881250949"], "line 4: rating -2 is not positive"),
+        (["3\t12\t4"], "line 1: expected 4 tab-separated fields, found 3"),
+    ],
+)
+def test_bad_input_loads_nothing(engine, tmp_path: Path, lines: list[str], message: str) -> None:
+    load_file(engine, write_lines(tmp_path / "first.data", GOOD), file_format="movielens")
+    before = table(engine)
+    path = write_lines(tmp_path / "bad.data", lines)
+    with pytest.raises(InputError, match=message):
+        load_file(engine, path, file_format="movielens", replace=True)
+    assert table(engine) == before
+
+
+def test_csv_with_other_column_names(engine, tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "export.csv", ["uid;iid;score;ts", "5;50;2;1000"])
+    layout = CsvLayout(user_col="uid", item_col="iid", rating_col="score", timestamp_col="ts",
+                       delimiter=";")
+    assert load_file(engine, path, file_format="csv", layout=layout) == 1
+    assert table(engine) == [(5, 50, 2.0, 1000)]
+
+
+def test_unknown_format_is_named(engine, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="unknown format 'parquet'"):
+        load_file(engine, write_lines(tmp_path / "x", GOOD), file_format="parquet")

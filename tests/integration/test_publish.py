@@ -1,0 +1,186 @@
+"""Publishing to the embedded PostgreSQL and Redis: atomic switches, reruns, failures."""
+
+from datetime import date
+
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+
+from jobs import redis_contract as contract
+from jobs import runs
+from jobs.client import NoPublishedVersionError, RecommendationClient
+from jobs.nightly import publish
+from jobs.publish.postgres import PostgresPublisher
+from jobs.publish.redis import RedisPublisher
+from jobs.registry import NewModel, register
+
+DAY1, DAY2, DAY3 = date(2026, 11, 18), date(2026, 11, 19), date(2026, 11, 20)
+POPULAR = pa.table({"rank": [1, 2], "item_id": [100, 200], "score": [9.0, 7.0]})
+
+
+def block(recs: dict[int, list[tuple[int, float]]]) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pydict(
+        {
+            "user_id": list(recs),
+            "items": [[item for item, _ in pairs] for pairs in recs.values()],
+            "scores": [[score for _, score in pairs] for pairs in recs.values()],
+        },
+        schema=pa.schema([("user_id", pa.int64()), ("items", pa.list_(pa.int64())),
+                          ("scores", pa.list_(pa.float32()))]),
+    )
+
+
+@pytest.fixture
+def model_version(engine) -> int:
+    return register(engine, NewModel(
+        created_by="test", trained_as_of=DAY1, params={}, metrics={}, data_snapshot={},
+        code_version="test", artifact_uri="file:///nowhere",
+    )).version
+
+
+def publish_day(engine, redis_client, model_version: int, day: date,
+                recs: dict[int, list[tuple[int, float]]], blocks=None):
+    run_id = runs.start(engine, "nightly", day, model_version)
+    postgres = PostgresPublisher(engine, keep_versions=2)
+    version = postgres.allocate(run_id, model_version, day, k=2)
+    return publish(postgres, RedisPublisher(redis_client), version,
+                   blocks if blocks is not None else [block(recs)], POPULAR)
+
+
+def served_rows(engine) -> list[tuple]:
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(sa.text(
+            "SELECT user_id, rank, item_id, score, logical_date FROM bi.recommendations"
+            " ORDER BY user_id, rank"))]
+
+
+def kept_versions(engine) -> list[tuple]:
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(sa.text(
+            "SELECT logical_date, status FROM batchscore.prediction_versions"
+            " WHERE status = 'published' ORDER BY logical_date"))]
+
+
+def test_a_published_version_is_served_in_both_stores(engine, redis_client, model_version) -> None:
+    version, outcome = publish_day(engine, redis_client, model_version, DAY1,
+                                   {1: [(10, 0.5), (11, 0.25)], 2: [(12, 1.5), (10, 1.0)]})
+    assert outcome.served
+    assert served_rows(engine) == [
+        (1, 1, 10, 0.5, DAY1), (1, 2, 11, 0.25, DAY1),
+        (2, 1, 12, 1.5, DAY1), (2, 2, 10, 1.0, DAY1),
+    ]
+    assert redis_client.get(contract.pointer_key()) == str(version.publish_id).encode()
+    assert redis_client.get(contract.user_key(version.publish_id, 1)) == b"[[10,0.5],[11,0.25]]"
+    client = RecommendationClient(redis_client)
+    recs = client.get_recommendations(2, k=1)
+    assert (recs.source, [(i.item_id, i.score) for i in recs.items]) == ("predictions",
+                                                                         [(12, 1.5)])
+    assert recs.model_version == model_version and recs.run_id == version.run_id
+    unknown = client.get_recommendations(999, k=5)
+    assert unknown.source == "fallback"
+    assert [(i.item_id, i.score) for i in unknown.items] == [(100, 9.0), (200, 7.0)]
+
+
+def test_rerunning_a_date_replaces_it(engine, redis_client, model_version) -> None:
+    first, _ = publish_day(engine, redis_client, model_version, DAY1, {1: [(10, 0.5)]})
+    second, outcome = publish_day(engine, redis_client, model_version, DAY1, {1: [(11, 0.75)]})
+    assert outcome.superseded == [first.publish_id]
+    assert served_rows(engine) == [(1, 1, 11, 0.75, DAY1)]
+    assert kept_versions(engine) == [(DAY1, "published")]
+    with engine.connect() as conn:
+        history = conn.execute(sa.text(
+            "SELECT count(DISTINCT publish_id) FROM bi.recommendations_history")).scalar()
+    assert history == 1
+    # The replaced version's Redis keys linger briefly for readers mid-request, then expire.
+    assert 0 < redis_client.ttl(contract.user_key(first.publish_id, 1)) <= 60
+    assert redis_client.ttl(contract.user_key(second.publish_id, 1)) == -1
+
+
+def test_an_older_date_is_kept_but_does_not_take_over(engine, redis_client,
+                                                      model_version) -> None:
+    newer, _ = publish_day(engine, redis_client, model_version, DAY2, {1: [(10, 0.5)]})
+    older, outcome = publish_day(engine, redis_client, model_version, DAY1, {1: [(12, 0.1)]})
+    assert not outcome.served
+    assert served_rows(engine) == [(1, 1, 10, 0.5, DAY2)]
+    assert redis_client.get(contract.pointer_key()) == str(newer.publish_id).encode()
+    assert redis_client.ttl(contract.user_key(older.publish_id, 1)) > 0
+    assert kept_versions(engine) == [(DAY1, "published"), (DAY2, "published")]
+
+
+def test_the_previous_version_is_kept_and_old_ones_are_dropped(engine, redis_client,
+                                                              model_version) -> None:
+    versions = [publish_day(engine, redis_client, model_version, day, {1: [(n, 1.0)]})[0]
+                for n, day in enumerate((DAY1, DAY2, DAY3, date(2026, 11, 21)), start=10)]
+    # keep_versions=2 keeps the served version and two before it.
+    assert [row[0] for row in kept_versions(engine)] == [DAY2, DAY3, date(2026, 11, 21)]
+    with engine.connect() as conn:
+        partitions = conn.execute(sa.text(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'batchscore.predictions'::regclass"
+        )).scalar()
+    assert partitions == 3
+    # Redis keeps the previous served version for rollback, expiring.
+    assert redis_client.ttl(contract.user_key(versions[2].publish_id, 1)) > 60
+
+
+def failing_blocks():
+    yield block({1: [(99, 9.0)]})
+    raise RuntimeError("the scorer died mid-way")
+
+
+def test_a_failure_mid_publish_leaves_the_served_version_untouched(engine, redis_client,
+                                                                   model_version) -> None:
+    good, _ = publish_day(engine, redis_client, model_version, DAY1, {1: [(10, 0.5)]})
+    before_rows = served_rows(engine)
+    before_keys = sorted(redis_client.keys("*"))
+    with pytest.raises(RuntimeError, match="the scorer died mid-way"):
+        publish_day(engine, redis_client, model_version, DAY2, {}, blocks=failing_blocks())
+    assert served_rows(engine) == before_rows
+    assert sorted(redis_client.keys("*")) == before_keys
+    assert redis_client.get(contract.pointer_key()) == str(good.publish_id).encode()
+    with engine.connect() as conn:
+        statuses = dict(conn.execute(sa.text(
+            "SELECT logical_date, status FROM batchscore.prediction_versions")).all())
+        tables = conn.execute(sa.text(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'batchscore'"
+            " AND tablename LIKE 'predictions_p%'")).scalar()
+    assert statuses == {DAY1: "published", DAY2: "failed"}
+    assert tables == 1
+
+
+def test_readers_mid_switch_see_one_whole_version(engine, redis_client, model_version) -> None:
+    publish_day(engine, redis_client, model_version, DAY1, {1: [(10, 0.5)], 2: [(11, 0.5)]})
+    with engine.connect() as reader:
+        reader.execute(sa.text("BEGIN ISOLATION LEVEL REPEATABLE READ"))
+        first = reader.execute(sa.text(
+            "SELECT user_id, item_id FROM bi.recommendations ORDER BY user_id")).all()
+        # A new version is switched in while the reader's snapshot is open.
+        reader_sees_old = first == [(1, 10), (2, 11)]
+        publish_day_in_thread(engine, redis_client, model_version)
+        again = reader.execute(sa.text(
+            "SELECT user_id, item_id FROM bi.recommendations ORDER BY user_id")).all()
+        reader.execute(sa.text("COMMIT"))
+    assert reader_sees_old and again == first
+    assert [(row[0], row[2]) for row in served_rows(engine)] == [(1, 20), (2, 21)]
+
+
+def publish_day_in_thread(engine, redis_client, model_version) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            publish_day(engine, redis_client, model_version, DAY2,
+                        {1: [(20, 0.5)], 2: [(21, 0.5)]})
+        except BaseException as err:
+            errors.append(err)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive() and not errors
+
+
+def test_no_published_version_is_a_clear_error(redis_client) -> None:
+    with pytest.raises(NoPublishedVersionError, match="no recommendations are published"):
+        RecommendationClient(redis_client).get_recommendations(1)
