@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
@@ -96,7 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = command("train", cmd_train, "train ALS and register a model version")
     train.add_argument("--as-of", type=parse_date, default=None,
                        help="train on events up to this date (default: the newest event's)")
-    train.add_argument("--holdout-days", type=int, default=None)
+    for option, kind in (("--holdout-days", int), ("--rank", int), ("--reg-param", float),
+                         ("--alpha", float), ("--max-iter", int)):
+        train.add_argument(option, type=kind, default=None,
+                           help="see `spark-submit jobs/train.py --help` for the default")
 
     nightly = command("nightly", cmd_nightly, "score every active user and publish")
     nightly.add_argument("--run-date", type=parse_date, default=None,
@@ -236,8 +241,10 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     as_of = args.as_of or newest_event_date(engine)
     argv = ["--as-of", as_of.isoformat(), "--database-url", services.database_url(settings),
             "--home", str(settings.home), "--spark-master", settings.spark_master]
-    if args.holdout_days is not None:
-        argv += ["--holdout-days", str(args.holdout_days)]
+    for name in ("holdout_days", "rank", "reg_param", "alpha", "max_iter"):
+        value = getattr(args, name, None)
+        if value is not None:
+            argv += [f"--{name.replace('_', '-')}", str(value)]
     version = train.run(train.parse_args(argv))
     describe_model(version)
     return 0
@@ -404,7 +411,7 @@ def cmd_quickstart(settings: Settings, args: argparse.Namespace) -> int:
         print(f"2/3 model version {model.version} already serving: reusing it")
     except registry.NoServingModelError:
         print("2/3 training a model (Spark ALS)")
-        cmd_train(settings, argparse.Namespace(as_of=None, holdout_days=None))
+        cmd_train(settings, argparse.Namespace(as_of=None))
     run_date = newest_event_date(engine)
     with engine.connect() as conn:
         published = conn.execute(sa.text(
@@ -420,13 +427,24 @@ def cmd_quickstart(settings: Settings, args: argparse.Namespace) -> int:
             "SELECT user_id FROM bi.recommendations ORDER BY user_id LIMIT 1")).scalar()
     print()
     cmd_status(settings, argparse.Namespace(json=False))
-    print(f"""
-Read one user's recommendations (from Redis):
-  batchscore recs {user_id}
-Query what BI sees (PostgreSQL):
-  psql "$(batchscore db url)" -c "SELECT * FROM bi.recommendations WHERE user_id = {user_id} ORDER BY rank LIMIT 10"
-(inside the repository, prefix the commands with .venv/bin/)""")  # noqa: E501
+    program = command_name()
+    query = f"SELECT * FROM bi.recommendations WHERE user_id = {user_id} ORDER BY rank LIMIT 10"
+    print("\nRead one user's recommendations (from Redis):")
+    print(f"  {program} recs {user_id}")
+    print("Query what BI sees (PostgreSQL):")
+    print(f'  psql "$({program} db url)" -c "{query}"')
     return 0
+
+
+def command_name() -> str:
+    """How the person at the terminal can call this program again."""
+    invoked = Path(sys.argv[0])
+    on_path = shutil.which("batchscore")
+    if on_path and Path(on_path).resolve() == invoked.resolve():
+        return "batchscore"
+    if invoked.name == "batchscore":
+        return os.path.relpath(invoked)
+    return "python -m jobs"
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:

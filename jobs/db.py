@@ -86,7 +86,8 @@ def upgrade(engine: Engine, sql_dir: Path = SQL_DIR) -> list[str]:
                     {"v": migration.version, "c": migration.checksum},
                 )
             applied_now.append(migration.version)
-    logger.info("%d migration(s) applied", len(applied_now))
+    if applied_now:
+        logger.info("%d migration(s) applied", len(applied_now))
     return applied_now
 
 

@@ -35,9 +35,9 @@ logger = logging.getLogger(__name__)
 
 # Chosen on the holdout of the sample data set (see README, "Choosing the defaults").
 DEFAULT_RANK = 32
-DEFAULT_REG_PARAM = 0.05
-DEFAULT_ALPHA = 10.0
-DEFAULT_MAX_ITER = 12
+DEFAULT_REG_PARAM = 1.0
+DEFAULT_ALPHA = 2.0
+DEFAULT_MAX_ITER = 10
 DEFAULT_HOLDOUT_DAYS = 7
 DEFAULT_EVAL_K = 10
 # Enough users for stable metrics; evaluation stays cheap at any scale.

@@ -7,6 +7,9 @@ by later commands until ``batchscore services stop``.
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from jobs.config import Settings
@@ -29,14 +32,32 @@ def embedded_redis(settings: Settings) -> EmbeddedRedis:
     return EmbeddedRedis(settings.services_dir / "redis")
 
 
+@contextmanager
+def exclusive(settings: Settings) -> Iterator[None]:
+    """Serialise starting and stopping, so two commands never start two servers."""
+    settings.services_dir.mkdir(parents=True, exist_ok=True)
+    with (settings.services_dir / ".lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def database_url(settings: Settings) -> str:
     """The configured database URL, or the embedded server's (started if needed)."""
-    return settings.database_url or embedded_postgres(settings).ensure_running()
+    if settings.database_url:
+        return settings.database_url
+    with exclusive(settings):
+        return embedded_postgres(settings).ensure_running()
 
 
 def redis_url(settings: Settings) -> str:
     """The configured Redis URL, or the embedded server's (started if needed)."""
-    return settings.redis_url or embedded_redis(settings).ensure_running()
+    if settings.redis_url:
+        return settings.redis_url
+    with exclusive(settings):
+        return embedded_redis(settings).ensure_running()
 
 
 def resolve(settings: Settings) -> Endpoints:
@@ -49,7 +70,8 @@ def resolve(settings: Settings) -> Endpoints:
 
 def stop_embedded(settings: Settings) -> dict[str, bool]:
     """Stop whichever embedded servers run under ``settings.home``."""
-    return {
-        "postgres": embedded_postgres(settings).stop(),
-        "redis": embedded_redis(settings).stop(),
-    }
+    with exclusive(settings):
+        return {
+            "postgres": embedded_postgres(settings).stop(),
+            "redis": embedded_redis(settings).stop(),
+        }

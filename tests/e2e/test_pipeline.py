@@ -164,13 +164,40 @@ def store_contents(engine, client) -> tuple:
     return served(engine), versions, keys
 
 
-def test_bad_input_publishes_nothing(pipeline, tmp_path: Path, capsys) -> None:
+BAD_FILES = [
+    ("movielens", ["1\t2\t3\t881250949", "1\tx\t3\t881250949"],
+     "line 2: item id 'x' is not a whole number"),
+    ("movielens", ["1\t2\t-3\t881250949"], "line 1: rating -3 is not positive"),
+    ("movielens", ["1\t2\t\t881250949"], "line 1: rating is missing"),
+    ("movielens", [], "no interactions found, nothing loaded"),
+    ("csv", ["user,item,rating,timestamp", "1,2,3,4"],
+     "header lacks column(s) ['user_id', 'item_id']"),
+    ("csv", [], "the file is empty"),
+]
+
+
+@pytest.mark.parametrize(("file_format", "lines", "message"), BAD_FILES)
+def test_bad_files_are_rejected_by_name(pipeline, tmp_path: Path, capsys, file_format: str,
+                                        lines: list[str], message: str) -> None:
+    engine, client = pipeline
+    before = store_contents(engine, client)
+    with engine.connect() as conn:
+        rows_before = conn.execute(sa.text("SELECT count(*) FROM batchscore.interactions")
+                                   ).scalar()
+    capsys.readouterr()
+    path = write_lines(tmp_path / "input", lines)
+    assert main(["data", "load", "--format", file_format, str(path)]) == 1
+    assert message in capsys.readouterr().err
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM batchscore.interactions")
+                            ).scalar() == rows_before
+    assert store_contents(engine, client) == before
+
+
+def test_bad_runs_publish_nothing(pipeline, tmp_path: Path, capsys) -> None:
     engine, client = pipeline
     before = store_contents(engine, client)
     capsys.readouterr()
-    bad = write_lines(tmp_path / "u.data", ["1\t2\t3\t881250949", "1\tx\t3\t881250949"])
-    assert main(["data", "load", "--format", "movielens", str(bad)]) == 1
-    assert "line 2: item id 'x' is not a whole number" in capsys.readouterr().err
     assert main(["data", "load", "--format", "movielens", str(tmp_path / "missing")]) == 1
     assert "file not found" in capsys.readouterr().err
     assert main(["nightly", "--run-date", "2020-01-01"]) == 1
