@@ -207,3 +207,20 @@ def test_bad_runs_publish_nothing(pipeline, tmp_path: Path, capsys) -> None:
         failed = conn.execute(sa.text(
             "SELECT error FROM batchscore.runs WHERE status = 'failed'")).scalars().all()
     assert failed == ["InputError: no interactions up to 2020-01-01; nothing to score"]
+
+
+def test_quickstart_reuses_what_is_there(pipeline, capsys) -> None:
+    engine, _ = pipeline
+    with engine.connect() as conn:
+        runs_before = conn.execute(sa.text("SELECT count(*) FROM batchscore.runs")).scalar()
+    capsys.readouterr()
+    assert main(["quickstart"]) == 0
+    out = capsys.readouterr().out
+    assert "1/3 interactions already loaded: reusing them" in out
+    assert "2/3 model version 1 already serving: reusing it" in out
+    assert f"3/3 {RUN_DATE} already published" in out
+    first_user = min(served(engine))
+    assert f"recs {first_user}" in out
+    assert "SELECT * FROM bi.recommendations WHERE user_id" in out
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM batchscore.runs")).scalar() == runs_before
