@@ -31,14 +31,6 @@ class Settings:
     top_k: int
 
     @property
-    def models_dir(self) -> Path:
-        return self.home / "models"
-
-    @property
-    def staging_dir(self) -> Path:
-        return self.home / "staging"
-
-    @property
     def services_dir(self) -> Path:
         return self.home / "services"
 

@@ -23,7 +23,7 @@ from jobs import registry, runs
 from jobs.data.load import InputError
 from jobs.data.store import export_interactions
 from jobs.db import engine_for, ensure_schema
-from jobs.publish import PublishVersion, SwitchOutcome, read_blocks
+from jobs.publish import Publisher, PublishVersion, SwitchOutcome, read_blocks
 from jobs.publish.postgres import PostgresPublisher
 from jobs.publish.redis import RedisPublisher
 from jobs.score import POPULAR_FILE, RECOMMENDATIONS_DIR, ScoreConfig, ScoreStats
@@ -110,7 +110,7 @@ def publish(
     follows that decision. If anything fails before the Postgres switch, both
     staged copies are discarded and readers keep the previous version.
     """
-    publishers: tuple[PostgresPublisher | RedisPublisher, ...] = (postgres, redis_publisher)
+    publishers: tuple[Publisher, ...] = (postgres, redis_publisher)
     try:
         for publisher in publishers:
             publisher.prepare(version)

@@ -89,11 +89,6 @@ def register(engine: Engine, model: NewModel, *, promote_if_first: bool = True) 
     return registered
 
 
-def get(engine: Engine, version: int) -> ModelVersion:
-    with engine.connect() as conn:
-        return _fetch(conn, version)
-
-
 def serving(engine: Engine) -> ModelVersion:
     """The serving version; raises :class:`NoServingModelError` when there is none."""
     with engine.connect() as conn:

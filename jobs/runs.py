@@ -67,14 +67,6 @@ def start(engine: Engine, kind: str, logical_date: date, model_version: int | No
     return run_id
 
 
-def set_model_version(engine: Engine, run_id: str, model_version: int) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text("UPDATE batchscore.runs SET model_version = :v WHERE run_id = :r"),
-            {"v": model_version, "r": run_id},
-        )
-
-
 def succeed(engine: Engine, run_id: str, stats: dict[str, Any]) -> None:
     _finish(engine, run_id, "succeeded", stats, None)
     logger.info("run %s succeeded", run_id)

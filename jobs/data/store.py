@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import sqlalchemy as sa
+from psycopg2 import sql
 from sqlalchemy.engine import Engine
 
 if TYPE_CHECKING:
@@ -99,16 +100,14 @@ def export_interactions(engine: Engine, until: date, path: Path) -> int:
     row count. This is how the Spark jobs read the table without a JDBC driver.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    end = day_end(until).strftime("%Y-%m-%d %H:%M:%S+00")
-    query = (
+    query = sql.SQL(
         "COPY (SELECT user_id, item_id, rating, extract(epoch FROM event_at)::bigint"
-        " FROM batchscore.interactions"
-        f" WHERE event_at < '{end}'::timestamptz) TO STDOUT WITH (FORMAT csv)"
-    )
+        " FROM batchscore.interactions WHERE event_at < {}) TO STDOUT WITH (FORMAT csv)"
+    ).format(sql.Literal(day_end(until)))
     raw = engine.raw_connection()
     try:
         with raw.cursor() as cur, path.open("w", encoding="utf-8") as out:
-            cur.copy_expert(query, out)
+            cur.copy_expert(query.as_string(cur), out)
             count = cur.rowcount
         raw.commit()
     finally:

@@ -12,7 +12,6 @@ def test_defaults_use_embedded_servers_under_dot_batchscore() -> None:
     assert settings.redis_url is None
     assert settings.spark_master == "local[*]"
     assert settings.top_k == 50
-    assert settings.models_dir == settings.home / "models"
 
 
 def test_environment_overrides_every_setting(tmp_path: Path) -> None:
