@@ -268,7 +268,7 @@ def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
 
     engine = database(settings)
     run_date = args.run_date or newest_event_date(engine)
-    k = args.k or settings.top_k
+    k = settings.top_k if args.k is None else args.k
     if k < 1:
         raise CommandError(f"--k must be at least 1, got {k}")
     result = nightly.run(nightly.NightlyConfig(

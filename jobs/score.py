@@ -98,14 +98,18 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
     seen = seen_items(interactions).cache()
     users = (model.userFactors.withColumnRenamed("id", "user_id")
              .withColumn("user_id", F.col("user_id").cast("long"))
-             .join(seen, "user_id"))
+             .join(seen, "user_id")
+             # One scoring task per core rather than one per shuffle partition.
+             .repartition(spark.sparkContext.defaultParallelism))
     recommendations = top_k_unseen(users, item_ids, item_factors, config.k)
     popular = most_popular(interactions, config.k)
     # Load
     logger.info("scoring users against %d items, top %d", len(item_ids), config.k)
     config.output.mkdir(parents=True, exist_ok=True)
     recommendations.write.mode("overwrite").parquet(str(config.output / RECOMMENDATIONS_DIR))
-    popular.toPandas().to_parquet(config.output / POPULAR_FILE, index=False)
+    ranked = popular.toPandas()
+    ranked.insert(0, "rank", range(1, len(ranked) + 1))
+    ranked.to_parquet(config.output / POPULAR_FILE, index=False)
     scored = spark.read.parquet(str(config.output / RECOMMENDATIONS_DIR)).count()
     active = seen.count()
     stats = ScoreStats(active_users=active, scored_users=scored,

@@ -75,15 +75,14 @@ def item_popularity(interactions: DataFrame) -> DataFrame:
 
 
 def most_popular(interactions: DataFrame, k: int) -> DataFrame:
-    """The ``k`` most popular items as ``rank``, ``item_id``, ``score``; ties by item id."""
-    from pyspark.sql.window import Window
+    """The ``k`` most popular items, best first, as ``item_id`` and ``score``.
 
-    order = Window.orderBy(F.col("score").desc(), F.col("item_id").asc())
+    Ties go to the lower item id. The order is the rank: keep it when collecting.
+    """
     return (
         item_popularity(interactions)
-        .withColumn("rank", F.row_number().over(order))
-        .where(F.col("rank") <= k)
-        .select(F.col("rank").cast("int"), "item_id", "score")
+        .orderBy(F.col("score").desc(), F.col("item_id").asc())
+        .limit(k)
     )
 
 

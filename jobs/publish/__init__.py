@@ -51,6 +51,21 @@ class Publisher(Protocol):
 
 def read_blocks(recommendations_dir: Path, block_users: int = BLOCK_USERS
                 ) -> Iterator[pa.RecordBatch]:
-    """Stream (user_id, items, scores) rows from the scoring output, a block at a time."""
+    """Stream (user_id, items, scores) rows from the scoring output, a block at a time.
+
+    Spark may write many small files; their rows are gathered into blocks of
+    ``block_users`` (the last one smaller), so no more than a block is held.
+    """
     dataset = ds.dataset(str(recommendations_dir), format="parquet")
-    yield from dataset.to_batches(batch_size=block_users)
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+    for batch in dataset.to_batches(batch_size=block_users):
+        pending.append(batch)
+        pending_rows += batch.num_rows
+        while pending_rows >= block_users:
+            combined = pa.Table.from_batches(pending).combine_chunks()
+            yield from combined.slice(0, block_users).to_batches()
+            rest = combined.slice(block_users)
+            pending, pending_rows = rest.to_batches(), rest.num_rows
+    if pending_rows:
+        yield from pa.Table.from_batches(pending).combine_chunks().to_batches()

@@ -200,6 +200,8 @@ def test_bad_runs_publish_nothing(pipeline, tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     assert main(["data", "load", "--format", "movielens", str(tmp_path / "missing")]) == 1
     assert "file not found" in capsys.readouterr().err
+    assert main(["nightly", "--run-date", RUN_DATE, "--k", "0"]) == 1
+    assert "--k must be at least 1, got 0" in capsys.readouterr().err
     assert main(["nightly", "--run-date", "2020-01-01"]) == 1
     assert "no interactions up to 2020-01-01" in capsys.readouterr().err
     assert store_contents(engine, client) == before
