@@ -107,6 +107,22 @@ def build_parser() -> argparse.ArgumentParser:
     nightly.add_argument("--run-date", type=parse_date, default=None,
                          help="score as of this date (default: the newest event's)")
     nightly.add_argument("--k", type=int, default=None, help="items per user (default 50)")
+    nightly.add_argument("--input", type=Path, default=None,
+                         help="the day's new interactions to validate and load first "
+                              "(default: validate the run date's events already in the table)")
+    nightly.add_argument("--input-format", choices=["csv", "movielens"], default="csv",
+                         help="csv: header user_id,item_id,rating,timestamp; movielens: u.data")
+
+    validate = command("validate", cmd_validate,
+                       "run the data contracts by hand; nothing is loaded or published")
+    what = validate.add_mutually_exclusive_group(required=True)
+    what.add_argument("--input", nargs="?", const="", type=str, metavar="FILE",
+                      help="the input contract, on FILE or (no FILE) on the run date's events")
+    what.add_argument("--predictions", nargs="?", const=-1, type=int, metavar="PUBLISH_ID",
+                      help="the prediction contract, on a published version (default: served)")
+    validate.add_argument("--run-date", type=parse_date, default=None,
+                          help="for --input (default: the newest event's date)")
+    validate.add_argument("--input-format", choices=["csv", "movielens"], default="csv")
 
     status = command("status", cmd_status, "what is served and where")
     status.add_argument("--json", action="store_true")
@@ -275,6 +291,8 @@ def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
         run_date=run_date, database_url=services.database_url(settings),
         redis_url=services.redis_url(settings), home=settings.home, k=k,
         spark_master=settings.spark_master,
+        input_path=getattr(args, "input", None),
+        input_format=getattr(args, "input_format", "csv"),
     ))
     print(f"run {result.run_id}: published version {result.publish_id} for {run_date} "
           f"(model {result.model_version}): {result.stats.scored_users} users, "
@@ -282,6 +300,45 @@ def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
     if result.stats.users_without_factors:
         print(f"  {result.stats.users_without_factors} active users are unknown to the model "
               "and get the popularity list")
+    if result.input_rejected:
+        print(f"  {result.input_rejected} input rows failed the contract and were quarantined "
+              f"(bi.rejects, run_id = '{result.run_id}')")
+    for suite, url in result.data_docs.items():
+        print(f"  {suite} validation: {url}")
+    return 0
+
+
+def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs.validation.engine import Validator
+
+    engine = database(settings)
+    validator = Validator(settings.home)
+    if args.input is not None:
+        from jobs.validation.inputs import check_input, read_input_file, table_batch
+
+        run_date = args.run_date or newest_event_date(engine)
+        batch = (read_input_file(Path(args.input), args.input_format) if args.input
+                 else table_batch(engine, run_date))
+        outcome = check_input(validator, engine, run_date, batch)
+        print(f"input contract passed for {run_date} ({batch.source}): "
+              f"{outcome.report.row_count} rows, {len(outcome.rejected)} would be quarantined")
+        for index, reasons in sorted(outcome.rejected.items())[:20]:
+            print(f"  {batch.row_label} {index}: {'; '.join(reasons)}")
+        print(f"  Data Docs: {outcome.report.docs_url}")
+        return 0
+    from jobs.validation.predictions import check_predictions, served_checks
+
+    publish_id = None if args.predictions == -1 else args.predictions
+    try:
+        users, summary, model_version = served_checks(engine, publish_id)
+    except LookupError as err:
+        raise CommandError(str(err)) from None
+    label = "the served version" if publish_id is None else f"version {publish_id}"
+    reports = check_predictions(validator, users, summary, model_version, label=label)
+    print(f"prediction contract passed for {label}: {len(users)} users, "
+          f"coverage {summary.catalog_coverage:.3f}, top item share {summary.top_item_share:.3f}")
+    for report in reports:
+        print(f"  Data Docs ({report.suite}): {report.docs_url}")
     return 0
 
 
@@ -419,7 +476,7 @@ def cmd_quickstart(settings: Settings, args: argparse.Namespace) -> int:
             " WHERE status = 'published' AND logical_date = :d"), {"d": run_date}).scalar()
     if published is None:
         print(f"3/3 nightly run for {run_date}")
-        cmd_nightly(settings, argparse.Namespace(run_date=run_date, k=None))
+        cmd_nightly(settings, argparse.Namespace(run_date=run_date, k=None, input=None))
     else:
         print(f"3/3 {run_date} already published (version {published}): reusing it")
     with engine.connect() as conn:
@@ -451,11 +508,11 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from jobs.client import NoPublishedVersionError
     from jobs.data.load import InputError
     from jobs.db import MigrationError
-    from jobs.nightly import PredictionCheckError
     from jobs.registry import NoServingModelError
+    from jobs.validation.engine import ContractError
 
     return (CommandError, ConfigError, InputError, MigrationError, NoServingModelError,
-            NoPublishedVersionError, PredictionCheckError, FileNotFoundError)
+            NoPublishedVersionError, ContractError, FileNotFoundError)
 
 
 EXPECTED_ERRORS = _expected_errors()

@@ -1,7 +1,9 @@
 """The nightly run: score every active user with the serving model and publish.
 
-extract (interactions up to the run date) -> score (Spark job) -> check ->
-write to Postgres and Redis aside -> switch both -> clean up -> record the run.
+validate inputs (quarantine or fail) -> extract (interactions up to the run
+date) -> score (Spark job) -> validate predictions -> write to Postgres and
+Redis aside -> switch both -> clean up -> record the run, with links to the
+Data Docs of every validation.
 Nothing is switched unless every step before it succeeded; on failure the
 staged version is discarded and the previous one keeps being served.
 """
@@ -14,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -26,7 +29,16 @@ from jobs.db import engine_for, ensure_schema
 from jobs.publish import Publisher, PublishVersion, SwitchOutcome, read_blocks
 from jobs.publish.postgres import PostgresPublisher
 from jobs.publish.redis import RedisPublisher
-from jobs.score import POPULAR_FILE, RECOMMENDATIONS_DIR, ScoreConfig, ScoreStats
+from jobs.score import CHECKS_FILE, POPULAR_FILE, RECOMMENDATIONS_DIR, ScoreConfig, ScoreStats
+from jobs.validation.engine import ContractError, Validator
+from jobs.validation.inputs import (
+    batch_stats,
+    check_input,
+    quarantine_and_load,
+    read_input_file,
+    table_batch,
+)
+from jobs.validation.predictions import PredictionSummary, check_predictions, summary_stats
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +51,8 @@ class NightlyConfig:
     home: Path
     k: int
     spark_master: str | None = None
+    input_path: Path | None = None
+    input_format: str = "csv"
 
 
 @dataclass(frozen=True)
@@ -50,10 +64,8 @@ class NightlyResult:
     served: bool
     stats: ScoreStats
     rows: int
-
-
-class PredictionCheckError(ValueError):
-    """The scored predictions are not fit to publish."""
+    input_rejected: int
+    data_docs: dict[str, str | None]
 
 
 def run(config: NightlyConfig) -> NightlyResult:
@@ -62,37 +74,72 @@ def run(config: NightlyConfig) -> NightlyResult:
     model = registry.serving(engine)
     run_id = runs.start(engine, "nightly", config.run_date, model.version)
     work_dir = config.home / "staging" / run_id
+    validator = Validator(config.home)
     postgres = PostgresPublisher(engine)
+    stats: dict[str, Any] = {"k": config.k, "data_docs": {}}
     try:
+        # Validate inputs, quarantine defective rows, load a day's file.
+        batch = (read_input_file(config.input_path, config.input_format)
+                 if config.input_path is not None else table_batch(engine, config.run_date))
+        outcome = check_input(validator, engine, config.run_date, batch, run_name=run_id)
+        stats["data_docs"]["input"] = outcome.report.docs_url
+        stats.update(batch_stats(batch, outcome))
+        stats.update(quarantine_and_load(engine, run_id, config.run_date, batch, outcome))
+        # Score.
         exported = export_interactions(engine, config.run_date, work_dir / "interactions.csv")
         if exported == 0:
             raise InputError(f"no interactions up to {config.run_date}; nothing to score")
-        stats = score(config, model.artifact_uri, work_dir)
-        check_predictions(stats)
-        version, outcome = publish(
+        scored = score(config, model.artifact_uri, work_dir)
+        summary = prediction_summary(scored)
+        stats.update(summary_stats(summary))
+        # Validate predictions.
+        reports = check_predictions(
+            validator, pq.read_table(work_dir / CHECKS_FILE).to_pandas(), summary,
+            requested_model_version=model.version, run_name=run_id,
+            label=f"{config.run_date} (run {run_id})",
+        )
+        stats["data_docs"].update({report.suite: report.docs_url for report in reports})
+        # Publish.
+        version, outcome_of_switch = publish(
             postgres, RedisPublisher(redis.Redis.from_url(config.redis_url)),
             postgres.allocate(run_id, model.version, config.run_date, config.k),
             read_blocks(work_dir / RECOMMENDATIONS_DIR),
             pq.read_table(work_dir / POPULAR_FILE),
-            expected_users=stats.scored_users,
+            expected_users=scored.scored_users,
         )
     except BaseException as err:
-        runs.fail(engine, run_id, f"{type(err).__name__}: {err}")
+        if isinstance(err, ContractError):
+            stats["data_docs"].update(err.docs_urls)
+        runs.fail(engine, run_id, f"{type(err).__name__}: {err}", stats)
         raise
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
-    runs.succeed(engine, run_id, {
+    stats.update({
         "publish_id": version.publish_id,
-        "served": outcome.served,
-        "active_users": stats.active_users,
-        "scored_users": stats.scored_users,
-        "users_without_factors": stats.users_without_factors,
+        "served": outcome_of_switch.served,
+        "active_users": scored.active_users,
+        "scored_users": scored.scored_users,
+        "users_without_factors": scored.users_without_factors,
         "rows": postgres.rows,
-        "k": config.k,
     })
+    runs.succeed(engine, run_id, stats)
     return NightlyResult(
         run_id=run_id, publish_id=version.publish_id, model_version=model.version,
-        logical_date=config.run_date, served=outcome.served, stats=stats, rows=postgres.rows,
+        logical_date=config.run_date, served=outcome_of_switch.served, stats=scored,
+        rows=postgres.rows, input_rejected=int(stats.get("rejected", 0)),
+        data_docs=dict(stats["data_docs"]),
+    )
+
+
+def prediction_summary(scored: ScoreStats) -> PredictionSummary:
+    return PredictionSummary(
+        catalog_coverage=(scored.recommended_items / scored.catalog_items
+                          if scored.catalog_items else 0.0),
+        top_item_share=(scored.top_item_users / scored.scored_users
+                        if scored.scored_users else 0.0),
+        model_version=scored.model_version,
+        active_users=scored.active_users,
+        k=scored.k,
     )
 
 
@@ -150,12 +197,3 @@ def score(config: NightlyConfig, artifact_uri: str, work_dir: Path) -> ScoreStat
         k=config.k,
         spark_master=config.spark_master,
     ))
-
-
-def check_predictions(stats: ScoreStats) -> None:
-    """Refuse to publish an empty scoring result."""
-    if stats.scored_users == 0:
-        raise PredictionCheckError(
-            f"no user could be scored: {stats.active_users} active users, none known to "
-            "the serving model; train a model on recent data first"
-        )

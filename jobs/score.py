@@ -29,7 +29,10 @@ logger = logging.getLogger(__name__)
 
 RECOMMENDATIONS_DIR = "recommendations"
 POPULAR_FILE = "popular.parquet"
+CHECKS_FILE = "checks.parquet"
 STATS_FILE = "stats.json"
+# Written into a model's folder when it is registered: {"model_version": N}.
+MODEL_METADATA_FILE = "batchscore.json"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,9 @@ class ScoreStats:
     users_without_factors: int
     catalog_items: int
     k: int
+    model_version: int | None
+    recommended_items: int
+    top_item_users: int
 
     @classmethod
     def read(cls, output: Path) -> ScoreStats:
@@ -86,7 +92,14 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
 
     from jobs.spark import spark_session
     from jobs.train import item_matrix, read_interactions
-    from jobs.transforms import events_before, most_popular, seen_items, top_k_unseen
+    from jobs.transforms import (
+        events_before,
+        item_exposure,
+        most_popular,
+        prediction_checks,
+        seen_items,
+        top_k_unseen,
+    )
 
     spark = spark or spark_session("batchscore-score", config.spark_master)
     # Extract
@@ -110,17 +123,33 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
     ranked = popular.toPandas()
     ranked.insert(0, "rank", range(1, len(ranked) + 1))
     ranked.to_parquet(config.output / POPULAR_FILE, index=False)
-    scored = spark.read.parquet(str(config.output / RECOMMENDATIONS_DIR)).count()
+    written = spark.read.parquet(str(config.output / RECOMMENDATIONS_DIR))
+    prediction_checks(written, interactions).toPandas().to_parquet(
+        config.output / CHECKS_FILE, index=False)
+    exposure = item_exposure(written).agg(
+        F.count("*").alias("items"), F.max("users").alias("top")).first()
+    scored = written.count()
     active = seen.count()
     stats = ScoreStats(active_users=active, scored_users=scored,
                        users_without_factors=active - scored,
-                       catalog_items=len(item_ids), k=config.k)
+                       catalog_items=len(item_ids), k=config.k,
+                       model_version=model_version_of(config.model_path),
+                       recommended_items=int(exposure["items"]),
+                       top_item_users=int(exposure["top"] or 0))
     (config.output / STATS_FILE).write_text(json.dumps(asdict(stats)))
     seen.unpersist()
     interactions.unpersist()
     logger.info("scored %d of %d active users (%d unknown to the model)",
                 scored, active, active - scored)
     return stats
+
+
+def model_version_of(model_path: Path) -> int | None:
+    """The registered version recorded in a model's folder, if any."""
+    metadata = model_path / MODEL_METADATA_FILE
+    if not metadata.exists():
+        return None
+    return int(json.loads(metadata.read_text())["model_version"])
 
 
 if __name__ == "__main__":

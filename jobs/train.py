@@ -9,6 +9,7 @@ the Spark model and register the version with its metrics and provenance.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import sys
@@ -26,6 +27,7 @@ from jobs.data.store import day_end, export_interactions
 from jobs.db import engine_for, ensure_schema
 from jobs.provenance import code_version, current_user
 from jobs.registry import ModelVersion, NewModel, register
+from jobs.score import MODEL_METADATA_FILE
 
 if TYPE_CHECKING:
     from pyspark.ml.recommendation import ALSModel
@@ -164,7 +166,9 @@ def run(config: TrainConfig, spark: SparkSession | None = None) -> ModelVersion:
         code_version=code_version(),
         artifact_uri=artifact.as_uri(),
     )
-    return register(engine, new_model, promote_if_first=config.promote_if_first)
+    version = register(engine, new_model, promote_if_first=config.promote_if_first)
+    (artifact / MODEL_METADATA_FILE).write_text(json.dumps({"model_version": version.version}))
+    return version
 
 
 def read_interactions(spark: SparkSession, path: Path) -> DataFrame:

@@ -149,3 +149,35 @@ def positions_of(sorted_ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
         return np.empty(0, dtype=np.int64)
     positions = np.minimum(np.searchsorted(sorted_ids, wanted), len(sorted_ids) - 1)
     return positions[sorted_ids[positions] == wanted]
+
+
+def prediction_checks(recommendations: DataFrame, interactions: DataFrame) -> DataFrame:
+    """Per user: what the prediction contract checks, computed from the lists themselves.
+
+    Columns: user_id, n_items, n_distinct, n_seen (items the user had already
+    interacted with), scores_finite, scores_sorted (best first).
+    """
+    seen_pairs = interactions.select("user_id", "item_id").distinct()
+    recommended = recommendations.select("user_id", F.explode("items").alias("item_id"))
+    overlap = (recommended.join(seen_pairs, ["user_id", "item_id"])
+               .groupBy("user_id").agg(F.count("*").alias("n_seen")))
+    finite = F.forall("scores", lambda s: ~F.isnan(s) & (F.abs(s) != F.lit(float("inf"))))
+    return (
+        recommendations.select(
+            "user_id",
+            F.size("items").alias("n_items"),
+            F.size(F.array_distinct("items")).alias("n_distinct"),
+            F.coalesce(finite, F.lit(True)).alias("scores_finite"),
+            (F.col("scores") == F.sort_array("scores", asc=False)).alias("scores_sorted"),
+        )
+        .join(overlap, "user_id", "left")
+        .fillna(0, subset=["n_seen"])
+        .select("user_id", "n_items", "n_distinct", F.col("n_seen").cast("long"),
+                "scores_finite", "scores_sorted")
+    )
+
+
+def item_exposure(recommendations: DataFrame) -> DataFrame:
+    """``item_id`` and ``users``: how many users each recommended item was shown to."""
+    return (recommendations.select("user_id", F.explode("items").alias("item_id"))
+            .groupBy("item_id").agg(F.countDistinct("user_id").alias("users")))

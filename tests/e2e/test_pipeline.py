@@ -6,6 +6,7 @@ Checks the published rows themselves, in both stores.
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -203,12 +204,18 @@ def test_bad_runs_publish_nothing(pipeline, tmp_path: Path, capsys) -> None:
     assert main(["nightly", "--run-date", RUN_DATE, "--k", "0"]) == 1
     assert "--k must be at least 1, got 0" in capsys.readouterr().err
     assert main(["nightly", "--run-date", "2020-01-01"]) == 1
-    assert "no interactions up to 2020-01-01" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "input contract failed for 2020-01-01 (table)" in error
+    assert "expect_table_row_count_to_be_between: at least one interaction — observed 0" in error
     assert store_contents(engine, client) == before
     with engine.connect() as conn:
         failed = conn.execute(sa.text(
-            "SELECT error FROM batchscore.runs WHERE status = 'failed'")).scalars().all()
-    assert failed == ["InputError: no interactions up to 2020-01-01; nothing to score"]
+            "SELECT error, stats FROM batchscore.runs WHERE status = 'failed'")).all()
+    assert len(failed) == 1
+    assert failed[0].error.startswith("ContractError: input contract failed for 2020-01-01")
+    docs = Path(failed[0].stats["data_docs"]["interactions"].removeprefix("file://"))
+    page = " ".join(re.sub(r"<[^>]+>", " ", docs.read_text()).split())
+    assert "nightly-2020-01-01" in page and "Must have greater than or equal to 1 rows" in page
 
 
 def test_quickstart_reuses_what_is_there(pipeline, capsys) -> None:

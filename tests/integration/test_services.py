@@ -9,7 +9,7 @@ import redis
 
 from jobs import services
 from jobs.config import Settings
-from jobs.db import engine_for, upgrade
+from jobs.db import engine_for, migrations, upgrade
 
 
 def test_embedded_servers_start_persist_and_stop(tmp_path: Path) -> None:
@@ -63,7 +63,7 @@ def test_configured_urls_start_nothing(tmp_path: Path) -> None:
         assert not resolved.embedded
         assert not (tmp_path / "services").exists()
         engine = engine_for(resolved.database_url)
-        assert upgrade(engine) == ["001_core", "002_predictions", "003_bi"]
+        assert upgrade(engine) == [m.version for m in migrations()]
         with engine.connect() as conn:
             version = conn.exec_driver_sql("SHOW server_version").scalar()
         assert version.startswith("15")

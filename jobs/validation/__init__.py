@@ -1,0 +1,1 @@
+"""Data contracts: Great Expectations gates on inputs and predictions."""
