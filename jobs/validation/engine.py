@@ -51,10 +51,13 @@ class Failure:
     element_count: int | None
     observed: Any
     examples: list[str]
+    bounds: str | None = None
 
     def describe(self) -> str:
         target = f"({self.column})" if self.column else ""
         head = f"{self.expectation}{target}: {self.description}"
+        if self.bounds:
+            head += f" ({self.bounds})"
         if self.unexpected_count is not None and self.element_count is not None:
             head += f" — {self.unexpected_count} of {self.element_count} rows fail"
         elif self.observed is not None:
@@ -135,10 +138,12 @@ class Validator:
         for expectation in spec["expectations"]:
             if expectation.get("meta", {}).get("requires") in unavailable:
                 continue
+            # Match on every argument: GX would otherwise treat two expectations
+            # on the same column (a lower and an upper bound) as one.
             suite.add_expectation_configuration(ExpectationConfiguration(
                 type=expectation["type"], kwargs=expectation["kwargs"],
                 meta=expectation.get("meta", {}),
-            ))
+            ), match_type="runtime")
         suite = context.suites.add_or_update(suite)
         datasource = context.data_sources.add_or_update_pandas(DATASOURCE)
         try:
@@ -158,6 +163,8 @@ class Validator:
             actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
             result_format={"result_format": "COMPLETE"},
         ))
+        # GX reports unexpected rows by index label only for an unnamed index.
+        frame = frame.rename_axis(None)
         result = checkpoint.run(
             batch_parameters={"dataframe": frame},
             expectation_parameters=dict(parameters),
@@ -197,6 +204,7 @@ class Validator:
         if outcome.exception_info and outcome.exception_info.get("raised_exception"):
             examples.append(f"error: {outcome.exception_info.get('exception_message')}")
         return Failure(
+            bounds=describe_bounds(kwargs),
             expectation=config.type,
             column=column,
             description=description,
@@ -206,6 +214,17 @@ class Validator:
             observed=result.get("observed_value"),
             examples=examples,
         )
+
+
+def describe_bounds(kwargs: Mapping[str, Any]) -> str | None:
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    if low is None and high is None:
+        return None
+    if high is None:
+        return f"expected at least {format_value(low)}"
+    if low is None:
+        return f"expected at most {format_value(high)}"
+    return f"expected {format_value(low)} to {format_value(high)}"
 
 
 def describe_row(frame: pd.DataFrame, index: Any, row_label: str) -> str:
@@ -220,8 +239,8 @@ def describe_row(frame: pd.DataFrame, index: Any, row_label: str) -> str:
 
 
 def format_value(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:.6g}"
     return str(value)
 
 

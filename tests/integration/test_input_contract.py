@@ -1,0 +1,53 @@
+"""The input contract on the embedded database: the sample data passes it."""
+
+from datetime import date, timedelta
+
+from jobs.cli import SAMPLE
+from jobs.data.generate import GenerateConfig, generate
+from jobs.data.store import copy_interactions, write_generated
+from jobs.validation.engine import Validator
+from jobs.validation.inputs import check_input, table_batch
+
+END = date(2026, 11, 20)
+
+
+def test_every_day_of_the_sample_data_passes(engine, tmp_path) -> None:
+    with write_generated(generate(GenerateConfig(**SAMPLE, end_date=END))) as rows:
+        copy_interactions(engine, rows)
+    validator = Validator(tmp_path)
+    for back in range(7):
+        day = END - timedelta(days=back)
+        batch = table_batch(engine, day)
+        outcome = check_input(validator, engine, day, batch)
+        assert outcome.report.success, [f.describe() for f in outcome.report.failures]
+        assert outcome.rejected == {}
+        assert len(batch.frame) > 500  # 60 days of sample data: about 900 events a day
+
+
+def test_table_defects_are_quarantined_by_moving_the_rows(engine, tmp_path) -> None:
+    import sqlalchemy as sa
+
+    from jobs import runs
+    from jobs.validation.inputs import quarantine_and_load
+
+    with write_generated(generate(GenerateConfig(**SAMPLE, end_date=END))) as rows:
+        copy_interactions(engine, rows)
+    with engine.begin() as conn:
+        event_id = conn.execute(sa.text(
+            "UPDATE batchscore.interactions SET rating = 50 WHERE event_id ="
+            " (SELECT min(event_id) FROM batchscore.interactions WHERE event_at >= :d)"
+            " RETURNING event_id"), {"d": END}).scalar()
+        before = conn.execute(sa.text("SELECT count(*) FROM batchscore.interactions")).scalar()
+    batch = table_batch(engine, END)
+    outcome = check_input(Validator(tmp_path), engine, END, batch)
+    assert outcome.rejected == {event_id: ["rating within the configured range"]}
+    run_id = runs.start(engine, "nightly", END, None)
+    assert quarantine_and_load(engine, run_id, END, batch, outcome) == {"loaded": 0,
+                                                                         "rejected": 1}
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM batchscore.interactions")
+                            ).scalar() == before - 1
+        row = conn.execute(sa.text("SELECT row_number, row, reasons FROM batchscore.rejects")
+                           ).one()
+    assert row.row_number == event_id and row.row["rating"] == 50.0
+    assert row.reasons == ["rating within the configured range"]
