@@ -206,7 +206,8 @@ def test_bad_runs_publish_nothing(pipeline, tmp_path: Path, capsys) -> None:
     assert main(["nightly", "--run-date", "2020-01-01"]) == 1
     error = capsys.readouterr().err
     assert "input contract failed for 2020-01-01 (table)" in error
-    assert "expect_table_row_count_to_be_between: at least one interaction — observed 0" in error
+    assert ("expect_table_row_count_to_be_between: at least one interaction (expected at least 1)"
+            " — observed 0") in error
     assert store_contents(engine, client) == before
     with engine.connect() as conn:
         failed = conn.execute(sa.text(
