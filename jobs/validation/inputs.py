@@ -97,8 +97,27 @@ def read_input_file(path: Path, file_format: str = "csv") -> InputBatch:
     except pd.errors.EmptyDataError:
         raise InputError(f"{path}: the file is empty") from None
     frame.index = pd.RangeIndex(first_line, first_line + len(frame), name="line")
-    return InputBatch(frame=frame, source=f"file:{path.name}", row_label="line", path=path,
-                      sha256=hashlib.sha256(raw).hexdigest())
+    return InputBatch(
+        frame=whole_numbers_as_integers(frame), source=f"file:{path.name}", row_label="line",
+        path=path, sha256=hashlib.sha256(raw).hexdigest())
+
+
+def whole_numbers_as_integers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Keep id and time columns numeric only when every value is a whole number.
+
+    pandas reads an integer column with a blank as floats, which the contract
+    accepts (the blank fails the missing-value check). A column holding a real
+    fraction (``1.5``) is turned into plain objects, so that the type check
+    fails and names it.
+    """
+    frame = frame.copy()
+    for column in ("user_id", "item_id", "timestamp"):
+        if column not in frame or frame[column].dtype != np.float64:
+            continue
+        present = frame[column].dropna()
+        if not (np.isfinite(present) & (present == present.round())).all():
+            frame[column] = frame[column].astype(object)
+    return frame
 
 
 def table_batch(engine: Engine, run_date: date) -> InputBatch:
@@ -200,12 +219,14 @@ def check_input(
 def json_row(values: pd.Series) -> str:
     record = {}
     for name, value in values.items():
-        if isinstance(value, float | np.floating):
-            record[str(name)] = None if not np.isfinite(value) else float(value)
-        elif isinstance(value, np.integer):
+        if pd.isna(value):
+            record[str(name)] = None
+        elif isinstance(value, float | np.floating):
+            record[str(name)] = float(value) if np.isfinite(value) else str(value)
+        elif isinstance(value, int | np.integer):
             record[str(name)] = int(value)
         else:
-            record[str(name)] = None if pd.isna(value) else str(value)
+            record[str(name)] = str(value)
     return json.dumps(record)
 
 

@@ -104,6 +104,8 @@ def make(kind: str, tmp_path: Path, good: list[list]) -> Path:
         return write_csv(path, [[*row, "x"] for row in good], [*HEADER, "device"])
     if kind == "wrong_types":
         return write_csv(path, [[f"u{row[0]}", *row[1:]] for row in good])
+    if kind == "fractional_ids":
+        return write_csv(path, every_fifth(good, with_value(1, 2.5)))
     if kind == "null_ids":
         return write_csv(path, every_fifth(good, with_value(0, "")))
     if kind == "negative_ids":
@@ -150,7 +152,10 @@ def make(kind: str, tmp_path: Path, good: list[list]) -> Path:
 CORPUS = [
     ("wrong_column_names", "expect_table_columns_to_match_set: exactly the columns"),
     ("extra_column", "expect_table_columns_to_match_set: exactly the columns"),
-    ("wrong_types", "expect_column_values_to_be_in_type_list(user_id): user_id is numeric"),
+    ("wrong_types",
+     "expect_column_values_to_be_in_type_list(user_id): user_id holds whole numbers"),
+    ("fractional_ids",
+     "expect_column_values_to_be_in_type_list(item_id): item_id holds whole numbers"),
     ("null_ids", "expect_column_values_to_not_be_null(user_id): user_id is present"),
     ("negative_ids", "expect_column_values_to_be_between(item_id): item_id is a positive"),
     ("ids_too_large", "expect_column_values_to_be_between(user_id): user_id is a positive"),
