@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "(default: validate the run date's events already in the table)")
     nightly.add_argument("--input-format", choices=["csv", "movielens"], default="csv",
                          help="csv: header user_id,item_id,rating,timestamp; movielens: u.data")
+    nightly.add_argument("--model-version", type=int, default=None,
+                         help="pin a model version (default: the one serving as of the date)")
+    nightly.add_argument("--serve-older-date", action="store_true",
+                         help="serve this date even if a later date is being served")
 
     validate = command("validate", cmd_validate,
                        "run the data contracts by hand; nothing is loaded or published")
@@ -293,6 +297,8 @@ def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
         spark_master=settings.spark_master,
         input_path=getattr(args, "input", None),
         input_format=getattr(args, "input_format", "csv"),
+        model_version=getattr(args, "model_version", None),
+        serve_older_date=getattr(args, "serve_older_date", False),
     ))
     print(f"run {result.run_id}: published version {result.publish_id} for {run_date} "
           f"(model {result.model_version}): {result.stats.scored_users} users, "

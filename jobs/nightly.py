@@ -1,32 +1,34 @@
-"""The nightly run: score every active user with the serving model and publish.
+"""The nightly run, as steps the CLI runs in order and the Airflow DAG runs as tasks.
 
-validate inputs (quarantine or fail) -> extract (interactions up to the run
-date) -> score (Spark job) -> validate predictions -> write to Postgres and
-Redis aside -> switch both -> clean up -> record the run, with links to the
-Data Docs of every validation.
-Nothing is switched unless every step before it succeeded; on failure the
-staged version is discarded and the previous one keeps being served.
+begin -> validate inputs (quarantine or fail; load a day's file; export the
+interactions up to the run date) -> score (Spark job ``jobs/score.py``) ->
+validate predictions -> publish to Postgres -> publish to Redis -> smoke
+check -> finish (record the run). A step reads and writes the run's state in
+its staging folder, so each can run in its own process. Nothing is switched
+unless every step before it succeeded; ``fail`` discards what a failed run
+staged and records why, and the previous version keeps being served.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
-from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import redis
+from sqlalchemy.engine import Engine
 
+from jobs import redis_contract as contract
 from jobs import registry, runs
 from jobs.data.load import InputError
 from jobs.data.store import export_interactions
 from jobs.db import engine_for, ensure_schema
-from jobs.publish import Publisher, PublishVersion, SwitchOutcome, read_blocks
+from jobs.publish import PublishVersion, SwitchOutcome, read_blocks
 from jobs.publish.postgres import PostgresPublisher
 from jobs.publish.redis import RedisPublisher
 from jobs.score import CHECKS_FILE, POPULAR_FILE, RECOMMENDATIONS_DIR, ScoreConfig, ScoreStats
@@ -42,6 +44,10 @@ from jobs.validation.predictions import PredictionSummary, check_predictions, su
 
 logger = logging.getLogger(__name__)
 
+STATE_FILE = "state.json"
+INTERACTIONS_FILE = "interactions.csv"
+SMOKE_SAMPLE_USERS = 20
+
 
 @dataclass(frozen=True)
 class NightlyConfig:
@@ -53,6 +59,53 @@ class NightlyConfig:
     spark_master: str | None = None
     input_path: Path | None = None
     input_format: str = "csv"
+    model_version: int | None = None
+    serve_older_date: bool = False
+
+
+@dataclass
+class RunState:
+    """What the steps of one run hand to each other, kept in ``work_dir/state.json``."""
+
+    run_id: str
+    run_date: str
+    model_version: int
+    model_path: str
+    k: int
+    home: str
+    work_dir: str
+    input_path: str | None = None
+    input_format: str = "csv"
+    serve_older_date: bool = False
+    stats: dict[str, Any] = field(default_factory=dict)
+    publish_id: int | None = None
+    switch: dict[str, Any] | None = None
+
+    @property
+    def logical_date(self) -> date:
+        return date.fromisoformat(self.run_date)
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.work_dir)
+
+    def save(self) -> RunState:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / STATE_FILE).write_text(json.dumps(asdict(self), indent=2))
+        return self
+
+    @classmethod
+    def load(cls, work_dir: str | Path) -> RunState:
+        path = Path(work_dir) / STATE_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"no run state in {work_dir}; run the begin step first")
+        return cls(**json.loads(path.read_text()))
+
+    def score_args(self) -> list[str]:
+        """The arguments of ``jobs/score.py`` for this run (spark-submit or in-process)."""
+        return ["--interactions", str(self.folder / INTERACTIONS_FILE),
+                "--run-date", self.run_date, "--model-path", self.model_path,
+                "--output", self.work_dir, "--k", str(self.k)]
 
 
 @dataclass(frozen=True)
@@ -69,66 +122,199 @@ class NightlyResult:
 
 
 def run(config: NightlyConfig) -> NightlyResult:
+    """All steps in this process, the way ``batchscore nightly`` runs them."""
     engine = engine_for(config.database_url)
-    ensure_schema(engine)
-    model = registry.serving(engine)
-    run_id = runs.start(engine, "nightly", config.run_date, model.version)
-    work_dir = config.home / "staging" / run_id
-    validator = Validator(config.home)
-    postgres = PostgresPublisher(engine)
-    stats: dict[str, Any] = {"k": config.k, "data_docs": {}}
+    state = begin(engine, config)
     try:
-        # Validate inputs, quarantine defective rows, load a day's file.
-        batch = (read_input_file(config.input_path, config.input_format)
-                 if config.input_path is not None else table_batch(engine, config.run_date))
-        outcome = check_input(validator, engine, config.run_date, batch, run_name=run_id)
-        stats["data_docs"]["input"] = outcome.report.docs_url
-        stats.update(batch_stats(batch, outcome))
-        stats.update(quarantine_and_load(engine, run_id, config.run_date, batch, outcome))
-        # Score.
-        exported = export_interactions(engine, config.run_date, work_dir / "interactions.csv")
-        if exported == 0:
-            raise InputError(f"no interactions up to {config.run_date}; nothing to score")
-        scored = score(config, model.artifact_uri, work_dir)
-        summary = prediction_summary(scored)
-        stats.update(summary_stats(summary))
-        # Validate predictions.
-        reports = check_predictions(
-            validator, pq.read_table(work_dir / CHECKS_FILE).to_pandas(), summary,
-            requested_model_version=model.version, run_name=run_id,
-            label=f"{config.run_date} (run {run_id})",
-        )
-        stats["data_docs"].update({report.suite: report.docs_url for report in reports})
-        # Publish.
-        version, outcome_of_switch = publish(
-            postgres, RedisPublisher(redis.Redis.from_url(config.redis_url)),
-            postgres.allocate(run_id, model.version, config.run_date, config.k),
-            read_blocks(work_dir / RECOMMENDATIONS_DIR),
-            pq.read_table(work_dir / POPULAR_FILE),
-            expected_users=scored.scored_users,
-        )
+        validate_inputs(engine, state)
+        score_in_process(state, config.spark_master)
+        scored = ScoreStats.read(state.folder)
+        validate_predictions(state)
+        publish_postgres(engine, state)
+        publish_redis(config.redis_url, state)
+        smoke_check(engine, config.redis_url, state)
+        finish(engine, state)
     except BaseException as err:
-        if isinstance(err, ContractError):
-            stats["data_docs"].update(err.docs_urls)
-        runs.fail(engine, run_id, f"{type(err).__name__}: {err}", stats)
+        fail(engine, state, err)
         raise
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
-    stats.update({
-        "publish_id": version.publish_id,
-        "served": outcome_of_switch.served,
+    assert state.publish_id is not None and state.switch is not None
+    return NightlyResult(
+        run_id=state.run_id, publish_id=state.publish_id, model_version=state.model_version,
+        logical_date=state.logical_date, served=bool(state.switch["served"]),
+        stats=scored, rows=int(state.stats["rows"]),
+        input_rejected=int(state.stats.get("rejected", 0)),
+        data_docs=dict(state.stats.get("data_docs", {})),
+    )
+
+
+def begin(engine: Engine, config: NightlyConfig) -> RunState:
+    """Choose the model, record the run as started, and create its staging folder."""
+    ensure_schema(engine)
+    model = registry.model_for_date(engine, config.run_date, config.model_version)
+    run_id = runs.start(engine, "nightly", config.run_date, model.version)
+    state = RunState(
+        run_id=run_id, run_date=config.run_date.isoformat(), model_version=model.version,
+        model_path=model_path(model.artifact_uri), k=config.k, home=str(config.home),
+        work_dir=str(config.home / "staging" / run_id),
+        input_path=str(config.input_path) if config.input_path else None,
+        input_format=config.input_format, serve_older_date=config.serve_older_date,
+        stats={"k": config.k, "data_docs": {}},
+    )
+    logger.info("run %s: %s with model version %d", run_id, config.run_date, model.version)
+    return state.save()
+
+
+def validate_inputs(engine: Engine, state: RunState) -> RunState:
+    """The input contract, then the export the scoring job reads."""
+    validator = Validator(Path(state.home))
+    run_date = state.logical_date
+    batch = (read_input_file(Path(state.input_path), state.input_format)
+             if state.input_path else table_batch(engine, run_date))
+    try:
+        outcome = check_input(validator, engine, run_date, batch, run_name=state.run_id)
+    except ContractError as err:
+        state.stats["data_docs"].update(err.docs_urls)
+        state.save()
+        raise
+    state.stats["data_docs"]["input"] = outcome.report.docs_url
+    state.stats.update(batch_stats(batch, outcome))
+    state.stats.update(quarantine_and_load(engine, state.run_id, run_date, batch, outcome))
+    exported = export_interactions(engine, run_date, state.folder / INTERACTIONS_FILE)
+    if exported == 0:
+        raise InputError(f"no interactions up to {run_date}; nothing to score")
+    return state.save()
+
+
+def score_in_process(state: RunState, spark_master: str | None) -> ScoreStats:
+    from jobs import score as score_job
+
+    config = score_job.parse_args(state.score_args())
+    return score_job.run(ScoreConfig(**{**asdict(config), "spark_master": spark_master}))
+
+
+def validate_predictions(state: RunState) -> RunState:
+    """The prediction contract on what the scoring job wrote."""
+    scored = ScoreStats.read(state.folder)
+    summary = prediction_summary(scored)
+    state.stats.update(summary_stats(summary))
+    state.stats.update({
         "active_users": scored.active_users,
         "scored_users": scored.scored_users,
         "users_without_factors": scored.users_without_factors,
-        "rows": postgres.rows,
     })
-    runs.succeed(engine, run_id, stats)
-    return NightlyResult(
-        run_id=run_id, publish_id=version.publish_id, model_version=model.version,
-        logical_date=config.run_date, served=outcome_of_switch.served, stats=scored,
-        rows=postgres.rows, input_rejected=int(stats.get("rejected", 0)),
-        data_docs=dict(stats["data_docs"]),
-    )
+    try:
+        reports = check_predictions(
+            Validator(Path(state.home)),
+            pq.read_table(state.folder / CHECKS_FILE).to_pandas(), summary,
+            requested_model_version=state.model_version, run_name=state.run_id,
+            label=f"{state.run_date} (run {state.run_id})",
+        )
+    except ContractError as err:
+        state.stats["data_docs"].update(err.docs_urls)
+        state.save()
+        raise
+    state.stats["data_docs"].update({report.suite: report.docs_url for report in reports})
+    return state.save()
+
+
+def publish_postgres(engine: Engine, state: RunState) -> RunState:
+    """Load the version aside, then attach and (unless a later date serves) serve it."""
+    postgres = PostgresPublisher(engine)
+    version = postgres.allocate(state.run_id, state.model_version, state.logical_date, state.k)
+    state.publish_id = version.publish_id
+    state.save()
+    try:
+        postgres.prepare(version)
+        scored_users = int(state.stats.get("scored_users", 0))
+        for block in read_blocks(state.folder / RECOMMENDATIONS_DIR):
+            postgres.write(block)
+            logger.info("postgres: %d / %d users written", postgres.users, scored_users)
+        postgres.write_fallback(pq.read_table(state.folder / POPULAR_FILE))
+        outcome = postgres.switch(force_serve=state.serve_older_date)
+    except BaseException:
+        postgres.abort()
+        raise
+    state.switch = asdict(outcome)
+    state.stats.update({"publish_id": version.publish_id, "served": outcome.served,
+                        "rows": postgres.rows})
+    state.save()
+    postgres.cleanup()
+    return state
+
+
+def publish_redis(redis_url: str, state: RunState) -> RunState:
+    """Write the version's keys, then flip the pointer as Postgres decided.
+
+    Safe to retry: preparing a version clears what an earlier attempt left.
+    """
+    if state.publish_id is None or state.switch is None:
+        raise RuntimeError(f"run {state.run_id} has not been published to Postgres yet")
+    publisher = RedisPublisher(redis.Redis.from_url(redis_url))
+    version = PublishVersion(publish_id=state.publish_id, run_id=state.run_id,
+                             model_version=state.model_version,
+                             logical_date=state.logical_date, k=state.k)
+    publisher.prepare(version)
+    for block in read_blocks(state.folder / RECOMMENDATIONS_DIR):
+        publisher.write(block)
+        logger.info("redis: %d users written", publisher.users)
+    publisher.write_fallback(pq.read_table(state.folder / POPULAR_FILE))
+    publisher.switch(SwitchOutcome(**state.switch))
+    return state
+
+
+def smoke_check(engine: Engine, redis_url: str, state: RunState) -> RunState:
+    """Read a sample of users back from both stores: they must agree with what was scored."""
+    import sqlalchemy as sa
+
+    client = redis.Redis.from_url(redis_url)
+    publish_id = state.publish_id
+    with engine.connect() as conn:
+        status = conn.execute(sa.text(
+            "SELECT status FROM batchscore.prediction_versions WHERE publish_id = :id"),
+            {"id": publish_id}).scalar()
+        served = conn.execute(sa.text("SELECT publish_id FROM batchscore.serving")).scalar()
+        sample = conn.execute(sa.text(
+            "SELECT user_id, array_agg(item_id ORDER BY rank) FROM batchscore.predictions"
+            " WHERE publish_id = :id AND user_id IN (SELECT user_id FROM batchscore.predictions"
+            "  WHERE publish_id = :id AND rank = 1 ORDER BY user_id LIMIT :n)"
+            " GROUP BY user_id"), {"id": publish_id, "n": SMOKE_SAMPLE_USERS}).all()
+    problems = []
+    if status != "published":
+        problems.append(f"postgres: version {publish_id} is {status!r}, not published")
+    if state.switch and state.switch["served"]:
+        pointer = client.get(contract.pointer_key())
+        if served != publish_id:
+            problems.append(f"postgres serves version {served}, not {publish_id}")
+        if pointer is None or int(pointer) != publish_id:
+            problems.append(f"redis pointer names {pointer!r}, not {publish_id}")
+    if not sample:
+        problems.append(f"postgres has no rows for version {publish_id}")
+    for user_id, items in sample:
+        value = client.get(contract.user_key(publish_id, user_id))
+        stored = [item for item, _ in contract.decode_items(value)] if value else None
+        if stored != list(items):
+            problems.append(f"user {user_id}: postgres has {list(items)[:5]}..., "
+                            f"redis has {stored[:5] if stored else stored}")
+    if problems:
+        raise RuntimeError("smoke check failed: " + "; ".join(problems[:5]))
+    logger.info("smoke check: %d users read back from both stores agree", len(sample))
+    return state
+
+
+def finish(engine: Engine, state: RunState) -> RunState:
+    """Record the run as succeeded and remove its staging folder."""
+    runs.succeed(engine, state.run_id, state.stats)
+    shutil.rmtree(state.folder, ignore_errors=True)
+    return state
+
+
+def fail(engine: Engine, state: RunState, error: BaseException | str) -> None:
+    """Discard what the run staged (unless it was already switched in) and record why."""
+    if state.publish_id is not None and state.switch is None:
+        PostgresPublisher(engine).discard(state.publish_id)
+    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    runs.fail(engine, state.run_id, message, state.stats)
+    shutil.rmtree(state.folder, ignore_errors=True)
 
 
 def prediction_summary(scored: ScoreStats) -> PredictionSummary:
@@ -143,57 +329,8 @@ def prediction_summary(scored: ScoreStats) -> PredictionSummary:
     )
 
 
-def publish(
-    postgres: PostgresPublisher,
-    redis_publisher: RedisPublisher,
-    version: PublishVersion,
-    blocks: Iterable[pa.RecordBatch],
-    popular: pa.Table,
-    expected_users: int | None = None,
-) -> tuple[PublishVersion, SwitchOutcome]:
-    """Write a version aside in both stores, then switch both.
-
-    Postgres switches first and decides whether the version is served; Redis
-    follows that decision. If anything fails before the Postgres switch, both
-    staged copies are discarded and readers keep the previous version.
-    """
-    publishers: tuple[Publisher, ...] = (postgres, redis_publisher)
-    try:
-        for publisher in publishers:
-            publisher.prepare(version)
-        written = 0
-        for block in blocks:
-            for publisher in publishers:
-                publisher.write(block)
-            written += block.num_rows
-            logger.info("published %d%s users", written,
-                        f" / {expected_users}" if expected_users is not None else "")
-        for publisher in publishers:
-            publisher.write_fallback(popular)
-        outcome = postgres.switch()
-    except BaseException:
-        for publisher in publishers:
-            try:
-                publisher.abort()
-            except Exception:  # keep the original error; log the secondary one
-                logger.exception("discarding the staged version failed")
-        raise
-    redis_publisher.switch(outcome)
-    postgres.cleanup()
-    return version, outcome
-
-
-def score(config: NightlyConfig, artifact_uri: str, work_dir: Path) -> ScoreStats:
-    from jobs import score as score_job
-
-    model_path = Path(artifact_uri.removeprefix("file://"))
-    if not model_path.exists():
-        raise FileNotFoundError(f"the serving model's artifact {model_path} is missing")
-    return score_job.run(ScoreConfig(
-        interactions=work_dir / "interactions.csv",
-        run_date=config.run_date,
-        model_path=model_path,
-        output=work_dir,
-        k=config.k,
-        spark_master=config.spark_master,
-    ))
+def model_path(artifact_uri: str) -> str:
+    path = Path(artifact_uri.removeprefix("file://"))
+    if not path.exists():
+        raise FileNotFoundError(f"the model's artifact {path} is missing")
+    return str(path)

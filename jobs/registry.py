@@ -84,9 +84,71 @@ def register(engine: Engine, model: NewModel, *, promote_if_first: bool = True) 
                 "data_snapshot": json.dumps(model.data_snapshot),
             },
         )
+        record_status(conn, version, status, model.created_by,
+                      "registered; promoted as the first version" if status == "serving"
+                      else "registered")
         registered = _fetch(conn, version)
     logger.info("registered model version %d (%s)", version, status)
     return registered
+
+
+def record_status(conn: Connection, version: int, status: str, changed_by: str,
+                  reason: str) -> None:
+    conn.execute(
+        sa.text("INSERT INTO batchscore.model_status_history (version, status, changed_by,"
+                " reason) VALUES (:v, :s, :by, :why)"),
+        {"v": version, "s": status, "by": changed_by, "why": reason},
+    )
+
+
+def promote(engine: Engine, version: int, changed_by: str, reason: str) -> ModelVersion:
+    """Make ``version`` the serving one; the previous serving version is retired."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("LOCK TABLE batchscore.model_versions IN EXCLUSIVE MODE"))
+        target = _fetch(conn, version)
+        if target.status == "serving":
+            return target
+        previous = conn.execute(sa.text(
+            "UPDATE batchscore.model_versions SET status = 'retired' WHERE status = 'serving'"
+            " RETURNING version")).scalar()
+        if previous is not None:
+            record_status(conn, previous, "retired", changed_by,
+                          f"replaced by version {version}")
+        conn.execute(sa.text(
+            "UPDATE batchscore.model_versions SET status = 'serving' WHERE version = :v"),
+            {"v": version})
+        record_status(conn, version, "serving", changed_by, reason)
+        promoted = _fetch(conn, version)
+    logger.info("model version %d now serving (%s)", version, reason)
+    return promoted
+
+
+def model_for_date(engine: Engine, run_date: date, pinned: int | None = None) -> ModelVersion:
+    """The model a run for ``run_date`` uses.
+
+    A pinned version wins. Otherwise the serving version, unless it was
+    trained on data after ``run_date`` (a backfill): then the newest version
+    trained as of ``run_date`` or earlier that has served at some point.
+    """
+    if pinned is not None:
+        with engine.connect() as conn:
+            return _fetch(conn, pinned)
+    current = serving(engine)
+    if current.trained_as_of <= run_date:
+        return current
+    with engine.connect() as conn:
+        row = conn.execute(sa.text(
+            f"SELECT {COLUMNS} FROM batchscore.model_versions m WHERE trained_as_of <= :d"
+            " AND EXISTS (SELECT 1 FROM batchscore.model_status_history h"
+            "  WHERE h.version = m.version AND h.status = 'serving')"
+            " ORDER BY trained_as_of DESC, version DESC LIMIT 1"), {"d": run_date}).first()
+    if row is None:
+        raise NoServingModelError(
+            f"no model trained as of {run_date} or earlier has served (the serving version "
+            f"{current.version} was trained as of {current.trained_as_of}); pin one with "
+            "--model-version"
+        )
+    return ModelVersion(*row)
 
 
 def serving(engine: Engine) -> ModelVersion:
@@ -106,6 +168,14 @@ def list_versions(engine: Engine) -> list[ModelVersion]:
             f"SELECT {COLUMNS} FROM batchscore.model_versions ORDER BY version"
         )).all()
     return [ModelVersion(*row) for row in rows]
+
+
+def status_history(engine: Engine, version: int) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT status, changed_at, changed_by, reason FROM batchscore.model_status_history"
+            " WHERE version = :v ORDER BY changed_at"), {"v": version}).mappings().all()
+    return [dict(row) for row in rows]
 
 
 def _fetch(conn: Connection, version: int) -> ModelVersion:

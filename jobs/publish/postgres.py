@@ -109,11 +109,12 @@ class PostgresPublisher:
                                               popular.column("score").to_pylist(), strict=True)],
             )
 
-    def switch(self) -> SwitchOutcome:
+    def switch(self, force_serve: bool = False) -> SwitchOutcome:
         """Attach the staged version and serve it unless a later date is served.
 
         A version for a date that already has one replaces it (the old one is
-        marked superseded and dropped by :meth:`cleanup`).
+        marked superseded and dropped by :meth:`cleanup`). ``force_serve``
+        serves it even when a later date is being served.
         """
         version = self._require_version()
         table = sql.Identifier(partition_name(version.publish_id))
@@ -147,7 +148,7 @@ class PostgresPublisher:
                 " JOIN batchscore.prediction_versions v USING (publish_id)"
             )
             current = cur.fetchone()
-            served = current is None or version.logical_date >= current[1]
+            served = force_serve or current is None or version.logical_date >= current[1]
             if served:
                 cur.execute(
                     "INSERT INTO batchscore.serving (only_row, publish_id) VALUES (true, %s)"
@@ -167,20 +168,29 @@ class PostgresPublisher:
 
     def abort(self) -> None:
         """Drop the staged table and mark the version failed."""
-        if self.version is None:
-            return
-        publish_id = self.version.publish_id
-        self._execute(sql.SQL("DROP TABLE IF EXISTS batchscore.{}").format(
-            sql.Identifier(partition_name(publish_id))))
-        with self.engine.begin() as conn:
-            conn.execute(
-                sa.text("UPDATE batchscore.prediction_versions SET status = 'failed'"
-                        " WHERE publish_id = :id AND status = 'staged'"),
-                {"id": publish_id},
-            )
-            conn.execute(sa.text("DELETE FROM batchscore.popular_items WHERE publish_id = :id"),
-                         {"id": publish_id})
+        if self.version is not None:
+            self.discard(self.version.publish_id)
+
+    def discard(self, publish_id: int) -> bool:
+        """Drop a version that is still staged and mark it failed.
+
+        A version that was already switched in is left alone; returns whether
+        anything was discarded.
+        """
+        with self._transaction() as cur:
+            cur.execute("SELECT status FROM batchscore.prediction_versions"
+                        " WHERE publish_id = %s FOR UPDATE", (publish_id,))
+            row = cur.fetchone()
+            if row is None or row[0] != "staged":
+                return False
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS batchscore.{}").format(
+                sql.Identifier(partition_name(publish_id))))
+            cur.execute("UPDATE batchscore.prediction_versions SET status = 'failed'"
+                        " WHERE publish_id = %s", (publish_id,))
+            cur.execute("DELETE FROM batchscore.popular_items WHERE publish_id = %s",
+                        (publish_id,))
         logger.info("postgres: staged version %d discarded", publish_id)
+        return True
 
     def cleanup(self) -> list[int]:
         """Drop superseded versions and published ones beyond the kept count."""

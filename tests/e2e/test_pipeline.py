@@ -204,6 +204,9 @@ def test_bad_runs_publish_nothing(pipeline, tmp_path: Path, capsys) -> None:
     assert main(["nightly", "--run-date", RUN_DATE, "--k", "0"]) == 1
     assert "--k must be at least 1, got 0" in capsys.readouterr().err
     assert main(["nightly", "--run-date", "2020-01-01"]) == 1
+    assert ("no model trained as of 2020-01-01 or earlier has served (the serving version 1 was"
+            " trained as of 2026-11-20); pin one with --model-version") in capsys.readouterr().err
+    assert main(["nightly", "--run-date", "2020-01-01", "--model-version", "1"]) == 1
     error = capsys.readouterr().err
     assert "input contract failed for 2020-01-01 (table)" in error
     assert ("expect_table_row_count_to_be_between: at least one interaction (expected at least 1)"

@@ -9,7 +9,6 @@ import sqlalchemy as sa
 from jobs import redis_contract as contract
 from jobs import runs
 from jobs.client import NoPublishedVersionError, RecommendationClient
-from jobs.nightly import publish
 from jobs.publish.postgres import PostgresPublisher
 from jobs.publish.redis import RedisPublisher
 from jobs.registry import NewModel, register
@@ -40,11 +39,27 @@ def model_version(engine) -> int:
 
 def publish_day(engine, redis_client, model_version: int, day: date,
                 recs: dict[int, list[tuple[int, float]]], blocks=None):
+    """What the nightly's publish steps do: Postgres aside and switched, then Redis."""
     run_id = runs.start(engine, "nightly", day, model_version)
     postgres = PostgresPublisher(engine, keep_versions=2)
     version = postgres.allocate(run_id, model_version, day, k=2)
-    return publish(postgres, RedisPublisher(redis_client), version,
-                   blocks if blocks is not None else [block(recs)], POPULAR)
+    postgres.prepare(version)
+    try:
+        for each in blocks if blocks is not None else [block(recs)]:
+            postgres.write(each)
+        postgres.write_fallback(POPULAR)
+        outcome = postgres.switch()
+    except BaseException:
+        postgres.abort()
+        raise
+    postgres.cleanup()
+    redis_publisher = RedisPublisher(redis_client)
+    redis_publisher.prepare(version)
+    for each in blocks if blocks is not None else [block(recs)]:
+        redis_publisher.write(each)
+    redis_publisher.write_fallback(POPULAR)
+    redis_publisher.switch(outcome)
+    return version, outcome
 
 
 def served_rows(engine) -> list[tuple]:
