@@ -170,6 +170,47 @@ def list_versions(engine: Engine) -> list[ModelVersion]:
     return [ModelVersion(*row) for row in rows]
 
 
+@dataclass(frozen=True)
+class PromotionDecision:
+    promote: bool
+    reason: str
+
+
+def promotion_decision(engine: Engine, candidate: ModelVersion) -> PromotionDecision:
+    """The offline gates: beat the popularity baseline, and do not fall behind the
+    serving model's NDCG by more than ``max_ndcg_drop`` (``schemas/contracts.json``)."""
+    from jobs.validation.engine import load_contracts_config
+
+    tolerance = float(load_contracts_config()["promotion"]["max_ndcg_drop"])
+    ndcg = float(candidate.metrics["als"]["ndcg_at_k"])
+    baseline = float(candidate.metrics["popularity"]["ndcg_at_k"])
+    if ndcg <= baseline:
+        return PromotionDecision(False, f"NDCG {ndcg:.4f} does not beat popularity {baseline:.4f}")
+    try:
+        current = serving(engine)
+    except NoServingModelError:
+        return PromotionDecision(True, f"NDCG {ndcg:.4f} beats popularity {baseline:.4f}; "
+                                       "no model serves yet")
+    if current.version == candidate.version:
+        return PromotionDecision(True, "already serving")
+    served_ndcg = float(current.metrics["als"]["ndcg_at_k"])
+    if ndcg < served_ndcg * (1 - tolerance):
+        return PromotionDecision(
+            False, f"NDCG {ndcg:.4f} falls behind the serving version {current.version}'s "
+                   f"{served_ndcg:.4f} by more than {tolerance:.0%}")
+    return PromotionDecision(
+        True, f"NDCG {ndcg:.4f} beats popularity {baseline:.4f} and is within {tolerance:.0%} "
+              f"of the serving version {current.version} ({served_ndcg:.4f})")
+
+
+def latest_trained_as_of(engine: Engine, as_of: date) -> ModelVersion | None:
+    with engine.connect() as conn:
+        row = conn.execute(sa.text(
+            f"SELECT {COLUMNS} FROM batchscore.model_versions WHERE trained_as_of = :d"
+            " ORDER BY version DESC LIMIT 1"), {"d": as_of}).first()
+    return ModelVersion(*row) if row else None
+
+
 def status_history(engine: Engine, version: int) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(sa.text(

@@ -82,7 +82,8 @@ def parse_args(argv: list[str]) -> TrainConfig:
     parser = argparse.ArgumentParser(prog="train", description=__doc__.splitlines()[0])
     parser.add_argument("--as-of", type=date.fromisoformat, required=True,
                         help="train on interactions up to the end of this date (YYYY-MM-DD)")
-    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--database-url", default=settings.database_url,
+                        help="default: BATCHSCORE_DATABASE_URL (keeps it off the command line)")
     parser.add_argument("--home", type=Path, default=settings.home,
                         help="state folder; the model is saved under HOME/models")
     parser.add_argument("--spark-master", default=None,
@@ -97,6 +98,8 @@ def parse_args(argv: list[str]) -> TrainConfig:
     parser.add_argument("--no-promote", action="store_true",
                         help="register as a candidate even when no version serves")
     args = parser.parse_args(argv)
+    if not args.database_url:
+        parser.error("give --database-url or set BATCHSCORE_DATABASE_URL")
     for name in ("rank", "max_iter", "holdout_days", "eval_k"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")

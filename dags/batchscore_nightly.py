@@ -1,0 +1,122 @@
+"""
+### batchscore_nightly
+
+Scores every active user with the model serving as of the run's date and
+publishes the top-K lists to PostgreSQL (`bi.recommendations`) and Redis.
+
+* **Schedule**: daily at 02:00 UTC for the day that just ended. The logical
+  date of a run *is* the day it scores (timetable `NightlyTimetable`: data
+  interval `[D, D+1)`), so `airflow backfill create --from-date D1 --to-date D2`
+  makes one run per day, each scored as of its own date.
+* **Params**: `run_date` (override the day), `model_version` (pin a model, e.g.
+  for a backfill), `serve_older_date` (let a backfilled date take over serving),
+  `k`, `input_path`/`input_format` (a day's file to validate and load first).
+* **Connections**: `batchscore_postgres`, `batchscore_redis`, `spark_default`.
+* One run at a time (`max_active_runs=1`): two runs never publish at once.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from importlib.util import find_spec
+
+import pendulum
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import DAG, Param, task
+
+from jobs.scheduling import NightlyTimetable
+
+FIRST = "{{ ti.xcom_pull(task_ids='validate_inputs')"
+SCORE_APPLICATION = find_spec("jobs.score").origin
+
+
+def _callback(context):
+    from jobs.airflow_tasks import record_failure
+
+    record_failure(context)
+
+
+with DAG(
+    dag_id="batchscore_nightly",
+    schedule=NightlyTimetable(start_after=timedelta(hours=2)),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["batchscore", "scoring"],
+    doc_md=__doc__,
+    default_args={
+        "owner": "batchscore",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=2),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=30),
+        "on_failure_callback": _callback,
+    },
+    params={
+        "run_date": Param(None, type=["null", "string"], format="date",
+                          description="score this day instead of the logical date's"),
+        "model_version": Param(None, type=["null", "integer"], minimum=1,
+                               description="pin a model version"),
+        "serve_older_date": Param(False, type="boolean",
+                                  description="serve this date even if a later one is served"),
+        "k": Param(50, type="integer", minimum=1, description="items per user"),
+        "input_path": Param(None, type=["null", "string"],
+                            description="a day's interactions file to validate and load"),
+        "input_format": Param("csv", enum=["csv", "movielens"]),
+    },
+) as dag:
+
+    @task
+    def validate_inputs(**context):
+        from jobs.airflow_tasks import validate_inputs as run
+
+        return run(**context)
+
+    score = SparkSubmitOperator(
+        task_id="score",
+        conn_id="spark_default",
+        application=SCORE_APPLICATION,
+        name="batchscore-score-{{ ds }}",
+        application_args=[
+            "--interactions", FIRST + "['interactions'] }}",
+            "--run-date", FIRST + "['run_date'] }}",
+            "--model-path", FIRST + "['model_path'] }}",
+            "--output", FIRST + "['work_dir'] }}",
+            "--k", FIRST + "['k'] }}",
+        ],
+        env_vars={"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable},
+    )
+
+    @task
+    def validate_predictions(**context):
+        from jobs.airflow_tasks import validate_predictions as run
+
+        run(**context)
+
+    @task
+    def publish_postgres(**context):
+        from jobs.airflow_tasks import publish_postgres as run
+
+        return run(**context)
+
+    @task
+    def publish_redis(**context):
+        from jobs.airflow_tasks import publish_redis as run
+
+        run(**context)
+
+    @task
+    def smoke_check(**context):
+        from jobs.airflow_tasks import smoke_check as run
+
+        run(**context)
+
+    @task
+    def record_run(**context):
+        from jobs.airflow_tasks import record_run as run
+
+        return run(**context)
+
+    (validate_inputs() >> score >> validate_predictions() >> publish_postgres()
+     >> publish_redis() >> smoke_check() >> record_run())

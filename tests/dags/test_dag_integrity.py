@@ -1,0 +1,111 @@
+"""The DAG files: they import cleanly, declare what operations needs, and wire the tasks."""
+
+import itertools
+from datetime import UTC, date, datetime, timedelta
+
+import pendulum
+import pytest
+from airflow.dag_processing.dagbag import DagBag
+from airflow.timetables.base import DataInterval, TimeRestriction
+
+from jobs.airflow_tasks import resolve_run_date
+from jobs.scheduling import NightlyTimetable
+from tests.dags.conftest import DAGS_FOLDER
+
+
+@pytest.fixture(scope="module")
+def dagbag() -> DagBag:
+    return DagBag(dag_folder=str(DAGS_FOLDER))
+
+
+def test_every_dag_imports_without_errors(dagbag: DagBag) -> None:
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) == {"batchscore_nightly", "batchscore_train"}
+
+
+@pytest.mark.parametrize("dag_id", ["batchscore_nightly", "batchscore_train"])
+def test_dags_have_tags_owner_retries_and_docs(dagbag: DagBag, dag_id: str) -> None:
+    dag = dagbag.dags[dag_id]
+    assert "batchscore" in dag.tags
+    assert dag.doc_md and dag_id in dag.doc_md
+    assert dag.max_active_runs == 1
+    assert dag.catchup is False
+    for task in dag.tasks:
+        assert task.owner == "batchscore"
+        assert task.retries >= 2
+        assert task.retry_exponential_backoff
+
+
+def test_nightly_task_graph(dagbag: DagBag) -> None:
+    dag = dagbag.dags["batchscore_nightly"]
+    order = ["validate_inputs", "score", "validate_predictions", "publish_postgres",
+             "publish_redis", "smoke_check", "record_run"]
+    for upstream, downstream in itertools.pairwise(order):
+        assert dag.get_task(upstream).downstream_task_ids == {downstream}
+    assert dag.get_task("record_run").downstream_task_ids == set()
+    score = dag.get_task("score")
+    assert type(score).__name__ == "SparkSubmitOperator"
+    assert score._conn_id == "spark_default"
+    assert score.application.endswith("jobs/score.py")
+    assert all(task.on_failure_callback for task in dag.tasks)
+    assert set(dag.params) == {"run_date", "model_version", "serve_older_date", "k",
+                               "input_path", "input_format"}
+
+
+def test_train_task_graph_emits_the_serving_model_asset(dagbag: DagBag) -> None:
+    dag = dagbag.dags["batchscore_train"]
+    assert dag.get_task("train").downstream_task_ids == {"promote"}
+    assert type(dag.get_task("train")).__name__ == "SparkSubmitOperator"
+    assert [asset.uri for asset in dag.get_task("promote").outlets] == [
+        "batchscore://models/serving"]
+    # The database URL reaches spark-submit through the environment, not the command line.
+    train = dag.get_task("train")
+    assert not any("conn." in arg for arg in train.application_args)
+    assert "conn.batchscore_postgres" in train.env_vars["BATCHSCORE_DATABASE_URL"]
+
+
+def utc(*args: int) -> pendulum.DateTime:
+    return pendulum.datetime(*args, tz="UTC")
+
+
+def test_nightly_timetable_makes_the_logical_date_the_scored_day() -> None:
+    timetable = NightlyTimetable(start_after=timedelta(hours=2))
+    first = timetable.next_dagrun_info(
+        last_automated_data_interval=None,
+        restriction=TimeRestriction(earliest=utc(2026, 11, 18), latest=None, catchup=True),
+    )
+    assert first.data_interval == DataInterval(utc(2026, 11, 18), utc(2026, 11, 19))
+    assert first.logical_date == utc(2026, 11, 18)
+    assert first.run_after == utc(2026, 11, 19, 2)
+    following = timetable.next_dagrun_info(
+        last_automated_data_interval=first.data_interval,
+        restriction=TimeRestriction(earliest=utc(2026, 11, 18), latest=None, catchup=True),
+    )
+    assert following.logical_date == utc(2026, 11, 19)
+    assert following.run_after == utc(2026, 11, 20, 2)
+    # A manual trigger at 01:00 on the 21st means the 19th (the 20th is not done until 02:00).
+    assert timetable.infer_manual_data_interval(run_after=utc(2026, 11, 21, 1)).start == utc(
+        2026, 11, 19)
+    assert timetable.infer_manual_data_interval(run_after=utc(2026, 11, 21, 3)).start == utc(
+        2026, 11, 20)
+    # An explicit date means that day.
+    assert timetable.infer_manual_data_interval(run_after=utc(2026, 11, 20)).start == utc(
+        2026, 11, 20)
+    assert NightlyTimetable.deserialize(timetable.serialize()).start_after == timedelta(hours=2)
+
+
+def test_a_backfill_window_selects_whole_days(dagbag: DagBag) -> None:
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    dag = DagSerialization.from_dict(DagSerialization.to_dict(dagbag.dags["batchscore_nightly"]))
+    infos = list(dag.iter_dagrun_infos_between(utc(2026, 11, 18), utc(2026, 11, 20)))
+    assert [info.logical_date.date() for info in infos] == [
+        date(2026, 11, 18), date(2026, 11, 19), date(2026, 11, 20)]
+
+
+def test_run_date_comes_from_the_param_or_the_logical_date() -> None:
+    late_evening = datetime(2026, 11, 20, 23, 30, tzinfo=UTC)
+    assert resolve_run_date(None, late_evening) == date(2026, 11, 20)
+    assert resolve_run_date("2026-11-02", late_evening) == date(2026, 11, 2)
+    with pytest.raises(ValueError, match="no logical date; trigger it with the run_date param"):
+        resolve_run_date(None, None)
