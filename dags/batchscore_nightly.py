@@ -12,7 +12,9 @@ publishes the top-K lists to PostgreSQL (`bi.recommendations`) and Redis.
   for a backfill), `serve_older_date` (let a backfilled date take over serving),
   `k`, `input_path`/`input_format` (a day's file to validate and load first).
 * **Connections**: `batchscore_postgres`, `batchscore_redis`, `spark_default`.
-* One run at a time (`max_active_runs=1`): two runs never publish at once.
+* One scheduled run at a time (`max_active_runs=1`); the publish tasks run one
+  at a time across all runs, backfills included (`max_active_tis_per_dag=1`),
+  so two runs never publish at once.
 """
 
 from __future__ import annotations
@@ -94,19 +96,19 @@ with DAG(
 
         run(**context)
 
-    @task
+    @task(max_active_tis_per_dag=1)
     def publish_postgres(**context):
         from jobs.airflow_tasks import publish_postgres as run
 
         return run(**context)
 
-    @task
+    @task(max_active_tis_per_dag=1)
     def publish_redis(**context):
         from jobs.airflow_tasks import publish_redis as run
 
         run(**context)
 
-    @task
+    @task(max_active_tis_per_dag=1)
     def smoke_check(**context):
         from jobs.airflow_tasks import smoke_check as run
 

@@ -107,7 +107,7 @@ def publish_postgres(**context: Any) -> dict[str, Any]:
 def publish_redis(**context: Any) -> None:
     from jobs import nightly
 
-    nightly.publish_redis(connection_url(REDIS_CONN_ID), _state(context))
+    nightly.publish_redis(_engine(), connection_url(REDIS_CONN_ID), _state(context))
 
 
 def smoke_check(**context: Any) -> None:

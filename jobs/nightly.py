@@ -131,7 +131,7 @@ def run(config: NightlyConfig) -> NightlyResult:
         scored = ScoreStats.read(state.folder)
         validate_predictions(state)
         publish_postgres(engine, state)
-        publish_redis(config.redis_url, state)
+        publish_redis(engine, config.redis_url, state)
         smoke_check(engine, config.redis_url, state)
         finish(engine, state)
     except BaseException as err:
@@ -166,7 +166,7 @@ def begin(engine: Engine, config: NightlyConfig) -> RunState:
 
 def validate_inputs(engine: Engine, state: RunState) -> RunState:
     """The input contract, then the export the scoring job reads."""
-    validator = Validator(Path(state.home))
+    validator = Validator(Path(state.home), state.run_id)
     run_date = state.logical_date
     batch = (read_input_file(Path(state.input_path), state.input_format)
              if state.input_path else table_batch(engine, run_date))
@@ -204,7 +204,7 @@ def validate_predictions(state: RunState) -> RunState:
     })
     try:
         reports = check_predictions(
-            Validator(Path(state.home)),
+            Validator(Path(state.home), state.run_id),
             pq.read_table(state.folder / CHECKS_FILE).to_pandas(), summary,
             requested_model_version=state.model_version, run_name=state.run_id,
             label=f"{state.run_date} (run {state.run_id})",
@@ -242,14 +242,17 @@ def publish_postgres(engine: Engine, state: RunState) -> RunState:
     return state
 
 
-def publish_redis(redis_url: str, state: RunState) -> RunState:
-    """Write the version's keys, then flip the pointer as Postgres decided.
+def publish_redis(engine: Engine, redis_url: str, state: RunState) -> RunState:
+    """Write the version's keys, then point readers at it if Postgres serves it now.
 
-    Safe to retry: preparing a version clears what an earlier attempt left.
+    Deciding from what Postgres serves at this moment (not from what it served
+    when this run switched) keeps the two stores in step when runs overlap, as
+    a backfill's runs may. Safe to retry: preparing clears an earlier attempt.
     """
     if state.publish_id is None or state.switch is None:
         raise RuntimeError(f"run {state.run_id} has not been published to Postgres yet")
-    publisher = RedisPublisher(redis.Redis.from_url(redis_url))
+    client = redis.Redis.from_url(redis_url)
+    publisher = RedisPublisher(client)
     version = PublishVersion(publish_id=state.publish_id, run_id=state.run_id,
                              model_version=state.model_version,
                              logical_date=state.logical_date, k=state.k)
@@ -258,12 +261,24 @@ def publish_redis(redis_url: str, state: RunState) -> RunState:
         publisher.write(block)
         logger.info("redis: %d users written", publisher.users)
     publisher.write_fallback(pq.read_table(state.folder / POPULAR_FILE))
-    publisher.switch(SwitchOutcome(**state.switch))
+    pointer = client.get(contract.pointer_key())
+    publisher.switch(SwitchOutcome(
+        served=served_publish_id(engine) == state.publish_id,
+        previous_served=int(pointer) if pointer is not None else None,
+        superseded=list(state.switch["superseded"]),
+    ))
     return state
 
 
+def served_publish_id(engine: Engine) -> int | None:
+    import sqlalchemy as sa
+
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT publish_id FROM batchscore.serving")).scalar()
+
+
 def smoke_check(engine: Engine, redis_url: str, state: RunState) -> RunState:
-    """Read a sample of users back from both stores: they must agree with what was scored."""
+    """Read a sample of users back from both stores, and check they serve the same version."""
     import sqlalchemy as sa
 
     client = redis.Redis.from_url(redis_url)
@@ -272,21 +287,19 @@ def smoke_check(engine: Engine, redis_url: str, state: RunState) -> RunState:
         status = conn.execute(sa.text(
             "SELECT status FROM batchscore.prediction_versions WHERE publish_id = :id"),
             {"id": publish_id}).scalar()
-        served = conn.execute(sa.text("SELECT publish_id FROM batchscore.serving")).scalar()
         sample = conn.execute(sa.text(
             "SELECT user_id, array_agg(item_id ORDER BY rank) FROM batchscore.predictions"
             " WHERE publish_id = :id AND user_id IN (SELECT user_id FROM batchscore.predictions"
             "  WHERE publish_id = :id AND rank = 1 ORDER BY user_id LIMIT :n)"
             " GROUP BY user_id"), {"id": publish_id, "n": SMOKE_SAMPLE_USERS}).all()
+    served = served_publish_id(engine)
+    pointer = client.get(contract.pointer_key())
     problems = []
     if status != "published":
         problems.append(f"postgres: version {publish_id} is {status!r}, not published")
-    if state.switch and state.switch["served"]:
-        pointer = client.get(contract.pointer_key())
-        if served != publish_id:
-            problems.append(f"postgres serves version {served}, not {publish_id}")
-        if pointer is None or int(pointer) != publish_id:
-            problems.append(f"redis pointer names {pointer!r}, not {publish_id}")
+    if served is not None and (pointer is None or int(pointer) != served):
+        problems.append(f"postgres serves version {served} but the redis pointer names "
+                        f"{pointer.decode() if pointer else None}")
     if not sample:
         problems.append(f"postgres has no rows for version {publish_id}")
     for user_id, items in sample:
@@ -297,7 +310,8 @@ def smoke_check(engine: Engine, redis_url: str, state: RunState) -> RunState:
                             f"redis has {stored[:5] if stored else stored}")
     if problems:
         raise RuntimeError("smoke check failed: " + "; ".join(problems[:5]))
-    logger.info("smoke check: %d users read back from both stores agree", len(sample))
+    logger.info("smoke check: %d users read back from both stores agree; version %s is served",
+                len(sample), served)
     return state
 
 

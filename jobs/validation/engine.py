@@ -93,10 +93,14 @@ def load_suite_spec(name: str) -> dict[str, Any]:
 
 
 class Validator:
-    """Validates frames against the suites, writing Data Docs under ``home/gx``."""
+    """Validates frames against the suites, writing Data Docs under ``home/gx/<name>``.
 
-    def __init__(self, home: Path) -> None:
-        self.home = home
+    Each run gets its own GX project (``name`` is the run id), so runs that
+    overlap, as a backfill's may, never share GX's stores.
+    """
+
+    def __init__(self, home: Path, name: str = "by-hand") -> None:
+        self.root = home / "gx" / name
         self._context: AbstractDataContext | None = None
 
     @property
@@ -107,8 +111,8 @@ class Validator:
             import great_expectations as gx
             from great_expectations.data_context.types.base import ProgressBarsConfig
 
-            self.home.mkdir(parents=True, exist_ok=True)
-            context = gx.get_context(mode="file", project_root_dir=str(self.home))
+            self.root.mkdir(parents=True, exist_ok=True)
+            context = gx.get_context(mode="file", project_root_dir=str(self.root))
             context.variables.progress_bars = ProgressBarsConfig(globally=False)
             context.variables.save()
             self._context = context
