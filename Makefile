@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration test-e2e lint format services-stop clean
+.PHONY: help install run airflow test test-unit test-integration test-dags test-e2e lint format services-stop clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -21,8 +21,11 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP) ## create .venv and install batchscore with its dev tools
 
-run: $(STAMP) ## quick start: sample data, train, one nightly on the embedded servers
+run: $(STAMP) ## quick start: sample data, train, one nightly through Airflow, embedded servers
 	$(BIN)/batchscore quickstart
+
+airflow: $(STAMP) ## a local Airflow (UI on 127.0.0.1:8080) with the DAGs, wired to the servers
+	$(BIN)/batchscore airflow start
 
 test: $(STAMP) ## run every test tier
 	@status=0; $(BIN)/pytest || status=$$?; \
@@ -35,7 +38,10 @@ test-unit: $(STAMP) ## unit tests only
 test-integration: $(STAMP) ## integration tests (embedded PostgreSQL and Redis)
 	$(BIN)/pytest tests/integration
 
-test-e2e: $(STAMP) ## the whole flow at small scale
+test-dags: $(STAMP) ## DAG integrity and the nightly timetable
+	$(BIN)/pytest tests/dags
+
+test-e2e: $(STAMP) ## the whole flow at small scale, also through Airflow
 	$(BIN)/pytest tests/e2e
 
 lint: $(STAMP) ## ruff over the code and tests

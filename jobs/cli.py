@@ -145,8 +145,23 @@ def build_parser() -> argparse.ArgumentParser:
     recs.add_argument("-k", type=int, default=10)
     recs.add_argument("--json", action="store_true")
 
-    command("quickstart", cmd_quickstart,
-            "sample data -> train -> one nightly, reusing what is already there")
+    quickstart = command("quickstart", cmd_quickstart,
+                         "sample data -> train -> one nightly through Airflow, reusing what is "
+                         "already there")
+    quickstart.add_argument("--without-airflow", action="store_true",
+                            help="run the nightly in this process instead of through Airflow")
+
+    airflow = commands.add_parser("airflow", help="a local Airflow with batchscore's DAGs")
+    airflow_commands = airflow.add_subparsers(title="commands", metavar="COMMAND",
+                                              required=True)
+    airflow_start = command("start", cmd_airflow_start,
+                            "airflow standalone on 127.0.0.1, wired to batchscore's servers",
+                            airflow_commands)
+    airflow_start.add_argument("--port", type=int, default=8080)
+    airflow_nightly = command("nightly", cmd_airflow_nightly,
+                              "run the nightly DAG once for a date (airflow dags test)",
+                              airflow_commands)
+    airflow_nightly.add_argument("--run-date", type=parse_date, default=None)
     return parser
 
 
@@ -480,9 +495,12 @@ def cmd_quickstart(settings: Settings, args: argparse.Namespace) -> int:
         published = conn.execute(sa.text(
             "SELECT publish_id FROM batchscore.prediction_versions"
             " WHERE status = 'published' AND logical_date = :d"), {"d": run_date}).scalar()
-    if published is None:
+    if published is None and getattr(args, "without_airflow", False):
         print(f"3/3 nightly run for {run_date}")
         cmd_nightly(settings, argparse.Namespace(run_date=run_date, k=None, input=None))
+    elif published is None:
+        print(f"3/3 nightly run for {run_date} through Airflow (the batchscore_nightly DAG)")
+        cmd_airflow_nightly(settings, argparse.Namespace(run_date=run_date))
     else:
         print(f"3/3 {run_date} already published (version {published}): reusing it")
     with engine.connect() as conn:
@@ -496,6 +514,30 @@ def cmd_quickstart(settings: Settings, args: argparse.Namespace) -> int:
     print(f"  {program} recs {user_id}")
     print("Query what BI sees (PostgreSQL):")
     print(f'  psql "$({program} db url)" -c "{query}"')
+    return 0
+
+
+def cmd_airflow_start(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs import local_airflow
+
+    database(settings)
+    return local_airflow.start(settings, args.port)
+
+
+def cmd_airflow_nightly(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs import local_airflow
+
+    engine = database(settings)
+    run_date = args.run_date or newest_event_date(engine)
+    log = local_airflow.run_nightly(settings, run_date)
+    with engine.connect() as conn:
+        row = conn.execute(sa.text(
+            "SELECT run_id, status, stats->>'publish_id' FROM batchscore.runs"
+            " WHERE kind = 'nightly' AND logical_date = :d ORDER BY started_at DESC LIMIT 1"),
+            {"d": run_date}).first()
+    if row is None or row.status != "succeeded":
+        raise CommandError(f"the nightly DAG did not publish {run_date}; see {log}")
+    print(f"run {row.run_id} (Airflow): published version {row[2]} for {run_date}; log: {log}")
     return 0
 
 
@@ -514,11 +556,12 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from jobs.client import NoPublishedVersionError
     from jobs.data.load import InputError
     from jobs.db import MigrationError
+    from jobs.local_airflow import AirflowError
     from jobs.registry import NoServingModelError
     from jobs.validation.engine import ContractError
 
     return (CommandError, ConfigError, InputError, MigrationError, NoServingModelError,
-            NoPublishedVersionError, ContractError, FileNotFoundError)
+            NoPublishedVersionError, ContractError, FileNotFoundError, AirflowError)
 
 
 EXPECTED_ERRORS = _expected_errors()
