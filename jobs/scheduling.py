@@ -65,8 +65,9 @@ class NightlyTimetable(Timetable):
             start = midnight(restriction.earliest)
             if start < restriction.earliest:
                 start += DAY
-            if not restriction.catchup:
-                start = max(start, self.day_of_run(pendulum.now(UTC)))
+        if not restriction.catchup:
+            # Without catch-up, missed days are left to backfills.
+            start = max(start, self.day_of_run(pendulum.now(UTC)))
         if restriction.latest is not None and start > restriction.latest:
             return None
         end = start + DAY

@@ -94,6 +94,16 @@ def test_nightly_timetable_makes_the_logical_date_the_scored_day() -> None:
     assert NightlyTimetable.deserialize(timetable.serialize()).start_after == timedelta(hours=2)
 
 
+def test_without_catchup_the_next_run_skips_to_the_last_complete_day() -> None:
+    timetable = NightlyTimetable()
+    after_a_backfill = timetable.next_dagrun_info(
+        last_automated_data_interval=DataInterval(utc(2020, 1, 5), utc(2020, 1, 6)),
+        restriction=TimeRestriction(earliest=utc(2020, 1, 1), latest=None, catchup=False),
+    )
+    newest_complete = timetable.day_of_run(pendulum.now("UTC"))
+    assert after_a_backfill.logical_date == newest_complete
+
+
 def test_a_backfill_window_selects_whole_days(dagbag: DagBag) -> None:
     from airflow.serialization.serialized_objects import DagSerialization
 

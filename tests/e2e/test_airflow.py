@@ -116,7 +116,9 @@ def test_a_backfill_publishes_one_version_per_date_without_taking_over(airflow_e
     served_before = served(engine)
     assert served_before is not None and served_before[1] == "2026-11-20"
     port = free_port()
-    env = {**env, "AIRFLOW__API__PORT": str(port),
+    # Only the backfill's runs: the scheduler makes no scheduled run of its own.
+    env = {**env, "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+           "AIRFLOW__API__PORT": str(port),
            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
            "AIRFLOW__API__HOST": "127.0.0.1"}
     log = Path(env["AIRFLOW_HOME"]) / "standalone.log"
