@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -19,6 +22,25 @@ MIGRATION_LOCK_ID = 7_203_114_001
 
 class MigrationError(RuntimeError):
     """The database's migrations disagree with the files in ``sql/``."""
+
+
+@contextmanager
+def cursor(engine: Engine) -> Iterator[Any]:
+    """A psycopg2 cursor in one transaction: committed on success, rolled back on error.
+
+    For what SQLAlchemy does not wrap: COPY, and identifiers composed with
+    ``psycopg2.sql``.
+    """
+    raw = engine.raw_connection()
+    try:
+        with raw.cursor() as cur:
+            yield cur
+        raw.commit()
+    except BaseException:
+        raw.rollback()
+        raise
+    finally:
+        raw.close()
 
 
 def engine_for(database_url: str) -> Engine:

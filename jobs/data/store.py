@@ -15,6 +15,8 @@ import sqlalchemy as sa
 from psycopg2 import sql
 from sqlalchemy.engine import Engine
 
+from jobs.db import cursor
+
 if TYPE_CHECKING:
     from jobs.data.generate import Interactions
 
@@ -38,19 +40,11 @@ def copy_interactions(
     With ``replace`` the table is emptied first, in the same transaction, so
     readers see either the old contents or the new ones. Returns the row count.
     """
-    raw = engine.raw_connection()
-    try:
-        with raw.cursor() as cur:
-            if replace:
-                cur.execute("TRUNCATE batchscore.interactions")
-            cur.copy_expert(COPY_INTERACTIONS, rows_csv)
-            count = cur.rowcount
-        raw.commit()
-    except Exception:
-        raw.rollback()
-        raise
-    finally:
-        raw.close()
+    with cursor(engine) as cur:
+        if replace:
+            cur.execute("TRUNCATE batchscore.interactions")
+        cur.copy_expert(COPY_INTERACTIONS, rows_csv)
+        count = cur.rowcount
     logger.info("loaded %d interaction rows", count)
     return count
 
@@ -104,14 +98,9 @@ def export_interactions(engine: Engine, until: date, path: Path) -> int:
         "COPY (SELECT user_id, item_id, rating, extract(epoch FROM event_at)::bigint"
         " FROM batchscore.interactions WHERE event_at < {}) TO STDOUT WITH (FORMAT csv)"
     ).format(sql.Literal(day_end(until)))
-    raw = engine.raw_connection()
-    try:
-        with raw.cursor() as cur, path.open("w", encoding="utf-8") as out:
-            cur.copy_expert(query.as_string(cur), out)
-            count = cur.rowcount
-        raw.commit()
-    finally:
-        raw.close()
+    with cursor(engine) as cur, path.open("w", encoding="utf-8") as out:
+        cur.copy_expert(query.as_string(cur), out)
+        count = cur.rowcount
     logger.info("exported %d interaction rows up to %s to %s", count, until, path)
     return count
 

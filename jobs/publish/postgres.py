@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +18,7 @@ import sqlalchemy as sa
 from psycopg2 import sql
 from sqlalchemy.engine import Engine
 
+from jobs.db import cursor
 from jobs.publish import PublishVersion, SwitchOutcome
 
 logger = logging.getLogger(__name__)
@@ -84,7 +82,7 @@ class PostgresPublisher:
                 f"{np.format_float_positional(np.float32(score), trim='-')}\n"
             )
         buffer.seek(0)
-        with self._transaction() as cur:
+        with cursor(self.engine) as cur:
             cur.copy_expert(
                 sql.SQL("COPY batchscore.{} (publish_id, user_id, rank, item_id, score)"
                         " FROM STDIN").format(
@@ -125,7 +123,7 @@ class PostgresPublisher:
             "ALTER TABLE batchscore.{} ADD CHECK (publish_id = {})"
         ).format(table, sql.Literal(version.publish_id)))
         self._execute(sql.SQL("ANALYZE batchscore.{}").format(table))
-        with self._transaction() as cur:
+        with cursor(self.engine) as cur:
             # One publisher switches at a time.
             cur.execute("LOCK TABLE batchscore.serving IN EXCLUSIVE MODE")
             cur.execute(sql.SQL(
@@ -177,7 +175,7 @@ class PostgresPublisher:
         A version that was already switched in is left alone; returns whether
         anything was discarded.
         """
-        with self._transaction() as cur:
+        with cursor(self.engine) as cur:
             cur.execute("SELECT status FROM batchscore.prediction_versions"
                         " WHERE publish_id = %s FOR UPDATE", (publish_id,))
             row = cur.fetchone()
@@ -208,7 +206,7 @@ class PostgresPublisher:
             ).scalars())
         for publish_id in doomed:
             table = sql.Identifier(partition_name(publish_id))
-            with self._transaction() as cur:
+            with cursor(self.engine) as cur:
                 cur.execute(sql.SQL(
                     "ALTER TABLE batchscore.predictions DETACH PARTITION batchscore.{}"
                 ).format(table))
@@ -229,19 +227,5 @@ class PostgresPublisher:
         return self.version
 
     def _execute(self, statement: sql.Composable) -> None:
-        with self._transaction() as cur:
+        with cursor(self.engine) as cur:
             cur.execute(statement)
-
-    @contextmanager
-    def _transaction(self) -> Iterator[Any]:
-        """A psycopg2 cursor in a transaction that commits on success."""
-        raw = self.engine.raw_connection()
-        try:
-            with raw.cursor() as cur:
-                yield cur
-            raw.commit()
-        except BaseException:
-            raw.rollback()
-            raise
-        finally:
-            raw.close()

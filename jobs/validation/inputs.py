@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 
 from jobs.data.load import InputError
 from jobs.data.store import day_end, epoch_to_sql
+from jobs.db import cursor
 from jobs.validation.engine import (
     ContractError,
     Report,
@@ -241,25 +242,17 @@ def quarantine_and_load(engine: Engine, run_id: str, run_date: date, batch: Inpu
         (run_id, batch.source, int(index), json_row(batch.frame.loc[index]), reasons)
         for index, reasons in sorted(outcome.rejected.items())
     ]
-    raw = engine.raw_connection()
-    try:
-        with raw.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO batchscore.rejects (run_id, source, row_number, row, reasons)"
-                " VALUES (%s, %s, %s, %s, %s)", rejects,
-            )
-            loaded = 0
-            if batch.source == TABLE_SOURCE:
-                cur.execute("DELETE FROM batchscore.interactions WHERE event_id = ANY(%s)",
-                            ([int(index) for index in outcome.rejected],))
-            else:
-                loaded = _load_file_rows(cur, run_id, run_date, batch, outcome)
-        raw.commit()
-    except BaseException:
-        raw.rollback()
-        raise
-    finally:
-        raw.close()
+    with cursor(engine) as cur:
+        cur.executemany(
+            "INSERT INTO batchscore.rejects (run_id, source, row_number, row, reasons)"
+            " VALUES (%s, %s, %s, %s, %s)", rejects,
+        )
+        loaded = 0
+        if batch.source == TABLE_SOURCE:
+            cur.execute("DELETE FROM batchscore.interactions WHERE event_id = ANY(%s)",
+                        ([int(index) for index in outcome.rejected],))
+        else:
+            loaded = _load_file_rows(cur, run_id, run_date, batch, outcome)
     logger.info("input: %d rows loaded, %d quarantined", loaded, len(rejects))
     return {"loaded": loaded, "rejected": len(rejects)}
 

@@ -14,14 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
 import sqlalchemy as sa
 
 from jobs import redis_contract as contract
 from jobs.cli import main
-from jobs.db import engine_for
 from jobs.services.ports import free_port
-from tests.conftest import reset_database
+from tests.e2e.conftest import cli_world
 
 pytestmark = pytest.mark.spark
 
@@ -35,36 +33,27 @@ BACKFILL_SECONDS = 600
 @pytest.fixture(scope="module")
 def airflow_env(spark, settings, endpoints, tmp_path_factory):
     """Data, a model trained as of the 18th, and the environment of an Airflow home."""
-    monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setenv("BATCHSCORE_HOME", str(settings.home))
-    monkeypatch.delenv("BATCHSCORE_DATABASE_URL", raising=False)
-    monkeypatch.delenv("BATCHSCORE_REDIS_URL", raising=False)
-    engine = engine_for(endpoints.database_url)
-    reset_database(engine)
-    client = redis.Redis.from_url(endpoints.redis_url)
-    client.flushdb()
-    assert main(["data", "generate", "--users", "400", "--items", "120", "--days", "20",
-                 "--seed", "9", "--end-date", "2026-11-20"]) == 0
-    assert main(["train", "--as-of", "2026-11-18"]) == 0
-    home = tmp_path_factory.mktemp("airflow")
-    # The password is ignored by the embedded server (trust) but must never reach a log.
-    database_url = endpoints.database_url.replace("postgres@", f"postgres:{SECRET}@")
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "BATCHSCORE_HOME": str(settings.home),
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_BATCHSCORE_POSTGRES": database_url,
-        "AIRFLOW_CONN_BATCHSCORE_REDIS": endpoints.redis_url,
-        "AIRFLOW_CONN_SPARK_DEFAULT": '{"conn_type": "spark", "host": "local[1]"}',
-    }
-    migrate = airflow(env, "db", "migrate")
-    assert migrate.returncode == 0, migrate.stdout[-3000:]
-    yield env, engine, client
-    monkeypatch.undo()
-    engine.dispose()
+    with cli_world(settings, endpoints) as (engine, client):
+        assert main(["data", "generate", "--users", "400", "--items", "120", "--days", "20",
+                     "--seed", "9", "--end-date", "2026-11-20"]) == 0
+        assert main(["train", "--as-of", "2026-11-18"]) == 0
+        home = tmp_path_factory.mktemp("airflow")
+        # The password is ignored by the embedded server (trust) but must never reach a log.
+        database_url = endpoints.database_url.replace("postgres@", f"postgres:{SECRET}@")
+        env = {
+            **os.environ,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "BATCHSCORE_HOME": str(settings.home),
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW_CONN_BATCHSCORE_POSTGRES": database_url,
+            "AIRFLOW_CONN_BATCHSCORE_REDIS": endpoints.redis_url,
+            "AIRFLOW_CONN_SPARK_DEFAULT": '{"conn_type": "spark", "host": "local[1]"}',
+        }
+        migrate = airflow(env, "db", "migrate")
+        assert migrate.returncode == 0, migrate.stdout[-3000:]
+        yield env, engine, client
 
 
 def airflow(env: dict[str, str], *args: str, timeout: int = 900
@@ -137,9 +126,11 @@ def test_a_backfill_publishes_one_version_per_date_without_taking_over(airflow_e
                           "--dag-run-conf", '{"model_version": 1}', "--max-active-runs", "1")
         assert created.returncode == 0, (created.stdout + created.stderr)[-5000:]
         deadline = time.monotonic() + BACKFILL_SECONDS
-        expected = [("2026-11-16", 1), ("2026-11-17", 1), ("2026-11-18", 1), ("2026-11-20", 1)]
-        while published(engine) != expected:
-            assert time.monotonic() < deadline, (published(engine), log.read_text()[-5000:])
+        while backfill_runs(engine) != [("2026-11-16", "succeeded", 1),
+                                        ("2026-11-17", "succeeded", 1),
+                                        ("2026-11-18", "succeeded", 1)]:
+            assert time.monotonic() < deadline, (backfill_runs(engine),
+                                                 log.read_text()[-5000:])
             time.sleep(10)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -147,13 +138,75 @@ def test_a_backfill_publishes_one_version_per_date_without_taking_over(airflow_e
             server.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
-    # Older dates were published but never took over serving.
+    # One version per date; older dates were published but never took over serving.
+    assert published(engine) == [("2026-11-16", 1), ("2026-11-17", 1), ("2026-11-18", 1),
+                                 ("2026-11-20", 1)]
     assert served(engine) == served_before
-    with engine.connect() as conn:
-        runs = conn.execute(sa.text(
-            "SELECT logical_date::text, status, model_version FROM batchscore.runs"
-            " WHERE logical_date < '2026-11-20' ORDER BY logical_date")).all()
-    assert [tuple(run) for run in runs] == [("2026-11-16", "succeeded", 1),
-                                            ("2026-11-17", "succeeded", 1),
-                                            ("2026-11-18", "succeeded", 1)]
     assert SECRET not in log.read_text()
+
+
+def backfill_runs(engine) -> list[tuple]:
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(sa.text(
+            "SELECT logical_date::text, status, model_version FROM batchscore.runs"
+            " WHERE logical_date < '2026-11-20' ORDER BY logical_date"))]
+
+
+def test_the_training_dag_registers_and_decides_on_promotion(airflow_env) -> None:
+    env, engine, _ = airflow_env
+    result = airflow(env, "dags", "test", "batchscore_train", "2026-11-20")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    assert SECRET not in output
+    with engine.connect() as conn:
+        versions = conn.execute(sa.text(
+            "SELECT version, status, trained_as_of::text FROM batchscore.model_versions"
+            " ORDER BY version")).all()
+        history = conn.execute(sa.text(
+            "SELECT version, status, reason FROM bi.model_status_history WHERE version = 2"
+            " ORDER BY changed_at")).all()
+    assert [tuple(v)[2] for v in versions] == ["2026-11-18", "2026-11-20"]
+    assert history[0].status == "candidate"
+    events = asset_events(env, "batchscore://models/serving")
+    if versions[1].status == "serving":
+        # Promoted: the gates' numbers are the reason on record, and the asset was updated.
+        assert "beats popularity" in history[-1].reason
+        assert events == 1
+    else:
+        assert "not promoted" in output
+        assert events == 0
+
+
+def asset_events(env: dict[str, str], uri: str) -> int:
+    """Events of an asset in the Airflow metadata database (SQLite under AIRFLOW_HOME)."""
+    import sqlite3
+
+    with sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db") as conn:
+        return int(conn.execute(
+            "SELECT count(e.id) FROM asset a LEFT JOIN asset_event e ON e.asset_id = a.id"
+            " WHERE a.uri = ?", (uri,)).fetchone()[0])
+
+
+def test_a_failing_gate_fails_the_task_with_the_contract_in_its_log(airflow_env, tmp_path
+                                                                    ) -> None:
+    env, engine, _ = airflow_env
+    with engine.connect() as conn:
+        before = conn.execute(sa.text(
+            "SELECT publish_id, status FROM batchscore.prediction_versions ORDER BY 1")).all()
+    bad = tmp_path / "day.csv"
+    bad.write_text("user_id,item_id,rating,timestamp\n"
+                   + "".join(f"{n},{n},9,1795132800\n" for n in range(1, 50)))
+    params = f'{{"input_path": "{bad}", "model_version": 1}}'
+    result = airflow(env, "tasks", "test", "batchscore_nightly", "validate_inputs",
+                     "2026-11-15", "-t", params)
+    log = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "input contract failed for 2026-11-15 (file:day.csv)" in log
+    assert "expect_column_values_to_be_between(rating): rating within the configured range" in log
+    with engine.connect() as conn:
+        after = conn.execute(sa.text(
+            "SELECT publish_id, status FROM batchscore.prediction_versions ORDER BY 1")).all()
+        failed = conn.execute(sa.text(
+            "SELECT count(*) FROM batchscore.runs WHERE logical_date = '2026-11-15'"
+            " AND status = 'failed'")).scalar()
+    assert after == before and failed == 1

@@ -14,12 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import redis
 import sqlalchemy as sa
 
 from jobs.cli import main
-from jobs.db import engine_for
-from tests.conftest import reset_database
+from tests.e2e.conftest import cli_world
 
 pytestmark = pytest.mark.spark
 
@@ -33,31 +31,22 @@ HEADER = ["user_id", "item_id", "rating", "timestamp"]
 @pytest.fixture(scope="module")
 def world(spark, settings, endpoints):
     """A trained model, one published nightly (the volume history) and the item table."""
-    monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setenv("BATCHSCORE_HOME", str(settings.home))
-    monkeypatch.delenv("BATCHSCORE_DATABASE_URL", raising=False)
-    monkeypatch.delenv("BATCHSCORE_REDIS_URL", raising=False)
-    engine = engine_for(endpoints.database_url)
-    reset_database(engine)
-    client = redis.Redis.from_url(endpoints.redis_url)
-    client.flushdb()
-    assert main(["data", "generate", "--users", "1000", "--items", "200", "--days", "20",
-                 "--seed", "11", "--end-date", HISTORY_DATE]) == 0
-    with engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO batchscore.items (item_id) SELECT generate_series(1, 200)"))
-    assert main(["train", "--as-of", HISTORY_DATE]) == 0
-    assert main(["nightly", "--run-date", HISTORY_DATE, "--k", "10"]) == 0
-    with engine.connect() as conn:
-        day_rows = conn.execute(sa.text(
-            "SELECT user_id, item_id, rating, extract(epoch FROM event_at)::bigint"
-            " FROM batchscore.interactions WHERE event_at >= CAST(:d AS date)"
-            " ORDER BY event_id"), {"d": HISTORY_DATE}).all()
-    # The run date's good file: the history day's events, a day later.
-    good = [[int(u), int(i), float(r), int(t) + DAY] for u, i, r, t in day_rows]
-    yield engine, client, good
-    monkeypatch.undo()
-    engine.dispose()
+    with cli_world(settings, endpoints) as (engine, client):
+        assert main(["data", "generate", "--users", "1000", "--items", "200", "--days", "20",
+                     "--seed", "11", "--end-date", HISTORY_DATE]) == 0
+        with engine.begin() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO batchscore.items (item_id) SELECT generate_series(1, 200)"))
+        assert main(["train", "--as-of", HISTORY_DATE]) == 0
+        assert main(["nightly", "--run-date", HISTORY_DATE, "--k", "10"]) == 0
+        with engine.connect() as conn:
+            day_rows = conn.execute(sa.text(
+                "SELECT user_id, item_id, rating, extract(epoch FROM event_at)::bigint"
+                " FROM batchscore.interactions WHERE event_at >= CAST(:d AS date)"
+                " ORDER BY event_id"), {"d": HISTORY_DATE}).all()
+        # The run date's good file: the history day's events, a day later.
+        good = [[int(u), int(i), float(r), int(t) + DAY] for u, i, r, t in day_rows]
+        yield engine, client, good
 
 
 def write_csv(path: Path, rows: list[list], header: list[str] = HEADER) -> Path:

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import redis
 import sqlalchemy as sa
 
 from jobs import redis_contract as contract
 from jobs.cli import main
-from jobs.db import engine_for
-from tests.conftest import reset_database, write_lines
+from tests.conftest import write_lines
+from tests.e2e.conftest import cli_world
 
 pytestmark = pytest.mark.spark
 
@@ -29,21 +28,12 @@ K = 10
 @pytest.fixture(scope="module")
 def pipeline(spark, settings, endpoints, tmp_path_factory):
     """Run the quick-start flow once for the module; yield (engine, redis client)."""
-    monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setenv("BATCHSCORE_HOME", str(settings.home))
-    monkeypatch.delenv("BATCHSCORE_DATABASE_URL", raising=False)
-    monkeypatch.delenv("BATCHSCORE_REDIS_URL", raising=False)
-    engine = engine_for(endpoints.database_url)
-    reset_database(engine)
-    client = redis.Redis.from_url(endpoints.redis_url)
-    client.flushdb()
-    assert main(["data", "generate", "--users", "300", "--items", "120", "--days", "30",
-                 "--seed", "5", "--end-date", RUN_DATE]) == 0
-    assert main(["train", "--as-of", RUN_DATE]) == 0
-    assert main(["nightly", "--run-date", RUN_DATE, "--k", str(K)]) == 0
-    yield engine, client
-    monkeypatch.undo()
-    engine.dispose()
+    with cli_world(settings, endpoints) as (engine, client):
+        assert main(["data", "generate", "--users", "300", "--items", "120", "--days", "30",
+                     "--seed", "5", "--end-date", RUN_DATE]) == 0
+        assert main(["train", "--as-of", RUN_DATE]) == 0
+        assert main(["nightly", "--run-date", RUN_DATE, "--k", str(K)]) == 0
+        yield engine, client
 
 
 def served(engine) -> dict[int, list[tuple[int, float]]]:
