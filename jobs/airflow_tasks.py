@@ -8,7 +8,7 @@ the Airflow connections ``batchscore_postgres`` and ``batchscore_redis``
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +38,7 @@ def resolve_run_date(run_date_param: str | None, logical_date: datetime | None) 
         return date.fromisoformat(str(run_date_param))
     if logical_date is None:
         raise ValueError("this run has no logical date; trigger it with the run_date param")
-    return logical_date.astimezone(pendulum_utc()).date()
-
-
-def pendulum_utc() -> Any:
-    import pendulum
-
-    return pendulum.UTC
+    return logical_date.astimezone(UTC).date()
 
 
 def _engine() -> Any:

@@ -1,0 +1,57 @@
+"""The nightly DAG's failure callback, against the embedded PostgreSQL."""
+
+from datetime import date
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from jobs import nightly
+from jobs.airflow_tasks import FIRST_TASK, record_failure
+from jobs.publish.postgres import PostgresPublisher
+from jobs.registry import NewModel, register
+
+
+class TaskInstance:
+    """The part of Airflow's task instance the callback reads."""
+
+    task_id = "publish_redis"
+
+    def __init__(self, pushed: dict) -> None:
+        self.pushed = pushed
+
+    def xcom_pull(self, task_ids: str) -> dict | None:
+        return self.pushed.get(task_ids)
+
+
+def test_failure_callback_records_the_run_and_discards_the_staged_version(
+        engine, endpoints, settings, monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_BATCHSCORE_POSTGRES", endpoints.database_url)
+    artifact = tmp_path / "model"
+    artifact.mkdir()
+    register(engine, NewModel(created_by="test", trained_as_of=date(2026, 11, 1), params={},
+                              metrics={}, data_snapshot={}, code_version="test",
+                              artifact_uri=artifact.as_uri()))
+    state = nightly.begin(engine, nightly.NightlyConfig(
+        run_date=date(2026, 11, 20), database_url=endpoints.database_url,
+        redis_url=endpoints.redis_url, home=tmp_path / "home", k=5))
+    staged = PostgresPublisher(engine).allocate(state.run_id, 1, date(2026, 11, 20), 5)
+    state.publish_id = staged.publish_id
+    state.save()
+
+    record_failure({"ti": TaskInstance({FIRST_TASK: {"work_dir": state.work_dir,
+                                                      "run_id": state.run_id}}),
+                    "exception": RuntimeError("redis went away")})
+
+    with engine.connect() as conn:
+        run = conn.execute(sa.text("SELECT status, error FROM batchscore.runs")).one()
+        version = conn.execute(sa.text(
+            "SELECT status FROM batchscore.prediction_versions")).scalar()
+    assert (run.status, run.error) == ("failed", "RuntimeError: redis went away")
+    assert version == "failed"
+    assert not Path(state.work_dir).exists()
+
+
+def test_failure_callback_without_a_begun_run_does_nothing(engine) -> None:
+    record_failure({"ti": TaskInstance({}), "exception": RuntimeError("no run")})
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM batchscore.runs")).scalar() == 0
