@@ -211,14 +211,6 @@ def latest_trained_as_of(engine: Engine, as_of: date) -> ModelVersion | None:
     return ModelVersion(*row) if row else None
 
 
-def status_history(engine: Engine, version: int) -> list[dict[str, Any]]:
-    with engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT status, changed_at, changed_by, reason FROM batchscore.model_status_history"
-            " WHERE version = :v ORDER BY changed_at"), {"v": version}).mappings().all()
-    return [dict(row) for row in rows]
-
-
 def _fetch(conn: Connection, version: int) -> ModelVersion:
     row = conn.execute(
         sa.text(f"SELECT {COLUMNS} FROM batchscore.model_versions WHERE version = :v"),

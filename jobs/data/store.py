@@ -11,7 +11,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-import sqlalchemy as sa
 from psycopg2 import sql
 from sqlalchemy.engine import Engine
 
@@ -75,16 +74,6 @@ def write_generated(interactions: Interactions) -> Iterator[IO[str]]:
 def day_end(day: date) -> datetime:
     """The first instant after ``day`` (UTC): events before it belong to runs of ``day``."""
     return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
-
-
-def count_interactions(engine: Engine, until: date | None = None) -> int:
-    query = "SELECT count(*) FROM batchscore.interactions"
-    params: dict[str, object] = {}
-    if until is not None:
-        query += " WHERE event_at < :end"
-        params["end"] = day_end(until)
-    with engine.connect() as conn:
-        return int(conn.execute(sa.text(query), params).scalar_one())
 
 
 def export_interactions(engine: Engine, until: date, path: Path) -> int:

@@ -50,7 +50,6 @@ class InputBatch:
     frame: pd.DataFrame
     source: str
     row_label: str
-    path: Path | None = None
     sha256: str | None = None
 
 
@@ -100,7 +99,7 @@ def read_input_file(path: Path, file_format: str = "csv") -> InputBatch:
     frame.index = pd.RangeIndex(first_line, first_line + len(frame), name="line")
     return InputBatch(
         frame=whole_numbers_as_integers(frame), source=f"file:{path.name}", row_label="line",
-        path=path, sha256=hashlib.sha256(raw).hexdigest())
+        sha256=hashlib.sha256(raw).hexdigest())
 
 
 def whole_numbers_as_integers(frame: pd.DataFrame) -> pd.DataFrame:
