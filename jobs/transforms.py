@@ -7,9 +7,12 @@ the clock, collects, or writes.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -27,8 +30,19 @@ RECOMMENDATIONS_SCHEMA = T.StructType([
     T.StructField("scores", T.ArrayType(T.FloatType(), containsNull=False), nullable=False),
 ])
 
+RECOMMENDATIONS_ARROW_SCHEMA = pa.schema([
+    pa.field("user_id", pa.int64(), nullable=False),
+    pa.field("items", pa.list_(pa.field("element", pa.int64(), nullable=False)), nullable=False),
+    pa.field("scores", pa.list_(pa.field("element", pa.float32(), nullable=False)),
+             nullable=False),
+])
+
 # Users are scored in blocks so that one block's score matrix stays near this size.
 SCORE_BLOCK_BYTES = 64 * 1024 * 1024
+# An item matrix at least this large is broadcast rather than shipped with every task.
+BROADCAST_MIN_BYTES = 1024 * 1024
+# Column chunks per wanted item in the top-k selection (see top_k_columns).
+CHUNKS_PER_K = 8
 # ALS keeps ids as 32-bit integers.
 MAX_ALS_ID = 2**31 - 1
 
@@ -92,55 +106,157 @@ def top_k_unseen(
     """Exact top-``k`` items per user by dot product, excluding items already seen.
 
     ``users`` has ``user_id``, ``features`` (array of floats) and ``seen``
-    (array of item ids, may be null). The item matrix travels to every task
-    with the function. Returns :data:`RECOMMENDATIONS_SCHEMA` rows, best first;
-    a user who has seen nearly the whole catalogue gets fewer than ``k`` items.
+    (array of item ids, may be null). The item matrix reaches every task once,
+    as a broadcast variable when it is large enough for that to pay off. Users
+    are scored in blocks: one matrix multiply per block, a top-``k`` selection
+    that never sorts whole rows, and the block streamed out as an Arrow batch.
+    Returns :data:`RECOMMENDATIONS_SCHEMA` rows, best first, equal scores in
+    item id order; a user who has seen nearly the whole catalogue gets fewer
+    than ``k`` items.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    order = np.argsort(item_ids, kind="stable")
-    sorted_ids = np.asarray(item_ids, dtype=np.int64)[order]
-    sorted_factors = np.ascontiguousarray(np.asarray(item_factors, dtype=np.float32)[order])
-    block_rows = max(1, SCORE_BLOCK_BYTES // (4 * max(1, len(sorted_ids))))
+    catalog = ItemCatalog.build(item_ids, item_factors, k)
+    block_rows = max(1, SCORE_BLOCK_BYTES // (4 * max(1, catalog.factors.shape[0])))
+    if catalog.nbytes >= BROADCAST_MIN_BYTES:
+        shared = users.sparkSession.sparkContext.broadcast(catalog)
 
-    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        def load() -> ItemCatalog:
+            return shared.value
+    else:
+        def load() -> ItemCatalog:
+            return catalog
+
+    def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        items = load()
         for batch in batches:
-            for start in range(0, len(batch), block_rows):
-                yield score_block(batch.iloc[start:start + block_rows], sorted_ids,
-                                  sorted_factors, k)
+            for start in range(0, batch.num_rows, block_rows):
+                yield score_arrow_block(batch.slice(start, block_rows), items, k)
 
-    return users.select("user_id", "features", "seen").mapInPandas(score, RECOMMENDATIONS_SCHEMA)
+    return users.select("user_id", "features", "seen").mapInArrow(score, RECOMMENDATIONS_SCHEMA)
+
+
+@dataclass(frozen=True)
+class ItemCatalog:
+    """The item side of scoring, laid out once for every block.
+
+    ``ids`` are sorted; ``factors`` holds their rows in that order, padded with
+    zero rows up to a whole number of ``chunk``-wide column chunks (the padded
+    columns score ``-inf``). ``size`` is the number of real items.
+    """
+
+    ids: np.ndarray
+    factors: np.ndarray
+    size: int
+    chunk: int
+
+    @classmethod
+    def build(cls, item_ids: np.ndarray, item_factors: np.ndarray, k: int) -> ItemCatalog:
+        ids = np.asarray(item_ids, dtype=np.int64)
+        factors = np.asarray(item_factors, dtype=np.float32).reshape(len(ids), -1)
+        order = np.argsort(ids, kind="stable")
+        size = len(ids)
+        # About CHUNKS_PER_K chunks per wanted item: the selection then looks
+        # at roughly k chunks of this width per user instead of the whole row.
+        chunk = max(1, size // (CHUNKS_PER_K * k))
+        padded = -(-size // chunk) * chunk
+        laid_out = np.zeros((padded, factors.shape[1]), dtype=np.float32)
+        laid_out[:size] = factors[order]
+        return cls(ids=ids[order], factors=laid_out, size=size, chunk=chunk)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.ids.nbytes + self.factors.nbytes)
+
+
+def score_arrow_block(batch: pa.RecordBatch, catalog: ItemCatalog, k: int) -> pa.RecordBatch:
+    """Score one block of (user_id, features, seen) rows; see :func:`top_k_unseen`."""
+    user_ids = batch.column("user_id").to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    scores = block_scores(user_matrix(batch.column("features"), catalog.factors.shape[1]),
+                          catalog)
+    exclude_seen(scores, batch.column("seen"), catalog.ids)
+    rows, columns, best = top_k_columns(scores, k, catalog.chunk)
+    lengths = np.bincount(rows, minlength=len(user_ids))
+    offsets = np.zeros(len(user_ids) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.RecordBatch.from_arrays(
+        [pa.array(user_ids, type=pa.int64()),
+         pa.ListArray.from_arrays(pa.array(offsets), pa.array(catalog.ids[columns])),
+         pa.ListArray.from_arrays(pa.array(offsets), pa.array(best, type=pa.float32()))],
+        schema=RECOMMENDATIONS_ARROW_SCHEMA,
+    )
+
+
+def user_matrix(features: pa.Array, rank: int) -> np.ndarray:
+    """The block's user factors as a (users, rank) float32 matrix."""
+    lengths = pc.list_value_length(features).to_numpy(zero_copy_only=False)
+    if len(lengths) and (features.null_count or not np.all(lengths == rank)):
+        raise ValueError(f"every user needs {rank} factors")
+    values = pc.list_flatten(features).to_numpy(zero_copy_only=False)
+    return values.astype(np.float32, copy=False).reshape(len(features), rank)
+
+
+def block_scores(users: np.ndarray, catalog: ItemCatalog) -> np.ndarray:
+    """Every user of the block against every item: one matrix multiply."""
+    scores = users @ catalog.factors.T
+    scores[:, catalog.size:] = -np.inf
+    return scores
+
+
+def exclude_seen(scores: np.ndarray, seen: pa.Array, sorted_ids: np.ndarray) -> None:
+    """Set the scores of the items each user has already seen to ``-inf``, in place."""
+    if len(sorted_ids) == 0 or pc.sum(pc.list_value_length(seen)).as_py() in (None, 0):
+        return
+    rows = pc.list_parent_indices(seen).to_numpy()
+    wanted = pc.list_flatten(seen).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    positions = np.minimum(np.searchsorted(sorted_ids, wanted), len(sorted_ids) - 1)
+    known = sorted_ids[positions] == wanted
+    scores[rows[known], positions[known]] = -np.inf
+
+
+def top_k_columns(scores: np.ndarray, k: int, chunk: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``k`` best finite scores of each row: (rows, columns, scores), flat.
+
+    Sorted by row, then best first, equal scores by column. Each row is cut
+    into chunks of ``chunk`` entries (the width must divide the row; chunk j
+    holds columns j, j + n_chunks, j + 2 n_chunks, ..., which makes the chunk
+    maxima one element-wise maximum over contiguous memory). The k-th largest
+    chunk maximum is a floor under the row's k-th best score: only entries at
+    or above it can be among the best, and typically little more than k of
+    them are, so only those are sorted; no row is sorted whole.
+    """
+    n_rows, n_columns = scores.shape
+    n_chunks = n_columns // chunk
+    if k < n_chunks and n_rows:
+        chunk_max = scores.reshape(n_rows, chunk, n_chunks).max(axis=1)
+        floor = np.partition(chunk_max, n_chunks - k, axis=1)[:, n_chunks - k]
+    else:
+        floor = np.full(n_rows, -np.inf, dtype=scores.dtype)
+    flat = np.flatnonzero(scores >= floor[:, None])
+    rows, columns = np.divmod(flat, n_columns)
+    candidate_scores = scores.reshape(-1)[flat]
+    # lexsort is stable and flatnonzero gives columns in order: equal scores stay by column.
+    order = np.lexsort((-candidate_scores, rows))
+    rows, columns, candidate_scores = rows[order], columns[order], candidate_scores[order]
+    row_start = np.searchsorted(rows, np.arange(n_rows))
+    place = np.arange(len(rows)) - row_start[rows]
+    keep = (place < k) & np.isfinite(candidate_scores)
+    return rows[keep], columns[keep], candidate_scores[keep]
 
 
 def score_block(
     block: pd.DataFrame, sorted_ids: np.ndarray, sorted_factors: np.ndarray, k: int
 ) -> pd.DataFrame:
-    """Score one block of users against all items; see :func:`top_k_unseen`."""
-    user_matrix = np.stack(block["features"].to_numpy()).astype(np.float32, copy=False)
-    scores = user_matrix @ sorted_factors.T
-    for row, seen in enumerate(block["seen"].to_numpy()):
-        if seen is not None and len(seen):
-            scores[row, positions_of(sorted_ids, np.asarray(seen, dtype=np.int64))] = -np.inf
-    take = min(k, scores.shape[1])
-    if take < scores.shape[1]:
-        candidates = np.argpartition(-scores, take - 1, axis=1)[:, :take]
-    else:
-        candidates = np.tile(np.arange(scores.shape[1]), (len(scores), 1))
-    candidate_scores = np.take_along_axis(scores, candidates, axis=1)
-    # Best score first; equal scores in item id order, so results are repeatable.
-    ranked = np.lexsort((candidates, -candidate_scores), axis=1)
-    best = np.take_along_axis(candidates, ranked, axis=1)
-    best_scores = np.take_along_axis(candidate_scores, ranked, axis=1)
-    items, item_scores = [], []
-    for row_items, row_scores in zip(best, best_scores, strict=True):
-        keep = np.isfinite(row_scores)
-        items.append(sorted_ids[row_items[keep]])
-        item_scores.append(row_scores[keep].astype(np.float32))
-    return pd.DataFrame({
-        "user_id": block["user_id"].to_numpy(dtype=np.int64),
-        "items": items,
-        "scores": item_scores,
-    })
+    """:func:`score_arrow_block` for a pandas block and an item matrix sorted by id."""
+    batch = pa.RecordBatch.from_pandas(
+        block[["user_id", "features", "seen"]].reset_index(drop=True),
+        schema=pa.schema([("user_id", pa.int64()), ("features", pa.list_(pa.float32())),
+                          ("seen", pa.list_(pa.int64()))]),
+        preserve_index=False,
+    )
+    return score_arrow_block(batch, ItemCatalog.build(sorted_ids, sorted_factors, k), k
+                             ).to_pandas()
 
 
 def positions_of(sorted_ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:

@@ -1,0 +1,90 @@
+"""The blocked scorer: exact top-k against Spark's own recommendForAllUsers, and its parts."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from jobs import transforms
+from jobs.transforms import (
+    RECOMMENDATIONS_ARROW_SCHEMA,
+    ItemCatalog,
+    score_arrow_block,
+    top_k_columns,
+    top_k_unseen,
+)
+
+pytestmark = pytest.mark.spark
+
+
+def test_top_k_columns_finds_the_best_of_each_row_searching_chunks() -> None:
+    scores = np.array([
+        [0.1, 0.9, 0.3, 0.8, 0.2, 0.7, 0.0, 0.5],
+        [1.0, 1.0, -np.inf, 0.4, 1.0, 0.2, 0.6, 0.6],
+    ], dtype=np.float32)
+    # chunk width 2: chunk j holds columns j and j + 4
+    rows, columns, best = top_k_columns(scores, 3, 2)
+    assert rows.tolist() == [0, 0, 0, 1, 1, 1]
+    assert columns.tolist() == [1, 3, 5, 0, 1, 4]  # equal scores in column order
+    assert best.tolist() == pytest.approx([0.9, 0.8, 0.7, 1.0, 1.0, 1.0])
+
+
+def test_top_k_columns_skips_excluded_entries_and_returns_fewer() -> None:
+    scores = np.array([[-np.inf, 2.0, -np.inf, -np.inf]], dtype=np.float32)
+    rows, columns, best = top_k_columns(scores, 2, 2)
+    assert (rows.tolist(), columns.tolist(), best.tolist()) == ([0], [1], [2.0])
+
+
+def test_an_arrow_block_comes_back_as_flat_lists_with_the_output_schema() -> None:
+    catalog = ItemCatalog.build(np.array([30, 10, 40, 20]),
+                                np.array([[2.0, 0.0], [4.0, 0.0], [1.0, 0.0], [3.0, 1.0]]), 2)
+    assert catalog.ids.tolist() == [10, 20, 30, 40]
+    batch = pa.RecordBatch.from_pydict(
+        {"user_id": [7, 8], "features": [[1.0, 0.0], [0.0, 1.0]], "seen": [[10, 99], None]},
+        schema=pa.schema([("user_id", pa.int64()), ("features", pa.list_(pa.float32())),
+                          ("seen", pa.list_(pa.int64()))]))
+    out = score_arrow_block(batch, catalog, 2)
+    assert out.schema == RECOMMENDATIONS_ARROW_SCHEMA
+    assert out.to_pydict() == {
+        "user_id": [7, 8],
+        # user 7: 10 -> 4 is seen; 20 -> 3, 30 -> 2. user 8: only 20 scores 1; 10, 30, 40 tie at 0
+        "items": [[20, 30], [20, 10]],
+        "scores": [[3.0, 2.0], [1.0, 0.0]],
+    }
+
+
+@pytest.fixture(scope="module")
+def fitted(spark):
+    from pyspark.ml.recommendation import ALS
+
+    rng = np.random.default_rng(11)
+    rows = [(int(u), int(i), float(rng.integers(1, 5)))
+            for u in range(1, 41) for i in rng.choice(np.arange(1, 61), 8, replace=False)]
+    ratings = spark.createDataFrame(rows, "user int, item int, rating double")
+    model = ALS(rank=6, maxIter=5, regParam=0.1, implicitPrefs=True, seed=3,
+                userCol="user", itemCol="item", ratingCol="rating").fit(ratings)
+    return model
+
+
+def als_top_k(spark, model, k: int, broadcast_min_bytes: int, monkeypatch) -> dict:
+    from pyspark.sql import functions as F
+
+    items = model.itemFactors.orderBy("id").toPandas()
+    monkeypatch.setattr(transforms, "BROADCAST_MIN_BYTES", broadcast_min_bytes)
+    users = (model.userFactors.select(F.col("id").cast("long").alias("user_id"), "features")
+             .withColumn("seen", F.lit(None).cast("array<long>")))
+    result = top_k_unseen(users, items["id"].to_numpy(), np.stack(items["features"]), k)
+    return {row["user_id"]: (row["items"], row["scores"]) for row in result.collect()}
+
+
+@pytest.mark.parametrize("broadcast_min_bytes", [0, 1 << 30], ids=["broadcast", "closure"])
+def test_same_top_k_as_recommend_for_all_users(spark, fitted, broadcast_min_bytes,
+                                               monkeypatch) -> None:
+    k = 7
+    ours = als_top_k(spark, fitted, k, broadcast_min_bytes, monkeypatch)
+    theirs = {row["user"]: row["recommendations"]
+              for row in fitted.recommendForAllUsers(k).collect()}
+    assert set(ours) == set(theirs) and len(ours) == 40
+    for user, recs in theirs.items():
+        items, scores = ours[user]
+        assert items == [rec["item"] for rec in recs], f"user {user}"
+        assert scores == pytest.approx([rec["rating"] for rec in recs], rel=1e-5, abs=1e-6)
