@@ -1,0 +1,192 @@
+"""Spark models exported as MLeap bundles score like Spark does (local Spark, tiny data)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from jobs.bundles.export import export_als, export_pipeline, sha256_of
+from jobs.bundles.leapframe import LeapFrame, frame_from_json
+from jobs.bundles.parity import ParityError, check_parity
+from jobs.bundles.reader import load_bundle
+
+pytestmark = pytest.mark.spark
+
+# Two taste groups: users 1-3 like items 10-12, users 4-6 like items 20-22.
+RATINGS = [(u, i, 5.0 if (u <= 3) == (i < 20) else 1.0)
+           for u in range(1, 7) for i in (10, 11, 12, 20, 21, 22) if (u + i) % 4 != 0]
+
+HOUSES = [
+    # city, rooms, size, price, expensive
+    ("paris", 2.0, 40.0, 300.0, 1.0),
+    ("paris", 3.0, 65.0, 420.0, 1.0),
+    ("lyon", 2.0, 50.0, 180.0, 0.0),
+    ("lyon", 4.0, 90.0, 260.0, 1.0),
+    ("nantes", 1.0, 25.0, 90.0, 0.0),
+    ("nantes", 3.0, 70.0, 150.0, 0.0),
+    ("paris", 1.0, 20.0, 210.0, 0.0),
+    ("lyon", 3.0, 60.0, 200.0, 0.0),
+    ("nantes", 5.0, 120.0, 240.0, 1.0),
+    ("paris", 4.0, 95.0, 610.0, 1.0),
+]
+HOUSE_COLUMNS = ["city", "rooms", "size", "price", "expensive"]
+
+
+@pytest.fixture(scope="module")
+def als_model(spark):
+    from pyspark.ml.recommendation import ALS
+
+    ratings = spark.createDataFrame(RATINGS, ["user", "item", "rating"])
+    return ALS(rank=3, maxIter=5, regParam=0.1, seed=7, userCol="user", itemCol="item",
+               ratingCol="rating", coldStartStrategy="nan").fit(ratings)
+
+
+@pytest.fixture(scope="module")
+def houses(spark):
+    return spark.createDataFrame(HOUSES, HOUSE_COLUMNS)
+
+
+def features_stages(encode: bool = True) -> list:
+    from pyspark.ml.feature import OneHotEncoder, StandardScaler, StringIndexer, VectorAssembler
+
+    stages = [
+        VectorAssembler(inputCols=["rooms", "size"], outputCol="raw"),
+        StandardScaler(inputCol="raw", outputCol="scaled", withMean=True, withStd=True),
+        StringIndexer(inputCol="city", outputCol="city_index", handleInvalid="keep"),
+    ]
+    if encode:
+        stages.append(OneHotEncoder(inputCol="city_index", outputCol="city_vector"))
+    stages.append(VectorAssembler(inputCols=["scaled", "city_vector" if encode else "city_index"],
+                                  outputCol="features"))
+    return stages
+
+
+def test_als_bundle_predicts_what_spark_predicts(spark, als_model, tmp_path: Path) -> None:
+    info = export_als(als_model, tmp_path / "als-v1", spark_sample_users=10, sample_items=10)
+
+    assert info.path == tmp_path / "als-v1.zip"
+    assert info.sha256 == sha256_of(info.path) and info.bytes == info.path.stat().st_size
+    assert info.parity is not None and info.parity.rows == 36  # 6 users x 6 items
+    with zipfile.ZipFile(info.path) as archive:
+        bundle = json.loads(archive.read("bundle.json"))
+        model = json.loads(archive.read("root/model.json"))
+        node = json.loads(archive.read("root/node.json"))
+    assert bundle["format"] == "json" and bundle["version"].startswith("0.25.")
+    assert model["op"] == "als"
+    assert model["attributes"]["rank"] == {"int": 3}
+    assert model["attributes"]["users"] == {"type": "list", "int": [1, 2, 3, 4, 5, 6]}
+    factor = model["attributes"]["user_factors"]["tensor"][0]
+    assert set(factor) == {"float", "shape"} and len(factor["float"]) == 3
+    assert factor["shape"] == {"dimensions": [{"size": 3, "name": ""}]}
+    assert node["shape"]["inputs"] == [{"name": "user", "port": "user"},
+                                       {"name": "item", "port": "item"}]
+
+    # Pairs scored one by one, against Spark's own transform; 99 and 98 are unknown.
+    pairs = [(1, 10), (4, 22), (6, 11), (99, 10), (2, 98)]
+    expected = {(r["user"], r["item"]): r["prediction"] for r in als_model.transform(
+        spark.createDataFrame(pairs, ["user", "item"])).collect()}
+    frame = frame_from_json({"schema": {"fields": [{"name": "user", "type": "integer"},
+                                                   {"name": "item", "type": "integer"}]},
+                             "rows": [list(p) for p in pairs]})
+    scored = load_bundle(info.path).transform(frame)
+    for user, item, prediction in scored.rows:
+        if user == 99 or item == 98:
+            assert prediction != prediction  # NaN, as Spark's "nan" cold start strategy
+            assert expected[(user, item)] != expected[(user, item)]
+        else:
+            assert prediction == pytest.approx(expected[(user, item)], abs=1e-5)
+
+
+def test_parity_gate_names_the_column_and_row(spark, als_model, tmp_path: Path) -> None:
+    from pyspark.ml.recommendation import ALS
+
+    info = export_als(als_model, tmp_path / "als", spark_sample_users=3, sample_items=3)
+    other = ALS(rank=3, maxIter=5, regParam=0.1, seed=99, userCol="user", itemCol="item",
+                ratingCol="rating").fit(spark.createDataFrame(RATINGS, ["user", "item",
+                                                                       "rating"]))
+    sample = spark.createDataFrame([(1, 10), (2, 11)], ["user", "item"])
+
+    with pytest.raises(ParityError, match=r"column 'prediction': worst row \d"):
+        check_parity(load_bundle(info.path), other, sample)
+
+
+def pipeline_round_trip(spark, houses, stages, tmp_path: Path, name: str):
+    from pyspark.ml import Pipeline
+
+    model = Pipeline(stages=stages).fit(houses)
+    info = export_pipeline(model, tmp_path / name, houses)
+    return model, info
+
+
+def spark_rows(model, spark, rows: list[tuple]) -> list:
+    return model.transform(spark.createDataFrame(rows, HOUSE_COLUMNS)).collect()
+
+
+def leap_frame(rows: list[tuple]) -> LeapFrame:
+    types = ["string", "double", "double", "double", "double"]
+    return frame_from_json({"schema": {"fields": [{"name": n, "type": t} for n, t in
+                                                  zip(HOUSE_COLUMNS, types, strict=True)]},
+                            "rows": [list(r) for r in rows]})
+
+
+def test_linear_regression_pipeline_round_trip(spark, houses, tmp_path: Path) -> None:
+    from pyspark.ml.regression import LinearRegression
+
+    stages = [*features_stages(), LinearRegression(labelCol="price", regParam=0.01)]
+    model, info = pipeline_round_trip(spark, houses, stages, tmp_path, "lr")
+
+    assert info.parity is not None and info.parity.rows == len(HOUSES)
+    assert "prediction" in info.parity.columns and "city_vector" in info.parity.columns
+    # A city never seen in training goes to the "keep" bucket in both.
+    unseen = [("brest", 2.0, 45.0, 0.0, 0.0)]
+    scored = load_bundle(info.path).transform(leap_frame(unseen))
+    expected = spark_rows(model, spark, unseen)[0]
+    names = [f.name for f in scored.fields]
+    assert scored.rows[0][names.index("city_index")] == expected["city_index"] == 3.0
+    assert scored.rows[0][names.index("prediction")] == pytest.approx(expected["prediction"],
+                                                                     abs=1e-5)
+    with zipfile.ZipFile(info.path) as archive:
+        listing = archive.namelist()
+        stage_models = [json.loads(archive.read(n)) for n in listing
+                        if n.endswith("model.json") and n.count("/") == 2]
+    ops = {m["op"] for m in stage_models}
+    assert ops == {"vector_assembler", "standard_scaler", "string_indexer", "one_hot_encoder",
+                   "linear_regression"}
+    indexer = next(m for m in stage_models if m["op"] == "string_indexer")["attributes"]
+    assert indexer["labels_length"] == {"int": 1}
+    assert indexer["handle_invalid"] == {"string": "keep"}
+    assert indexer["labels_array_0"]["type"] == "list"
+    encoder = next(m for m in stage_models if m["op"] == "one_hot_encoder")["attributes"]
+    assert encoder["category_sizes"] == {"type": "list", "int": [4]}
+    assert encoder["drop_last"] == {"boolean": True}
+
+
+def test_logistic_regression_pipeline_round_trip(spark, houses, tmp_path: Path) -> None:
+    from pyspark.ml.classification import LogisticRegression
+
+    stages = [*features_stages(), LogisticRegression(labelCol="expensive", maxIter=20,
+                                                     regParam=0.1)]
+    _, info = pipeline_round_trip(spark, houses, stages, tmp_path, "logit")
+
+    assert info.parity is not None
+    assert {"rawPrediction", "probability", "prediction"} <= set(info.parity.columns)
+
+
+@pytest.mark.parametrize("kind", ["random_forest", "gbt"])
+def test_tree_ensemble_pipeline_round_trip(spark, houses, tmp_path: Path, kind: str) -> None:
+    from pyspark.ml.regression import GBTRegressor, RandomForestRegressor
+
+    if kind == "random_forest":
+        learner = RandomForestRegressor(labelCol="price", numTrees=4, maxDepth=3, seed=3)
+    else:
+        learner = GBTRegressor(labelCol="price", maxIter=4, maxDepth=2, seed=3)
+    stages = [*features_stages(encode=False), learner]
+    _, info = pipeline_round_trip(spark, houses, stages, tmp_path, kind)
+
+    assert info.parity is not None and "prediction" in info.parity.columns
+    with zipfile.ZipFile(info.path) as archive:
+        trees = [n for n in archive.namelist() if n.endswith("/tree.json")]
+    assert len(trees) == 4
