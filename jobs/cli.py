@@ -162,6 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
                               "run the nightly DAG once for a date (airflow dags test)",
                               airflow_commands)
     airflow_nightly.add_argument("--run-date", type=parse_date, default=None)
+
+    bundle = commands.add_parser("bundle", help="MLeap bundles, scored without Spark")
+    bundle_commands = bundle.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    bundle_score = command("score", cmd_bundle_score,
+                           "score a LeapFrame JSON file with an MLeap bundle and print the "
+                           "transformed LeapFrame as JSON", bundle_commands)
+    bundle_score.add_argument("bundle", type=Path, help="a bundle: zip file or directory")
+    bundle_score.add_argument("--frame", type=Path, required=True,
+                              help="rows in MLeap's LeapFrame JSON (schema + rows)")
     return parser
 
 
@@ -538,6 +547,19 @@ def cmd_airflow_nightly(settings: Settings, args: argparse.Namespace) -> int:
     if row is None or row.status != "succeeded":
         raise CommandError(f"the nightly DAG did not publish {run_date}; see {log}")
     print(f"run {row.run_id} (Airflow): published version {row[2]} for {run_date}; log: {log}")
+    return 0
+
+
+def cmd_bundle_score(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs.bundles.format import BundleError
+    from jobs.bundles.leapframe import frame_to_text
+    from jobs.bundles.reader import score_file
+
+    try:
+        scored = score_file(args.bundle, args.frame)
+    except BundleError as err:
+        raise CommandError(str(err)) from None
+    print(frame_to_text(scored))
     return 0
 
 

@@ -175,7 +175,9 @@ class StandardScaler(RowTransformer):
             x = x - self.mean
         if self.std is not None:
             x = x * self.factor
-        return [Vector(x)]
+        # Scaling alone keeps zeros, so MLeap keeps a sparse input sparse; centring does not.
+        sparse = self.mean is None and isinstance(values[0], Vector) and values[0].sparse
+        return [Vector(x, sparse=sparse)]
 
 
 def _handle_invalid(attributes: Attributes, where: str, default: str = ERROR) -> str:

@@ -35,6 +35,10 @@ def load_bundle(path: Path) -> LoadedBundle:
     try:
         info = source.bundle_info()
         root = _load_node(source, PurePosixPath("root"))
+    except (KeyError, TypeError, AttributeError, IndexError) as err:
+        # A value of the wrong shape somewhere in the JSON files.
+        raise BundleError(f"{path} is a malformed bundle ({type(err).__name__}: {err})"
+                          ) from None
     finally:
         source.close()
     logger.info("loaded bundle %s (%s, MLeap %s)", path, info.get("name"), info.get("version"))
