@@ -190,3 +190,32 @@ def test_tree_ensemble_pipeline_round_trip(spark, houses, tmp_path: Path, kind: 
     with zipfile.ZipFile(info.path) as archive:
         trees = [n for n in archive.namelist() if n.endswith("/tree.json")]
     assert len(trees) == 4
+
+
+def test_parity_accepts_rows_spark_drops_for_cold_start(spark, tmp_path: Path) -> None:
+    from pyspark.ml.recommendation import ALS
+
+    ratings = spark.createDataFrame(RATINGS, ["user_id", "item_id", "rating"])
+    model = ALS(rank=2, maxIter=3, seed=7, userCol="user_id", itemCol="item_id",
+                ratingCol="rating", coldStartStrategy="drop").fit(ratings)
+    info = export_als(model, tmp_path / "als-drop", spark_sample_users=2, sample_items=2)
+    # User 99 is unknown: Spark drops the row, the bundle predicts NaN; both mean "no score".
+    sample = spark.createDataFrame([(1, 10), (99, 10)], ["user_id", "item_id"])
+
+    report = check_parity(load_bundle(info.path), model, sample)
+
+    assert report.rows == 2 and report.columns == ("prediction",)
+
+
+def test_export_refuses_a_stage_it_cannot_write(spark, houses, tmp_path: Path) -> None:
+    from pyspark.ml import Pipeline
+    from pyspark.ml.feature import Bucketizer
+
+    from jobs.bundles.format import BundleError
+
+    model = Pipeline(stages=[Bucketizer(splits=[0.0, 2.0, 10.0], inputCol="rooms",
+                                        outputCol="rooms_bucket")]).fit(houses)
+
+    with pytest.raises(BundleError, match=r"cannot export stage Bucketizer_\w+ \(Bucketizer\)"):
+        export_pipeline(model, tmp_path / "bucket", houses)
+    assert not (tmp_path / "bucket.zip").exists()
