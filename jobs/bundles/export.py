@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -277,7 +277,12 @@ def _decision_tree_regression(stage: Any, transformed: DataFrame) -> NodeFiles:
                      tree=tree_nodes(stage._java_obj.rootNode()))
 
 
-def _tree_ensemble(op: str) -> Any:
+StageWriter = Callable[[Any, "DataFrame"], NodeFiles]
+
+
+def _tree_ensemble(op: str) -> StageWriter:
+    """random_forest_regression and gbt_regression: one ``treeN`` folder per tree."""
+
     def write(stage: Any, transformed: DataFrame) -> NodeFiles:
         trees = stage.trees
         weights = list(stage.treeWeights)
@@ -324,7 +329,7 @@ def tree_nodes(root: Any) -> list[dict[str, Any]]:
     return records
 
 
-STAGE_WRITERS: Mapping[str, Any] = {
+STAGE_WRITERS: Mapping[str, StageWriter] = {
     "VectorAssembler": _vector_assembler,
     "StandardScalerModel": _standard_scaler,
     "StringIndexerModel": _string_indexer,

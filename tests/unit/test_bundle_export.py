@@ -175,21 +175,48 @@ def test_logistic_regression_pipeline_round_trip(spark, houses, tmp_path: Path) 
     assert {"rawPrediction", "probability", "prediction"} <= set(info.parity.columns)
 
 
-@pytest.mark.parametrize("kind", ["random_forest", "gbt"])
-def test_tree_ensemble_pipeline_round_trip(spark, houses, tmp_path: Path, kind: str) -> None:
-    from pyspark.ml.regression import GBTRegressor, RandomForestRegressor
+def test_multinomial_logistic_regression_round_trip(spark, houses, tmp_path: Path) -> None:
+    from pyspark.ml.classification import LogisticRegression
+    from pyspark.ml.feature import StringIndexer, VectorAssembler
 
-    if kind == "random_forest":
-        learner = RandomForestRegressor(labelCol="price", numTrees=4, maxDepth=3, seed=3)
-    else:
-        learner = GBTRegressor(labelCol="price", maxIter=4, maxDepth=2, seed=3)
-    stages = [*features_stages(encode=False), learner]
+    # Three cities, so Spark fits a coefficient matrix (stored column-major by MLeap).
+    stages = [StringIndexer(inputCol="city", outputCol="label"),
+              VectorAssembler(inputCols=["rooms", "size", "price"], outputCol="features"),
+              LogisticRegression(maxIter=20, regParam=0.1)]
+    _, info = pipeline_round_trip(spark, houses, stages, tmp_path, "multinomial")
+
+    assert info.parity is not None and "probability" in info.parity.columns
+    with zipfile.ZipFile(info.path) as archive:
+        models = [json.loads(archive.read(n)) for n in archive.namelist()
+                  if n.endswith("model.json")]
+    logit = next(m for m in models if m["op"] == "logistic_regression")["attributes"]
+    assert logit["num_classes"] == {"long": 3}
+    assert logit["coefficient_matrix"]["shape"]["dimensions"] == [
+        {"size": 3, "name": ""}, {"size": 3, "name": ""}]
+
+
+@pytest.mark.parametrize(("kind", "trees"), [("decision_tree", 1), ("random_forest", 4),
+                                             ("gbt", 4)])
+def test_tree_pipeline_round_trip(spark, houses, tmp_path: Path, kind: str, trees: int) -> None:
+    from pyspark.ml.regression import (
+        DecisionTreeRegressor,
+        GBTRegressor,
+        RandomForestRegressor,
+    )
+
+    learners = {
+        "decision_tree": DecisionTreeRegressor(labelCol="price", maxDepth=3),
+        "random_forest": RandomForestRegressor(labelCol="price", numTrees=4, maxDepth=3,
+                                               seed=3),
+        "gbt": GBTRegressor(labelCol="price", maxIter=4, maxDepth=2, seed=3),
+    }
+    stages = [*features_stages(encode=False), learners[kind]]
     _, info = pipeline_round_trip(spark, houses, stages, tmp_path, kind)
 
     assert info.parity is not None and "prediction" in info.parity.columns
     with zipfile.ZipFile(info.path) as archive:
-        trees = [n for n in archive.namelist() if n.endswith("/tree.json")]
-    assert len(trees) == 4
+        tree_files = [n for n in archive.namelist() if n.endswith("/tree.json")]
+    assert len(tree_files) == trees
 
 
 def test_parity_accepts_rows_spark_drops_for_cold_start(spark, tmp_path: Path) -> None:
