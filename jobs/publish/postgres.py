@@ -12,7 +12,6 @@ import io
 import logging
 from datetime import date
 
-import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
 from psycopg2 import sql
@@ -20,11 +19,14 @@ from sqlalchemy.engine import Engine
 
 from jobs.db import cursor
 from jobs.publish import PublishVersion, SwitchOutcome
+from jobs.publish.copy_binary import copy_rows_binary
 
 logger = logging.getLogger(__name__)
 
 # Published versions kept besides the served one, for history and rollback.
 DEFAULT_KEEP_VERSIONS = 7
+# How much of a COPY buffer is handed to the server per call.
+COPY_CHUNK_BYTES = 1 << 20
 
 
 def partition_name(publish_id: int) -> str:
@@ -65,34 +67,23 @@ class PostgresPublisher:
         ).format(sql.Identifier(partition_name(version.publish_id))))
 
     def write(self, block: pa.RecordBatch) -> int:
-        """COPY one block of (user_id, items, scores) rows as one row per rank."""
+        """COPY one block of (user_id, items, scores) rows as one row per rank.
+
+        The block is encoded in COPY's binary format with numpy, in one buffer.
+        """
         version = self._require_version()
-        user_ids = block.column("user_id").to_numpy()
-        items = block.column("items")
-        scores = block.column("scores")
-        lengths = np.diff(items.offsets.to_numpy())
-        flat_items = items.values.to_numpy()
-        flat_scores = scores.values.to_numpy()
-        users = np.repeat(user_ids, lengths)
-        ranks = np.concatenate([np.arange(1, n + 1) for n in lengths]) if len(lengths) else []
-        buffer = io.StringIO()
-        for user, rank, item, score in zip(users, ranks, flat_items, flat_scores, strict=True):
-            buffer.write(
-                f"{version.publish_id}\t{user}\t{rank}\t{item}\t"
-                f"{np.format_float_positional(np.float32(score), trim='-')}\n"
-            )
-        buffer.seek(0)
+        payload = copy_rows_binary(version.publish_id, block)
         with cursor(self.engine) as cur:
             cur.copy_expert(
                 sql.SQL("COPY batchscore.{} (publish_id, user_id, rank, item_id, score)"
-                        " FROM STDIN").format(
+                        " FROM STDIN WITH (FORMAT binary)").format(
                     sql.Identifier(partition_name(version.publish_id))
                 ).as_string(cur),
-                buffer,
+                io.BytesIO(payload.data), size=COPY_CHUNK_BYTES,
             )
-        self.users += len(user_ids)
-        self.rows += len(users)
-        return len(users)
+        self.users += block.num_rows
+        self.rows += payload.rows
+        return payload.rows
 
     def write_fallback(self, popular: pa.Table) -> None:
         version = self._require_version()

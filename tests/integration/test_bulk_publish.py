@@ -1,0 +1,84 @@
+"""The bulk write paths against the embedded servers: what is stored is exactly what was scored."""
+
+from datetime import date
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import redis as redis_lib
+import sqlalchemy as sa
+
+from jobs import redis_contract as contract
+from jobs import runs
+from jobs.publish.postgres import PostgresPublisher
+from jobs.publish.redis import RedisPublisher, mset_commands, send_pipelined
+from jobs.registry import NewModel, register
+
+DAY = date(2026, 11, 20)
+SCHEMA = pa.schema([("user_id", pa.int64()), ("items", pa.list_(pa.int64())),
+                    ("scores", pa.list_(pa.float32()))])
+
+
+def random_blocks(users: int, k: int, per_block: int) -> list[pa.RecordBatch]:
+    rng = np.random.default_rng(5)
+    blocks = []
+    for start in range(0, users, per_block):
+        ids = np.arange(start + 1, min(users, start + per_block) + 1)
+        blocks.append(pa.RecordBatch.from_pydict({
+            "user_id": ids,
+            "items": [rng.choice(10_000, k, replace=False).tolist() for _ in ids],
+            "scores": [np.sort(rng.normal(size=k).astype(np.float32))[::-1].tolist()
+                       for _ in ids],
+        }, schema=SCHEMA))
+    return blocks
+
+
+@pytest.fixture
+def version(engine):
+    model = register(engine, NewModel(
+        created_by="test", trained_as_of=DAY, params={}, metrics={}, data_snapshot={},
+        code_version="test", artifact_uri="file:///nowhere")).version
+    run_id = runs.start(engine, "nightly", DAY, model)
+    return PostgresPublisher(engine).allocate(run_id, model, DAY, k=5)
+
+
+def test_postgres_rows_are_the_scored_lists_with_exact_float32_scores(engine, version) -> None:
+    blocks = random_blocks(users=2_500, k=5, per_block=1_000)
+    publisher = PostgresPublisher(engine)
+    publisher.prepare(version)
+    assert [publisher.write(block) for block in blocks] == [5_000, 5_000, 2_500]
+    publisher.switch()
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text(
+            "SELECT user_id, array_agg(item_id ORDER BY rank), array_agg(score ORDER BY rank),"
+            " min(rank), max(rank) FROM batchscore.predictions WHERE publish_id = :id"
+            " GROUP BY user_id ORDER BY user_id"), {"id": version.publish_id}).all()
+    expected = [row for block in blocks for row in zip(*block.to_pydict().values(), strict=True)]
+    assert len(stored) == len(expected) == 2_500
+    for (user, items, scores, low, high), (want_user, want_items, want_scores) in zip(
+            stored, expected, strict=True):
+        assert (user, items, low, high) == (want_user, want_items, 1, 5)
+        assert np.array_equal(np.float32(scores), np.float32(want_scores))
+    assert (publisher.users, publisher.rows) == (2_500, 12_500)
+
+
+def test_redis_values_are_byte_for_byte_encode_items(redis_client, version) -> None:
+    blocks = random_blocks(users=2_300, k=7, per_block=1_000)
+    publisher = RedisPublisher(redis_client)
+    publisher.prepare(version)
+    assert sum(publisher.write(block) for block in blocks) == 2_300
+    for block in blocks:
+        for user, items, scores in zip(*block.to_pydict().values(), strict=True):
+            assert redis_client.get(contract.user_key(version.publish_id, user)) == (
+                contract.encode_items(items, scores))
+    assert redis_client.dbsize() == 2_300
+
+
+def test_a_failed_reply_raises_and_the_connection_is_not_reused(redis_client) -> None:
+    redis_client.rpush("a-list", "x")
+    bad = [b"*2\r\n$4\r\nINCR\r\n", b"$6\r\na-list\r\n"]
+    with pytest.raises(redis_lib.ResponseError, match="WRONGTYPE"):
+        send_pipelined(redis_client, bad + mset_commands(pa.array(["k"]), pa.array(["v"]), 10))
+    # the next command on the pool gets its own reply, not a leftover one
+    assert redis_client.get("k") == b"v"
+    assert redis_client.ping() is True
