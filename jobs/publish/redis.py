@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import redis
 
 from jobs import redis_contract as contract
@@ -40,21 +42,19 @@ class RedisPublisher:
         expire_version(self.client, version.publish_id, 0)
 
     def write(self, block: pa.RecordBatch) -> int:
+        """Write one block's user keys.
+
+        Keys and values are built for the whole block by Arrow kernels; they go
+        out as MSET commands of :data:`PIPELINE_BATCH` users each, all of the
+        block's commands sent before their replies are read.
+        """
         version = self._require_version()
-        user_ids = block.column("user_id").to_pylist()
-        items = block.column("items").to_pylist()
-        scores = block.column("scores").to_pylist()
-        pipe = self.client.pipeline(transaction=False)
-        for start in range(0, len(user_ids), PIPELINE_BATCH):
-            stop = start + PIPELINE_BATCH
-            for user_id, user_items, user_scores in zip(
-                user_ids[start:stop], items[start:stop], scores[start:stop], strict=True
-            ):
-                pipe.set(contract.user_key(version.publish_id, user_id),
-                         contract.encode_items(user_items, user_scores))
-            pipe.execute()
-        self.users += len(user_ids)
-        return len(user_ids)
+        keys = contract.user_keys(version.publish_id, block.column("user_id"))
+        values = contract.encode_items_block(block.column("items"), block.column("scores"))
+        commands = mset_commands(keys, values, PIPELINE_BATCH)
+        send_pipelined(self.client, commands)
+        self.users += block.num_rows
+        return block.num_rows
 
     def write_fallback(self, popular: pa.Table) -> None:
         version = self._require_version()
@@ -114,3 +114,46 @@ def expire_version(client: redis.Redis, publish_id: int, seconds: int) -> int:
             pipe.execute()
     pipe.execute()
     return count
+
+
+def mset_commands(keys: pa.Array, values: pa.Array, batch: int) -> list[memoryview | bytes]:
+    """MSET commands in the Redis protocol (RESP) setting ``keys`` to ``values``,
+    ``batch`` pairs per command, as buffers to send back to back."""
+    if len(keys) != len(values):
+        raise ValueError(f"{len(keys)} keys but {len(values)} values")
+    if len(keys) == 0:
+        return []
+    pairs = pc.binary_join_element_wise(
+        "$", pc.cast(pc.binary_length(keys), pa.string()), "\r\n", keys, "\r\n$",
+        pc.cast(pc.binary_length(values), pa.string()), "\r\n", values, "\r\n", "")
+    offsets = np.frombuffer(pairs.buffers()[1], dtype=np.int32, count=len(pairs) + 1,
+                            offset=4 * pairs.offset)
+    data = memoryview(pairs.buffers()[2])
+    commands: list[memoryview | bytes] = []
+    for start in range(0, len(pairs), batch):
+        stop = min(start + batch, len(pairs))
+        commands.append(b"*%d\r\n$4\r\nMSET\r\n" % (2 * (stop - start) + 1))
+        commands.append(data[offsets[start]:offsets[stop]])
+    return commands
+
+
+def send_pipelined(client: redis.Redis, commands: list[memoryview | bytes]) -> None:
+    """Send RESP-encoded commands on one connection, then read one reply per command.
+
+    ``commands`` alternates a command's header and its body, as
+    :func:`mset_commands` builds them. A failed reply raises; the connection
+    is then dropped rather than reused with replies still unread.
+    """
+    if not commands:
+        return
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        connection.send_packed_command(commands)
+        for _ in range(len(commands) // 2):
+            connection.read_response()
+    except BaseException:
+        connection.disconnect()
+        raise
+    finally:
+        pool.release(connection)
