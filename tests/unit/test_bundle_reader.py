@@ -294,3 +294,12 @@ def test_written_bundle_has_mleap_layout(tmp_path: Path) -> None:
     assert info["format"] == "json" and info["name"] == "lr"
     assert node == {"name": "lr", "shape": {"inputs": [{"name": "f", "port": "features"}],
                                             "outputs": [{"name": "p", "port": "prediction"}]}}
+
+
+def test_the_bundle_modules_import_without_pyspark() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, jobs.bundles.reader, jobs.bundles.export, jobs.bundles.parity; "
+            "sys.exit('pyspark' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
