@@ -77,6 +77,10 @@ class RowTransformer(Transformer):
                 produced = self.apply([row[p] for p in positions])
             except BundleError as err:
                 raise BundleError(f"{self.where()}, row {number}: {err}") from None
+            except (TypeError, ValueError, OverflowError) as err:
+                # A value of the wrong type for this op, e.g. a string where an id goes.
+                raise BundleError(f"{self.where()}, row {number}: cannot score "
+                                  f"{[row[p] for p in positions]!r} ({err})") from None
             if produced is not None:
                 rows.append([*row, *produced])
         fields = [*frame.fields, *(Field(name, dtype) for name, dtype in outputs)]

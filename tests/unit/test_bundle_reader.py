@@ -303,3 +303,15 @@ def test_the_bundle_modules_import_without_pyspark() -> None:
     code = ("import sys, jobs.bundles.reader, jobs.bundles.export, jobs.bundles.parity; "
             "sys.exit('pyspark' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_a_value_of_the_wrong_type_is_a_bundle_error(tmp_path: Path) -> None:
+    root = NodeFiles(name="als", op="als", attributes={
+        "rank": fmt.int_(1), "users": fmt.typed_list("int", [1]),
+        "user_factors": fmt.tensor_list([[1.0]]), "items": fmt.typed_list("int", [2]),
+        "item_factors": fmt.tensor_list([[1.0]])},
+        inputs=[("user", "u"), ("item", "i")], outputs=[("prediction", "p")])
+
+    with pytest.raises(BundleError, match=r"node 'als' \(op als\), row 0: cannot score"):
+        load_bundle(write_bundle(tmp_path, root)).transform(
+            frame([("u", "string"), ("i", "integer")], [["bob", 2]]))
