@@ -2,7 +2,13 @@ import math
 
 import pytest
 
-from jobs.metrics import evaluate, ndcg_at_k, precision_at_k, recall_at_k
+from jobs.metrics import (
+    average_precision_at_k,
+    evaluate,
+    ndcg_at_k,
+    precision_at_k,
+    recall_at_k,
+)
 
 
 def test_precision_and_recall_count_hits_in_the_first_k() -> None:
@@ -26,6 +32,14 @@ def test_ndcg_ideal_is_capped_at_k() -> None:
     assert ndcg_at_k([1, 2], {1, 2, 3}, 2) == 1.0
 
 
+def test_average_precision_averages_precision_at_each_hit() -> None:
+    # Hits at ranks 1 and 3: (1/1 + 2/3) / min(k=4, 2 relevant).
+    assert average_precision_at_k([5, 9, 6, 1], {5, 6}, 4) == pytest.approx((1 + 2 / 3) / 2)
+    # Three relevant items, k=2, one hit at rank 2: (1/2) / 2.
+    assert average_precision_at_k([8, 1], {1, 2, 3}, 2) == pytest.approx(0.25)
+    assert average_precision_at_k([1, 2], set(), 2) == 0.0
+
+
 def test_evaluate_averages_over_holdout_users_and_measures_coverage() -> None:
     recommendations = {1: [10, 11], 2: [10, 12]}
     holdout = {1: {10}, 2: {13}, 3: {10}}  # user 3 got nothing: all misses
@@ -33,6 +47,7 @@ def test_evaluate_averages_over_holdout_users_and_measures_coverage() -> None:
     assert metrics["precision_at_k"] == pytest.approx((0.5 + 0 + 0) / 3)
     assert metrics["recall_at_k"] == pytest.approx((1 + 0 + 0) / 3)
     assert metrics["ndcg_at_k"] == pytest.approx(1 / 3)
+    assert metrics["map_at_k"] == pytest.approx(1 / 3)
     assert metrics["catalog_coverage"] == pytest.approx(3 / 8)  # items 10, 11, 12
     assert metrics["users"] == 3
 
