@@ -139,6 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
     models_commands = models.add_subparsers(title="commands", metavar="COMMAND", required=True)
     models_list = command("list", cmd_models_list, "list model versions", models_commands)
     models_list.add_argument("--json", action="store_true")
+    models_show = command("show", cmd_models_show,
+                          "one version: metrics, gates, fairness, artifacts, status history",
+                          models_commands)
+    models_show.add_argument("version", type=int)
+    models_show.add_argument("--json", action="store_true")
+    models_promote = command("promote", cmd_models_promote,
+                             "serve a version from the next nightly run, if its gates allow",
+                             models_commands)
+    models_promote.add_argument("version", type=int)
+    models_promote.add_argument("--reason", default=None, help="why (recorded)")
+    models_promote.add_argument("--force", action="store_true",
+                                help="promote even when the gates refuse (needs --reason)")
 
     recs = command("recs", cmd_recs, "one user's recommendations, read from Redis")
     recs.add_argument("user_id", type=int)
@@ -295,16 +307,23 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def describe_model(version: Any) -> None:
-    als, pop = version.metrics["als"], version.metrics["popularity"]
-    k = version.params["eval_k"]
+    k = version.params.get("eval_k", "K")
     print(f"model version {version.version} ({version.status}), trained as of "
           f"{version.trained_as_of} on {version.data_snapshot['rows']} interactions")
-    print(f"  holdout @{k}:   precision  recall  ndcg    coverage")
-    for name, metrics in (("ALS", als), ("popularity", pop)):
-        print(f"  {name:<12} {metrics['precision_at_k']:.4f}     {metrics['recall_at_k']:.4f}"
-              f"  {metrics['ndcg_at_k']:.4f}  {metrics['catalog_coverage']:.3f}")
-    verdict = "beats" if version.metrics["beats_popularity"] else "does NOT beat"
-    print(f"  ALS {verdict} the popularity baseline on NDCG@{k}")
+    print(f"  holdout @{k}:     precision  recall  ndcg    map     coverage")
+    for name in ("als", "popularity", "serving"):
+        metrics = version.metrics.get(name)
+        if not isinstance(metrics, dict):
+            continue
+        label = {"als": "this model", "serving": f"serving v{metrics.get('version', '?')}"
+                 }.get(name, name)
+        print(f"  {label:<14} {metrics['precision_at_k']:.4f}     {metrics['recall_at_k']:.4f}"
+              f"  {metrics['ndcg_at_k']:.4f}  {metrics.get('map_at_k', float('nan')):.4f}"
+              f"  {metrics['catalog_coverage']:.3f}")
+    if version.gates:
+        print(f"  gates {'passed' if version.gates['passed'] else 'FAILED'}:")
+        for check in version.gates["checks"]:
+            print(f"    {'ok  ' if check['passed'] else 'FAIL'} {check['name']}: {check['detail']}")
 
 
 def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
@@ -457,9 +476,70 @@ def cmd_models_list(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     for version in versions:
         als = version.metrics["als"]
-        print(f"v{version.version:<4} {version.status:<10} as of {version.trained_as_of}  "
-              f"ndcg@{version.params['eval_k']} {als['ndcg_at_k']:.4f}  "
+        gates = ("gates passed" if version.gates.get("passed") else
+                 "gates failed" if version.gates else "no gates")
+        print(f"v{version.version:<4} {version.status:<11} as of {version.trained_as_of}  "
+              f"ndcg@{version.params.get('eval_k', 'K')} {als['ndcg_at_k']:.4f}  {gates:<12}  "
               f"by {version.created_by} at {version.created_at:%Y-%m-%d %H:%M}")
+    return 0
+
+
+def cmd_models_show(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs import registry
+
+    engine = database(settings)
+    version = registry.get(engine, args.version)
+    history = registry.status_history(engine, args.version)
+    if args.json:
+        print_json({**version.to_json(), "status_history": [h.to_json() for h in history]})
+        return 0
+    describe_model(version)
+    print(f"  created by {version.created_by} at {version.created_at:%Y-%m-%d %H:%M:%S %Z}, "
+          f"code {version.code_version}")
+    print(f"  params: {json.dumps(version.params, sort_keys=True)}")
+    snapshot = version.data_snapshot
+    print(f"  data: {snapshot['rows']} rows, {snapshot['users']} users, {snapshot['items']} "
+          f"items, {snapshot['first_event']} .. {snapshot['last_event']}, "
+          f"{snapshot['content_hash']}")
+    for artifact in version.artifacts or [{"kind": "model", "uri": version.artifact_uri}]:
+        print(f"  artifact {artifact['kind']}: {artifact['uri']}"
+              + (f" sha256 {artifact['sha256']}" if "sha256" in artifact else ""))
+    fairness = version.reports.get("fairness")
+    if fairness:
+        print(f"  quality by segment (NDCG@{fairness['k']}):")
+        for dimension, rows in fairness["quality"].items():
+            for row in rows:
+                scores = "  ".join(f"{model} {row[model]['ndcg_at_k']:.4f}"
+                                   for model in ("als", "popularity", "serving") if model in row)
+                print(f"    {dimension} {row['segment']:<24} {row['users']:>6} users  {scores}")
+        print("  exposure by item popularity band (share of slots):")
+        for row in fairness["exposure"]:
+            shares = "  ".join(f"{key.removesuffix('_slot_share')} {value:.3f}"
+                               for key, value in row.items() if key.endswith("_slot_share"))
+            print(f"    {row['band']:<6} {row['items']:>6} items, {row['interaction_share']:.3f} "
+                  f"of interactions; {shares}")
+    print("  status history:")
+    for change in history:
+        print(f"    {change.changed_at:%Y-%m-%d %H:%M:%S} {change.status:<11} by "
+              f"{change.changed_by}: {change.reason}")
+    return 0
+
+
+def cmd_models_promote(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs import registry
+    from jobs.provenance import current_user
+
+    engine = database(settings)
+    candidate = registry.get(engine, args.version)
+    decision = registry.promotion_decision(engine, candidate)
+    if not decision.promote and not args.force:
+        raise CommandError(f"version {args.version} not promoted: {decision.reason} "
+                           "(--force promotes it anyway, with --reason)")
+    reason = args.reason or decision.reason
+    if not decision.promote:
+        reason = f"forced by hand over the gates ({decision.reason}): {args.reason}"
+    promoted = registry.promote(engine, args.version, current_user(), reason)
+    print(f"model version {promoted.version} now serving; the next nightly run uses it")
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -26,6 +26,9 @@ class ModelVersion:
     data_snapshot: dict[str, Any]
     code_version: str
     artifact_uri: str
+    artifacts: list[dict[str, Any]]
+    gates: dict[str, Any]
+    reports: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
         record = asdict(self)
@@ -45,6 +48,9 @@ class NewModel:
     data_snapshot: dict[str, Any]
     code_version: str
     artifact_uri: str
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    gates: dict[str, Any] = field(default_factory=dict)
+    reports: dict[str, Any] = field(default_factory=dict)
 
 
 class NoServingModelError(LookupError):
@@ -53,12 +59,19 @@ class NoServingModelError(LookupError):
 
 COLUMNS = (
     "version, status, created_at, created_by, trained_as_of, params, metrics,"
-    " data_snapshot, code_version, artifact_uri"
+    " data_snapshot, code_version, artifact_uri, artifacts, gates, reports"
 )
+# The statuses a version can have; ``serving`` is held by at most one.
+STATUSES = ("candidate", "shadow", "canary", "serving", "retired", "rejected", "rolled_back")
 
 
 def register(engine: Engine, model: NewModel, *, promote_if_first: bool = True) -> ModelVersion:
-    """Record a new version (status candidate, or serving when none serves yet)."""
+    """Record a new version with the status its gates give it.
+
+    Failed gates make it ``rejected``; passed ones (or none, for a model
+    registered from elsewhere) ``candidate``, or ``serving`` when no version
+    serves yet and ``promote_if_first``.
+    """
     with engine.begin() as conn:
         conn.execute(sa.text("LOCK TABLE batchscore.model_versions IN EXCLUSIVE MODE"))
         version = conn.execute(
@@ -67,13 +80,20 @@ def register(engine: Engine, model: NewModel, *, promote_if_first: bool = True) 
         serving_exists = conn.execute(sa.text(
             "SELECT exists(SELECT 1 FROM batchscore.model_versions WHERE status = 'serving')"
         )).scalar_one()
-        status = "serving" if promote_if_first and not serving_exists else "candidate"
+        judged = "gates passed" if model.gates else "no gates ran"
+        if model.gates and not model.gates["passed"]:
+            status, reason = "rejected", f"registered; gates failed: {model.gates['reason']}"
+        elif promote_if_first and not serving_exists:
+            status, reason = "serving", f"registered; {judged}, promoted as the first version"
+        else:
+            status, reason = "candidate", f"registered; {judged}"
         conn.execute(
             sa.text(
                 "INSERT INTO batchscore.model_versions (version, status, created_by,"
-                " trained_as_of, params, metrics, data_snapshot, code_version, artifact_uri)"
+                " trained_as_of, params, metrics, data_snapshot, code_version, artifact_uri,"
+                " artifacts, gates, reports)"
                 " VALUES (:version, :status, :created_by, :trained_as_of, :params, :metrics,"
-                " :data_snapshot, :code_version, :artifact_uri)"
+                " :data_snapshot, :code_version, :artifact_uri, :artifacts, :gates, :reports)"
             ),
             {
                 **asdict(model),
@@ -82,11 +102,12 @@ def register(engine: Engine, model: NewModel, *, promote_if_first: bool = True) 
                 "params": json.dumps(model.params),
                 "metrics": json.dumps(model.metrics),
                 "data_snapshot": json.dumps(model.data_snapshot),
+                "artifacts": json.dumps(model.artifacts),
+                "gates": json.dumps(model.gates),
+                "reports": json.dumps(model.reports),
             },
         )
-        record_status(conn, version, status, model.created_by,
-                      "registered; promoted as the first version" if status == "serving"
-                      else "registered")
+        record_status(conn, version, status, model.created_by, reason)
         registered = _fetch(conn, version)
     logger.info("registered model version %d (%s)", version, status)
     return registered
@@ -151,6 +172,13 @@ def model_for_date(engine: Engine, run_date: date, pinned: int | None = None) ->
     return ModelVersion(*row)
 
 
+def serving_or_none(engine: Engine) -> ModelVersion | None:
+    try:
+        return serving(engine)
+    except NoServingModelError:
+        return None
+
+
 def serving(engine: Engine) -> ModelVersion:
     """The serving version; raises :class:`NoServingModelError` when there is none."""
     with engine.connect() as conn:
@@ -177,30 +205,89 @@ class PromotionDecision:
 
 
 def promotion_decision(engine: Engine, candidate: ModelVersion) -> PromotionDecision:
-    """The offline gates: beat the popularity baseline, and do not fall behind the
-    serving model's NDCG by more than ``max_ndcg_drop`` (``schemas/contracts.json``)."""
-    from jobs.validation.engine import load_contracts_config
+    """Whether the gates let ``candidate`` be promoted automatically now.
 
-    tolerance = float(load_contracts_config()["promotion"]["max_ndcg_drop"])
-    ndcg = float(candidate.metrics["als"]["ndcg_at_k"])
-    baseline = float(candidate.metrics["popularity"]["ndcg_at_k"])
-    if ndcg <= baseline:
-        return PromotionDecision(False, f"NDCG {ndcg:.4f} does not beat popularity {baseline:.4f}")
-    try:
-        current = serving(engine)
-    except NoServingModelError:
-        return PromotionDecision(True, f"NDCG {ndcg:.4f} beats popularity {baseline:.4f}; "
-                                       "no model serves yet")
-    if current.version == candidate.version:
+    The gates ran at training against the model serving then; if another
+    version serves now, their verdict is stale and the candidate waits for a
+    new training run (or a person's ``batchscore models promote``).
+    """
+    if candidate.status == "serving":
         return PromotionDecision(True, "already serving")
-    served_ndcg = float(current.metrics["als"]["ndcg_at_k"])
-    if ndcg < served_ndcg * (1 - tolerance):
+    if candidate.status == "rolled_back":
+        return PromotionDecision(False, f"version {candidate.version} was rolled back; only "
+                                        "a person can promote it again")
+    if not candidate.gates:
+        return PromotionDecision(False, f"version {candidate.version} has no recorded gates")
+    if not candidate.gates["passed"]:
+        return PromotionDecision(False, candidate.gates["reason"])
+    current = serving_or_none(engine)
+    judged_against = candidate.gates.get("serving_version")
+    if (current.version if current else None) != judged_against:
         return PromotionDecision(
-            False, f"NDCG {ndcg:.4f} falls behind the serving version {current.version}'s "
-                   f"{served_ndcg:.4f} by more than {tolerance:.0%}")
-    return PromotionDecision(
-        True, f"NDCG {ndcg:.4f} beats popularity {baseline:.4f} and is within {tolerance:.0%} "
-              f"of the serving version {current.version} ({served_ndcg:.4f})")
+            False, f"the gates compared it with serving version {judged_against}, but version "
+                   f"{current.version if current else None} serves now; train again")
+    return PromotionDecision(True, candidate.gates["reason"])
+
+
+def set_status(engine: Engine, version: int, status: str, changed_by: str,
+               reason: str) -> ModelVersion:
+    """Move a version that does not serve to another status that is not ``serving``
+    (use :func:`promote` for that), recording who and why."""
+    if status not in STATUSES or status == "serving":
+        raise ValueError(f"cannot set status {status!r} this way")
+    with engine.begin() as conn:
+        current = _fetch(conn, version)
+        if current.status == "serving":
+            raise ValueError(f"version {version} serves; promote another or roll back first")
+        if current.status == status:
+            return current
+        conn.execute(sa.text("UPDATE batchscore.model_versions SET status = :s WHERE version = :v"),
+                     {"s": status, "v": version})
+        record_status(conn, version, status, changed_by, reason)
+        updated = _fetch(conn, version)
+    logger.info("model version %d: %s -> %s (%s)", version, current.status, status, reason)
+    return updated
+
+
+def roll_back(conn: Connection, bad: int, restored: int, changed_by: str, reason: str) -> None:
+    """Mark ``bad`` rolled back and make ``restored`` serve again, in the caller's transaction."""
+    conn.execute(sa.text("LOCK TABLE batchscore.model_versions IN EXCLUSIVE MODE"))
+    conn.execute(sa.text(
+        "UPDATE batchscore.model_versions SET status = 'rolled_back' WHERE version = :v"),
+        {"v": bad})
+    record_status(conn, bad, "rolled_back", changed_by, reason)
+    conn.execute(sa.text(
+        "UPDATE batchscore.model_versions SET status = 'retired' WHERE status = 'serving'"))
+    conn.execute(sa.text(
+        "UPDATE batchscore.model_versions SET status = 'serving' WHERE version = :v"),
+        {"v": restored})
+    record_status(conn, restored, "serving", changed_by,
+                  f"restored by the rollback of version {bad}: {reason}")
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    status: str
+    changed_at: datetime
+    changed_by: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "changed_at": self.changed_at.isoformat()}
+
+
+def status_history(engine: Engine, version: int) -> list[StatusChange]:
+    with engine.connect() as conn:
+        _fetch(conn, version)
+        rows = conn.execute(sa.text(
+            "SELECT status, changed_at, changed_by, reason FROM batchscore.model_status_history"
+            " WHERE version = :v ORDER BY changed_at, ctid"), {"v": version}).all()
+    return [StatusChange(*row) for row in rows]
+
+
+def get(engine: Engine, version: int) -> ModelVersion:
+    with engine.connect() as conn:
+        return _fetch(conn, version)
 
 
 def latest_trained_as_of(engine: Engine, as_of: date) -> ModelVersion | None:

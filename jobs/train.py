@@ -21,17 +21,24 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from jobs.artifacts import artifact_path, artifact_record
+from jobs.bundles.export import export_als
 from jobs.config import Settings
 from jobs.data.load import InputError
 from jobs.data.store import day_end, export_interactions
 from jobs.db import engine_for, ensure_schema
+from jobs.evaluation.gates import GateConfig, judge
+from jobs.evaluation.holdout import Evaluation, summary
 from jobs.provenance import code_version, current_user
-from jobs.registry import ModelVersion, NewModel, register
+from jobs.registry import ModelVersion, NewModel, register, serving_or_none
 from jobs.score import MODEL_METADATA_FILE
 
 if TYPE_CHECKING:
     from pyspark.ml.recommendation import ALSModel
     from pyspark.sql import DataFrame, SparkSession
+    from sqlalchemy.engine import Engine
+
+    from jobs.evaluation.differential import Differential
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +49,6 @@ DEFAULT_ALPHA = 2.0
 DEFAULT_MAX_ITER = 10
 DEFAULT_HOLDOUT_DAYS = 7
 DEFAULT_EVAL_K = 10
-# Enough users for stable metrics; evaluation stays cheap at any scale.
-MAX_EVAL_USERS = 20_000
 
 
 @dataclass(frozen=True)
@@ -65,16 +70,6 @@ class TrainConfig:
     holdout_days: int = DEFAULT_HOLDOUT_DAYS
     eval_k: int = DEFAULT_EVAL_K
     promote_if_first: bool = True
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    model: dict[str, float]
-    popularity: dict[str, float]
-
-    @property
-    def beats_popularity(self) -> bool:
-        return self.model["ndcg_at_k"] > self.popularity["ndcg_at_k"]
 
 
 def parse_args(argv: list[str]) -> TrainConfig:
@@ -128,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(config: TrainConfig, spark: SparkSession | None = None) -> ModelVersion:
-    """Train, evaluate, save and register one model version."""
+    """Train, evaluate, gate, save, export and register one model version."""
     from jobs.spark import spark_session
 
     engine = engine_for(config.database_url)
@@ -139,39 +134,126 @@ def run(config: TrainConfig, spark: SparkSession | None = None) -> ModelVersion:
     rows = export_interactions(engine, config.as_of, export_path)
     if rows == 0:
         raise InputError(f"no interactions up to {config.as_of}; load or generate data first")
+    serving = serving_or_none(engine)
     spark = spark or spark_session("batchscore-train", config.spark_master)
     try:
         interactions = read_interactions(spark, export_path).cache()
         snapshot = data_snapshot(interactions)
         check_als_ids(snapshot)
+        serving_model = load_model(serving) if serving is not None else None
         # Transform
-        cutoff = int(day_end(config.as_of - timedelta(days=config.holdout_days)).timestamp())
-        logger.info("fitting ALS on events before the %d-day holdout", config.holdout_days)
-        evaluation = evaluate(interactions, cutoff, config.als, config.eval_k)
-        logger.info("holdout NDCG@%d: ALS %.4f, popularity %.4f", config.eval_k,
-                    evaluation.model["ndcg_at_k"], evaluation.popularity["ndcg_at_k"])
+        evaluation, fairness = evaluate(engine, interactions, config, serving_model)
+        logger.info("holdout NDCG@%d: ALS %.4f, popularity %.4f%s", config.eval_k,
+                    evaluation.metrics["als"]["ndcg_at_k"],
+                    evaluation.metrics["popularity"]["ndcg_at_k"],
+                    f", serving version {serving.version} "
+                    f"{evaluation.metrics['serving']['ndcg_at_k']:.4f}" if serving else "")
         logger.info("refitting ALS on all %d interactions up to %s", rows, config.as_of)
         model = fit_als(interactions, config.als)
+        differential = (compare_with_serving(model, serving_model, interactions, config.eval_k)
+                        if serving_model is not None else None)
         # Load
         artifact = config.home / "models" / f"als-{config.as_of.isoformat()}-{uuid.uuid4().hex[:8]}"
         model.save(str(artifact))
+        try:
+            # Raises when the bundle does not score like Spark: nothing is registered.
+            bundle = export_als(model, artifact.with_name(artifact.name + ".mleap"))
+        except BaseException:
+            shutil.rmtree(artifact, ignore_errors=True)
+            raise
         interactions.unpersist()
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
+    metrics = summary(evaluation)
+    if serving is not None:
+        metrics["serving"]["version"] = serving.version
+        # Its numbers flatter it when it was trained on part of the holdout.
+        metrics["serving"]["trained_on_holdout"] = serving.trained_as_of > holdout_start(config)
+    gates = judge(metrics, differential, serving.version if serving else None,
+                  GateConfig.load())
+    logger.info("gates: %s", gates["reason"])
     new_model = NewModel(
         created_by=current_user(),
         trained_as_of=config.as_of,
         params={**asdict(config.als), "implicit_prefs": True,
                 "holdout_days": config.holdout_days, "eval_k": config.eval_k},
-        metrics={"als": evaluation.model, "popularity": evaluation.popularity,
-                 "beats_popularity": evaluation.beats_popularity},
+        metrics=metrics,
         data_snapshot=snapshot,
         code_version=code_version(),
         artifact_uri=artifact.as_uri(),
+        artifacts=[artifact_record("spark_als_model", artifact),
+                   {"kind": "mleap_bundle", "uri": bundle.path.absolute().as_uri(),
+                    **bundle.to_json()}],
+        gates=gates,
+        reports={"fairness": fairness},
     )
     version = register(engine, new_model, promote_if_first=config.promote_if_first)
     (artifact / MODEL_METADATA_FILE).write_text(json.dumps({"model_version": version.version}))
     return version
+
+
+def holdout_start(config: TrainConfig) -> date:
+    return config.as_of - timedelta(days=config.holdout_days)
+
+
+def evaluate(engine: Engine, interactions: DataFrame, config: TrainConfig,
+             serving_model: ALSModel | None) -> tuple[Evaluation, dict[str, Any]]:
+    """Fit on the events before the holdout and rank it: metrics and the fairness report."""
+    from jobs.evaluation import holdout
+    from jobs.evaluation.fairness import fairness_report
+    from jobs.transforms import time_split
+
+    cutoff = int(day_end(holdout_start(config)).timestamp())
+    train, holdout_pairs = time_split(interactions, cutoff)
+    logger.info("fitting ALS on events before the %d-day holdout", config.holdout_days)
+    evaluation = holdout.evaluate(train, holdout_pairs, fit_als(train, config.als),
+                                  config.eval_k, serving_model)
+    report = fairness_report(
+        evaluation.recommendations, evaluation.holdout.truth, evaluation.holdout.activity,
+        evaluation.holdout.item_popularity, config.eval_k,
+        attributes=user_attributes(engine, list(evaluation.holdout.truth)),
+    )
+    return evaluation, report
+
+
+def compare_with_serving(model: ALSModel, serving_model: ALSModel, interactions: DataFrame,
+                         k: int) -> Differential:
+    """The candidate's and the serving model's top-K on a fixed sample of users."""
+    from jobs.canary import stable_hash
+    from jobs.evaluation.differential import compare
+    from jobs.evaluation.holdout import lists_with_scores, ranked_lists
+    from jobs.transforms import seen_items
+
+    bounds = GateConfig.load().differential
+    users = np.array([row["user_id"] for row in
+                      interactions.select("user_id").distinct().collect()], dtype=np.int64)
+    # The same users every time: those with the smallest stable hashes.
+    sample = users[np.argsort(stable_hash(users))[:bounds.sample_users]]
+    spark = interactions.sparkSession
+    chosen = spark.createDataFrame([(int(user),) for user in sample], "user_id long")
+    seen = seen_items(interactions.join(chosen, "user_id", "left_semi")).cache()
+    try:
+        return compare(lists_with_scores(ranked_lists(model, seen, k)),
+                       lists_with_scores(ranked_lists(serving_model, seen, k)), k)
+    finally:
+        seen.unpersist()
+
+
+def load_model(version: ModelVersion) -> ALSModel:
+    from pyspark.ml.recommendation import ALSModel
+
+    return ALSModel.load(str(artifact_path(version.artifact_uri)))
+
+
+def user_attributes(engine: Engine, users: list[int]) -> dict[int, dict[str, Any]]:
+    """Attributes of ``users`` from ``batchscore.users`` (most users may have none)."""
+    import sqlalchemy as sa
+
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT user_id, attributes FROM batchscore.users WHERE user_id = ANY(:ids)"),
+            {"ids": users}).all()
+    return {int(user): dict(attributes) for user, attributes in rows}
 
 
 def read_interactions(spark: SparkSession, path: Path) -> DataFrame:
@@ -241,55 +323,6 @@ def item_matrix(model: ALSModel) -> tuple[np.ndarray, np.ndarray]:
     factors = (np.stack(frame["features"].to_numpy()).astype(np.float32) if len(frame)
                else np.empty((0, model.rank), dtype=np.float32))
     return ids, factors
-
-
-def evaluate(interactions: DataFrame, cutoff_seconds: int, params: AlsParams,
-             k: int) -> Evaluation:
-    """Fit on events before the cutoff, and rank the held-out events after it."""
-    from pyspark.sql import functions as F
-
-    from jobs.metrics import evaluate as ranking_metrics
-    from jobs.transforms import item_popularity, seen_items, time_split, top_k_unseen
-
-    train, holdout = time_split(interactions, cutoff_seconds)
-    relevant = holdout.groupBy("user_id").agg(F.collect_set("item_id").alias("items"))
-    relevant_rows = relevant.orderBy("user_id").limit(MAX_EVAL_USERS).collect()
-    if not relevant_rows:
-        raise InputError(
-            "the holdout is empty: no known user has a new event in the last days before "
-            "--as-of; use a smaller --holdout-days or more data"
-        )
-    truth = {int(row["user_id"]): {int(i) for i in row["items"]} for row in relevant_rows}
-    catalog = train.select("item_id").distinct().count()
-    eval_users = interactions.sparkSession.createDataFrame(
-        [(user,) for user in truth], "user_id long"
-    )
-    seen = seen_items(train).join(eval_users, "user_id", "left_semi")
-
-    model = fit_als(train, params)
-    ids, factors = item_matrix(model)
-    users = (model.userFactors.withColumnRenamed("id", "user_id")
-             .withColumn("user_id", F.col("user_id").cast("long"))
-             .join(seen, "user_id"))
-    als_recs = collect_items(top_k_unseen(users, ids, factors, k))
-
-    popularity = item_popularity(train).toPandas()
-    pop_users = seen.withColumn("features", F.array(F.lit(1.0).cast("float")))
-    pop_recs = collect_items(top_k_unseen(
-        pop_users,
-        popularity["item_id"].to_numpy(dtype=np.int64),
-        popularity["score"].to_numpy(dtype=np.float32).reshape(-1, 1),
-        k,
-    ))
-    return Evaluation(
-        model=ranking_metrics(als_recs, truth, k, catalog),
-        popularity=ranking_metrics(pop_recs, truth, k, catalog),
-    )
-
-
-def collect_items(recommendations: DataFrame) -> dict[int, list[int]]:
-    return {int(row["user_id"]): [int(i) for i in row["items"]]
-            for row in recommendations.select("user_id", "items").collect()}
 
 
 if __name__ == "__main__":

@@ -7,13 +7,13 @@ the functions, so importing this module stays cheap.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jobs.artifacts import sha256_of
 from jobs.bundles import format as fmt
 from jobs.bundles.format import BundleError, ModelFiles, NodeFiles
 from jobs.bundles.parity import ParityReport, check_parity
@@ -46,14 +46,6 @@ class BundleInfo:
 def bundle_zip_path(path: Path) -> Path:
     """``<path>.zip``, unless ``path`` already names a zip file."""
     return path if path.suffix == ".zip" else path.with_name(path.name + ".zip")
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- entry points
