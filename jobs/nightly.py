@@ -29,7 +29,7 @@ from jobs.data.load import InputError
 from jobs.data.store import export_interactions
 from jobs.db import engine_for, ensure_schema
 from jobs.publish import PublishVersion, SwitchOutcome, read_blocks
-from jobs.publish.postgres import PostgresPublisher
+from jobs.publish.postgres import PostgresPublisher, served_publish_id
 from jobs.publish.redis import RedisPublisher
 from jobs.score import CHECKS_FILE, POPULAR_FILE, RECOMMENDATIONS_DIR, ScoreConfig, ScoreStats
 from jobs.validation.engine import ContractError, Validator
@@ -268,13 +268,6 @@ def publish_redis(engine: Engine, redis_url: str, state: RunState) -> RunState:
         superseded=list(state.switch["superseded"]),
     ))
     return state
-
-
-def served_publish_id(engine: Engine) -> int | None:
-    import sqlalchemy as sa
-
-    with engine.connect() as conn:
-        return conn.execute(sa.text("SELECT publish_id FROM batchscore.serving")).scalar()
 
 
 def smoke_check(engine: Engine, redis_url: str, state: RunState) -> RunState:

@@ -57,6 +57,10 @@ class NoServingModelError(LookupError):
     """No model version is serving yet."""
 
 
+class UnknownVersionError(LookupError):
+    """No model version has this number."""
+
+
 COLUMNS = (
     "version, status, created_at, created_by, trained_as_of, params, metrics,"
     " data_snapshot, code_version, artifact_uri, artifacts, gates, reports"
@@ -304,5 +308,5 @@ def _fetch(conn: Connection, version: int) -> ModelVersion:
         {"v": version},
     ).first()
     if row is None:
-        raise LookupError(f"model version {version} does not exist")
+        raise UnknownVersionError(f"model version {version} does not exist")
     return ModelVersion(*row)

@@ -28,6 +28,9 @@ class PublishVersion:
     model_version: int
     logical_date: date
     k: int
+    # Set when a canary model serves part of the users (see jobs.canary).
+    canary_model_version: int | None = None
+    canary_fraction: float | None = None
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
 from psycopg2 import sql
 from sqlalchemy.engine import Engine
 
+from jobs import registry
 from jobs.db import cursor
+from jobs.provenance import current_user
 from jobs.publish import PublishVersion, SwitchOutcome
 from jobs.publish.copy_binary import copy_rows_binary
 
@@ -33,6 +39,42 @@ def partition_name(publish_id: int) -> str:
     return f"predictions_p{int(publish_id)}"
 
 
+class RollbackError(RuntimeError):
+    """A rollback cannot be done; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class Canary:
+    """A candidate model served to ``fraction`` of the users (see :mod:`jobs.canary`)."""
+
+    model_version: int
+    fraction: float
+
+
+@dataclass(frozen=True)
+class Rollback:
+    rolled_back: int
+    restored: int
+    rolled_back_models: list[int]
+    restored_model: int
+
+
+def served_publish_id(engine: Engine) -> int | None:
+    """The publish id readers are served now, or None before the first publish."""
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT publish_id FROM batchscore.serving")).scalar()
+
+
+def record_switch(cur: Any, publish_id: int, previous: int | None, action: str,
+                  reason: str, switched_by: str | None = None) -> None:
+    """Add a row to ``batchscore.serving_history`` in the cursor's transaction."""
+    cur.execute(
+        "INSERT INTO batchscore.serving_history (publish_id, previous_publish_id, action,"
+        " switched_by, reason) VALUES (%s, %s, %s, %s, %s)",
+        (publish_id, previous, action, switched_by or current_user(), reason),
+    )
+
+
 class PostgresPublisher:
     def __init__(self, engine: Engine, keep_versions: int = DEFAULT_KEEP_VERSIONS) -> None:
         if keep_versions < 1:
@@ -43,19 +85,23 @@ class PostgresPublisher:
         self.users = 0
         self.rows = 0
 
-    def allocate(self, run_id: str, model_version: int, logical_date: date,
-                 k: int) -> PublishVersion:
+    def allocate(self, run_id: str, model_version: int, logical_date: date, k: int,
+                 canary: Canary | None = None) -> PublishVersion:
         """Reserve a publish id for a run; nothing is visible to readers yet."""
         with self.engine.begin() as conn:
             publish_id = conn.execute(
                 sa.text(
                     "INSERT INTO batchscore.prediction_versions"
-                    " (run_id, model_version, logical_date, k, status)"
-                    " VALUES (:run_id, :model_version, :logical_date, :k, 'staged')"
+                    " (run_id, model_version, logical_date, k, status, canary_model_version,"
+                    "  canary_fraction)"
+                    " VALUES (:run_id, :model_version, :logical_date, :k, 'staged',"
+                    "  :canary_model_version, :canary_fraction)"
                     " RETURNING publish_id"
                 ),
                 {"run_id": run_id, "model_version": model_version,
-                 "logical_date": logical_date, "k": k},
+                 "logical_date": logical_date, "k": k,
+                 "canary_model_version": canary.model_version if canary else None,
+                 "canary_fraction": canary.fraction if canary else None},
             ).scalar_one()
         return PublishVersion(publish_id=publish_id, run_id=run_id, model_version=model_version,
                               logical_date=logical_date, k=k)
@@ -106,21 +152,9 @@ class PostgresPublisher:
         serves it even when a later date is being served.
         """
         version = self._require_version()
-        table = sql.Identifier(partition_name(version.publish_id))
-        self._execute(sql.SQL(
-            "CREATE INDEX ON batchscore.{} (user_id, rank)"
-        ).format(table))
-        self._execute(sql.SQL(
-            "ALTER TABLE batchscore.{} ADD CHECK (publish_id = {})"
-        ).format(table, sql.Literal(version.publish_id)))
-        self._execute(sql.SQL("ANALYZE batchscore.{}").format(table))
+        self._index()
         with cursor(self.engine) as cur:
-            # One publisher switches at a time.
-            cur.execute("LOCK TABLE batchscore.serving IN EXCLUSIVE MODE")
-            cur.execute(sql.SQL(
-                "ALTER TABLE batchscore.predictions ATTACH PARTITION batchscore.{}"
-                " FOR VALUES IN ({})"
-            ).format(table, sql.Literal(version.publish_id)))
+            self._attach(cur)
             cur.execute(
                 "UPDATE batchscore.prediction_versions SET status = 'superseded'"
                 " WHERE logical_date = %s AND status = 'published' RETURNING publish_id",
@@ -145,6 +179,8 @@ class PostgresPublisher:
                     " SET publish_id = EXCLUDED.publish_id, switched_at = now()",
                     (version.publish_id,),
                 )
+                record_switch(cur, version.publish_id, current[0] if current else None,
+                              "publish", f"run {version.run_id}")
         outcome = SwitchOutcome(
             served=served,
             previous_served=current[0] if current is not None else None,
@@ -154,6 +190,84 @@ class PostgresPublisher:
                     version.publish_id, self.users, self.rows,
                     ", now served" if served else ", not served (a later date is served)")
         return outcome
+
+    def keep_aside(self) -> None:
+        """Attach the staged version as a shadow: queryable, never served."""
+        version = self._require_version()
+        self._index()
+        with cursor(self.engine) as cur:
+            self._attach(cur)
+            cur.execute(
+                "UPDATE batchscore.prediction_versions SET status = 'shadow',"
+                " published_at = now(), users = %s, rows = %s WHERE publish_id = %s",
+                (self.users, self.rows, version.publish_id),
+            )
+        logger.info("postgres: shadow version %d stored (%d users, %d rows), not served",
+                    version.publish_id, self.users, self.rows)
+
+    def record_canary_users(self, user_ids: np.ndarray, model_version: int) -> int:
+        """Record which users of the staged version the canary model served."""
+        version = self._require_version()
+        buffer = io.StringIO("".join(f"{version.publish_id}\t{int(user)}\t{model_version}\n"
+                                     for user in user_ids))
+        with cursor(self.engine) as cur:
+            cur.copy_expert("COPY batchscore.canary_users (publish_id, user_id, model_version)"
+                            " FROM STDIN", buffer)
+        logger.info("postgres: %d users of version %d get canary model %d",
+                    len(user_ids), version.publish_id, model_version)
+        return len(user_ids)
+
+    def rollback(self, changed_by: str, reason: str, to: int | None = None,
+                 before_switch: Callable[[int], None] | None = None) -> Rollback:
+        """Serve the version served before the current one (or ``to``), in one transaction.
+
+        The current version is marked rolled back (kept for inspection until it
+        leaves the kept window); when the two were scored by different models,
+        the registry follows: the bad model is marked rolled back (never
+        promoted again automatically) and the restored one serves again.
+        ``before_switch(publish_id)`` may refuse the target by raising; then
+        nothing changes.
+        """
+        with self.engine.begin() as conn:
+            conn.execute(sa.text("LOCK TABLE batchscore.serving IN EXCLUSIVE MODE"))
+            current = conn.execute(sa.text(
+                "SELECT v.publish_id, v.model_version, v.canary_model_version"
+                " FROM batchscore.serving s JOIN batchscore.prediction_versions v"
+                " USING (publish_id)")).first()
+            if current is None:
+                raise RollbackError("nothing is served yet: there is nothing to roll back")
+            target = conn.execute(sa.text(
+                "SELECT v.publish_id, v.model_version FROM batchscore.prediction_versions v"
+                " WHERE v.status = 'published' AND v.publish_id <> :current"
+                " AND (v.publish_id = :to OR (CAST(:to AS bigint) IS NULL AND v.publish_id IN"
+                "  (SELECT h.publish_id FROM batchscore.serving_history h)))"
+                " ORDER BY (SELECT max(h.switched_at) FROM batchscore.serving_history h"
+                "  WHERE h.publish_id = v.publish_id) DESC NULLS LAST, v.publish_id DESC"
+                " LIMIT 1"), {"current": current.publish_id, "to": to}).first()
+            if target is None:
+                raise RollbackError(
+                    f"version {to} is not a kept published version" if to is not None else
+                    f"no earlier published version is kept to go back to from version "
+                    f"{current.publish_id}")
+            if before_switch is not None:
+                before_switch(target.publish_id)
+            conn.execute(sa.text(
+                "UPDATE batchscore.prediction_versions SET status = 'rolled_back'"
+                " WHERE publish_id = :id"), {"id": current.publish_id})
+            conn.execute(sa.text(
+                "UPDATE batchscore.serving SET publish_id = :id, switched_at = now()"),
+                {"id": target.publish_id})
+            record_switch(conn.connection.cursor(), target.publish_id, current.publish_id,
+                          "rollback", reason, changed_by)
+            bad_models = sorted({v for v in (current.model_version, current.canary_model_version)
+                                 if v is not None and v != target.model_version})
+            for bad in bad_models:
+                registry.roll_back(conn, bad, target.model_version, changed_by,
+                                   f"publish {current.publish_id} rolled back: {reason}")
+        logger.info("postgres: version %d rolled back; version %d served again",
+                    current.publish_id, target.publish_id)
+        return Rollback(rolled_back=current.publish_id, restored=target.publish_id,
+                        rolled_back_models=bad_models, restored_model=target.model_version)
 
     def abort(self) -> None:
         """Drop the staged table and mark the version failed."""
@@ -178,11 +292,14 @@ class PostgresPublisher:
                         " WHERE publish_id = %s", (publish_id,))
             cur.execute("DELETE FROM batchscore.popular_items WHERE publish_id = %s",
                         (publish_id,))
+            cur.execute("DELETE FROM batchscore.canary_users WHERE publish_id = %s",
+                        (publish_id,))
         logger.info("postgres: staged version %d discarded", publish_id)
         return True
 
     def cleanup(self) -> list[int]:
-        """Drop superseded versions and published ones beyond the kept count."""
+        """Drop superseded versions, and published, shadow and rolled-back ones beyond
+        the kept count (the newest ``keep_versions`` of each, besides the served one)."""
         with self.engine.connect() as conn:
             doomed = list(conn.execute(
                 sa.text(
@@ -192,8 +309,12 @@ class PostgresPublisher:
                     "  AND v.publish_id NOT IN (SELECT kept.publish_id"
                     "   FROM batchscore.prediction_versions kept WHERE kept.status = 'published'"
                     "   ORDER BY kept.logical_date DESC LIMIT :keep))"
+                    " OR (v.status IN ('shadow', 'rolled_back')"
+                    "  AND v.publish_id NOT IN (SELECT kept.publish_id"
+                    "   FROM batchscore.prediction_versions kept WHERE kept.status = v.status"
+                    "   ORDER BY kept.publish_id DESC LIMIT :aside))"
                 ),
-                {"keep": self.keep_versions + 1},
+                {"keep": self.keep_versions + 1, "aside": self.keep_versions},
             ).scalars())
         for publish_id in doomed:
             table = sql.Identifier(partition_name(publish_id))
@@ -208,9 +329,31 @@ class PostgresPublisher:
                 )
                 cur.execute("DELETE FROM batchscore.popular_items WHERE publish_id = %s",
                             (publish_id,))
+                cur.execute("DELETE FROM batchscore.canary_users WHERE publish_id = %s",
+                            (publish_id,))
         if doomed:
             logger.info("postgres: dropped versions %s", doomed)
         return doomed
+
+    def _index(self) -> None:
+        """Index and constrain the loaded table: after the load, which is faster."""
+        version = self._require_version()
+        table = sql.Identifier(partition_name(version.publish_id))
+        self._execute(sql.SQL("CREATE INDEX ON batchscore.{} (user_id, rank)").format(table))
+        self._execute(sql.SQL(
+            "ALTER TABLE batchscore.{} ADD CHECK (publish_id = {})"
+        ).format(table, sql.Literal(version.publish_id)))
+        self._execute(sql.SQL("ANALYZE batchscore.{}").format(table))
+
+    def _attach(self, cur: Any) -> None:
+        version = self._require_version()
+        # One publisher switches at a time.
+        cur.execute("LOCK TABLE batchscore.serving IN EXCLUSIVE MODE")
+        cur.execute(sql.SQL(
+            "ALTER TABLE batchscore.predictions ATTACH PARTITION batchscore.{}"
+            " FOR VALUES IN ({})"
+        ).format(sql.Identifier(partition_name(version.publish_id)),
+                 sql.Literal(version.publish_id)))
 
     def _require_version(self) -> PublishVersion:
         if self.version is None:

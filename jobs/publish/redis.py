@@ -9,12 +9,14 @@ expire after the retention period, so a rollback within it needs no rewrite.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import redis
+from redis.client import Pipeline
 
 from jobs import redis_contract as contract
 from jobs.publish import PublishVersion, SwitchOutcome
@@ -75,6 +77,9 @@ class RedisPublisher:
             "users": self.users,
             "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
+        if version.canary_model_version is not None:
+            meta["canary"] = {"model_version": version.canary_model_version,
+                              "fraction": version.canary_fraction}
         self.client.set(contract.meta_key(version.publish_id), contract.encode_meta(meta))
         for publish_id in outcome.superseded:
             expire_version(self.client, publish_id, SUPERSEDED_GRACE_SECONDS)
@@ -89,6 +94,20 @@ class RedisPublisher:
             expire_version(self.client, outcome.previous_served, self.retention_seconds)
         logger.info("redis: pointer now at version %d (%d users)", version.publish_id, self.users)
 
+    def restore(self, publish_id: int, rolled_back: int | None) -> None:
+        """Serve ``publish_id`` again, e.g. after a rollback of ``rolled_back``.
+
+        Its keys lose their expiry before the pointer flips back to them; the
+        rolled-back version's keys expire after the retention period.
+        """
+        require_version_keys(self.client, publish_id)
+        persisted = persist_version(self.client, publish_id)
+        self.client.set(contract.pointer_key(), str(publish_id))
+        if rolled_back is not None and rolled_back != publish_id:
+            expire_version(self.client, rolled_back, self.retention_seconds)
+        logger.info("redis: pointer at version %d (%d keys kept); version %s expires",
+                    publish_id, persisted, rolled_back)
+
     def abort(self) -> None:
         if self.version is not None:
             expire_version(self.client, self.version.publish_id, 0)
@@ -100,15 +119,37 @@ class RedisPublisher:
         return self.version
 
 
+class MissingVersionError(LookupError):
+    """A version's keys are no longer in Redis."""
+
+
+def require_version_keys(client: redis.Redis, publish_id: int) -> None:
+    """Raise :class:`MissingVersionError` unless the version's meta and fallback keys exist."""
+    if client.exists(contract.meta_key(publish_id), contract.popular_key(publish_id)) < 2:
+        raise MissingVersionError(
+            f"version {publish_id}'s keys are gone from Redis (expired after the retention "
+            f"period); publish its date again instead of rolling back")
+
+
+def persist_version(client: redis.Redis, publish_id: int) -> int:
+    """Remove the expiry of every key of a version."""
+    return for_each_key(client, publish_id, lambda pipe, key: pipe.persist(key))
+
+
 def expire_version(client: redis.Redis, publish_id: int, seconds: int) -> int:
     """Expire every key of a version in ``seconds`` (0 deletes them now)."""
+    if seconds > 0:
+        return for_each_key(client, publish_id, lambda pipe, key: pipe.expire(key, seconds))
+    return for_each_key(client, publish_id, lambda pipe, key: pipe.unlink(key))
+
+
+def for_each_key(client: redis.Redis, publish_id: int,
+                 command: Callable[[Pipeline, bytes], object]) -> int:
+    """Queue ``command`` for every key of a version, in pipelined batches; the key count."""
     count = 0
     pipe = client.pipeline(transaction=False)
     for key in client.scan_iter(match=contract.version_pattern(publish_id), count=SCAN_COUNT):
-        if seconds > 0:
-            pipe.expire(key, seconds)
-        else:
-            pipe.unlink(key)
+        command(pipe, key)
         count += 1
         if count % PIPELINE_BATCH == 0:
             pipe.execute()

@@ -1,0 +1,116 @@
+"""Rollback: both stores serve the previous version again, exactly, and the registry follows."""
+
+from datetime import date
+
+import pytest
+import sqlalchemy as sa
+
+from jobs import redis_contract as contract
+from jobs import registry
+from jobs.client import RecommendationClient
+from jobs.publish.postgres import RollbackError
+from jobs.publish.redis import MissingVersionError, expire_version
+from jobs.registry import NewModel, register
+from jobs.rollback import roll_back, sync_redis
+from tests.integration.test_publish import publish_day
+
+DAY1, DAY2 = date(2026, 11, 18), date(2026, 11, 19)
+GOOD = {1: [(10, 0.9), (11, 0.5)], 2: [(12, 0.8), (10, 0.1)]}
+BAD = {1: [(90, 0.7), (91, 0.6)], 2: [(92, 0.4), (93, 0.3)], 3: [(94, 0.2), (95, 0.1)]}
+GATES = {"passed": True, "reason": "all gates passed", "serving_version": None, "checks": []}
+
+
+def new_model(engine, day: date) -> int:
+    return register(engine, NewModel(
+        created_by="test", trained_as_of=day, params={}, metrics={}, data_snapshot={},
+        code_version="test", artifact_uri="file:///nowhere", gates=GATES,
+    )).version
+
+
+def served_rows(engine) -> list[tuple]:
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(sa.text(
+            "SELECT user_id, rank, item_id, score, run_id, model_version, logical_date"
+            " FROM bi.recommendations ORDER BY user_id, rank"))]
+
+
+def redis_reads(redis_client, users) -> list:
+    client = RecommendationClient(redis_client)
+    return [client.get_recommendations(user, k=5) for user in users]
+
+
+def test_rollback_restores_both_stores_exactly_and_marks_the_model(engine, redis_client):
+    v1 = new_model(engine, DAY1)  # serving: the first version
+    publish_day(engine, redis_client, v1, DAY1, GOOD)
+    before_rows = served_rows(engine)
+    before_reads = redis_reads(redis_client, [1, 2, 3])
+    good_id = int(redis_client.get(contract.pointer_key()))
+    good_values = {user: redis_client.get(contract.user_key(good_id, user)) for user in GOOD}
+
+    v2 = new_model(engine, DAY2)
+    registry.promote(engine, v2, "test", "gates passed")
+    publish_day(engine, redis_client, v2, DAY2, BAD)
+    bad_id = int(redis_client.get(contract.pointer_key()))
+    assert served_rows(engine) != before_rows
+    assert redis_reads(redis_client, [1])[0].items[0].item_id == 90
+
+    done = roll_back(engine, redis_client, "oncall", "v2 recommends junk")
+
+    assert (done.rolled_back, done.restored) == (bad_id, good_id)
+    assert done.rolled_back_models == [v2] and done.restored_model == v1
+    assert served_rows(engine) == before_rows
+    assert redis_reads(redis_client, [1, 2, 3]) == before_reads  # user 3: the fallback again
+    assert {u: redis_client.get(contract.user_key(good_id, u)) for u in GOOD} == good_values
+    # The restored keys no longer expire; the rolled-back ones do.
+    assert redis_client.ttl(contract.user_key(good_id, 1)) == -1
+    assert redis_client.ttl(contract.user_key(bad_id, 1)) > 0
+
+    assert registry.get(engine, v2).status == "rolled_back"
+    assert registry.get(engine, v1).status == "serving"
+    last = registry.status_history(engine, v2)[-1]
+    assert (last.status, last.changed_by) == ("rolled_back", "oncall")
+    assert "v2 recommends junk" in last.reason
+    decision = registry.promotion_decision(engine, registry.get(engine, v2))
+    assert not decision.promote and "rolled back" in decision.reason
+    with engine.connect() as conn:
+        history = conn.execute(sa.text(
+            "SELECT publish_id, previous_publish_id, action, switched_by, reason"
+            " FROM bi.serving_history ORDER BY switched_at DESC LIMIT 1")).one()
+        status = conn.execute(sa.text(
+            "SELECT status FROM bi.prediction_versions WHERE publish_id = :id"),
+            {"id": bad_id}).scalar()
+    assert tuple(history) == (good_id, bad_id, "rollback", "oncall", "v2 recommends junk")
+    assert status == "rolled_back"
+
+    # Nothing served before the first version: a second rollback has nowhere to go.
+    with pytest.raises(RollbackError, match="no earlier published version"):
+        roll_back(engine, redis_client, "oncall", "again")
+    assert served_rows(engine) == before_rows
+
+
+def test_rollback_refuses_when_redis_lost_the_previous_version(engine, redis_client):
+    v1 = new_model(engine, DAY1)
+    publish_day(engine, redis_client, v1, DAY1, GOOD)
+    good_id = int(redis_client.get(contract.pointer_key()))
+    publish_day(engine, redis_client, v1, DAY2, BAD)
+    bad_rows = served_rows(engine)
+    expire_version(redis_client, good_id, 0)  # as if the retention period had passed
+
+    with pytest.raises(MissingVersionError, match=f"version {good_id}'s keys are gone"):
+        roll_back(engine, redis_client, "oncall", "bad day")
+
+    assert served_rows(engine) == bad_rows  # nothing changed in Postgres
+    assert registry.get(engine, v1).status == "serving"
+
+
+def test_redis_only_follows_what_postgres_serves(engine, redis_client):
+    v1 = new_model(engine, DAY1)
+    publish_day(engine, redis_client, v1, DAY1, GOOD)
+    good_id = int(redis_client.get(contract.pointer_key()))
+    publish_day(engine, redis_client, v1, DAY2, BAD)
+    bad_id = int(redis_client.get(contract.pointer_key()))
+    with engine.begin() as conn:  # Postgres switched back, Redis did not
+        conn.execute(sa.text("UPDATE batchscore.serving SET publish_id = :id"), {"id": good_id})
+    assert sync_redis(engine, redis_client) == good_id
+    assert int(redis_client.get(contract.pointer_key())) == good_id
+    assert redis_client.ttl(contract.user_key(bad_id, 1)) > 0
