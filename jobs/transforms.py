@@ -236,13 +236,22 @@ def top_k_columns(scores: np.ndarray, k: int, chunk: int
     flat = np.flatnonzero(scores >= floor[:, None])
     rows, columns = np.divmod(flat, n_columns)
     candidate_scores = scores.reshape(-1)[flat]
-    # lexsort is stable and flatnonzero gives columns in order: equal scores stay by column.
-    order = np.lexsort((-candidate_scores, rows))
+    # A stable sort, and flatnonzero gives columns in order: equal scores stay by column.
+    order = np.argsort(row_then_descending_key(rows, candidate_scores), kind="stable")
     rows, columns, candidate_scores = rows[order], columns[order], candidate_scores[order]
     row_start = np.searchsorted(rows, np.arange(n_rows))
     place = np.arange(len(rows)) - row_start[rows]
     keep = (place < k) & np.isfinite(candidate_scores)
     return rows[keep], columns[keep], candidate_scores[keep]
+
+
+def row_then_descending_key(rows: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """uint64 keys ordering by row, then by float32 score from highest to lowest."""
+    # Adding 0.0 turns -0.0 into 0.0, so the two zeros tie as they compare.
+    bits = (-scores.astype(np.float32) + np.float32(0.0)).view(np.uint32)
+    sign = np.uint32(0x80000000)
+    ascending = np.where(bits & sign, ~bits, bits | sign)
+    return (rows.astype(np.uint64) << np.uint64(32)) | ascending.astype(np.uint64)
 
 
 def score_block(
@@ -297,3 +306,18 @@ def item_exposure(recommendations: DataFrame) -> DataFrame:
     """``item_id`` and ``users``: how many users each recommended item was shown to."""
     return (recommendations.select("user_id", F.explode("items").alias("item_id"))
             .groupBy("item_id").agg(F.countDistinct("user_id").alias("users")))
+
+
+def split_canary(users: DataFrame, fraction: float) -> tuple[DataFrame, DataFrame]:
+    """``users`` (with ``user_id``) split into (the rest, the canary) by :mod:`jobs.canary`."""
+    from jobs.canary import check_fraction, in_canary
+
+    check_fraction(fraction)
+
+    @F.pandas_udf(T.BooleanType())
+    def canary(user_ids: pd.Series) -> pd.Series:
+        return pd.Series(in_canary(user_ids.to_numpy(), fraction))
+
+    flagged = users.withColumn("_canary", canary(F.col("user_id")))
+    return (flagged.where(~F.col("_canary")).drop("_canary"),
+            flagged.where(F.col("_canary")).drop("_canary"))

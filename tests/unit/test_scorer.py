@@ -88,3 +88,8 @@ def test_same_top_k_as_recommend_for_all_users(spark, fitted, broadcast_min_byte
         items, scores = ours[user]
         assert items == [rec["item"] for rec in recs], f"user {user}"
         assert scores == pytest.approx([rec["rating"] for rec in recs], rel=1e-5, abs=1e-6)
+
+
+def test_the_two_zeros_tie_and_keep_column_order() -> None:
+    scores = np.array([[0.0, -0.0, 0.0, -1.0]], dtype=np.float32)
+    assert top_k_columns(scores, 3, 1)[1].tolist() == [0, 1, 2]
