@@ -8,8 +8,10 @@ expire after the retention period, so a rollback within it needs no rewrite.
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import numpy as np
@@ -27,6 +29,8 @@ DEFAULT_RETENTION_SECONDS = 7 * 86_400
 # A replaced version of the same date lingers this long for readers mid-request.
 SUPERSEDED_GRACE_SECONDS = 60
 PIPELINE_BATCH = 1_000
+# Threads building a block's commands while the first ones are sent.
+ENCODE_THREADS = 2
 SCAN_COUNT = 1_000
 
 
@@ -46,15 +50,22 @@ class RedisPublisher:
     def write(self, block: pa.RecordBatch) -> int:
         """Write one block's user keys.
 
-        Keys and values are built for the whole block by Arrow kernels; they go
-        out as MSET commands of :data:`PIPELINE_BATCH` users each, all of the
-        block's commands sent before their replies are read.
+        Keys and values are built by Arrow kernels, :data:`PIPELINE_BATCH` users
+        at a time on :data:`ENCODE_THREADS` threads (the kernels release the
+        GIL), while the slices already built go out as MSET commands on one
+        connection; the replies are read once the whole block is sent.
         """
         version = self._require_version()
-        keys = contract.user_keys(version.publish_id, block.column("user_id"))
-        values = contract.encode_items_block(block.column("items"), block.column("scores"))
-        commands = mset_commands(keys, values, PIPELINE_BATCH)
-        send_pipelined(self.client, commands)
+
+        def encode(start: int) -> list[list[memoryview | bytes]]:
+            part = block.slice(start, PIPELINE_BATCH)
+            keys = contract.user_keys(version.publish_id, part.column("user_id"))
+            values = contract.encode_items_block(part.column("items"), part.column("scores"))
+            return mset_commands(keys, values, PIPELINE_BATCH)
+
+        with ThreadPoolExecutor(ENCODE_THREADS) as threads:
+            slices = threads.map(encode, range(0, block.num_rows, PIPELINE_BATCH))
+            send_pipelined(self.client, itertools.chain.from_iterable(slices))
         self.users += block.num_rows
         return block.num_rows
 
@@ -157,9 +168,10 @@ def for_each_key(client: redis.Redis, publish_id: int,
     return count
 
 
-def mset_commands(keys: pa.Array, values: pa.Array, batch: int) -> list[memoryview | bytes]:
+def mset_commands(keys: pa.Array, values: pa.Array, batch: int
+                  ) -> list[list[memoryview | bytes]]:
     """MSET commands in the Redis protocol (RESP) setting ``keys`` to ``values``,
-    ``batch`` pairs per command, as buffers to send back to back."""
+    ``batch`` pairs per command; each command is a list of buffers to send."""
     if len(keys) != len(values):
         raise ValueError(f"{len(keys)} keys but {len(values)} values")
     if len(keys) == 0:
@@ -170,28 +182,29 @@ def mset_commands(keys: pa.Array, values: pa.Array, batch: int) -> list[memoryvi
     offsets = np.frombuffer(pairs.buffers()[1], dtype=np.int32, count=len(pairs) + 1,
                             offset=4 * pairs.offset)
     data = memoryview(pairs.buffers()[2])
-    commands: list[memoryview | bytes] = []
+    commands: list[list[memoryview | bytes]] = []
     for start in range(0, len(pairs), batch):
         stop = min(start + batch, len(pairs))
-        commands.append(b"*%d\r\n$4\r\nMSET\r\n" % (2 * (stop - start) + 1))
-        commands.append(data[offsets[start]:offsets[stop]])
+        commands.append([b"*%d\r\n$4\r\nMSET\r\n" % (2 * (stop - start) + 1),
+                         data[offsets[start]:offsets[stop]]])
     return commands
 
 
-def send_pipelined(client: redis.Redis, commands: list[memoryview | bytes]) -> None:
-    """Send RESP-encoded commands on one connection, then read one reply per command.
+def send_pipelined(client: redis.Redis, commands: Iterable[list[memoryview | bytes]]) -> None:
+    """Send RESP-encoded commands on one connection as they come, then read one reply
+    per command.
 
-    ``commands`` alternates a command's header and its body, as
-    :func:`mset_commands` builds them. A failed reply raises; the connection
-    is then dropped rather than reused with replies still unread.
+    A failed reply raises; the connection is then dropped rather than reused
+    with replies still unread.
     """
-    if not commands:
-        return
     pool = client.connection_pool
     connection = pool.get_connection()
     try:
-        connection.send_packed_command(commands)
-        for _ in range(len(commands) // 2):
+        sent = 0
+        for command in commands:
+            connection.send_packed_command(command)
+            sent += 1
+        for _ in range(sent):
             connection.read_response()
     except BaseException:
         connection.disconnect()

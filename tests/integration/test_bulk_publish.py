@@ -76,7 +76,7 @@ def test_redis_values_are_byte_for_byte_encode_items(redis_client, version) -> N
 
 def test_a_failed_reply_raises_and_the_connection_is_not_reused(redis_client) -> None:
     redis_client.rpush("a-list", "x")
-    bad = [b"*2\r\n$4\r\nINCR\r\n", b"$6\r\na-list\r\n"]
+    bad = [[b"*2\r\n$4\r\nINCR\r\n", b"$6\r\na-list\r\n"]]
     with pytest.raises(redis_lib.ResponseError, match="WRONGTYPE"):
         send_pipelined(redis_client, bad + mset_commands(pa.array(["k"]), pa.array(["v"]), 10))
     # the next command on the pool gets its own reply, not a leftover one

@@ -66,8 +66,8 @@ def test_user_keys_match_user_key() -> None:
 
 def test_mset_commands_in_the_redis_protocol() -> None:
     commands = mset_commands(pa.array(["ka", "kb", "kc"]), pa.array(["[]", "[[1,2]]", "x"]), 2)
-    assert [bytes(part) for part in commands] == [
-        b"*5\r\n$4\r\nMSET\r\n", b"$2\r\nka\r\n$2\r\n[]\r\n$2\r\nkb\r\n$7\r\n[[1,2]]\r\n",
-        b"*3\r\n$4\r\nMSET\r\n", b"$2\r\nkc\r\n$1\r\nx\r\n",
+    assert [[bytes(part) for part in command] for command in commands] == [
+        [b"*5\r\n$4\r\nMSET\r\n", b"$2\r\nka\r\n$2\r\n[]\r\n$2\r\nkb\r\n$7\r\n[[1,2]]\r\n"],
+        [b"*3\r\n$4\r\nMSET\r\n", b"$2\r\nkc\r\n$1\r\nx\r\n"],
     ]
     assert mset_commands(pa.array([], pa.string()), pa.array([], pa.string()), 2) == []
