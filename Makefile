@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run airflow test test-unit test-integration test-dags test-e2e lint format services-stop clean
+.PHONY: help install run airflow test test-unit test-integration test-dags test-e2e lint format services-stop clean bench bench-scale spark-cluster
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -49,6 +49,17 @@ lint: $(STAMP) ## ruff over the code and tests
 
 format: $(STAMP) ## apply ruff's fixes
 	$(BIN)/ruff check --fix jobs dags tests
+
+SIZE ?= default
+
+bench: $(STAMP) ## side-by-side benchmarks and their ratios (SIZE=large for the larger size)
+	$(BIN)/python -m jobs.bench --size $(SIZE)
+
+bench-scale: $(STAMP) ## the nightly end to end at 1M users x 20k items: stage times, peak memory
+	$(BIN)/python -m jobs.bench --scale
+
+spark-cluster: $(STAMP) ## a Spark standalone master and worker on 127.0.0.1 until Ctrl-C
+	$(BIN)/python -m jobs.bench.cluster
 
 services-stop: $(STAMP) ## stop the embedded PostgreSQL and Redis
 	$(BIN)/batchscore services stop

@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from jobs import services
+from jobs.bench.cli import add_arguments as add_bench_arguments
 from jobs.config import ConfigError, Settings
 
 logger = logging.getLogger(__name__)
@@ -183,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     bundle_score.add_argument("bundle", type=Path, help="a bundle: zip file or directory")
     bundle_score.add_argument("--frame", type=Path, required=True,
                               help="rows in MLeap's LeapFrame JSON (schema + rows)")
+
+    add_bench_arguments(command(
+        "bench", cmd_bench,
+        "benchmark scoring and publishing side by side with recommendForAllUsers, Spark's "
+        "JDBC writer, psql \\copy and redis-cli --pipe; print the ratios"))
     return parser
 
 
@@ -628,6 +634,12 @@ def cmd_airflow_nightly(settings: Settings, args: argparse.Namespace) -> int:
         raise CommandError(f"the nightly DAG did not publish {run_date}; see {log}")
     print(f"run {row.run_id} (Airflow): published version {row[2]} for {run_date}; log: {log}")
     return 0
+
+
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs.bench.cli import run
+
+    return run(args)
 
 
 def cmd_bundle_score(settings: Settings, args: argparse.Namespace) -> int:

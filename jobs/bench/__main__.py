@@ -1,0 +1,5 @@
+import sys
+
+from jobs.bench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,138 @@
+"""``python -m jobs.bench`` / ``batchscore bench``: run the pairs, print the table, write JSON."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from jobs.config import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Size:
+    users: int
+    items: int
+    rank: int
+    k: int
+    publish_users: int
+    reader_requests: int
+
+
+SIZES = {
+    "small": Size(users=2_000, items=500, rank=8, k=10, publish_users=3_000,
+                  reader_requests=1_000),
+    "default": Size(users=40_000, items=20_000, rank=32, k=50, publish_users=100_000,
+                    reader_requests=20_000),
+    "large": Size(users=200_000, items=20_000, rank=32, k=50, publish_users=1_000_000,
+                  reader_requests=100_000),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batchscore bench",
+        description="Benchmark scoring and publishing side by side with what users would "
+                    "otherwise run, and print the ratios.")
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--size", choices=sorted(SIZES), default="default",
+                        help="default finishes in a few minutes; large scores 5x the users "
+                             "and publishes 10x; small is a quick check of the harness")
+    parser.add_argument("--scale", action="store_true",
+                        help="instead: the nightly steps end to end at 1,000,000 users x "
+                             "20,000 items, rank 32, top 50 (heavy: about half an hour)")
+    parser.add_argument("--scale-users", type=int, default=1_000_000, help=argparse.SUPPRESS)
+    parser.add_argument("--scale-items", type=int, default=20_000, help=argparse.SUPPRESS)
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help="scratch space (default: a temporary folder, removed after)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(build_parser().parse_args(sys.argv[1:] if argv is None else argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    work = Path(tempfile.mkdtemp(prefix="batchscore-bench-", dir=args.work_dir))
+    try:
+        if args.scale:
+            from jobs.bench.scale import run_scale
+
+            run_scale(settings, work, users=args.scale_users, items=args.scale_items)
+        else:
+            run_pairs(settings, work, SIZES[args.size], args.size)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def bench_spark(app_name: str, master: str = "local[*]", driver_memory: str = "6g"):
+    """A Spark session with the PostgreSQL JDBC driver on its class path when present."""
+    from jobs.bench.servers import JDBC_JAR
+    from jobs.spark import spark_session
+
+    if JDBC_JAR.exists():
+        # Read when the JVM starts, before any session exists.
+        os.environ["PYSPARK_SUBMIT_ARGS"] = f"--jars {JDBC_JAR} pyspark-shell"
+    return spark_session(app_name, master, driver_memory=driver_memory)
+
+
+def run_pairs(settings: Settings, work: Path, size: Size, size_name: str) -> None:
+    from jobs.bench import servers as bench_servers
+    from jobs.bench.pairs import (
+        PostgresBench,
+        RedisBench,
+        postgres_pairs,
+        redis_pairs,
+        scorer_pair,
+        top_k_pair,
+    )
+    from jobs.bench.results import table, write_json
+    from jobs.bench.synthetic import synthetic_model, synthetic_recommendations
+    from jobs.db import engine_for
+
+    servers = bench_servers.resolve(settings)
+    print(f"benchmarking on this machine against the {servers.where}; size {size_name}",
+          flush=True)
+    spark = bench_spark("batchscore-bench")
+    pairs = []
+    details: dict = {"size": size_name, "servers": servers.where}
+    try:
+        model = synthetic_model(spark, work / "model", size.users, size.items, size.rank)
+        print("1/4 scoring vs recommendForAllUsers", flush=True)
+        pairs.append(scorer_pair(spark, model, size.users, size.items, size.k))
+        print("2/4 top-k vs matrix multiply on one block", flush=True)
+        pairs.append(top_k_pair(spark, model, size.k))
+        recommendations = synthetic_recommendations(work / "recommendations",
+                                                    size.publish_users, size.k, size.items)
+        engine = engine_for(servers.database_url)
+        print("3/4 PostgreSQL: ours, Spark JDBC, psql \\copy", flush=True)
+        pairs.extend(postgres_pairs(spark, PostgresBench(engine, servers, recommendations,
+                                                         work)))
+        engine.dispose()
+        print("4/4 Redis: ours, redis-cli --pipe, reader latency", flush=True)
+        redis_results, redis_details = redis_pairs(
+            RedisBench(servers, recommendations, work), size.reader_requests)
+        pairs.extend(redis_results)
+        details.update(redis_details)
+    finally:
+        spark.stop()
+    print()
+    print(table(pairs))
+    out = settings.home / "bench" / "latest.json"
+    write_json(pairs, out, details)
+    print(f"\nwritten to {out}")

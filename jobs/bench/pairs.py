@@ -1,0 +1,406 @@
+"""The benchmark pairs: each runs ours and the peer on the same data and server."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import redis
+from sqlalchemy.engine import Engine
+
+from jobs import redis_contract as contract
+from jobs import registry, runs
+from jobs.bench.results import Pair
+from jobs.bench.servers import JDBC_HINT, JDBC_JAR, Servers, require_tool
+from jobs.db import cursor
+from jobs.publish import PublishVersion, SwitchOutcome, read_blocks
+from jobs.publish.postgres import PostgresPublisher
+from jobs.publish.redis import RedisPublisher, expire_version, mset_commands
+
+if TYPE_CHECKING:
+    from pyspark.ml.recommendation import ALSModel
+    from pyspark.sql import SparkSession
+
+logger = logging.getLogger(__name__)
+
+BENCH_DATE = date(2000, 1, 1)
+# Redis publish ids far from any real one (the bench uses its own Redis database too).
+REDIS_BENCH_PUBLISH_ID = 900_000_001
+PEER_TABLE = "bench_peer"
+
+
+def timed(action: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+# -- scoring -------------------------------------------------------------------
+
+def model_users(model: ALSModel, parallelism: int):
+    """The model's users as the scoring job feeds them to the scorer (nothing seen)."""
+    from pyspark.sql import functions as F
+
+    return (model.userFactors.select(F.col("id").cast("long").alias("user_id"), "features")
+            .withColumn("seen", F.lit(None).cast("array<long>"))
+            .repartition(parallelism))
+
+
+def scorer_pair(spark: SparkSession, model: ALSModel, users: int, items: int, k: int
+                ) -> Pair:
+    """Exact top-k of every user: our blocked scorer vs ``recommendForAllUsers``.
+
+    Both read the saved model's factors and run to completion into Spark's
+    no-op sink, so neither pays for writing output.
+    """
+    from jobs.train import item_matrix
+    from jobs.transforms import top_k_unseen
+
+    item_ids, item_factors = item_matrix(model)
+    parallelism = spark.sparkContext.defaultParallelism
+
+    def ours() -> None:
+        (top_k_unseen(model_users(model, parallelism), item_ids, item_factors, k)
+         .write.format("noop").mode("overwrite").save())
+
+    def peer() -> None:
+        model.recommendForAllUsers(k).write.format("noop").mode("overwrite").save()
+
+    ours_seconds, peer_seconds = timed(ours), timed(peer)
+    scores = float(users) * items
+    logger.info("scorer %.1fs, recommendForAllUsers %.1fs", ours_seconds, peer_seconds)
+    return Pair.of("scoring throughput", scores / ours_seconds, scores / peer_seconds,
+                   "scores/s", higher_is_better=True, peer_name="recommendForAllUsers",
+                   target=10,
+                   note=f"{users:,} users x {items:,} items, top {k}, local Spark with "
+                        f"{parallelism} cores; ours {ours_seconds:.1f}s, peer "
+                        f"{peer_seconds:.1f}s")
+
+
+def block_timing_task(batches: Iterator[pa.RecordBatch], catalog: Any, k: int,
+                      repeats: int) -> Iterator[pa.RecordBatch]:
+    """Inside a Spark task: time the scorer's matrix multiply and top-k on one block."""
+    from jobs.transforms import block_scores, top_k_columns, user_matrix
+
+    block = pa.Table.from_batches(list(batches)).combine_chunks().to_batches()[0]
+    users = user_matrix(block.column("features"), catalog.factors.shape[1])
+    multiply, select = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        scores = block_scores(users, catalog)
+        middle = time.perf_counter()
+        top_k_columns(scores, k, catalog.chunk)
+        multiply.append(middle - start)
+        select.append(time.perf_counter() - middle)
+    yield pa.RecordBatch.from_pydict({"multiply": [statistics.median(multiply)],
+                                      "select": [statistics.median(select)],
+                                      "users": [block.num_rows]})
+
+
+def top_k_pair(spark: SparkSession, model: ALSModel, k: int, repeats: int = 7) -> Pair:
+    """Top-k selection time vs matrix multiply time on one block, in a Spark task
+    (one BLAS thread, as in scoring), median of ``repeats``."""
+    from jobs.train import item_matrix
+    from jobs.transforms import SCORE_BLOCK_BYTES, ItemCatalog
+
+    item_ids, item_factors = item_matrix(model)
+    catalog = ItemCatalog.build(item_ids, item_factors, k)
+    block_rows = max(1, SCORE_BLOCK_BYTES // (4 * catalog.factors.shape[0]))
+    users = model_users(model, 1).limit(block_rows).coalesce(1)
+    row = users.mapInArrow(
+        lambda batches: block_timing_task(batches, catalog, k, repeats),
+        "multiply double, select double, users long").first()
+    return Pair.of("top-k selection vs matrix multiply", row["select"], row["multiply"],
+                   "s per block", higher_is_better=False, peer_name="the block's matmul",
+                   target=1,
+                   note=f"one block of {row['users']:,} users x {len(item_ids):,} items, "
+                        f"rank {item_factors.shape[1]}, k {k}")
+
+
+# -- PostgreSQL ----------------------------------------------------------------
+
+@dataclass
+class PostgresBench:
+    engine: Engine
+    servers: Servers
+    recommendations: Path
+    work: Path
+    model_version: int = 0
+    run_id: str = ""
+
+    def setup(self) -> None:
+        from jobs.db import upgrade
+
+        upgrade(self.engine)
+        model = registry.register(self.engine, registry.NewModel(
+            created_by="bench", trained_as_of=BENCH_DATE, params={}, metrics={},
+            data_snapshot={}, code_version="bench", artifact_uri="file:///bench"))
+        self.model_version = model.version
+        self.run_id = runs.start(self.engine, "nightly", BENCH_DATE, model.version)
+
+    def ours(self) -> tuple[float, int]:
+        """Our load: a staged table written block by block (no index yet), then dropped."""
+        publisher = PostgresPublisher(self.engine)
+        version = publisher.allocate(self.run_id, self.model_version, BENCH_DATE, 50)
+        publisher.prepare(version)
+        try:
+            seconds = timed(lambda: [publisher.write(block)
+                                     for block in read_blocks(self.recommendations)])
+        finally:
+            publisher.abort()
+        return seconds, publisher.rows
+
+    def fresh_peer_table(self) -> str:
+        with cursor(self.engine) as cur:
+            cur.execute(f"DROP TABLE IF EXISTS batchscore.{PEER_TABLE}")
+            cur.execute(f"CREATE TABLE batchscore.{PEER_TABLE}"
+                        " (LIKE batchscore.predictions INCLUDING ALL)")
+        return f"batchscore.{PEER_TABLE}"
+
+    def drop_peer_table(self) -> None:
+        with cursor(self.engine) as cur:
+            cur.execute(f"DROP TABLE IF EXISTS batchscore.{PEER_TABLE}")
+
+    def jdbc(self, spark: SparkSession) -> float:
+        """Spark's JDBC writer, as its documentation configures a bulk load."""
+        from pyspark.sql import functions as F
+
+        table = self.fresh_peer_table()
+        rows = (spark.read.parquet(str(self.recommendations))
+                .select("user_id", F.posexplode(F.arrays_zip("items", "scores")))
+                .select(F.lit(1).cast("long").alias("publish_id"), "user_id",
+                        (F.col("pos") + 1).cast("short").alias("rank"),
+                        F.col("col.items").alias("item_id"),
+                        F.col("col.scores").alias("score")))
+        try:
+            return timed(lambda: rows.write.jdbc(
+                self.servers.jdbc_url, table, mode="append",
+                properties={"driver": "org.postgresql.Driver", "batchsize": "10000"}))
+        finally:
+            self.drop_peer_table()
+
+    def copy_file(self) -> Path:
+        """The same rows as a tab-separated file for ``psql \\copy`` (not timed)."""
+        path = self.work / "rows.tsv"
+        schema = pa.schema([("publish_id", pa.int64()), ("user_id", pa.int64()),
+                            ("rank", pa.int16()), ("item_id", pa.int64()),
+                            ("score", pa.float32())])
+        with pa_csv.CSVWriter(str(path), schema, write_options=pa_csv.WriteOptions(
+                include_header=False, delimiter="\t", quoting_style="none")) as writer:
+            for block in read_blocks(self.recommendations):
+                writer.write_table(exploded(block, schema))
+        return path
+
+    def psql_copy(self, path: Path) -> float:
+        psql = require_tool("psql")
+        table = self.fresh_peer_table()
+        command = [psql, self.servers.database_url, "-v", "ON_ERROR_STOP=1", "-q", "-c",
+                   f"\\copy {table} (publish_id, user_id, rank, item_id, score)"
+                   f" FROM '{path}'"]
+        try:
+            return timed(lambda: subprocess.run(command, check=True, capture_output=True))
+        finally:
+            self.drop_peer_table()
+
+
+def exploded(block: pa.RecordBatch, schema: pa.Schema) -> pa.Table:
+    lengths = pc.list_value_length(block.column("items")).to_numpy(zero_copy_only=False)
+    starts = np.cumsum(lengths) - lengths
+    total = int(lengths.sum())
+    return pa.table([
+        pa.array(np.ones(total, dtype=np.int64)),
+        pa.array(np.repeat(block.column("user_id").to_numpy(), lengths)),
+        pa.array((np.arange(1, total + 1) - np.repeat(starts, lengths)).astype(np.int16)),
+        pc.list_flatten(block.column("items")),
+        pc.list_flatten(block.column("scores")),
+    ], schema=schema)
+
+
+def postgres_pairs(spark: SparkSession, bench: PostgresBench) -> list[Pair]:
+    bench.setup()
+    ours_seconds, rows = bench.ours()
+    pairs = []
+    if JDBC_JAR.exists():
+        jdbc_seconds = bench.jdbc(spark)
+        pairs.append(Pair.of("postgres load vs Spark JDBC", rows / ours_seconds,
+                             rows / jdbc_seconds, "rows/s", higher_is_better=True,
+                             peer_name="DataFrame.write.jdbc (batchsize 10000, "
+                                       "reWriteBatchedInserts)", target=3,
+                             note=f"{rows:,} rows; ours {ours_seconds:.1f}s, peer "
+                                  f"{jdbc_seconds:.1f}s; {bench.servers.where}"))
+    else:
+        logger.warning("skipping the Spark JDBC pair: %s", JDBC_HINT)
+        print(f"skipped the Spark JDBC pair: {JDBC_HINT}")
+    copy_seconds = bench.psql_copy(bench.copy_file())
+    pairs.append(Pair.of("postgres load vs psql \\copy", rows / ours_seconds,
+                         rows / copy_seconds, "rows/s", higher_is_better=True,
+                         peer_name="psql \\copy FROM a file", target=0.8,
+                         note=f"{rows:,} rows; ours {ours_seconds:.1f}s (from Parquet), peer "
+                              f"{copy_seconds:.1f}s (from text); both into an unindexed table"))
+    return pairs
+
+
+# -- Redis ---------------------------------------------------------------------
+
+@dataclass
+class RedisBench:
+    servers: Servers
+    recommendations: Path
+    work: Path
+    publish_id: int = REDIS_BENCH_PUBLISH_ID
+
+    @property
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.servers.redis_url)
+
+    def version(self) -> PublishVersion:
+        return PublishVersion(publish_id=self.publish_id, run_id="bench",
+                              model_version=1, logical_date=BENCH_DATE, k=50)
+
+    def clear(self) -> None:
+        client = self.client
+        expire_version(client, self.publish_id, 0)
+        client.delete(contract.pointer_key())
+
+    def ours(self) -> tuple[float, int, dict[str, float]]:
+        client = self.client
+        self.clear()
+        before = int(client.info("memory")["used_memory"])
+        publisher = RedisPublisher(client)
+        publisher.prepare(self.version())
+        seconds = timed(lambda: [publisher.write(block)
+                                 for block in read_blocks(self.recommendations)])
+        after = int(client.info("memory")["used_memory"])
+        memory = self.memory(client, publisher.users, after - before)
+        return seconds, publisher.users, memory
+
+    def memory(self, client: redis.Redis, users: int, delta: int, sample: int = 500
+               ) -> dict[str, float]:
+        """Bytes per user: INFO delta, MEMORY USAGE of a sample of our keys, and of the
+        same users' lists stored as a plain JSON string (json.dumps of objects)."""
+        rng = random.Random(1)
+        picked = sorted(rng.sample(range(1, users + 1), min(sample, users)))
+        pipe = client.pipeline(transaction=False)
+        for user in picked:
+            pipe.memory_usage(contract.user_key(self.publish_id, user), samples=0)
+            pipe.get(contract.user_key(self.publish_id, user))
+        replies = pipe.execute()
+        ours = replies[0::2]
+        values = replies[1::2]
+        plain_pipe = client.pipeline(transaction=False)
+        for user, value in zip(picked, values, strict=True):
+            plain = json.dumps([{"item_id": item, "score": score}
+                                for item, score in contract.decode_items(value)])
+            key = f"bench:plain-json:u:{user}"
+            plain_pipe.set(key, plain)
+            plain_pipe.memory_usage(key, samples=0)
+            plain_pipe.delete(key)
+        plain = plain_pipe.execute()[1::3]
+        return {"info_delta_per_user": delta / users,
+                "memory_usage_per_user": statistics.mean(ours),
+                "value_bytes_per_user": statistics.mean(len(value) for value in values),
+                "plain_json_memory_usage_per_user": statistics.mean(plain)}
+
+    def pipe_file(self) -> Path:
+        """The same keys and values as SET commands in the Redis protocol (not timed)."""
+        path = self.work / "keys.resp"
+        with path.open("wb") as out:
+            for block in read_blocks(self.recommendations):
+                keys = contract.user_keys(self.publish_id, block.column("user_id"))
+                values = contract.encode_items_block(block.column("items"),
+                                                     block.column("scores"))
+                for _, pair in mset_commands(keys, values, 1):
+                    # one pair per command, as SET rather than MSET
+                    out.write(b"*3\r\n$3\r\nSET\r\n")
+                    out.write(pair)
+        return path
+
+    def redis_cli_pipe(self, path: Path) -> float:
+        host, port, db = self.servers.redis_host_port_db
+        command = [require_tool("redis-cli"), "-h", host, "-p", str(port), "-n", str(db),
+                   "--pipe"]
+        self.clear()
+        with path.open("rb") as source:
+            start = time.perf_counter()
+            done = subprocess.run(command, stdin=source, check=True, capture_output=True,
+                                  text=True)
+            seconds = time.perf_counter() - start
+        if "errors: 0" not in done.stdout:
+            raise RuntimeError(f"redis-cli --pipe reported errors: {done.stdout[-500:]}")
+        return seconds
+
+
+def redis_pairs(bench: RedisBench, reader_requests: int) -> tuple[list[Pair], dict[str, Any]]:
+    ours_seconds, users, memory = bench.ours()
+    reader = reader_pairs(bench, users, reader_requests)
+    bench.clear()
+    pipe_seconds = bench.redis_cli_pipe(bench.pipe_file())
+    bench.clear()
+    pairs = [
+        Pair.of("redis load vs redis-cli --pipe", users / ours_seconds, users / pipe_seconds,
+                "keys/s", higher_is_better=True, peer_name="redis-cli --pipe of SET commands",
+                target=0.8,
+                note=f"{users:,} keys; ours {ours_seconds:.1f}s including encoding from "
+                     f"Parquet, peer {pipe_seconds:.1f}s from a ready protocol file; "
+                     f"{bench.servers.where}"),
+        Pair.of("redis memory per user", memory["memory_usage_per_user"],
+                memory["plain_json_memory_usage_per_user"], "bytes",
+                higher_is_better=False, peer_name="plain JSON string per user",
+                note="MEMORY USAGE of 500 sampled keys; INFO used_memory delta "
+                     f"{memory['info_delta_per_user']:.0f} B/user; value itself "
+                     f"{memory['value_bytes_per_user']:.0f} B"),
+        *reader,
+    ]
+    return pairs, {"redis_memory": memory}
+
+
+def reader_pairs(bench: RedisBench, users: int, requests: int) -> list[Pair]:
+    """``get_recommendations`` latency vs ``redis-benchmark`` GET, one connection each."""
+    from jobs.client import RecommendationClient
+
+    client = bench.client
+    publisher = RedisPublisher(client)
+    publisher.version = bench.version()
+    publisher.users = users
+    publisher.write_fallback(pa.table({"item_id": [1, 2, 3], "score": [3.0, 2.0, 1.0]}))
+    publisher.switch(SwitchOutcome(served=True))
+    reader = RecommendationClient(client)
+    rng = random.Random(2)
+    latencies = []
+    for _ in range(requests):
+        user = rng.randint(1, users)
+        start = time.perf_counter()
+        recs = reader.get_recommendations(user, k=10)
+        latencies.append(time.perf_counter() - start)
+        if recs.source != "predictions":
+            raise RuntimeError(f"user {user} was not found in the benchmark's version")
+    ours_p50, ours_p99 = (float(np.percentile(latencies, q)) * 1000 for q in (50, 99))
+    host, port, db = bench.servers.redis_host_port_db
+    key = contract.user_key(bench.publish_id, 1).decode()
+    done = subprocess.run([require_tool("redis-benchmark"), "-h", host, "-p", str(port),
+                           "--dbnum", str(db), "-c", "1", "-n", str(requests), "--csv",
+                           "GET", key], check=True, capture_output=True, text=True)
+    header, row = [line for line in done.stdout.splitlines() if line.strip()][-2:]
+    fields = dict(zip(json.loads(f"[{header}]"), json.loads(f"[{row}]"), strict=True))
+    peer_p50, peer_p99 = float(fields["p50_latency_ms"]), float(fields["p99_latency_ms"])
+    note = (f"{requests:,} requests, 1 connection, loopback; ours is GET pointer + one "
+            "pipelined GET of user, meta and fallback, then JSON decoding")
+    return [
+        Pair.of("reader latency p50", ours_p50, peer_p50, "ms", higher_is_better=False,
+                peer_name="redis-benchmark GET -c 1", note=note),
+        Pair.of("reader latency p99", ours_p99, peer_p99, "ms", higher_is_better=False,
+                peer_name="redis-benchmark GET -c 1"),
+    ]

@@ -1,0 +1,178 @@
+"""The scale run: the nightly steps end to end on a synthetic model and data set
+(1,000,000 users x 20,000 items, rank 32, top 50 by default), with the wall
+time of each stage, the peak memory of this process and everything it starts,
+and the end-to-end time as a multiple of the floors: the matrix multiply at
+numpy's speed, ``psql \\copy`` and ``redis-cli --pipe`` of the same data.
+Everything it writes is removed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg2
+import redis
+from psycopg2 import sql
+
+from jobs import nightly, registry
+from jobs import redis_contract as contract
+from jobs.bench.memory import PeakMemory
+from jobs.bench.pairs import PostgresBench, RedisBench
+from jobs.bench.servers import BENCH_DATABASE, Servers, resolve
+from jobs.config import Settings
+from jobs.data.store import day_end
+from jobs.db import engine_for, upgrade
+from jobs.publish.redis import expire_version
+from jobs.score import RECOMMENDATIONS_DIR
+
+logger = logging.getLogger(__name__)
+
+SCALE_DATE = date(2000, 1, 2)
+RANK = 32
+K = 50
+EVENTS_PER_USER = 5
+GIB = 1024**3
+
+
+class Stages:
+    """Wall time of named stages, printed as they finish."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def run(self, name: str, action: Callable[[], Any]) -> Any:
+        print(f"  {name} ...", flush=True)
+        start = time.perf_counter()
+        result = action()
+        self.seconds[name] = time.perf_counter() - start
+        print(f"  {name}: {self.seconds[name]:.1f}s", flush=True)
+        return result
+
+
+def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int = 20_000
+              ) -> dict[str, Any]:
+    from jobs.bench.cli import bench_spark
+    from jobs.bench.synthetic import synthetic_interactions, synthetic_model
+
+    servers = resolve(settings)
+    print(f"scale run: {users:,} users x {items:,} items, rank {RANK}, top {K}, against "
+          f"the {servers.where}", flush=True)
+    engine = engine_for(servers.database_url)
+    upgrade(engine)
+    spark = bench_spark("batchscore-scale", driver_memory="4g")
+    setup, nightly_stages, floors = Stages(), Stages(), Stages()
+    state = None
+    spark_stopped = False
+    try:
+        print("inputs (not timed as part of the run):", flush=True)
+        model_path = work / "model"
+        setup.run("synthetic ALS model", lambda: synthetic_model(
+            spark, model_path, users, items, RANK))
+        interactions = work / "interactions.csv"
+        setup.run("synthetic interactions", lambda: synthetic_interactions(
+            interactions, users, items, EVENTS_PER_USER,
+            int(day_end(SCALE_DATE).timestamp())))
+        version = registry.register(engine, registry.NewModel(
+            created_by="bench", trained_as_of=SCALE_DATE, params={"rank": RANK}, metrics={},
+            data_snapshot={}, code_version="bench", artifact_uri=model_path.as_uri()),
+            promote_if_first=False).version
+        config = nightly.NightlyConfig(
+            run_date=SCALE_DATE, database_url=servers.database_url,
+            redis_url=servers.redis_url, home=work / "home", k=K, model_version=version,
+            serve_older_date=True)
+        state = nightly.begin(engine, config)
+        shutil.move(str(interactions), state.folder / nightly.INTERACTIONS_FILE)
+
+        print("the nightly steps:", flush=True)
+        with PeakMemory() as peak:
+            nightly_stages.run("score (Spark job, with the prediction checks)",
+                               lambda: nightly.score_in_process(state, None))
+            nightly_stages.run("validate predictions",
+                               lambda: nightly.validate_predictions(state))
+            nightly_stages.run("publish to PostgreSQL (load, index, switch)",
+                               lambda: nightly.publish_postgres(engine, state))
+            nightly_stages.run("publish to Redis",
+                               lambda: nightly.publish_redis(engine, servers.redis_url, state))
+            nightly_stages.run("smoke check",
+                               lambda: nightly.smoke_check(engine, servers.redis_url, state))
+        spark.stop()
+        spark_stopped = True
+
+        print("floors, on the same data and servers:", flush=True)
+        recommendations = state.folder / RECOMMENDATIONS_DIR
+        floors.run("matrix multiply at numpy's speed",
+                   lambda: matmul_floor(model_path, users, items))
+        postgres = PostgresBench(engine, servers, recommendations, work)
+        copy_file = setup.run("write the rows as a text file", postgres.copy_file)
+        floors.run("psql \\copy of the same rows", lambda: postgres.psql_copy(copy_file))
+        copy_file.unlink()
+        redis_bench = RedisBench(servers, recommendations, work, publish_id=state.publish_id)
+        pipe_file = setup.run("write the keys as a protocol file", redis_bench.pipe_file)
+        floors.run("redis-cli --pipe of the same keys and values",
+                   lambda: redis_bench.redis_cli_pipe(pipe_file))
+        pipe_file.unlink()
+    finally:
+        if state is not None:
+            clean_up(servers, state.publish_id, engine)
+        engine.dispose()
+        if not spark_stopped:
+            spark.stop()
+    end_to_end = sum(nightly_stages.seconds.values())
+    floor = sum(floors.seconds.values())
+    report = {
+        "users": users, "items": items, "rank": RANK, "k": K, "servers": servers.where,
+        "stages_seconds": nightly_stages.seconds, "floors_seconds": floors.seconds,
+        "setup_seconds": setup.seconds, "end_to_end_seconds": end_to_end,
+        "floors_sum_seconds": floor, "multiple_of_floors": end_to_end / floor,
+        "peak_memory_gib": peak.peak / GIB,
+    }
+    print(f"\nend to end {end_to_end:.0f}s = {end_to_end / floor:.2f}x the floors "
+          f"({floor:.0f}s; target at most 3x); peak memory {peak.peak / GIB:.2f} GiB "
+          f"(target under 8)")
+    out = settings.home / "bench" / "scale.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written to {out}")
+    return report
+
+
+def matmul_floor(model_path: Path, users: int, items: int) -> None:
+    """Every user against every item by matrix multiply, numpy with all its threads,
+    in blocks the size the scorer uses (the product alone: no selection)."""
+    from jobs.transforms import SCORE_BLOCK_BYTES
+
+    rng = np.random.default_rng(1)
+    item_factors = rng.normal(size=(items, RANK)).astype(np.float32)
+    block_rows = max(1, SCORE_BLOCK_BYTES // (4 * items))
+    block = rng.normal(size=(block_rows, RANK)).astype(np.float32)
+    out = np.empty((block_rows, items), dtype=np.float32)
+    for start in range(0, users, block_rows):
+        rows = min(block_rows, users - start)
+        np.matmul(block[:rows], item_factors.T, out=out[:rows])
+
+
+def clean_up(servers: Servers, publish_id: int | None, engine: Any) -> None:
+    """Remove what the scale run published: its Redis keys and the bench database."""
+    client = redis.Redis.from_url(servers.redis_url)
+    if publish_id is not None:
+        expire_version(client, publish_id, 0)
+    for key in (contract.pointer_key(),):
+        client.delete(key)
+    engine.dispose()
+    admin = servers.database_url.rsplit("/", 1)[0] + "/postgres"
+    connection = psycopg2.connect(admin)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(BENCH_DATABASE)))
+    finally:
+        connection.close()

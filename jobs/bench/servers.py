@@ -1,0 +1,102 @@
+"""Which PostgreSQL and Redis the benchmarks use, and the peers' command-line tools.
+
+The system servers on 127.0.0.1 when they answer, else the embedded ones;
+ours and the peers always target the same server.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg2
+from psycopg2 import sql
+
+from jobs import services
+from jobs.config import Settings
+
+logger = logging.getLogger(__name__)
+
+SYSTEM_POSTGRES = ("127.0.0.1", 5432)
+SYSTEM_REDIS = ("127.0.0.1", 6379)
+BENCH_DATABASE = "batchscore_bench"
+# A Redis database of its own, so that benchmarks never touch anyone's keys.
+BENCH_REDIS_DB = 15
+JDBC_JAR = Path("/usr/share/java/postgresql.jar")
+JDBC_HINT = ("the PostgreSQL JDBC driver is missing: on Debian or Ubuntu, "
+             "`apt-get install -y libpostgresql-jdbc-java` puts it at " + str(JDBC_JAR))
+
+
+@dataclass(frozen=True)
+class Servers:
+    database_url: str
+    redis_url: str
+    where: str
+
+    @property
+    def redis_host_port_db(self) -> tuple[str, int, int]:
+        parts = urlsplit(self.redis_url)
+        return parts.hostname or "127.0.0.1", parts.port or 6379, int(
+            (parts.path or "/0").lstrip("/") or 0)
+
+    @property
+    def jdbc_url(self) -> str:
+        parts = urlsplit(self.database_url)
+        query = f"user={parts.username or 'postgres'}"
+        if parts.password:
+            query += f"&password={parts.password}"
+        return (f"jdbc:postgresql://{parts.hostname}:{parts.port or 5432}{parts.path}"
+                f"?{query}&reWriteBatchedInserts=true")
+
+
+def answers(address: tuple[str, int]) -> bool:
+    try:
+        with socket.create_connection(address, timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def resolve(settings: Settings) -> Servers:
+    """The system servers when both answer, else the embedded ones under ``settings.home``."""
+    if answers(SYSTEM_POSTGRES) and answers(SYSTEM_REDIS):
+        admin = "postgresql://postgres@{}:{}/postgres".format(*SYSTEM_POSTGRES)
+        where = "system PostgreSQL and Redis on 127.0.0.1"
+    else:
+        endpoints = services.resolve(Settings(home=settings.home, database_url=None,
+                                              redis_url=None,
+                                              spark_master=settings.spark_master,
+                                              top_k=settings.top_k))
+        admin = endpoints.database_url
+        redis_url = endpoints.redis_url.rsplit("/", 1)[0] + f"/{BENCH_REDIS_DB}"
+        where = "embedded PostgreSQL and Redis"
+    database_url = create_database(admin, BENCH_DATABASE)
+    if where.startswith("system"):
+        redis_url = "redis://{}:{}/{}".format(*SYSTEM_REDIS, BENCH_REDIS_DB)
+    return Servers(database_url=database_url, redis_url=redis_url, where=where)
+
+
+def create_database(admin_url: str, name: str) -> str:
+    """Create ``name`` next to the database of ``admin_url`` if missing; its URL."""
+    connection = psycopg2.connect(admin_url)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is None:
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    finally:
+        connection.close()
+    parts = urlsplit(admin_url)
+    return parts._replace(path=f"/{name}").geturl()
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise RuntimeError(f"`{name}` is not on PATH; the benchmark compares against it")
+    return path

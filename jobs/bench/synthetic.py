@@ -1,0 +1,96 @@
+"""Synthetic inputs of any size: a real saved Spark ALSModel with random factors,
+scored recommendations, interactions."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    from pyspark.ml.recommendation import ALSModel
+    from pyspark.sql import SparkSession
+
+# Random factors of this spread give dot products of order one, as trained ones do.
+FACTOR_SCALE = 0.3
+
+
+def synthetic_model(spark: SparkSession, path: Path, users: int, items: int, rank: int,
+                    seed: int = 7) -> ALSModel:
+    """A real ALSModel, saved at ``path``, with Gaussian factors for users 1..``users``
+    and items 1..``items``.
+
+    A tiny model is fitted for Spark's own metadata, then its factor tables are
+    replaced by generated ones of the same schema; ``ALSModel.load`` reads it
+    back as any trained model.
+    """
+    from pyspark.ml.recommendation import ALS, ALSModel
+    from pyspark.sql import functions as F
+
+    if path.exists():
+        shutil.rmtree(path)
+    tiny = spark.createDataFrame([(1, 1, 1.0), (1, 2, 1.0), (2, 1, 1.0)],
+                                 "user int, item int, rating float")
+    ALS(rank=rank, maxIter=1, implicitPrefs=True, userCol="user", itemCol="item",
+        ratingCol="rating", seed=seed).fit(tiny).write().overwrite().save(str(path))
+
+    def factors(count: int, salt: int):
+        features = F.array(*[(F.randn(seed * 1000 + salt * 100 + i) * FACTOR_SCALE)
+                             .cast("float") for i in range(rank)])
+        return spark.range(1, count + 1).select(F.col("id").cast("int").alias("id"),
+                                                features.alias("features"))
+
+    for name, count, salt in (("userFactors", users, 1), ("itemFactors", items, 2)):
+        shutil.rmtree(path / name)
+        factors(count, salt).write.parquet(str(path / name))
+    return ALSModel.load(str(path))
+
+
+def synthetic_recommendations(path: Path, users: int, k: int, items: int, seed: int = 3,
+                              rows_per_file: int = 50_000) -> Path:
+    """Scoring output (user_id, items, scores best first) for users 1..``users``."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    schema = pa.schema([("user_id", pa.int64()), ("items", pa.list_(pa.int64())),
+                        ("scores", pa.list_(pa.float32()))])
+    for number, start in enumerate(range(0, users, rows_per_file)):
+        count = min(rows_per_file, users - start)
+        offsets = pa.array(np.arange(0, count * k + 1, k, dtype=np.int32))
+        picked = rng.integers(1, items + 1, (count, k))
+        scores = -np.sort(-rng.normal(1.0, 0.5, (count, k)).astype(np.float32), axis=1)
+        table = pa.table([pa.array(np.arange(start + 1, start + count + 1)),
+                          pa.ListArray.from_arrays(offsets, pa.array(picked.ravel())),
+                          pa.ListArray.from_arrays(offsets, pa.array(scores.ravel()))],
+                         schema=schema)
+        pq.write_table(table, path / f"part-{number:05d}.parquet")
+    return path
+
+
+def synthetic_interactions(path: Path, users: int, items: int, per_user: int,
+                           end_seconds: int, seed: int = 5) -> int:
+    """``per_user`` events for every user 1..``users`` in the scoring job's CSV layout
+    (user_id,item_id,rating,unix_seconds; no header), all before ``end_seconds``."""
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    chunk_users = 200_000
+    with pa_csv.CSVWriter(str(path), pa.schema([
+            ("user_id", pa.int64()), ("item_id", pa.int64()), ("rating", pa.float64()),
+            ("event_at", pa.int64())]),
+            write_options=pa_csv.WriteOptions(include_header=False)) as writer:
+        for start in range(0, users, chunk_users):
+            count = min(chunk_users, users - start)
+            rows = count * per_user
+            writer.write_table(pa.table({
+                "user_id": np.repeat(np.arange(start + 1, start + count + 1), per_user),
+                "item_id": rng.integers(1, items + 1, rows),
+                "rating": rng.integers(1, 6, rows).astype(np.float64),
+                "event_at": end_seconds - rng.integers(3600, 30 * 86_400, rows),
+            }))
+    return users * per_user
