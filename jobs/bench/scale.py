@@ -31,7 +31,7 @@ from jobs.config import Settings
 from jobs.data.store import day_end
 from jobs.db import engine_for, upgrade
 from jobs.publish.redis import expire_version
-from jobs.score import RECOMMENDATIONS_DIR
+from jobs.score import MODEL_METADATA_FILE, RECOMMENDATIONS_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int
             created_by="bench", trained_as_of=SCALE_DATE, params={"rank": RANK}, metrics={},
             data_snapshot={}, code_version="bench", artifact_uri=model_path.as_uri()),
             promote_if_first=False).version
+        (model_path / MODEL_METADATA_FILE).write_text(json.dumps({"model_version": version}))
         config = nightly.NightlyConfig(
             run_date=SCALE_DATE, database_url=servers.database_url,
             redis_url=servers.redis_url, home=work / "home", k=K, model_version=version,
