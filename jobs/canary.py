@@ -32,3 +32,9 @@ def in_canary(user_ids: np.ndarray, fraction: float) -> np.ndarray:
     """A boolean mask: which of ``user_ids`` a canary of ``fraction`` serves."""
     threshold = np.uint64(round(check_fraction(fraction) * BUCKETS))
     return (stable_hash(user_ids) % np.uint64(BUCKETS)) < threshold
+
+
+def fixed_sample(user_ids: np.ndarray, size: int) -> np.ndarray:
+    """The same ``size`` users on every call: those with the smallest stable hashes."""
+    ids = np.asarray(user_ids, dtype=np.int64)
+    return ids[np.argsort(stable_hash(ids), kind="stable")[:size]]

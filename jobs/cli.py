@@ -117,6 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="pin a model version (default: the one serving as of the date)")
     nightly.add_argument("--serve-older-date", action="store_true",
                          help="serve this date even if a later date is being served")
+    trial = nightly.add_mutually_exclusive_group()
+    trial.add_argument("--shadow", type=int, default=None, metavar="VERSION",
+                       help="score this model version and store it beside the served one "
+                            "without serving it; report how it differs")
+    trial.add_argument("--canary", type=int, default=None, metavar="VERSION",
+                       help="serve this model version to --canary-fraction of the users "
+                            "(stable hash of the user id), the serving model to the rest")
+    nightly.add_argument("--canary-fraction", type=float, default=None, metavar="F",
+                         help="share of users for --canary (default: canary.default_fraction "
+                              "in schemas/contracts.json)")
 
     validate = command("validate", cmd_validate,
                        "run the data contracts by hand; nothing is loaded or published")
@@ -152,6 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     models_promote.add_argument("--reason", default=None, help="why (recorded)")
     models_promote.add_argument("--force", action="store_true",
                                 help="promote even when the gates refuse (needs --reason)")
+
+    rollback = command("rollback", cmd_rollback,
+                       "serve the previously served version again, in Postgres and Redis")
+    rollback.add_argument("--reason", required=True, help="why (recorded with who did it)")
+    rollback.add_argument("--to", type=int, default=None, metavar="PUBLISH_ID",
+                          help="a kept published version instead of the previous one")
+    rollback.add_argument("--redis-only", action="store_true",
+                          help="only point Redis at what Postgres serves (after a failed "
+                               "rollback's Redis step)")
 
     recs = command("recs", cmd_recs, "one user's recommendations, read from Redis")
     recs.add_argument("user_id", type=int)
@@ -317,12 +336,12 @@ def describe_model(version: Any) -> None:
     print(f"model version {version.version} ({version.status}), trained as of "
           f"{version.trained_as_of} on {version.data_snapshot['rows']} interactions")
     print(f"  holdout @{k}:     precision  recall  ndcg    map     coverage")
-    for name in ("als", "popularity", "serving"):
-        metrics = version.metrics.get(name)
-        if not isinstance(metrics, dict):
-            continue
-        label = {"als": "this model", "serving": f"serving v{metrics.get('version', '?')}"
-                 }.get(name, name)
+    rows = [("this model", version.metrics["als"]),
+            ("popularity", version.metrics["popularity"])]
+    if "serving" in version.metrics:
+        serving = version.metrics["serving"]
+        rows.append((f"serving v{serving['version']}", serving))
+    for label, metrics in rows:
         print(f"  {label:<14} {metrics['precision_at_k']:.4f}     {metrics['recall_at_k']:.4f}"
               f"  {metrics['ndcg_at_k']:.4f}  {metrics.get('map_at_k', float('nan')):.4f}"
               f"  {metrics['catalog_coverage']:.3f}")
@@ -340,6 +359,14 @@ def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
     k = settings.top_k if args.k is None else args.k
     if k < 1:
         raise CommandError(f"--k must be at least 1, got {k}")
+    if args.canary_fraction is not None and args.canary is None:
+        raise CommandError("--canary-fraction goes with --canary VERSION")
+    if args.canary_fraction is not None and not 0 < args.canary_fraction < 1:
+        raise CommandError(f"--canary-fraction must be between 0 and 1, got "
+                           f"{args.canary_fraction}")
+    if args.shadow is not None and (args.input is not None or args.model_version is not None):
+        raise CommandError("a shadow run scores the interactions already loaded with the "
+                           "version given; drop --input and --model-version")
     result = nightly.run(nightly.NightlyConfig(
         run_date=run_date, database_url=services.database_url(settings),
         redis_url=services.redis_url(settings), home=settings.home, k=k,
@@ -348,13 +375,34 @@ def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
         input_format=getattr(args, "input_format", "csv"),
         model_version=getattr(args, "model_version", None),
         serve_older_date=getattr(args, "serve_older_date", False),
+        shadow_version=getattr(args, "shadow", None),
+        canary_version=getattr(args, "canary", None),
+        canary_fraction=getattr(args, "canary_fraction", None),
     ))
+    if result.shadow is not None:
+        differential = result.shadow.get("differential")
+        print(f"run {result.run_id}: shadow version {result.publish_id} of model "
+              f"{result.model_version} for {run_date} stored beside the served one, not served "
+              f"({result.stats.scored_users} users, {result.rows} rows)")
+        if differential:
+            print(f"  vs served version {result.shadow['compared_with']} on "
+                  f"{differential['users']} users: overlap@{differential['k']} "
+                  f"{differential['overlap_at_k']:.3f}, rank correlation "
+                  f"{differential['rank_correlation']:.3f}, score shift (KS) "
+                  f"{differential['score_ks']:.3f}")
+        else:
+            print("  nothing served to compare with")
+        return 0
     print(f"run {result.run_id}: published version {result.publish_id} for {run_date} "
           f"(model {result.model_version}): {result.stats.scored_users} users, "
           f"{result.rows} rows{'' if result.served else '; not served, a later date is'}")
     if result.stats.users_without_factors:
         print(f"  {result.stats.users_without_factors} active users are unknown to the model "
               "and get the popularity list")
+    if result.canary:
+        print(f"  canary: model {result.canary['model_version']} serves "
+              f"{result.canary.get('users', 0)} users ({result.canary['fraction']:.0%} by "
+              f"user id hash; bi.canary_users, publish_id = {result.publish_id})")
     if result.input_rejected:
         print(f"  {result.input_rejected} input rows failed the contract and were quarantined "
               f"(bi.rejects, run_id = '{result.run_id}')")
@@ -549,6 +597,29 @@ def cmd_models_promote(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
+    import redis
+
+    from jobs.provenance import current_user
+    from jobs.rollback import roll_back, sync_redis
+
+    engine = database(settings)
+    client = redis.Redis.from_url(services.redis_url(settings))
+    if args.redis_only:
+        served = sync_redis(engine, client)
+        print(f"redis now points at version {served}, as postgres serves it")
+        return 0
+    if not args.reason.strip():
+        raise CommandError("--reason must say why; it is recorded")
+    done = roll_back(engine, client, current_user(), args.reason, to=args.to)
+    print(f"rolled back version {done.rolled_back}; version {done.restored} (model "
+          f"{done.restored_model}) is served again in postgres and redis")
+    for model in done.rolled_back_models:
+        print(f"  model version {model} marked rolled back: it will not be promoted "
+              "automatically again")
+    return 0
+
+
 def cmd_recs(settings: Settings, args: argparse.Namespace) -> int:
     from jobs.client import RecommendationClient
 
@@ -671,11 +742,14 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from jobs.data.load import InputError
     from jobs.db import MigrationError
     from jobs.local_airflow import AirflowError
-    from jobs.registry import NoServingModelError
+    from jobs.publish.postgres import RollbackError
+    from jobs.publish.redis import MissingVersionError
+    from jobs.registry import NoServingModelError, UnknownVersionError
     from jobs.validation.engine import ContractError
 
     return (CommandError, ConfigError, InputError, MigrationError, NoServingModelError,
-            NoPublishedVersionError, ContractError, FileNotFoundError, AirflowError)
+            NoPublishedVersionError, ContractError, FileNotFoundError, AirflowError,
+            RollbackError, MissingVersionError, UnknownVersionError)
 
 
 EXPECTED_ERRORS = _expected_errors()

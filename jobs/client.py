@@ -14,9 +14,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import redis
 
 from jobs import redis_contract as contract
+from jobs.canary import in_canary
 
 
 class NoPublishedVersionError(LookupError):
@@ -74,9 +76,17 @@ class RecommendationClient:
             user_id=user_id,
             items=[Item(item_id, score) for item_id, score in pairs[:k]],
             run_id=str(meta["run_id"]),
-            model_version=int(meta["model_version"]),
+            model_version=model_version_for(user_id, meta),
             source=source,
         )
+
+
+def model_version_for(user_id: int, meta: dict[str, Any]) -> int:
+    """The model that scored a user: the canary's for the users it serves."""
+    canary = meta.get("canary")
+    if canary and in_canary(np.array([user_id]), float(canary["fraction"]))[0]:
+        return int(canary["model_version"])
+    return int(meta["model_version"])
 
 
 def get_recommendations(user_id: int, k: int = 10, *, url: str) -> Recommendations:

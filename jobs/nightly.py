@@ -29,9 +29,16 @@ from jobs.data.load import InputError
 from jobs.data.store import export_interactions
 from jobs.db import engine_for, ensure_schema
 from jobs.publish import PublishVersion, SwitchOutcome, read_blocks
-from jobs.publish.postgres import PostgresPublisher, served_publish_id
+from jobs.publish.postgres import Canary, PostgresPublisher, served_publish_id
 from jobs.publish.redis import RedisPublisher
-from jobs.score import CHECKS_FILE, POPULAR_FILE, RECOMMENDATIONS_DIR, ScoreConfig, ScoreStats
+from jobs.score import (
+    CANARY_USERS_FILE,
+    CHECKS_FILE,
+    POPULAR_FILE,
+    RECOMMENDATIONS_DIR,
+    ScoreConfig,
+    ScoreStats,
+)
 from jobs.validation.engine import ContractError, Validator
 from jobs.validation.inputs import (
     batch_stats,
@@ -61,6 +68,11 @@ class NightlyConfig:
     input_format: str = "csv"
     model_version: int | None = None
     serve_older_date: bool = False
+    # Score this version beside the served one, serving nothing (a shadow run).
+    shadow_version: int | None = None
+    # Serve this version to canary_fraction of the users (a canary run).
+    canary_version: int | None = None
+    canary_fraction: float | None = None
 
 
 @dataclass
@@ -80,6 +92,10 @@ class RunState:
     stats: dict[str, Any] = field(default_factory=dict)
     publish_id: int | None = None
     switch: dict[str, Any] | None = None
+    shadow: bool = False
+    canary_model_version: int | None = None
+    canary_model_path: str | None = None
+    canary_fraction: float | None = None
 
     @property
     def logical_date(self) -> date:
@@ -103,9 +119,21 @@ class RunState:
 
     def score_args(self) -> list[str]:
         """The arguments of ``jobs/score.py`` for this run (spark-submit or in-process)."""
+        canary = (["--canary-model-path", self.canary_model_path,
+                   "--canary-fraction", str(self.canary_fraction)]
+                  if self.canary_model_path else [])
         return ["--interactions", str(self.folder / INTERACTIONS_FILE),
                 "--run-date", self.run_date, "--model-path", self.model_path,
-                "--output", self.work_dir, "--k", str(self.k)]
+                "--output", self.work_dir, "--k", str(self.k), *canary]
+
+    def publish_version(self) -> PublishVersion:
+        if self.publish_id is None:
+            raise RuntimeError(f"run {self.run_id} has not been published to Postgres yet")
+        return PublishVersion(publish_id=self.publish_id, run_id=self.run_id,
+                              model_version=self.model_version,
+                              logical_date=self.logical_date, k=self.k,
+                              canary_model_version=self.canary_model_version,
+                              canary_fraction=self.canary_fraction)
 
 
 @dataclass(frozen=True)
@@ -119,6 +147,8 @@ class NightlyResult:
     rows: int
     input_rejected: int
     data_docs: dict[str, str | None]
+    shadow: dict[str, Any] | None = None
+    canary: dict[str, Any] | None = None
 
 
 def run(config: NightlyConfig) -> NightlyResult:
@@ -131,8 +161,11 @@ def run(config: NightlyConfig) -> NightlyResult:
         scored = ScoreStats.read(state.folder)
         validate_predictions(state)
         publish_postgres(engine, state)
-        publish_redis(engine, config.redis_url, state)
-        smoke_check(engine, config.redis_url, state)
+        if state.shadow:
+            compare_shadow(engine, state)
+        else:
+            publish_redis(engine, config.redis_url, state)
+            smoke_check(engine, config.redis_url, state)
         finish(engine, state)
     except BaseException as err:
         fail(engine, state, err)
@@ -144,13 +177,18 @@ def run(config: NightlyConfig) -> NightlyResult:
         stats=scored, rows=int(state.stats["rows"]),
         input_rejected=int(state.stats.get("rejected", 0)),
         data_docs=dict(state.stats.get("data_docs", {})),
+        shadow=state.stats.get("shadow"), canary=state.stats.get("canary"),
     )
 
 
 def begin(engine: Engine, config: NightlyConfig) -> RunState:
     """Choose the model, record the run as started, and create its staging folder."""
     ensure_schema(engine)
-    model = registry.model_for_date(engine, config.run_date, config.model_version)
+    if config.shadow_version is not None and config.canary_version is not None:
+        raise ValueError("a run is a shadow run or a canary run, not both")
+    shadow = trial_model(engine, config.shadow_version, "shadow")
+    canary = trial_model(engine, config.canary_version, "canary")
+    model = shadow or registry.model_for_date(engine, config.run_date, config.model_version)
     run_id = runs.start(engine, "nightly", config.run_date, model.version)
     state = RunState(
         run_id=run_id, run_date=config.run_date.isoformat(), model_version=model.version,
@@ -159,9 +197,39 @@ def begin(engine: Engine, config: NightlyConfig) -> RunState:
         input_path=str(config.input_path) if config.input_path else None,
         input_format=config.input_format, serve_older_date=config.serve_older_date,
         stats={"k": config.k, "data_docs": {}},
+        shadow=shadow is not None,
     )
-    logger.info("run %s: %s with model version %d", run_id, config.run_date, model.version)
+    if canary is not None:
+        state.canary_model_version = canary.version
+        state.canary_model_path = model_path(canary.artifact_uri)
+        state.canary_fraction = canary_fraction(config.canary_fraction)
+        state.stats["canary"] = {"model_version": canary.version,
+                                 "fraction": state.canary_fraction}
+    logger.info("run %s: %s with model version %d%s", run_id, config.run_date, model.version,
+                " (shadow: stored, not served)" if shadow else
+                f" (canary: version {canary.version} for {state.canary_fraction:.0%} of users)"
+                if canary else "")
     return state.save()
+
+
+def trial_model(engine: Engine, version: int | None,
+                kind: str) -> registry.ModelVersion | None:
+    """The version a shadow or canary run tries out; it must not be the serving one."""
+    if version is None:
+        return None
+    model = registry.get(engine, version)
+    if model.status == "serving":
+        raise ValueError(f"version {version} already serves; a {kind} run tries out another")
+    return model
+
+
+def canary_fraction(fraction: float | None) -> float:
+    from jobs.canary import check_fraction
+    from jobs.validation.engine import load_contracts_config
+
+    if fraction is None:
+        fraction = float(load_contracts_config()["canary"]["default_fraction"])
+    return check_fraction(fraction)
 
 
 def validate_inputs(engine: Engine, state: RunState) -> RunState:
@@ -220,7 +288,10 @@ def validate_predictions(state: RunState) -> RunState:
 def publish_postgres(engine: Engine, state: RunState) -> RunState:
     """Load the version aside, then attach and (unless a later date serves) serve it."""
     postgres = PostgresPublisher(engine)
-    version = postgres.allocate(state.run_id, state.model_version, state.logical_date, state.k)
+    canary = (Canary(state.canary_model_version, state.canary_fraction)
+              if state.canary_model_version is not None and state.canary_fraction else None)
+    version = postgres.allocate(state.run_id, state.model_version, state.logical_date, state.k,
+                                canary=canary)
     state.publish_id = version.publish_id
     state.save()
     try:
@@ -230,7 +301,15 @@ def publish_postgres(engine: Engine, state: RunState) -> RunState:
             postgres.write(block)
             logger.info("postgres: %d / %d users written", postgres.users, scored_users)
         postgres.write_fallback(pq.read_table(state.folder / POPULAR_FILE))
-        outcome = postgres.switch(force_serve=state.serve_older_date)
+        if canary is not None:
+            canary_users = pq.read_table(state.folder / CANARY_USERS_FILE).column("user_id")
+            state.stats["canary"]["users"] = postgres.record_canary_users(
+                canary_users.to_numpy(), canary.model_version)
+        if state.shadow:
+            postgres.keep_aside()
+            outcome = SwitchOutcome(served=False)
+        else:
+            outcome = postgres.switch(force_serve=state.serve_older_date)
     except BaseException:
         postgres.abort()
         raise
@@ -249,14 +328,14 @@ def publish_redis(engine: Engine, redis_url: str, state: RunState) -> RunState:
     when this run switched) keeps the two stores in step when runs overlap, as
     a backfill's runs may. Safe to retry: preparing clears an earlier attempt.
     """
-    if state.publish_id is None or state.switch is None:
+    if state.switch is None:
         raise RuntimeError(f"run {state.run_id} has not been published to Postgres yet")
+    if state.shadow:
+        logger.info("redis: shadow run %s writes nothing to redis", state.run_id)
+        return state
     client = redis.Redis.from_url(redis_url)
     publisher = RedisPublisher(client)
-    version = PublishVersion(publish_id=state.publish_id, run_id=state.run_id,
-                             model_version=state.model_version,
-                             logical_date=state.logical_date, k=state.k)
-    publisher.prepare(version)
+    publisher.prepare(state.publish_version())
     for block in read_blocks(state.folder / RECOMMENDATIONS_DIR):
         publisher.write(block)
         logger.info("redis: %d users written", publisher.users)
@@ -308,11 +387,79 @@ def smoke_check(engine: Engine, redis_url: str, state: RunState) -> RunState:
     return state
 
 
+def compare_shadow(engine: Engine, state: RunState) -> RunState:
+    """How the shadow version differs from the served one, on a fixed sample of users."""
+    from jobs.evaluation.differential import compare
+    from jobs.evaluation.gates import GateConfig
+
+    served = served_publish_id(engine)
+    report: dict[str, Any] = {"publish_id": state.publish_id, "compared_with": served}
+    if served is None:
+        report["differential"] = None
+        logger.info("shadow: nothing is served yet to compare with")
+    else:
+        sample = GateConfig.load().differential.sample_users
+        shadow_lists, served_lists = sampled_lists(engine, state.publish_id, served, sample)
+        if shadow_lists and served_lists and set(shadow_lists) & set(served_lists):
+            differential = compare(shadow_lists, served_lists, state.k)
+            report["differential"] = differential.to_json()
+            logger.info("shadow vs served version %d on %d users: overlap@%d %.3f, rank "
+                        "correlation %.3f, score shift (KS) %.3f", served, differential.users,
+                        state.k, differential.overlap_at_k, differential.rank_correlation,
+                        differential.score_ks)
+        else:
+            report["differential"] = None
+    state.stats["shadow"] = report
+    return state.save()
+
+
+def sampled_lists(engine: Engine, publish_id: int, other: int, sample_size: int
+                  ) -> tuple[dict[int, tuple[list[int], list[float]]], ...]:
+    """Both versions' lists for a fixed sample of ``publish_id``'s users (stable hash)."""
+    import numpy as np
+    import sqlalchemy as sa
+
+    from jobs.canary import fixed_sample
+
+    with engine.connect() as conn:
+        users = np.array(conn.execute(sa.text(
+            "SELECT DISTINCT user_id FROM batchscore.predictions WHERE publish_id = :id"),
+            {"id": publish_id}).scalars().all(), dtype=np.int64)
+        chosen = [int(user) for user in fixed_sample(users, sample_size)]
+        lists = []
+        for version in (publish_id, other):
+            rows: dict[int, tuple[list[int], list[float]]] = {}
+            for user, items, scores in conn.execute(sa.text(
+                    "SELECT user_id, array_agg(item_id ORDER BY rank),"
+                    " array_agg(score ORDER BY rank) FROM batchscore.predictions"
+                    " WHERE publish_id = :id AND user_id = ANY(:users) GROUP BY user_id"),
+                    {"id": version, "users": chosen}):
+                rows[int(user)] = (list(items), list(scores))
+            lists.append(rows)
+    return tuple(lists)
+
+
 def finish(engine: Engine, state: RunState) -> RunState:
-    """Record the run as succeeded and remove its staging folder."""
+    """Record the run as succeeded (and a tried-out model's status); remove its staging folder."""
+    from jobs.provenance import current_user
+
+    if state.shadow:
+        mark_trial(engine, state.model_version, "shadow",
+                   f"shadow run {state.run_id} for {state.run_date}", current_user())
+    if state.canary_model_version is not None:
+        mark_trial(engine, state.canary_model_version, "canary",
+                   f"canary run {state.run_id} for {state.run_date}: "
+                   f"{state.canary_fraction:.0%} of users", current_user())
     runs.succeed(engine, state.run_id, state.stats)
     shutil.rmtree(state.folder, ignore_errors=True)
     return state
+
+
+def mark_trial(engine: Engine, version: int, status: str, reason: str, by: str) -> None:
+    """Move a candidate (or a shadow, to canary) forward; other statuses stay as they are."""
+    current = registry.get(engine, version).status
+    if current == "candidate" or (current, status) == ("shadow", "canary"):
+        registry.set_status(engine, version, status, by, reason)
 
 
 def fail(engine: Engine, state: RunState, error: BaseException | str) -> None:

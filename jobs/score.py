@@ -23,13 +23,16 @@ from jobs.config import DEFAULT_TOP_K
 from jobs.data.store import day_end
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.ml.recommendation import ALSModel
+    from pyspark.sql import DataFrame, SparkSession
 
 logger = logging.getLogger(__name__)
 
 RECOMMENDATIONS_DIR = "recommendations"
 POPULAR_FILE = "popular.parquet"
 CHECKS_FILE = "checks.parquet"
+# The users a canary model scored (user_id), when the run has a canary.
+CANARY_USERS_FILE = "canary_users.parquet"
 STATS_FILE = "stats.json"
 # Written into a model's folder when it is registered: {"model_version": N}.
 MODEL_METADATA_FILE = "batchscore.json"
@@ -43,6 +46,9 @@ class ScoreConfig:
     output: Path
     k: int = DEFAULT_TOP_K
     spark_master: str | None = None
+    # A canary model scores the users jobs.canary assigns to it.
+    canary_model_path: Path | None = None
+    canary_fraction: float | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,7 @@ class ScoreStats:
     model_version: int | None
     recommended_items: int
     top_item_users: int
+    canary_users: int = 0
 
     @classmethod
     def read(cls, output: Path) -> ScoreStats:
@@ -70,12 +77,22 @@ def parse_args(argv: list[str]) -> ScoreConfig:
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--k", type=int, default=DEFAULT_TOP_K)
     parser.add_argument("--spark-master", default=None)
+    parser.add_argument("--canary-model-path", type=Path, default=None,
+                        help="saved Spark ALSModel serving the canary's users")
+    parser.add_argument("--canary-fraction", type=float, default=None,
+                        help="share of users the canary model serves (0 < F < 1)")
     args = parser.parse_args(argv)
     if args.k < 1:
         parser.error("--k must be at least 1")
+    if (args.canary_model_path is None) != (args.canary_fraction is None):
+        parser.error("--canary-model-path and --canary-fraction go together")
+    if args.canary_fraction is not None and not 0 < args.canary_fraction < 1:
+        parser.error("--canary-fraction must be between 0 and 1 (exclusive)")
     return ScoreConfig(interactions=args.interactions, run_date=args.run_date,
                        model_path=args.model_path, output=args.output, k=args.k,
-                       spark_master=args.spark_master)
+                       spark_master=args.spark_master,
+                       canary_model_path=args.canary_model_path,
+                       canary_fraction=args.canary_fraction)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,6 +115,7 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
         most_popular,
         prediction_checks,
         seen_items,
+        split_canary,
         top_k_unseen,
     )
 
@@ -109,17 +127,34 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
     item_ids, item_factors = item_matrix(model)
     # Transform
     seen = seen_items(interactions).cache()
-    users = (model.userFactors.withColumnRenamed("id", "user_id")
-             .withColumn("user_id", F.col("user_id").cast("long"))
-             .join(seen, "user_id")
-             # One scoring task per core rather than one per shuffle partition.
-             .repartition(spark.sparkContext.defaultParallelism))
-    recommendations = top_k_unseen(users, item_ids, item_factors, config.k)
+    parallelism = spark.sparkContext.defaultParallelism
+
+    def users_of(als: ALSModel, users_seen: DataFrame) -> DataFrame:
+        return (als.userFactors.withColumnRenamed("id", "user_id")
+                .withColumn("user_id", F.col("user_id").cast("long"))
+                .join(users_seen, "user_id")
+                # One scoring task per core rather than one per shuffle partition.
+                .repartition(parallelism))
+
+    base_seen, canary_seen = (split_canary(seen, config.canary_fraction)
+                              if config.canary_model_path else (seen, None))
+    recommendations = top_k_unseen(users_of(model, base_seen), item_ids, item_factors, config.k)
     popular = most_popular(interactions, config.k)
     # Load
     logger.info("scoring users against %d items, top %d", len(item_ids), config.k)
     config.output.mkdir(parents=True, exist_ok=True)
-    recommendations.write.mode("overwrite").parquet(str(config.output / RECOMMENDATIONS_DIR))
+    output = str(config.output / RECOMMENDATIONS_DIR)
+    canary_users = 0
+    if config.canary_model_path is not None and canary_seen is not None:
+        canary_model = ALSModel.load(str(config.canary_model_path))
+        canary_ids, canary_factors = item_matrix(canary_model)
+        top_k_unseen(users_of(canary_model, canary_seen), canary_ids, canary_factors,
+                     config.k).write.mode("overwrite").parquet(output)
+        canary = spark.read.parquet(output).select("user_id").toPandas()
+        canary.to_parquet(config.output / CANARY_USERS_FILE, index=False)
+        canary_users = len(canary)
+        logger.info("canary: %d users scored by %s", canary_users, config.canary_model_path)
+    recommendations.write.mode("append" if canary_users else "overwrite").parquet(output)
     ranked = popular.toPandas()
     ranked.insert(0, "rank", range(1, len(ranked) + 1))
     ranked.to_parquet(config.output / POPULAR_FILE, index=False)
@@ -135,7 +170,8 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
                        catalog_items=len(item_ids), k=config.k,
                        model_version=model_version_of(config.model_path),
                        recommended_items=int(exposure["items"]),
-                       top_item_users=int(exposure["top"] or 0))
+                       top_item_users=int(exposure["top"] or 0),
+                       canary_users=canary_users)
     (config.output / STATS_FILE).write_text(json.dumps(asdict(stats)))
     seen.unpersist()
     interactions.unpersist()
