@@ -28,7 +28,7 @@ from jobs.data.load import InputError
 from jobs.data.store import day_end, export_interactions
 from jobs.db import engine_for, ensure_schema
 from jobs.evaluation.gates import GateConfig, judge
-from jobs.evaluation.holdout import Evaluation, summary
+from jobs.evaluation.holdout import summary
 from jobs.provenance import code_version, current_user
 from jobs.registry import ModelVersion, NewModel, register, serving_or_none
 from jobs.score import MODEL_METADATA_FILE
@@ -142,12 +142,9 @@ def run(config: TrainConfig, spark: SparkSession | None = None) -> ModelVersion:
         check_als_ids(snapshot)
         serving_model = load_model(serving) if serving is not None else None
         # Transform
-        evaluation, fairness = evaluate(engine, interactions, config, serving_model)
-        logger.info("holdout NDCG@%d: ALS %.4f, popularity %.4f%s", config.eval_k,
-                    evaluation.metrics["als"]["ndcg_at_k"],
-                    evaluation.metrics["popularity"]["ndcg_at_k"],
-                    f", serving version {serving.version} "
-                    f"{evaluation.metrics['serving']['ndcg_at_k']:.4f}" if serving else "")
+        metrics, fairness = evaluate(engine, interactions, config, serving, serving_model)
+        logger.info("holdout NDCG@%d: ALS %.4f, popularity %.4f", config.eval_k,
+                    metrics["als"]["ndcg_at_k"], metrics["popularity"]["ndcg_at_k"])
         logger.info("refitting ALS on all %d interactions up to %s", rows, config.as_of)
         model = fit_als(interactions, config.als)
         differential = (compare_with_serving(model, serving_model, interactions, config.eval_k)
@@ -164,11 +161,6 @@ def run(config: TrainConfig, spark: SparkSession | None = None) -> ModelVersion:
         interactions.unpersist()
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
-    metrics = summary(evaluation)
-    if serving is not None:
-        metrics["serving"]["version"] = serving.version
-        # Its numbers flatter it when it was trained on part of the holdout.
-        metrics["serving"]["trained_on_holdout"] = serving.trained_as_of > holdout_start(config)
     gates = judge(metrics, differential, serving.version if serving else None,
                   GateConfig.load())
     logger.info("gates: %s", gates["reason"])
@@ -197,8 +189,15 @@ def holdout_start(config: TrainConfig) -> date:
 
 
 def evaluate(engine: Engine, interactions: DataFrame, config: TrainConfig,
-             serving_model: ALSModel | None) -> tuple[Evaluation, dict[str, Any]]:
-    """Fit on the events before the holdout and rank it: metrics and the fairness report."""
+             serving: ModelVersion | None, serving_model: ALSModel | None
+             ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fit on the events before the holdout and rank it: the metrics and the fairness report.
+
+    The serving model ranks the same holdout. When it was trained on part of
+    the holdout (it is newer than the holdout's start), its own parameters are
+    fitted again on the candidate's training events instead, so that neither
+    side has seen the events it is judged on.
+    """
     from jobs.evaluation import holdout
     from jobs.evaluation.fairness import fairness_report
     from jobs.transforms import time_split
@@ -206,20 +205,30 @@ def evaluate(engine: Engine, interactions: DataFrame, config: TrainConfig,
     cutoff = int(day_end(holdout_start(config)).timestamp())
     train, holdout_pairs = time_split(interactions, cutoff)
     logger.info("fitting ALS on events before the %d-day holdout", config.holdout_days)
+    reference, compared_as = serving_model, "artifact"
+    if serving is not None and serving.trained_as_of > holdout_start(config):
+        logger.info("serving version %d was trained on part of the holdout: refitting its "
+                    "parameters on the candidate's training events", serving.version)
+        reference = fit_als(train, AlsParams(**{name: serving.params[name]
+                                                 for name in AlsParams.__dataclass_fields__}))
+        compared_as = "its parameters refitted on the candidate's training events"
     evaluation = holdout.evaluate(train, holdout_pairs, fit_als(train, config.als),
-                                  config.eval_k, serving_model)
+                                  config.eval_k, reference)
+    metrics = summary(evaluation)
+    if serving is not None:
+        metrics["serving"].update({"version": serving.version, "compared_as": compared_as})
     report = fairness_report(
         evaluation.recommendations, evaluation.holdout.truth, evaluation.holdout.activity,
         evaluation.holdout.item_popularity, config.eval_k,
         attributes=user_attributes(engine, list(evaluation.holdout.truth)),
     )
-    return evaluation, report
+    return metrics, report
 
 
 def compare_with_serving(model: ALSModel, serving_model: ALSModel, interactions: DataFrame,
                          k: int) -> Differential:
     """The candidate's and the serving model's top-K on a fixed sample of users."""
-    from jobs.canary import stable_hash
+    from jobs.canary import fixed_sample
     from jobs.evaluation.differential import compare
     from jobs.evaluation.holdout import lists_with_scores, ranked_lists
     from jobs.transforms import seen_items
@@ -227,8 +236,7 @@ def compare_with_serving(model: ALSModel, serving_model: ALSModel, interactions:
     bounds = GateConfig.load().differential
     users = np.array([row["user_id"] for row in
                       interactions.select("user_id").distinct().collect()], dtype=np.int64)
-    # The same users every time: those with the smallest stable hashes.
-    sample = users[np.argsort(stable_hash(users))[:bounds.sample_users]]
+    sample = fixed_sample(users, bounds.sample_users)
     spark = interactions.sparkSession
     chosen = spark.createDataFrame([(int(user),) for user in sample], "user_id long")
     seen = seen_items(interactions.join(chosen, "user_id", "left_semi")).cache()

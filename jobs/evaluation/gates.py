@@ -1,8 +1,8 @@
 """The promotion gates: what a candidate must show before it may serve.
 
 1. it beats the popularity baseline on NDCG@K on the holdout;
-2. it does not fall behind the serving model's NDCG@K, measured on the same
-   holdout, by more than ``promotion.max_ndcg_drop`` (``schemas/contracts.json``);
+2. it does not fall behind the serving model's NDCG@K on the same holdout by
+   more than ``promotion.max_ndcg_drop`` (``schemas/contracts.json``);
 3. its top-K lists for a fixed sample of users do not move further from the
    serving model's than the ``promotion.differential`` bounds allow.
 
@@ -53,12 +53,7 @@ def judge(metrics: dict[str, Any], differential: Differential | None,
     checks = [check("beats_popularity", ndcg > baseline,
                     f"NDCG {ndcg:.4f} vs popularity {baseline:.4f}")]
     if serving_version is not None:
-        served = float(metrics["serving"]["ndcg_at_k"])
-        floor = served * (1 - config.max_ndcg_drop)
-        checks.append(check(
-            "keeps_up_with_serving", ndcg >= floor,
-            f"NDCG {ndcg:.4f} vs serving version {serving_version}'s {served:.4f} on the "
-            f"same holdout (floor {floor:.4f}, {config.max_ndcg_drop:.0%} below)"))
+        checks.append(keeps_up_with_serving(ndcg, metrics["serving"], serving_version, config))
     if differential is not None:
         bounds = config.differential
         checks += [
@@ -83,6 +78,16 @@ def judge(metrics: dict[str, Any], differential: Differential | None,
         "checks": checks,
         "differential": differential.to_json() if differential is not None else None,
     }
+
+
+def keeps_up_with_serving(ndcg: float, serving: dict[str, Any], version: int,
+                          config: GateConfig) -> dict[str, Any]:
+    served = float(serving["ndcg_at_k"])
+    floor = served * (1 - config.max_ndcg_drop)
+    return check("keeps_up_with_serving", ndcg >= floor,
+                 f"NDCG {ndcg:.4f} vs serving version {version}'s {served:.4f} on the same "
+                 f"holdout (floor {floor:.4f}, {config.max_ndcg_drop:.0%} below; serving "
+                 f"model: {serving.get('compared_as', 'artifact')})")
 
 
 def check(name: str, passed: bool, detail: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ CONFIG = GateConfig(max_ndcg_drop=0.05, differential=DifferentialBounds(
 def metrics(als: float, popularity: float, serving: float | None = None) -> dict:
     result = {"als": {"ndcg_at_k": als}, "popularity": {"ndcg_at_k": popularity}}
     if serving is not None:
-        result["serving"] = {"ndcg_at_k": serving}
+        result["serving"] = {"ndcg_at_k": serving, "compared_as": "artifact"}
     return result
 
 
@@ -30,7 +30,7 @@ def test_falling_behind_serving_beyond_the_tolerance_fails() -> None:
     gates = judge(metrics(0.189, 0.15, 0.20), differential(0.8, 0.6, 0.1), 3, CONFIG)
     assert not gates["passed"]
     assert gates["reason"].startswith("keeps_up_with_serving failed: NDCG 0.1890 vs serving "
-                                      "version 3's 0.2000")
+                                      "version 3's 0.2000 on the same holdout")
 
 
 def test_a_large_change_from_the_serving_model_blocks_and_says_why() -> None:
