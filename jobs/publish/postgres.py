@@ -148,7 +148,7 @@ class PostgresPublisher:
         """Attach the staged version and serve it unless a later date is served.
 
         A version for a date that already has one replaces it (the old one is
-        marked superseded and dropped by :meth:`cleanup`). ``force_serve``
+        marked superseded; :meth:`cleanup` drops it once it leaves the kept window). ``force_serve``
         serves it even when a later date is being served.
         """
         version = self._require_version()
@@ -222,9 +222,10 @@ class PostgresPublisher:
         """Serve the version served before the current one (or ``to``), in one transaction.
 
         The current version is marked rolled back (kept for inspection until it
-        leaves the kept window); when the two were scored by different models,
-        the registry follows: the bad model is marked rolled back (never
-        promoted again automatically) and the restored one serves again.
+        leaves the kept window). The registry follows: each model the current
+        version used and the restored one does not (its model, or its canary's)
+        is marked rolled back (never promoted again automatically), and the
+        restored version's model serves again.
         ``before_switch(publish_id)`` may refuse the target by raising; then
         nothing changes.
         """
@@ -237,8 +238,13 @@ class PostgresPublisher:
             if current is None:
                 raise RollbackError("nothing is served yet: there is nothing to roll back")
             target = conn.execute(sa.text(
-                "SELECT v.publish_id, v.model_version FROM batchscore.prediction_versions v"
-                " WHERE v.status = 'published' AND v.publish_id <> :current"
+                "SELECT v.publish_id, v.model_version, v.canary_model_version"
+                " FROM batchscore.prediction_versions v"
+                " WHERE v.publish_id <> :current AND (v.status = 'published'"
+                # A replaced version of a date comes back only if nothing else serves it.
+                "  OR (v.status = 'superseded' AND NOT EXISTS (SELECT 1"
+                "   FROM batchscore.prediction_versions o WHERE o.logical_date = v.logical_date"
+                "   AND o.status = 'published' AND o.publish_id <> :current)))"
                 " AND (v.publish_id = :to OR (CAST(:to AS bigint) IS NULL AND v.publish_id IN"
                 "  (SELECT h.publish_id FROM batchscore.serving_history h)))"
                 " ORDER BY (SELECT max(h.switched_at) FROM batchscore.serving_history h"
@@ -255,12 +261,16 @@ class PostgresPublisher:
                 "UPDATE batchscore.prediction_versions SET status = 'rolled_back'"
                 " WHERE publish_id = :id"), {"id": current.publish_id})
             conn.execute(sa.text(
+                "UPDATE batchscore.prediction_versions SET status = 'published'"
+                " WHERE publish_id = :id"), {"id": target.publish_id})
+            conn.execute(sa.text(
                 "UPDATE batchscore.serving SET publish_id = :id, switched_at = now()"),
                 {"id": target.publish_id})
             record_switch(conn.connection.cursor(), target.publish_id, current.publish_id,
                           "rollback", reason, changed_by)
-            bad_models = sorted({v for v in (current.model_version, current.canary_model_version)
-                                 if v is not None and v != target.model_version})
+            # Models the current version used and the restored one does not.
+            bad_models = sorted({current.model_version, current.canary_model_version}
+                                - {target.model_version, target.canary_model_version, None})
             for bad in bad_models:
                 registry.roll_back(conn, bad, target.model_version, changed_by,
                                    f"publish {current.publish_id} rolled back: {reason}")
@@ -298,18 +308,19 @@ class PostgresPublisher:
         return True
 
     def cleanup(self) -> list[int]:
-        """Drop superseded versions, and published, shadow and rolled-back ones beyond
-        the kept count (the newest ``keep_versions`` of each, besides the served one)."""
+        """Drop versions beyond the kept count: the newest ``keep_versions`` published
+        ones besides the served one are kept, and as many superseded, shadow and
+        rolled-back ones (a superseded version may still be rolled back to)."""
         with self.engine.connect() as conn:
             doomed = list(conn.execute(
                 sa.text(
                     "SELECT publish_id FROM batchscore.prediction_versions v"
-                    " WHERE v.status = 'superseded' OR (v.status = 'published'"
+                    " WHERE (v.status = 'published'"
                     "  AND v.publish_id <> (SELECT publish_id FROM batchscore.serving)"
                     "  AND v.publish_id NOT IN (SELECT kept.publish_id"
                     "   FROM batchscore.prediction_versions kept WHERE kept.status = 'published'"
                     "   ORDER BY kept.logical_date DESC LIMIT :keep))"
-                    " OR (v.status IN ('shadow', 'rolled_back')"
+                    " OR (v.status IN ('superseded', 'shadow', 'rolled_back')"
                     "  AND v.publish_id NOT IN (SELECT kept.publish_id"
                     "   FROM batchscore.prediction_versions kept WHERE kept.status = v.status"
                     "   ORDER BY kept.publish_id DESC LIMIT :aside))"

@@ -93,15 +93,16 @@ class RedisPublisher:
                               "fraction": version.canary_fraction}
         self.client.set(contract.meta_key(version.publish_id), contract.encode_meta(meta))
         for publish_id in outcome.superseded:
-            expire_version(self.client, publish_id, SUPERSEDED_GRACE_SECONDS)
+            # The served one stays for the retention period: a rollback may need it.
+            if publish_id != outcome.previous_served:
+                expire_version(self.client, publish_id, SUPERSEDED_GRACE_SECONDS)
         if not outcome.served:
             expire_version(self.client, version.publish_id, self.retention_seconds)
             logger.info("redis: version %d written, not served", version.publish_id)
             return
         self.client.set(contract.pointer_key(), str(version.publish_id))
         if (outcome.previous_served is not None
-                and outcome.previous_served != version.publish_id
-                and outcome.previous_served not in outcome.superseded):
+                and outcome.previous_served != version.publish_id):
             expire_version(self.client, outcome.previous_served, self.retention_seconds)
         logger.info("redis: pointer now at version %d (%d users)", version.publish_id, self.users)
 

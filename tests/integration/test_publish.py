@@ -103,12 +103,23 @@ def test_rerunning_a_date_replaces_it(engine, redis_client, model_version) -> No
     assert served_rows(engine) == [(1, 1, 11, 0.75, DAY1)]
     assert kept_versions(engine) == [(DAY1, "published")]
     with engine.connect() as conn:
-        history = conn.execute(sa.text(
-            "SELECT count(DISTINCT publish_id) FROM bi.recommendations_history")).scalar()
-    assert history == 1
-    # The replaced version's Redis keys linger briefly for readers mid-request, then expire.
-    assert 0 < redis_client.ttl(contract.user_key(first.publish_id, 1)) <= 60
+        history = dict(conn.execute(sa.text(
+            "SELECT DISTINCT publish_id, status FROM bi.recommendations_history")).all())
+    # The replaced version stays, superseded, as a rollback target.
+    assert history == {first.publish_id: "superseded", second.publish_id: "published"}
+    # It was served: its Redis keys stay for the retention period, then expire.
+    assert redis_client.ttl(contract.user_key(first.publish_id, 1)) > 60
     assert redis_client.ttl(contract.user_key(second.publish_id, 1)) == -1
+
+
+def test_a_replaced_version_never_served_expires_at_once(engine, redis_client,
+                                                         model_version) -> None:
+    publish_day(engine, redis_client, model_version, DAY2, {1: [(10, 0.5)]})
+    older, _ = publish_day(engine, redis_client, model_version, DAY1, {1: [(11, 0.5)]})
+    _, outcome = publish_day(engine, redis_client, model_version, DAY1, {1: [(12, 0.5)]})
+    assert outcome.superseded == [older.publish_id] and not outcome.served
+    # It lingers only for readers mid-request.
+    assert 0 < redis_client.ttl(contract.user_key(older.publish_id, 1)) <= 60
 
 
 def test_an_older_date_is_kept_but_does_not_take_over(engine, redis_client,
