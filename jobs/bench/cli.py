@@ -30,9 +30,9 @@ class Size:
 SIZES = {
     "small": Size(users=2_000, items=500, rank=8, k=10, publish_users=3_000,
                   reader_requests=1_000),
-    "default": Size(users=40_000, items=20_000, rank=32, k=50, publish_users=100_000,
+    "default": Size(users=100_000, items=20_000, rank=32, k=50, publish_users=100_000,
                     reader_requests=20_000),
-    "large": Size(users=200_000, items=20_000, rank=32, k=50, publish_users=1_000_000,
+    "large": Size(users=400_000, items=20_000, rank=32, k=50, publish_users=1_000_000,
                   reader_requests=100_000),
 }
 
@@ -48,11 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="default",
-                        help="default finishes in a few minutes; large scores 5x the users "
+                        help="default finishes in a few minutes; large scores 4x the users "
                              "and publishes 10x; small is a quick check of the harness")
     parser.add_argument("--scale", action="store_true",
                         help="instead: the nightly steps end to end at 1,000,000 users x "
-                             "20,000 items, rank 32, top 50 (heavy: about half an hour)")
+                             "20,000 items, rank 32, top 50 (heavy: about 15 minutes)")
     parser.add_argument("--scale-users", type=int, default=1_000_000, help=argparse.SUPPRESS)
     parser.add_argument("--scale-items", type=int, default=20_000, help=argparse.SUPPRESS)
     parser.add_argument("--work-dir", type=Path, default=None,

@@ -270,10 +270,16 @@ class RedisBench:
         return PublishVersion(publish_id=self.publish_id, run_id="bench",
                               model_version=1, logical_date=BENCH_DATE, k=50)
 
-    def clear(self) -> None:
+    def clear(self, timeout: float = 120) -> None:
+        """Delete the benchmark's keys and wait until Redis has freed them in the
+        background, so that the next load does not share the server with that."""
         client = self.client
         expire_version(client, self.publish_id, 0)
         client.delete(contract.pointer_key())
+        deadline = time.monotonic() + timeout
+        while (int(client.info("memory").get("lazyfree_pending_objects", 0))
+               and time.monotonic() < deadline):
+            time.sleep(0.1)
 
     def ours(self) -> tuple[float, int, dict[str, float]]:
         client = self.client

@@ -68,7 +68,7 @@ def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int
     engine = engine_for(servers.database_url)
     upgrade(engine)
     spark = bench_spark("batchscore-scale", driver_memory="4g")
-    setup, nightly_stages, floors = Stages(), Stages(), Stages()
+    setup, nightly_stages, floors, breakdown = Stages(), Stages(), Stages(), Stages()
     state = None
     spark_stopped = False
     try:
@@ -104,6 +104,9 @@ def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int
                                lambda: nightly.publish_redis(engine, servers.redis_url, state))
             nightly_stages.run("smoke check",
                                lambda: nightly.smoke_check(engine, servers.redis_url, state))
+        print("for comparison, inside the score stage:", flush=True)
+        breakdown.run("the scorer alone (no-op sink, nothing seen)",
+                      lambda: scorer_alone(spark, model_path))
         spark.stop()
         spark_stopped = True
 
@@ -131,7 +134,8 @@ def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int
     report = {
         "users": users, "items": items, "rank": RANK, "k": K, "servers": servers.where,
         "stages_seconds": nightly_stages.seconds, "floors_seconds": floors.seconds,
-        "setup_seconds": setup.seconds, "end_to_end_seconds": end_to_end,
+        "setup_seconds": setup.seconds, "score_breakdown_seconds": breakdown.seconds,
+        "end_to_end_seconds": end_to_end,
         "floors_sum_seconds": floor, "multiple_of_floors": end_to_end / floor,
         "peak_memory_gib": peak.peak / GIB,
     }
@@ -143,6 +147,20 @@ def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"written to {out}")
     return report
+
+
+def scorer_alone(spark: Any, model_path: Path) -> None:
+    """Every user of the model through ``top_k_unseen`` into Spark's no-op sink."""
+    from pyspark.ml.recommendation import ALSModel
+
+    from jobs.bench.pairs import model_users
+    from jobs.train import item_matrix
+    from jobs.transforms import top_k_unseen
+
+    model = ALSModel.load(str(model_path))
+    item_ids, item_factors = item_matrix(model)
+    (top_k_unseen(model_users(model, spark.sparkContext.defaultParallelism), item_ids,
+                  item_factors, K).write.format("noop").mode("overwrite").save())
 
 
 def matmul_floor(model_path: Path, users: int, items: int) -> None:
