@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 
 from jobs import redis_contract as contract
 from jobs import registry, runs
+from jobs.artifacts import artifact_path
 from jobs.data.load import InputError
 from jobs.data.store import export_interactions
 from jobs.db import engine_for, ensure_schema
@@ -484,7 +485,7 @@ def prediction_summary(scored: ScoreStats) -> PredictionSummary:
 
 
 def model_path(artifact_uri: str) -> str:
-    path = Path(artifact_uri.removeprefix("file://"))
+    path = artifact_path(artifact_uri)
     if not path.exists():
         raise FileNotFoundError(f"the model's artifact {path} is missing")
     return str(path)

@@ -34,7 +34,9 @@ BACKFILL_SECONDS = 600
 def airflow_env(spark, settings, endpoints, tmp_path_factory):
     """Data, a model trained as of the 18th, and the environment of an Airflow home."""
     with cli_world(settings, endpoints) as (engine, client):
-        assert main(["data", "generate", "--users", "400", "--items", "120", "--days", "20",
+        # Enough data for ALS to beat the popularity baseline: the first model must pass
+        # its gates to serve.
+        assert main(["data", "generate", "--users", "600", "--items", "200", "--days", "30",
                      "--seed", "9", "--end-date", "2026-11-20"]) == 0
         assert main(["train", "--as-of", "2026-11-18"]) == 0
         home = tmp_path_factory.mktemp("airflow")
