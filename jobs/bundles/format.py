@@ -353,7 +353,8 @@ class ModelFiles:
 
 
 def model_json(op: str, attributes: Mapping[str, Any]) -> str:
-    return json.dumps({"op": op, "attributes": dict(attributes)}, indent=2)
+    # Compact: an ALS model's factor lists run to millions of numbers.
+    return json.dumps({"op": op, "attributes": dict(attributes)}, separators=(",", ":"))
 
 
 def node_json(name: str, inputs: Sequence[tuple[str, str]],
