@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -67,10 +67,7 @@ def resolve(settings: Settings) -> Servers:
         admin = "postgresql://postgres@{}:{}/postgres".format(*SYSTEM_POSTGRES)
         where = "system PostgreSQL and Redis on 127.0.0.1"
     else:
-        endpoints = services.resolve(Settings(home=settings.home, database_url=None,
-                                              redis_url=None,
-                                              spark_master=settings.spark_master,
-                                              top_k=settings.top_k))
+        endpoints = services.resolve(replace(settings, database_url=None, redis_url=None))
         admin = endpoints.database_url
         redis_url = endpoints.redis_url.rsplit("/", 1)[0] + f"/{BENCH_REDIS_DB}"
         where = "embedded PostgreSQL and Redis"
