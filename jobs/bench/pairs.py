@@ -40,6 +40,7 @@ BENCH_DATE = date(2000, 1, 1)
 # Redis publish ids far from any real one (the bench uses its own Redis database too).
 REDIS_BENCH_PUBLISH_ID = 900_000_001
 PEER_TABLE = "bench_peer"
+WARM_UP_USERS = 2_000
 
 
 def timed(action: Callable[[], Any]) -> float:
@@ -66,19 +67,33 @@ def scorer_pair(spark: SparkSession, model: ALSModel, users: int, items: int, k:
     Both read the saved model's factors and run to completion into Spark's
     no-op sink, so neither pays for writing output.
     """
+    from pyspark.sql import functions as F
+
     from jobs.train import item_matrix
     from jobs.transforms import top_k_unseen
 
     item_ids, item_factors = item_matrix(model)
     parallelism = spark.sparkContext.defaultParallelism
 
-    def ours() -> None:
-        (top_k_unseen(model_users(model, parallelism), item_ids, item_factors, k)
+    def ours(users: int | None = None) -> None:
+        selected = model_users(model, parallelism)
+        if users is not None:
+            selected = selected.limit(users)
+        (top_k_unseen(selected, item_ids, item_factors, k)
          .write.format("noop").mode("overwrite").save())
 
-    def peer() -> None:
-        model.recommendForAllUsers(k).write.format("noop").mode("overwrite").save()
+    def peer(users: int | None = None) -> None:
+        if users is None:
+            recommended = model.recommendForAllUsers(k)
+        else:
+            subset = model.userFactors.select(F.col("id").alias(model.getUserCol()))
+            recommended = model.recommendForUserSubset(subset.limit(users), k)
+        recommended.write.format("noop").mode("overwrite").save()
 
+    # Warm both up on a few users first (JVM code paths, Python workers), so
+    # neither pays for what the other already started.
+    ours(WARM_UP_USERS)
+    peer(WARM_UP_USERS)
     ours_seconds, peer_seconds = timed(ours), timed(peer)
     scores = float(users) * items
     logger.info("scorer %.1fs, recommendForAllUsers %.1fs", ours_seconds, peer_seconds)
