@@ -159,7 +159,7 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
     ranked.insert(0, "rank", range(1, len(ranked) + 1))
     ranked.to_parquet(config.output / POPULAR_FILE, index=False)
     written = spark.read.parquet(str(config.output / RECOMMENDATIONS_DIR))
-    prediction_checks(written, interactions).toPandas().to_parquet(
+    prediction_checks(written, seen).toPandas().to_parquet(
         config.output / CHECKS_FILE, index=False)
     exposure = item_exposure(written).agg(
         F.count("*").alias("items"), F.max("users").alias("top")).first()

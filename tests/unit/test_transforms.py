@@ -7,6 +7,7 @@ from jobs.transforms import (
     INTERACTIONS_SCHEMA,
     most_popular,
     positions_of,
+    prediction_checks,
     score_block,
     seen_items,
     time_split,
@@ -100,3 +101,20 @@ def test_seen_items_and_most_popular(spark) -> None:
     popular = [tuple(row) for row in most_popular(interactions, k=3).collect()]
     # 20: 3 users; 30: 2 users; 5 and 10: 1 user each, the tie goes to the lower id.
     assert popular == [(20, 3.0), (30, 2.0), (5, 1.0)]
+
+
+def test_prediction_checks_count_what_the_contract_checks(spark) -> None:
+    recommendations = spark.createDataFrame(
+        [(1, [10, 20, 30], [0.9, 0.5, 0.1]),  # fine
+         (2, [10, 10, 40], [0.2, 0.7, float("nan")]),  # a duplicate, unsorted, NaN
+         (3, [50], [1.0])],  # no interactions seen
+        "user_id long, items array<long>, scores array<float>")
+    seen = spark.createDataFrame([(1, [5, 6]), (2, [40, 10, 7])],
+                                 "user_id long, seen array<long>")
+    rows = {row["user_id"]: row.asDict() for row in
+            prediction_checks(recommendations, seen).collect()}
+    assert rows[1] == {"user_id": 1, "n_items": 3, "n_distinct": 3, "n_seen": 0,
+                       "scores_finite": True, "scores_sorted": True}
+    assert rows[2] == {"user_id": 2, "n_items": 3, "n_distinct": 2, "n_seen": 2,
+                       "scores_finite": False, "scores_sorted": False}
+    assert rows[3]["n_seen"] == 0 and rows[3]["n_items"] == 1
