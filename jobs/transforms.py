@@ -303,8 +303,11 @@ def prediction_checks(recommendations: DataFrame, seen: DataFrame) -> DataFrame:
 
 def item_exposure(recommendations: DataFrame) -> DataFrame:
     """``item_id`` and ``users``: how many users each recommended item was shown to."""
-    return (recommendations.select("user_id", F.explode("items").alias("item_id"))
-            .groupBy("item_id").agg(F.countDistinct("user_id").alias("users")))
+    # One row per user, so counting each user's distinct items counts users, and
+    # the count aggregates before the shuffle (a distinct count would shuffle
+    # every (item, user) pair).
+    return (recommendations.select(F.explode(F.array_distinct("items")).alias("item_id"))
+            .groupBy("item_id").agg(F.count("*").alias("users")))
 
 
 def split_canary(users: DataFrame, fraction: float) -> tuple[DataFrame, DataFrame]:

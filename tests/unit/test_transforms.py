@@ -5,6 +5,7 @@ import pytest
 
 from jobs.transforms import (
     INTERACTIONS_SCHEMA,
+    item_exposure,
     most_popular,
     positions_of,
     prediction_checks,
@@ -118,3 +119,11 @@ def test_prediction_checks_count_what_the_contract_checks(spark) -> None:
     assert rows[2] == {"user_id": 2, "n_items": 3, "n_distinct": 2, "n_seen": 2,
                        "scores_finite": False, "scores_sorted": False}
     assert rows[3]["n_seen"] == 0 and rows[3]["n_items"] == 1
+
+
+def test_item_exposure_counts_users_once_per_item(spark) -> None:
+    recommendations = spark.createDataFrame(
+        [(1, [10, 20], [0.9, 0.5]), (2, [10, 10], [0.3, 0.2]), (3, [30], [1.0])],
+        "user_id long, items array<long>, scores array<float>")
+    exposure = {row["item_id"]: row["users"] for row in item_exposure(recommendations).collect()}
+    assert exposure == {10: 2, 20: 1, 30: 1}
