@@ -742,6 +742,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from jobs.data.load import InputError
     from jobs.db import MigrationError
     from jobs.local_airflow import AirflowError
+    from jobs.nightly import RunRequestError
     from jobs.publish.postgres import RollbackError
     from jobs.publish.redis import MissingVersionError
     from jobs.registry import NoServingModelError, UnknownVersionError
@@ -749,7 +750,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
     return (CommandError, ConfigError, InputError, MigrationError, NoServingModelError,
             NoPublishedVersionError, ContractError, FileNotFoundError, AirflowError,
-            RollbackError, MissingVersionError, UnknownVersionError)
+            RollbackError, MissingVersionError, UnknownVersionError, RunRequestError)
 
 
 EXPECTED_ERRORS = _expected_errors()

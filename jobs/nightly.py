@@ -57,6 +57,10 @@ INTERACTIONS_FILE = "interactions.csv"
 SMOKE_SAMPLE_USERS = 20
 
 
+class RunRequestError(ValueError):
+    """A run was asked for something it cannot do; nothing was started."""
+
+
 @dataclass(frozen=True)
 class NightlyConfig:
     run_date: date
@@ -186,7 +190,7 @@ def begin(engine: Engine, config: NightlyConfig) -> RunState:
     """Choose the model, record the run as started, and create its staging folder."""
     ensure_schema(engine)
     if config.shadow_version is not None and config.canary_version is not None:
-        raise ValueError("a run is a shadow run or a canary run, not both")
+        raise RunRequestError("a run is a shadow run or a canary run, not both")
     shadow = trial_model(engine, config.shadow_version, "shadow")
     canary = trial_model(engine, config.canary_version, "canary")
     model = shadow or registry.model_for_date(engine, config.run_date, config.model_version)
@@ -220,7 +224,8 @@ def trial_model(engine: Engine, version: int | None,
         return None
     model = registry.get(engine, version)
     if model.status == "serving":
-        raise ValueError(f"version {version} already serves; a {kind} run tries out another")
+        raise RunRequestError(
+            f"model version {version} already serves; a {kind} run tries out another version")
     return model
 
 

@@ -87,6 +87,8 @@ def test_version_two_passes_its_gates_against_the_serving_model(world, capsys) -
 def test_a_shadow_run_stores_predictions_and_changes_nothing_served(world, capsys) -> None:
     engine, client = world
     rows_before, redis_before = served_rows(engine), redis_state(client)
+    assert main(["nightly", "--run-date", RUN_DATE, "--shadow", "1"]) == 1
+    assert "model version 1 already serves" in capsys.readouterr().err
 
     assert main(["nightly", "--run-date", RUN_DATE, "--k", str(K), "--shadow", "2"]) == 0
 
