@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,10 +27,16 @@ def spark():
 
 
 @pytest.fixture(scope="session")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Embedded servers under a fresh home, whatever the caller's environment says."""
-    home = tmp_path_factory.mktemp("batchscore-home")
-    return Settings.from_env({"BATCHSCORE_HOME": str(home)})
+def settings() -> Iterator[Settings]:
+    """Embedded servers under a fresh home, whatever the caller's environment says.
+
+    Not under pytest's own temporary folder: every pytest session run as root
+    makes that folder private again, which would cut the embedded PostgreSQL
+    (run as its own user) off from its data while another session runs.
+    """
+    home = Path(tempfile.mkdtemp(prefix="batchscore-test-home-"))
+    yield Settings.from_env({"BATCHSCORE_HOME": str(home)})
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
