@@ -361,9 +361,13 @@ def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
         raise CommandError(f"--k must be at least 1, got {k}")
     if args.canary_fraction is not None and args.canary is None:
         raise CommandError("--canary-fraction goes with --canary VERSION")
-    if args.canary_fraction is not None and not 0 < args.canary_fraction < 1:
-        raise CommandError(f"--canary-fraction must be between 0 and 1, got "
-                           f"{args.canary_fraction}")
+    if args.canary_fraction is not None:
+        from jobs.canary import check_fraction
+
+        try:
+            check_fraction(args.canary_fraction)
+        except ValueError as err:
+            raise CommandError(f"--canary-fraction: {err}") from None
     if args.shadow is not None and (args.input is not None or args.model_version is not None):
         raise CommandError("a shadow run scores the interactions already loaded with the "
                            "version given; drop --input and --model-version")

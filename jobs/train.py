@@ -135,6 +135,7 @@ def run(config: TrainConfig, spark: SparkSession | None = None) -> ModelVersion:
     if rows == 0:
         raise InputError(f"no interactions up to {config.as_of}; load or generate data first")
     serving = serving_or_none(engine)
+    gate_config = GateConfig.load()
     spark = spark or spark_session("batchscore-train", config.spark_master)
     try:
         interactions = read_interactions(spark, export_path).cache()
@@ -147,7 +148,8 @@ def run(config: TrainConfig, spark: SparkSession | None = None) -> ModelVersion:
                     metrics["als"]["ndcg_at_k"], metrics["popularity"]["ndcg_at_k"])
         logger.info("refitting ALS on all %d interactions up to %s", rows, config.as_of)
         model = fit_als(interactions, config.als)
-        differential = (compare_with_serving(model, serving_model, interactions, config.eval_k)
+        differential = (compare_with_serving(model, serving_model, interactions, config.eval_k,
+                                             gate_config.differential.sample_users)
                         if serving_model is not None else None)
         # Load
         artifact = config.home / "models" / f"als-{config.as_of.isoformat()}-{uuid.uuid4().hex[:8]}"
@@ -161,8 +163,7 @@ def run(config: TrainConfig, spark: SparkSession | None = None) -> ModelVersion:
         interactions.unpersist()
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
-    gates = judge(metrics, differential, serving.version if serving else None,
-                  GateConfig.load())
+    gates = judge(metrics, differential, serving.version if serving else None, gate_config)
     logger.info("gates: %s", gates["reason"])
     new_model = NewModel(
         created_by=current_user(),
@@ -226,17 +227,16 @@ def evaluate(engine: Engine, interactions: DataFrame, config: TrainConfig,
 
 
 def compare_with_serving(model: ALSModel, serving_model: ALSModel, interactions: DataFrame,
-                         k: int) -> Differential:
+                         k: int, sample_size: int) -> Differential:
     """The candidate's and the serving model's top-K on a fixed sample of users."""
     from jobs.canary import fixed_sample
     from jobs.evaluation.differential import compare
     from jobs.evaluation.holdout import lists_with_scores, ranked_lists
     from jobs.transforms import seen_items
 
-    bounds = GateConfig.load().differential
     users = np.array([row["user_id"] for row in
                       interactions.select("user_id").distinct().collect()], dtype=np.int64)
-    sample = fixed_sample(users, bounds.sample_users)
+    sample = fixed_sample(users, sample_size)
     spark = interactions.sparkSession
     chosen = spark.createDataFrame([(int(user),) for user in sample], "user_id long")
     seen = seen_items(interactions.join(chosen, "user_id", "left_semi")).cache()
