@@ -52,12 +52,16 @@ def timed(action: Callable[[], Any]) -> float:
 # -- scoring -------------------------------------------------------------------
 
 def model_users(model: ALSModel, parallelism: int):
-    """The model's users as the scoring job feeds them to the scorer (nothing seen)."""
+    """The model's users as the scorer takes them (nothing seen), in at least
+    ``parallelism`` partitions; read as stored when there are that many already,
+    as ``recommendForAllUsers`` reads them."""
     from pyspark.sql import functions as F
 
-    return (model.userFactors.select(F.col("id").cast("long").alias("user_id"), "features")
-            .withColumn("seen", F.lit(None).cast("array<long>"))
-            .repartition(parallelism))
+    users = (model.userFactors.select(F.col("id").cast("long").alias("user_id"), "features")
+             .withColumn("seen", F.lit(None).cast("array<long>")))
+    if users.rdd.getNumPartitions() < parallelism:
+        users = users.repartition(parallelism)
+    return users
 
 
 def scorer_pair(spark: SparkSession, model: ALSModel, users: int, items: int, k: int
