@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -29,7 +30,13 @@ from jobs.artifacts import artifact_path
 from jobs.data.load import InputError
 from jobs.data.store import export_interactions
 from jobs.db import engine_for, ensure_schema
-from jobs.publish import PublishVersion, SwitchOutcome, read_blocks
+from jobs.publish import (
+    POSTGRES_COLUMNS,
+    REDIS_COLUMNS,
+    PublishVersion,
+    SwitchOutcome,
+    read_blocks,
+)
 from jobs.publish.postgres import Canary, PostgresPublisher, served_publish_id
 from jobs.publish.redis import RedisPublisher
 from jobs.score import (
@@ -303,9 +310,9 @@ def publish_postgres(engine: Engine, state: RunState) -> RunState:
     try:
         postgres.prepare(version)
         scored_users = int(state.stats.get("scored_users", 0))
-        for block in read_blocks(state.folder / RECOMMENDATIONS_DIR):
-            postgres.write(block)
-            logger.info("postgres: %d / %d users written", postgres.users, scored_users)
+        postgres.write_blocks(
+            read_blocks(state.folder / RECOMMENDATIONS_DIR, columns=POSTGRES_COLUMNS),
+            progress=progress_log("postgres", scored_users))
         postgres.write_fallback(pq.read_table(state.folder / POPULAR_FILE))
         if canary is not None:
             canary_users = pq.read_table(state.folder / CANARY_USERS_FILE).column("user_id")
@@ -327,6 +334,20 @@ def publish_postgres(engine: Engine, state: RunState) -> RunState:
     return state
 
 
+def progress_log(store: str, total_users: int) -> Callable[[int], None]:
+    """A progress callback that logs a store's users written at every tenth of the total."""
+    step = max(1, total_users // 10)
+    next_at = step
+
+    def report(users: int) -> None:
+        nonlocal next_at
+        if users >= next_at:
+            logger.info("%s: %d / %d users written", store, users, total_users)
+            next_at = (users // step + 1) * step
+
+    return report
+
+
 def publish_redis(engine: Engine, redis_url: str, state: RunState) -> RunState:
     """Write the version's keys, then point readers at it if Postgres serves it now.
 
@@ -342,9 +363,10 @@ def publish_redis(engine: Engine, redis_url: str, state: RunState) -> RunState:
     client = redis.Redis.from_url(redis_url)
     publisher = RedisPublisher(client)
     publisher.prepare(state.publish_version())
-    for block in read_blocks(state.folder / RECOMMENDATIONS_DIR):
-        publisher.write(block)
-        logger.info("redis: %d users written", publisher.users)
+    scored_users = int(state.stats.get("scored_users", 0))
+    publisher.write_blocks(
+        read_blocks(state.folder / RECOMMENDATIONS_DIR, columns=REDIS_COLUMNS),
+        progress=progress_log("redis", scored_users))
     publisher.write_fallback(pq.read_table(state.folder / POPULAR_FILE))
     pointer = client.get(contract.pointer_key())
     publisher.switch(SwitchOutcome(

@@ -21,6 +21,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 NAMESPACE = "batchscore:recs"
+# The scoring output's column holding each user's value, encoded where the
+# scoring runs (see jobs.transforms.top_k_unseen), so that publishing only sends it.
+VALUE_COLUMN = "redis_value"
 
 
 def pointer_key() -> bytes:

@@ -17,6 +17,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from jobs import redis_contract
+
 INTERACTIONS_SCHEMA = T.StructType([
     T.StructField("user_id", T.LongType(), nullable=False),
     T.StructField("item_id", T.LongType(), nullable=False),
@@ -29,6 +31,11 @@ RECOMMENDATIONS_SCHEMA = T.StructType([
     T.StructField("items", T.ArrayType(T.LongType(), containsNull=False), nullable=False),
     T.StructField("scores", T.ArrayType(T.FloatType(), containsNull=False), nullable=False),
 ])
+
+# The scoring job's output also carries each user's Redis value.
+REDIS_VALUE_COLUMN = redis_contract.VALUE_COLUMN
+SCORED_SCHEMA = T.StructType([*RECOMMENDATIONS_SCHEMA.fields,
+                              T.StructField(REDIS_VALUE_COLUMN, T.StringType(), nullable=False)])
 
 RECOMMENDATIONS_ARROW_SCHEMA = pa.schema([
     pa.field("user_id", pa.int64(), nullable=False),
@@ -103,7 +110,8 @@ def most_popular(interactions: DataFrame, k: int) -> DataFrame:
 
 
 def top_k_unseen(
-    users: DataFrame, item_ids: np.ndarray, item_factors: np.ndarray, k: int
+    users: DataFrame, item_ids: np.ndarray, item_factors: np.ndarray, k: int,
+    redis_values: bool = False,
 ) -> DataFrame:
     """Exact top-``k`` items per user by dot product, excluding items already seen.
 
@@ -111,10 +119,12 @@ def top_k_unseen(
     (array of item ids, may be null). The item matrix reaches every task once,
     as a broadcast variable when it is large enough for that to pay off. Users
     are scored in blocks: one matrix multiply per block, a top-``k`` selection
-    that never sorts whole rows, and the block streamed out as an Arrow batch.
+    that never sorts whole rows, and each input batch's blocks streamed out as
+    one Arrow batch.
     Returns :data:`RECOMMENDATIONS_SCHEMA` rows, best first, equal scores in
     item id order; a user who has seen nearly the whole catalogue gets fewer
-    than ``k`` items.
+    than ``k`` items. With ``redis_values`` the rows are :data:`SCORED_SCHEMA`:
+    each user's list also encoded as its Redis value.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -132,10 +142,24 @@ def top_k_unseen(
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         items = load()
         for batch in batches:
-            for start in range(0, batch.num_rows, block_rows):
-                yield score_arrow_block(batch.slice(start, block_rows), items, k)
+            # Many small blocks in, one batch out: each batch handed back to
+            # the JVM has a fixed cost.
+            scored = [score_arrow_block(batch.slice(start, block_rows), items, k)
+                      for start in range(0, batch.num_rows, block_rows)]
+            for out in pa.Table.from_batches(scored, schema=RECOMMENDATIONS_ARROW_SCHEMA
+                                             ).combine_chunks().to_batches():
+                yield with_redis_value(out) if redis_values else out
 
-    return users.select("user_id", "features", "seen").mapInArrow(score, RECOMMENDATIONS_SCHEMA)
+    schema = SCORED_SCHEMA if redis_values else RECOMMENDATIONS_SCHEMA
+    return users.select("user_id", "features", "seen").mapInArrow(score, schema)
+
+
+def with_redis_value(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A (user_id, items, scores) batch with each user's Redis value added."""
+    value = redis_contract.encode_items_block(batch.column("items"), batch.column("scores"))
+    return pa.RecordBatch.from_arrays(
+        [*batch.columns, value],
+        schema=batch.schema.append(pa.field(REDIS_VALUE_COLUMN, pa.string(), nullable=False)))
 
 
 @dataclass(frozen=True)

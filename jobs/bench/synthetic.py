@@ -12,6 +12,8 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from jobs.transforms import with_redis_value
+
 if TYPE_CHECKING:
     from pyspark.ml.recommendation import ALSModel
     from pyspark.sql import SparkSession
@@ -53,7 +55,8 @@ def synthetic_model(spark: SparkSession, path: Path, users: int, items: int, ran
 
 def synthetic_recommendations(path: Path, users: int, k: int, items: int, seed: int = 3,
                               rows_per_file: int = 50_000) -> Path:
-    """Scoring output (user_id, items, scores best first) for users 1..``users``."""
+    """Scoring output for users 1..``users``: (user_id, items, scores best first,
+    redis_value), the last encoded as the scoring job encodes it."""
     if path.exists():
         shutil.rmtree(path)
     path.mkdir(parents=True)
@@ -69,7 +72,10 @@ def synthetic_recommendations(path: Path, users: int, k: int, items: int, seed: 
                           pa.ListArray.from_arrays(offsets, pa.array(picked.ravel())),
                           pa.ListArray.from_arrays(offsets, pa.array(scores.ravel()))],
                          schema=schema)
-        pq.write_table(table, path / f"part-{number:05d}.parquet")
+        pq.write_table(pa.Table.from_batches(
+            [with_redis_value(batch) for batch in table.to_batches()]),
+            # written as jobs.score writes it: LZ4, row groups of a few thousand users
+            path / f"part-{number:05d}.parquet", compression="lz4", row_group_size=8_000)
     return path
 
 

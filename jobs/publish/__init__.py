@@ -8,16 +8,23 @@ until it is switched in whole.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-# Users per block: what one publisher holds in memory at a time.
+from jobs import redis_contract
+
+T = TypeVar("T")
+
+# Users a publisher holds in memory at a time: two blocks of half this, one
+# being written while the next is read (see read_ahead).
 BLOCK_USERS = 10_000
 
 
@@ -47,22 +54,36 @@ class Publisher(Protocol):
 
     def write(self, block: pa.RecordBatch) -> int: ...
 
+    def write_blocks(self, blocks: Iterable[pa.RecordBatch],
+                     progress: Callable[[int], None] | None = None) -> int: ...
+
     def write_fallback(self, popular: pa.Table) -> None: ...
 
     def abort(self) -> None: ...
 
 
-def read_blocks(recommendations_dir: Path, block_users: int = BLOCK_USERS
-                ) -> Iterator[pa.RecordBatch]:
-    """Stream (user_id, items, scores) rows from the scoring output, a block at a time.
+# What each store reads of the scoring output.
+POSTGRES_COLUMNS = ("user_id", "items", "scores")
+REDIS_COLUMNS = ("user_id", redis_contract.VALUE_COLUMN)
+
+
+def read_blocks(recommendations_dir: Path, block_users: int = BLOCK_USERS // 2,
+                columns: Sequence[str] = POSTGRES_COLUMNS) -> Iterator[pa.RecordBatch]:
+    """Stream rows of ``columns`` from the scoring output, a block at a time.
 
     Spark may write many small files; their rows are gathered into blocks of
     ``block_users`` (the last one smaller), so no more than a block is held.
     """
     dataset = ds.dataset(str(recommendations_dir), format="parquet")
+    missing = sorted(set(columns) - set(dataset.schema.names))
+    if missing:
+        raise ValueError(f"{recommendations_dir} has no column {', '.join(missing)}: "
+                         "score the date again with this version of the scoring job")
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
-    for batch in dataset.to_batches(batch_size=block_users):
+    # Arrow reads no further ahead than the next batch.
+    for batch in dataset.to_batches(columns=list(columns), batch_size=block_users,
+                                    batch_readahead=1, fragment_readahead=1):
         pending.append(batch)
         pending_rows += batch.num_rows
         while pending_rows >= block_users:
@@ -72,3 +93,46 @@ def read_blocks(recommendations_dir: Path, block_users: int = BLOCK_USERS
             pending, pending_rows = rest.to_batches(), rest.num_rows
     if pending_rows:
         yield from pa.Table.from_batches(pending).combine_chunks().to_batches()
+
+
+def read_ahead(items: Iterable[T], limit: int = 2) -> Iterator[T]:
+    """``items`` in order, each produced on a background thread while the caller
+    works on the ones before it; at most ``limit`` are produced and not yet done
+    with (one is done with when the caller asks for the next).
+
+    Publishing uses it to read and encode the next block while the current one
+    is being sent. An error on either side stops both and is raised to the caller.
+    """
+    if limit < 2:
+        raise ValueError(f"limit must be at least 2 to read ahead, got {limit}")
+    permits = threading.Semaphore(limit - 1)
+    ready: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                permits.acquire()
+                if stop.is_set():
+                    return
+                ready.put((item, None))
+            ready.put((done, None))
+        except BaseException as err:  # handed to the caller's thread
+            ready.put((done, err))
+
+    producer = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item, err = ready.get()
+            if err is not None:
+                raise err
+            if item is done:
+                return
+            yield item
+            permits.release()
+    finally:
+        stop.set()
+        permits.release()
+        producer.join()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from jobs import registry
 from jobs.db import cursor
 from jobs.provenance import current_user
-from jobs.publish import PublishVersion, SwitchOutcome
+from jobs.publish import PublishVersion, SwitchOutcome, read_ahead
 from jobs.publish.copy_binary import copy_rows_binary
 
 logger = logging.getLogger(__name__)
@@ -113,23 +113,35 @@ class PostgresPublisher:
         ).format(sql.Identifier(partition_name(version.publish_id))))
 
     def write(self, block: pa.RecordBatch) -> int:
-        """COPY one block of (user_id, items, scores) rows as one row per rank.
+        """COPY one block; see :meth:`write_blocks`."""
+        return self.write_blocks([block])
 
-        The block is encoded in COPY's binary format with numpy, in one buffer.
+    def write_blocks(self, blocks: Iterable[pa.RecordBatch],
+                     progress: Callable[[int], None] | None = None) -> int:
+        """COPY blocks of (user_id, items, scores) rows as one row per rank; the rows written.
+
+        Each block is encoded in COPY's binary format with numpy, in one
+        buffer, on another thread while the block before it is being loaded,
+        so the server is never left waiting for us. ``progress`` is called with
+        the users written so far after each block.
         """
         version = self._require_version()
-        payload = copy_rows_binary(version.publish_id, block)
+        written = 0
         with cursor(self.engine) as cur:
-            cur.copy_expert(
-                sql.SQL("COPY batchscore.{} (publish_id, user_id, rank, item_id, score)"
-                        " FROM STDIN WITH (FORMAT binary)").format(
-                    sql.Identifier(partition_name(version.publish_id))
-                ).as_string(cur),
-                io.BytesIO(payload.data), size=COPY_CHUNK_BYTES,
-            )
-        self.users += block.num_rows
-        self.rows += payload.rows
-        return payload.rows
+            statement = sql.SQL(
+                "COPY batchscore.{} (publish_id, user_id, rank, item_id, score)"
+                " FROM STDIN WITH (FORMAT binary)").format(
+                sql.Identifier(partition_name(version.publish_id))).as_string(cur)
+            for users, payload in read_ahead(
+                    (block.num_rows, copy_rows_binary(version.publish_id, block))
+                    for block in blocks):
+                cur.copy_expert(statement, io.BytesIO(payload.data), size=COPY_CHUNK_BYTES)
+                self.users += users
+                self.rows += payload.rows
+                written += payload.rows
+                if progress is not None:
+                    progress(self.users)
+        return written
 
     def write_fallback(self, popular: pa.Table) -> None:
         version = self._require_version()

@@ -8,10 +8,8 @@ expire after the retention period, so a rollback within it needs no rewrite.
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import numpy as np
@@ -19,9 +17,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import redis
 from redis.client import Pipeline
+from redis.connection import Connection
 
 from jobs import redis_contract as contract
-from jobs.publish import PublishVersion, SwitchOutcome
+from jobs.publish import PublishVersion, SwitchOutcome, read_ahead
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +28,6 @@ DEFAULT_RETENTION_SECONDS = 7 * 86_400
 # A replaced version of the same date lingers this long for readers mid-request.
 SUPERSEDED_GRACE_SECONDS = 60
 PIPELINE_BATCH = 1_000
-# Threads building a block's commands while the first ones are sent.
-ENCODE_THREADS = 2
 SCAN_COUNT = 1_000
 
 
@@ -48,26 +45,51 @@ class RedisPublisher:
         expire_version(self.client, version.publish_id, 0)
 
     def write(self, block: pa.RecordBatch) -> int:
-        """Write one block's user keys.
+        """Write one block's user keys; see :meth:`write_blocks`."""
+        return self.write_blocks([block])
 
-        Keys and values are built by Arrow kernels, :data:`PIPELINE_BATCH` users
-        at a time on :data:`ENCODE_THREADS` threads (the kernels release the
-        GIL), while the slices already built go out as MSET commands on one
-        connection; the replies are read once the whole block is sent.
+    def write_blocks(self, blocks: Iterable[pa.RecordBatch],
+                     progress: Callable[[int], None] | None = None) -> int:
+        """Write the user keys of every block; the users written.
+
+        A block has ``user_id`` and either ``redis_value`` (the value as the
+        scoring job encoded it) or ``items`` and ``scores`` (encoded here). The
+        next block is read and framed as MSET commands on another thread while
+        the current one is sent on one connection, so the server is never left
+        waiting for us; replies are read a block behind. ``progress`` is called
+        with the users written so far after each block.
         """
         version = self._require_version()
+        before = self.users
+        connection = self.client.connection_pool.get_connection()
+        try:
+            unread = 0
+            for users, commands in read_ahead(
+                    (block.num_rows, self._commands(version, block)) for block in blocks):
+                for command in commands:
+                    connection.send_packed_command(command)
+                read_replies(connection, unread)
+                unread = len(commands)
+                self.users += users
+                if progress is not None:
+                    progress(self.users)
+            read_replies(connection, unread)
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            self.client.connection_pool.release(connection)
+        return self.users - before
 
-        def encode(start: int) -> list[list[memoryview | bytes]]:
-            part = block.slice(start, PIPELINE_BATCH)
-            keys = contract.user_keys(version.publish_id, part.column("user_id"))
-            values = contract.encode_items_block(part.column("items"), part.column("scores"))
-            return mset_commands(keys, values, PIPELINE_BATCH)
-
-        with ThreadPoolExecutor(ENCODE_THREADS) as threads:
-            slices = threads.map(encode, range(0, block.num_rows, PIPELINE_BATCH))
-            send_pipelined(self.client, itertools.chain.from_iterable(slices))
-        self.users += block.num_rows
-        return block.num_rows
+    @staticmethod
+    def _commands(version: PublishVersion, block: pa.RecordBatch
+                  ) -> list[list[memoryview | bytes]]:
+        keys = contract.user_keys(version.publish_id, block.column("user_id"))
+        if contract.VALUE_COLUMN in block.schema.names:
+            values = block.column(contract.VALUE_COLUMN)
+        else:
+            values = contract.encode_items_block(block.column("items"), block.column("scores"))
+        return mset_commands(keys, values, PIPELINE_BATCH)
 
     def write_fallback(self, popular: pa.Table) -> None:
         version = self._require_version()
@@ -205,10 +227,15 @@ def send_pipelined(client: redis.Redis, commands: Iterable[list[memoryview | byt
         for command in commands:
             connection.send_packed_command(command)
             sent += 1
-        for _ in range(sent):
-            connection.read_response()
+        read_replies(connection, sent)
     except BaseException:
         connection.disconnect()
         raise
     finally:
         pool.release(connection)
+
+
+def read_replies(connection: Connection, count: int) -> None:
+    """Read ``count`` replies; an error reply raises."""
+    for _ in range(count):
+        connection.read_response()

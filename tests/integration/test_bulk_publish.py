@@ -82,3 +82,46 @@ def test_a_failed_reply_raises_and_the_connection_is_not_reused(redis_client) ->
     # the next command on the pool gets its own reply, not a leftover one
     assert redis_client.get("k") == b"v"
     assert redis_client.ping() is True
+
+
+def test_redis_sends_the_values_the_scoring_job_encoded(redis_client, version) -> None:
+    """A block with redis_value is sent as it is, not encoded again."""
+    scored = pa.RecordBatch.from_pydict({
+        "user_id": [1, 2, 3],
+        "redis_value": ["[[5,0.5]]", "[[6,0.25],[7,0.125]]", "[]"],
+    })
+    publisher = RedisPublisher(redis_client)
+    publisher.prepare(version)
+    progress = []
+    assert publisher.write_blocks([scored.slice(0, 2), scored.slice(2)],
+                                  progress=progress.append) == 3
+    assert progress == [2, 3]
+    assert [redis_client.get(contract.user_key(version.publish_id, user))
+            for user in (1, 2, 3)] == [b"[[5,0.5]]", b"[[6,0.25],[7,0.125]]", b"[]"]
+
+
+def test_postgres_loads_all_blocks_in_one_call_and_reports_progress(engine, version) -> None:
+    blocks = random_blocks(users=2_500, k=5, per_block=1_000)
+    publisher = PostgresPublisher(engine)
+    publisher.prepare(version)
+    progress = []
+    assert publisher.write_blocks(iter(blocks), progress=progress.append) == 12_500
+    assert progress == [1_000, 2_000, 2_500]
+    publisher.switch()
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(
+            "SELECT count(*), count(DISTINCT user_id) FROM batchscore.predictions"
+            " WHERE publish_id = :id"), {"id": version.publish_id}).one() == (12_500, 2_500)
+
+
+def test_a_failing_block_stops_the_redis_load_and_leaves_the_pool_usable(redis_client,
+                                                                         version) -> None:
+    def blocks():
+        yield pa.RecordBatch.from_pydict({"user_id": [1], "redis_value": ["[[5,0.5]]"]})
+        raise OSError("the scoring output is unreadable")
+
+    publisher = RedisPublisher(redis_client)
+    publisher.prepare(version)
+    with pytest.raises(OSError, match="unreadable"):
+        publisher.write_blocks(blocks())
+    assert redis_client.ping() is True

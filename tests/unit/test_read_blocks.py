@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
-from jobs.publish import read_blocks
+from jobs.publish import REDIS_COLUMNS, read_blocks
 
 SCHEMA = pa.schema([("user_id", pa.int64()), ("items", pa.list_(pa.int64())),
                     ("scores", pa.list_(pa.float32()))])
@@ -32,3 +33,15 @@ def test_small_files_are_gathered_into_blocks(tmp_path: Path) -> None:
 def test_one_large_file_is_split(tmp_path: Path) -> None:
     write_file(tmp_path / "part-0.parquet", range(1, 12))
     assert [block.num_rows for block in read_blocks(tmp_path, block_users=5)] == [5, 5, 1]
+
+
+def test_only_the_asked_columns_are_read(tmp_path: Path) -> None:
+    write_file(tmp_path / "part-0.parquet", range(1, 4))
+    block = next(read_blocks(tmp_path, columns=("user_id", "scores")))
+    assert block.schema.names == ["user_id", "scores"]
+
+
+def test_output_scored_before_redis_values_existed_is_refused_by_name(tmp_path: Path) -> None:
+    write_file(tmp_path / "part-0.parquet", range(1, 4))
+    with pytest.raises(ValueError, match="has no column redis_value: score the date again"):
+        next(read_blocks(tmp_path, columns=REDIS_COLUMNS))

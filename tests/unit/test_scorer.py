@@ -4,6 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from jobs import redis_contract as contract
 from jobs import transforms
 from jobs.transforms import (
     RECOMMENDATIONS_ARROW_SCHEMA,
@@ -11,6 +12,7 @@ from jobs.transforms import (
     score_arrow_block,
     top_k_columns,
     top_k_unseen,
+    with_redis_value,
 )
 
 pytestmark = pytest.mark.spark
@@ -93,3 +95,30 @@ def test_same_top_k_as_recommend_for_all_users(spark, fitted, broadcast_min_byte
 def test_the_two_zeros_tie_and_keep_column_order() -> None:
     scores = np.array([[0.0, -0.0, 0.0, -1.0]], dtype=np.float32)
     assert top_k_columns(scores, 3, 1)[1].tolist() == [0, 1, 2]
+
+
+def test_a_scored_batch_carries_each_users_redis_value() -> None:
+    batch = pa.RecordBatch.from_pydict(
+        {"user_id": [7, 8], "items": [[20, 30], [20, 10]], "scores": [[3.0, 2.5], [1.0, 0.0]]},
+        schema=RECOMMENDATIONS_ARROW_SCHEMA)
+    out = with_redis_value(batch)
+    assert out.schema.names == ["user_id", "items", "scores", "redis_value"]
+    assert out.column("redis_value").to_pylist() == ["[[20,3],[30,2.5]]", "[[20,1],[10,0]]"]
+
+
+def test_redis_values_match_the_lists_across_blocks_of_a_batch(spark, fitted,
+                                                               monkeypatch) -> None:
+    from pyspark.sql import functions as F
+
+    # Blocks of 3 users: each Arrow batch of the 40 users is scored in many blocks.
+    items = fitted.itemFactors.orderBy("id").toPandas()
+    monkeypatch.setattr(transforms, "SCORE_BLOCK_BYTES", 3 * 4 * len(items))
+    users = (fitted.userFactors.select(F.col("id").cast("long").alias("user_id"), "features")
+             .withColumn("seen", F.lit(None).cast("array<long>")))
+    rows = top_k_unseen(users, items["id"].to_numpy(), np.stack(items["features"]), 5,
+                        redis_values=True).collect()
+    assert len(rows) == 40
+    for row in rows:
+        assert len(row["items"]) == 5
+        assert row["redis_value"].encode() == contract.encode_items(row["items"],
+                                                                    row["scores"])
