@@ -30,7 +30,7 @@ class Size:
 SIZES = {
     "small": Size(users=2_000, items=500, rank=8, k=10, publish_users=3_000,
                   reader_requests=1_000),
-    "default": Size(users=100_000, items=20_000, rank=32, k=50, publish_users=300_000,
+    "default": Size(users=200_000, items=20_000, rank=32, k=50, publish_users=300_000,
                     reader_requests=20_000),
     "large": Size(users=400_000, items=20_000, rank=32, k=50, publish_users=1_000_000,
                   reader_requests=100_000),
@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="default",
-                        help="default finishes in a few minutes; large scores 4x the users "
-                             "and publishes 10x; small is a quick check of the harness")
+                        help="default finishes in a few minutes; large scores twice the users "
+                             "and publishes 1,000,000; small is a quick check of the harness")
     parser.add_argument("--scale", action="store_true",
                         help="instead: the nightly steps end to end at 1,000,000 users x "
                              "20,000 items, rank 32, top 50 (heavy: about 15 minutes)")

@@ -23,8 +23,9 @@ from jobs import redis_contract
 
 T = TypeVar("T")
 
-# Users a publisher holds in memory at a time: two blocks of half this, one
-# being written while the next is read (see read_ahead).
+# Users a publisher holds in memory at a time, read in blocks of a quarter of
+# this: PostgreSQL loads two blocks at once while one waits and the next is
+# read; Redis sends one while the next is read (see read_ahead).
 BLOCK_USERS = 10_000
 
 
@@ -67,7 +68,7 @@ POSTGRES_COLUMNS = ("user_id", "items", "scores")
 REDIS_COLUMNS = ("user_id", redis_contract.VALUE_COLUMN)
 
 
-def read_blocks(recommendations_dir: Path, block_users: int = BLOCK_USERS // 2,
+def read_blocks(recommendations_dir: Path, block_users: int = BLOCK_USERS // 4,
                 columns: Sequence[str] = POSTGRES_COLUMNS) -> Iterator[pa.RecordBatch]:
     """Stream rows of ``columns`` from the scoring output, a block at a time.
 
