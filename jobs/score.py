@@ -139,8 +139,10 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
         return (als.userFactors.withColumnRenamed("id", "user_id")
                 .withColumn("user_id", F.col("user_id").cast("long"))
                 .join(users_seen, "user_id")
-                # One scoring task per core rather than one per shuffle partition.
-                .repartition(parallelism))
+                # One scoring task per core rather than one per shuffle
+                # partition, merged from the join's partitions without
+                # shuffling the factors again.
+                .coalesce(parallelism))
 
     base_seen, canary_seen = (split_canary(seen, config.canary_fraction)
                               if config.canary_model_path else (seen, None))
@@ -167,9 +169,11 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
     ranked = popular.toPandas()
     ranked.insert(0, "rank", range(1, len(ranked) + 1))
     ranked.to_parquet(config.output / POPULAR_FILE, index=False)
+    logger.info("recommendations written; computing the prediction checks")
     written = spark.read.parquet(str(config.output / RECOMMENDATIONS_DIR))
     prediction_checks(written, seen).toPandas().to_parquet(
         config.output / CHECKS_FILE, index=False)
+    logger.info("prediction checks written; counting item exposure")
     exposure = item_exposure(written).agg(
         F.count("*").alias("items"), F.max("users").alias("top")).first()
     scored = written.count()

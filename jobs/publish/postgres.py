@@ -118,9 +118,13 @@ class PostgresPublisher:
 
     def prepare(self, version: PublishVersion) -> None:
         self.version = version
+        # The partition's CHECK exists before the load, so every row is checked
+        # as it is copied and attaching needs no scan of the table.
         self._execute(sql.SQL(
-            "CREATE TABLE batchscore.{} (LIKE batchscore.predictions INCLUDING ALL)"
-        ).format(sql.Identifier(partition_name(version.publish_id))))
+            "CREATE TABLE batchscore.{table} (LIKE batchscore.predictions INCLUDING ALL,"
+            " CHECK (publish_id = {publish_id}))"
+        ).format(table=sql.Identifier(partition_name(version.publish_id)),
+                 publish_id=sql.Literal(version.publish_id)))
 
     def write(self, block: pa.RecordBatch) -> int:
         """COPY one block; see :meth:`write_blocks`."""
@@ -405,13 +409,10 @@ class PostgresPublisher:
         return doomed
 
     def _index(self) -> None:
-        """Index and constrain the loaded table: after the load, which is faster."""
+        """Index the loaded table: after the load, which is faster."""
         version = self._require_version()
         table = sql.Identifier(partition_name(version.publish_id))
         self._execute(sql.SQL("CREATE INDEX ON batchscore.{} (user_id, rank)").format(table))
-        self._execute(sql.SQL(
-            "ALTER TABLE batchscore.{} ADD CHECK (publish_id = {})"
-        ).format(table, sql.Literal(version.publish_id)))
         self._execute(sql.SQL("ANALYZE batchscore.{}").format(table))
 
     def _attach(self, cur: Any) -> None:
