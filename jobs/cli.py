@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    for noisy in ("py4j", "pyspark"):
+    for noisy in ("py4j", "pyspark", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if not hasattr(args, "handler"):
         parser.print_help()
