@@ -9,7 +9,8 @@ expire after the retention period, so a rollback within it needs no rewrite.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import numpy as np
@@ -61,8 +62,7 @@ class RedisPublisher:
         """
         version = self._require_version()
         before = self.users
-        connection = self.client.connection_pool.get_connection()
-        try:
+        with pipelined_connection(self.client) as connection:
             unread = 0
             for users, commands in read_ahead(
                     (block.num_rows, self._commands(version, block)) for block in blocks):
@@ -74,11 +74,6 @@ class RedisPublisher:
                 if progress is not None:
                     progress(self.users)
             read_replies(connection, unread)
-        except BaseException:
-            connection.disconnect()
-            raise
-        finally:
-            self.client.connection_pool.release(connection)
         return self.users - before
 
     @staticmethod
@@ -213,21 +208,18 @@ def mset_commands(keys: pa.Array, values: pa.Array, batch: int
     return commands
 
 
-def send_pipelined(client: redis.Redis, commands: Iterable[list[memoryview | bytes]]) -> None:
-    """Send RESP-encoded commands on one connection as they come, then read one reply
-    per command.
+@contextmanager
+def pipelined_connection(client: redis.Redis) -> Iterator[Connection]:
+    """A connection of the client's pool to send RESP-encoded commands on and read
+    their replies as the caller chooses.
 
-    A failed reply raises; the connection is then dropped rather than reused
-    with replies still unread.
+    If anything fails, the connection is dropped rather than reused with
+    replies still unread; either way it goes back to the pool.
     """
     pool = client.connection_pool
     connection = pool.get_connection()
     try:
-        sent = 0
-        for command in commands:
-            connection.send_packed_command(command)
-            sent += 1
-        read_replies(connection, sent)
+        yield connection
     except BaseException:
         connection.disconnect()
         raise

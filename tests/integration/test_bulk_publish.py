@@ -12,7 +12,12 @@ import sqlalchemy as sa
 from jobs import redis_contract as contract
 from jobs import runs
 from jobs.publish.postgres import PostgresPublisher, partition_name
-from jobs.publish.redis import RedisPublisher, mset_commands, send_pipelined
+from jobs.publish.redis import (
+    RedisPublisher,
+    mset_commands,
+    pipelined_connection,
+    read_replies,
+)
 from jobs.registry import NewModel, register
 
 DAY = date(2026, 11, 20)
@@ -78,8 +83,12 @@ def test_redis_values_are_byte_for_byte_encode_items(redis_client, version) -> N
 def test_a_failed_reply_raises_and_the_connection_is_not_reused(redis_client) -> None:
     redis_client.rpush("a-list", "x")
     bad = [[b"*2\r\n$4\r\nINCR\r\n", b"$6\r\na-list\r\n"]]
-    with pytest.raises(redis_lib.ResponseError, match="WRONGTYPE"):
-        send_pipelined(redis_client, bad + mset_commands(pa.array(["k"]), pa.array(["v"]), 10))
+    commands = bad + mset_commands(pa.array(["k"]), pa.array(["v"]), 10)
+    with (pytest.raises(redis_lib.ResponseError, match="WRONGTYPE"),
+          pipelined_connection(redis_client) as connection):
+        for command in commands:
+            connection.send_packed_command(command)
+        read_replies(connection, len(commands))
     # the next command on the pool gets its own reply, not a leftover one
     assert redis_client.get("k") == b"v"
     assert redis_client.ping() is True
