@@ -148,17 +148,15 @@ class PostgresPublisher:
             idle.put(connection)
         failures: list[BaseException] = []
         counted = threading.Lock()
-        written = 0
+        rows_before = self.rows
 
         def load(connection: Any, statement: str, users: int, payload: CopyPayload) -> None:
-            nonlocal written
             try:
                 with connection.cursor() as cur:
                     cur.copy_expert(statement, io.BytesIO(payload.data), size=COPY_CHUNK_BYTES)
                 with counted:
                     self.users += users
                     self.rows += payload.rows
-                    written += payload.rows
                     if progress is not None:
                         progress(self.users)
             except BaseException as err:  # raised by the calling thread below
@@ -167,11 +165,11 @@ class PostgresPublisher:
                 idle.put(connection)
 
         try:
-            with connections[0].cursor() as cur:
-                statement = sql.SQL(
-                    "COPY batchscore.{} (publish_id, user_id, rank, item_id, score)"
-                    " FROM STDIN WITH (FORMAT binary)").format(
-                    sql.Identifier(partition_name(version.publish_id))).as_string(cur)
+            statement = sql.SQL(
+                "COPY batchscore.{} (publish_id, user_id, rank, item_id, score)"
+                " FROM STDIN WITH (FORMAT binary)").format(
+                sql.Identifier(partition_name(version.publish_id))).as_string(
+                    connections[0].dbapi_connection)
             with ThreadPoolExecutor(len(connections), thread_name_prefix="copy") as loaders:
                 for users, payload in read_ahead(
                         (block.num_rows, copy_rows_binary(version.publish_id, block))
@@ -191,7 +189,7 @@ class PostgresPublisher:
         finally:
             for connection in connections:
                 connection.close()
-        return written
+        return self.rows - rows_before
 
     def write_fallback(self, popular: pa.Table) -> None:
         version = self._require_version()
