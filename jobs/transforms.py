@@ -33,9 +33,10 @@ RECOMMENDATIONS_SCHEMA = T.StructType([
 ])
 
 # The scoring job's output also carries each user's Redis value.
-REDIS_VALUE_COLUMN = redis_contract.VALUE_COLUMN
-SCORED_SCHEMA = T.StructType([*RECOMMENDATIONS_SCHEMA.fields,
-                              T.StructField(REDIS_VALUE_COLUMN, T.StringType(), nullable=False)])
+SCORED_SCHEMA = T.StructType([
+    *RECOMMENDATIONS_SCHEMA.fields,
+    T.StructField(redis_contract.VALUE_COLUMN, T.StringType(), nullable=False),
+])
 
 RECOMMENDATIONS_ARROW_SCHEMA = pa.schema([
     pa.field("user_id", pa.int64(), nullable=False),
@@ -159,7 +160,8 @@ def with_redis_value(batch: pa.RecordBatch) -> pa.RecordBatch:
     value = redis_contract.encode_items_block(batch.column("items"), batch.column("scores"))
     return pa.RecordBatch.from_arrays(
         [*batch.columns, value],
-        schema=batch.schema.append(pa.field(REDIS_VALUE_COLUMN, pa.string(), nullable=False)))
+        schema=batch.schema.append(
+            pa.field(redis_contract.VALUE_COLUMN, pa.string(), nullable=False)))
 
 
 @dataclass(frozen=True)
