@@ -13,16 +13,17 @@ def test_items_come_in_order() -> None:
     assert list(read_ahead(iter([]))) == []
 
 
+def recorded(count: int, produced: list[int]):
+    """0 .. count - 1, each appended to ``produced`` as the producer takes it."""
+    for number in range(count):
+        produced.append(number)
+        yield number
+
+
 def test_no_more_than_limit_items_are_alive_at_once() -> None:
-    produced = []
-
-    def items():
-        for number in range(6):
-            produced.append(number)
-            yield number
-
+    produced: list[int] = []
     alive = []
-    for number in read_ahead(items(), limit=2):
+    for number in read_ahead(recorded(6, produced), limit=2):
         time.sleep(0.05)  # the producer has all the time it wants to run ahead
         # done with everything before `number`: alive are `number` and what was produced after
         alive.append(len(produced) - number)
@@ -44,16 +45,10 @@ def test_a_producer_error_reaches_the_caller_after_the_items_before_it() -> None
 
 
 def test_a_caller_that_stops_early_stops_the_producer() -> None:
-    produced = []
-
-    def items():
-        for number in range(1000):
-            produced.append(number)
-            yield number
-
+    produced: list[int] = []
     before = threading.active_count()
     with pytest.raises(RuntimeError, match="send failed"):
-        for number in read_ahead(items()):
+        for number in read_ahead(recorded(1000, produced)):
             if number == 3:
                 raise RuntimeError("send failed")
     assert threading.active_count() == before  # the producer thread has ended
