@@ -10,11 +10,17 @@ publishes the top-K lists to PostgreSQL (`bi.recommendations`) and Redis.
   makes one run per day, each scored as of its own date.
 * **Params**: `run_date` (override the day), `model_version` (pin a model, e.g.
   for a backfill), `serve_older_date` (let a backfilled date take over serving),
-  `k`, `input_path`/`input_format` (a day's file to validate and load first).
+  `k`, `input_path`/`input_format` (a day's file to validate and load first),
+  `canary_version`/`canary_fraction` or `shadow_version` (a scheduled canary or
+  shadow run), `force` with `reason` (serve a rejected or rolled-back model).
 * **Connections**: `batchscore_postgres`, `batchscore_redis`, `spark_default`.
-* One scheduled run at a time (`max_active_runs=1`); the publish tasks run one
-  at a time across all runs, backfills included (`max_active_tis_per_dag=1`),
-  so two runs never publish at once.
+* **Tasks**: `reconcile` repairs what earlier runs left; the version is written
+  aside in both stores (`publish_postgres`, `publish_redis`) before `switch`
+  serves it in PostgreSQL, then Redis, under the publish lock (a PostgreSQL
+  advisory lock that CLI runs, backfills and rollbacks take too), so two runs
+  never switch at once and an older date never takes the pointer back. Every
+  task can be retried after a crash. See `schemas/publishing.md`.
+* One scheduled run at a time (`max_active_runs=1`).
 """
 
 from __future__ import annotations
@@ -66,8 +72,27 @@ with DAG(
         "input_path": Param(None, type=["null", "string"],
                             description="a day's interactions file to validate and load"),
         "input_format": Param("csv", enum=["csv", "movielens"]),
+        "canary_version": Param(None, type=["null", "integer"], minimum=1,
+                                description="serve this model version to canary_fraction "
+                                            "of the users"),
+        "canary_fraction": Param(None, type=["null", "number"], exclusiveMinimum=0,
+                                 exclusiveMaximum=1,
+                                 description="share of users for canary_version"),
+        "shadow_version": Param(None, type=["null", "integer"], minimum=1,
+                                description="score this model version beside the served "
+                                            "one without serving it"),
+        "force": Param(False, type="boolean",
+                       description="serve a rejected or rolled-back model (needs reason)"),
+        "reason": Param(None, type=["null", "string"],
+                        description="why force: recorded in the model's status history"),
     },
 ) as dag:
+
+    @task
+    def reconcile(**context):
+        from jobs.airflow_tasks import reconcile as run
+
+        return run(**context)
 
     @task
     def validate_inputs(**context):
@@ -96,19 +121,25 @@ with DAG(
 
         run(**context)
 
-    @task(max_active_tis_per_dag=1)
+    @task
     def publish_postgres(**context):
         from jobs.airflow_tasks import publish_postgres as run
 
         return run(**context)
 
-    @task(max_active_tis_per_dag=1)
+    @task
     def publish_redis(**context):
         from jobs.airflow_tasks import publish_redis as run
 
         run(**context)
 
-    @task(max_active_tis_per_dag=1)
+    @task
+    def switch(**context):
+        from jobs.airflow_tasks import switch as run
+
+        return run(**context)
+
+    @task
     def smoke_check(**context):
         from jobs.airflow_tasks import smoke_check as run
 
@@ -120,5 +151,5 @@ with DAG(
 
         return run(**context)
 
-    (validate_inputs() >> score >> validate_predictions() >> publish_postgres()
-     >> publish_redis() >> smoke_check() >> record_run())
+    (reconcile() >> validate_inputs() >> score >> validate_predictions() >> publish_postgres()
+     >> publish_redis() >> switch() >> smoke_check() >> record_run())

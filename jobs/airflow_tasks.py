@@ -8,6 +8,7 @@ the Airflow connections ``batchscore_postgres`` and ``batchscore_redis``
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,9 @@ logger = logging.getLogger(__name__)
 POSTGRES_CONN_ID = "batchscore_postgres"
 REDIS_CONN_ID = "batchscore_redis"
 FIRST_TASK = "validate_inputs"
-SERVING_MODEL_ASSET_URI = "batchscore://models/serving"
+# How long a run may go between tasks (the Spark job, retries with backoff)
+# before reconcile counts its process gone.
+RUN_LEASE_SECONDS = 6 * 3600
 
 
 def connection_url(conn_id: str) -> str:
@@ -56,9 +59,17 @@ def _state(context: dict[str, Any]) -> Any:
     return RunState.load(begun["work_dir"])
 
 
+def reconcile(**context: Any) -> dict[str, Any]:
+    """Repair what earlier runs left, before this one begins (see jobs.publish.reconcile)."""
+    from jobs import nightly
+
+    report = nightly.reconcile(_engine(), connection_url(REDIS_CONN_ID), Settings.from_env().home)
+    return report.to_json()
+
+
 def validate_inputs(**context: Any) -> dict[str, Any]:
     """Begin the run, check and load its input, export what the scoring job reads."""
-    from jobs import nightly
+    from jobs import nightly, runs
 
     params = context["params"]
     settings = Settings.from_env()
@@ -72,48 +83,79 @@ def validate_inputs(**context: Any) -> dict[str, Any]:
         input_format=params.get("input_format") or "csv",
         model_version=params.get("model_version"),
         serve_older_date=bool(params.get("serve_older_date")),
+        canary_version=params.get("canary_version"),
+        canary_fraction=params.get("canary_fraction"),
+        shadow_version=params.get("shadow_version"),
+        force=bool(params.get("force")),
+        reason=params.get("reason"),
     )
     engine = _engine()
-    state = nightly.begin(engine, config)
-    try:
-        nightly.validate_inputs(engine, state)
-    except BaseException as err:
-        nightly.fail(engine, state, err)
-        raise
+    run_id = runs.new_run_id("nightly", config.run_date)
+    with runs.lease(engine, run_id):
+        state = nightly.begin(engine, config, run_id, lease_seconds=RUN_LEASE_SECONDS)
+        try:
+            nightly.validate_inputs(engine, state)
+        except BaseException as err:
+            nightly.fail(engine, state, err, config.redis_url)
+            raise
     return {"run_id": state.run_id, "work_dir": state.work_dir, "run_date": state.run_date,
             "model_version": state.model_version, "model_path": state.model_path,
             "interactions": str(state.folder / nightly.INTERACTIONS_FILE), "k": state.k}
 
 
+def leased(context: dict[str, Any], step: Callable[[Any, Any], Any]) -> Any:
+    """Run ``step(engine, state)`` holding the run's lease, as every task after the first does."""
+    from jobs import runs
+
+    engine = _engine()
+    state = _state(context)
+    with runs.lease(engine, state.run_id):
+        return step(engine, state)
+
+
 def validate_predictions(**context: Any) -> None:
     from jobs import nightly
 
-    nightly.validate_predictions(_state(context))
+    leased(context, lambda engine, state: nightly.validate_predictions(state))
 
 
 def publish_postgres(**context: Any) -> dict[str, Any]:
     from jobs import nightly
 
-    state = nightly.publish_postgres(_engine(), _state(context))
-    return {"publish_id": state.publish_id, "served": bool(state.switch["served"])}
+    state = leased(context, nightly.publish_postgres)
+    return {"publish_id": state.publish_id}
 
 
 def publish_redis(**context: Any) -> None:
     from jobs import nightly
 
-    nightly.publish_redis(_engine(), connection_url(REDIS_CONN_ID), _state(context))
+    leased(context, lambda engine, state: nightly.publish_redis(
+        engine, connection_url(REDIS_CONN_ID), state))
+
+
+def switch(**context: Any) -> dict[str, Any]:
+    from jobs import nightly
+
+    state = leased(context, lambda engine, state: nightly.switch(
+        engine, connection_url(REDIS_CONN_ID), state))
+    return {"publish_id": state.publish_id, "served": bool(state.switch["served"])}
 
 
 def smoke_check(**context: Any) -> None:
     from jobs import nightly
 
-    nightly.smoke_check(_engine(), connection_url(REDIS_CONN_ID), _state(context))
+    def check(engine: Any, state: Any) -> Any:
+        if state.shadow:
+            return nightly.compare_shadow(engine, state)
+        return nightly.smoke_check(engine, connection_url(REDIS_CONN_ID), state)
+
+    leased(context, check)
 
 
 def record_run(**context: Any) -> dict[str, Any]:
     from jobs import nightly
 
-    state = nightly.finish(_engine(), _state(context))
+    state = leased(context, nightly.finish)
     return {"run_id": state.run_id, "publish_id": state.publish_id,
             "served": bool(state.switch and state.switch["served"])}
 
@@ -132,7 +174,8 @@ def record_failure(context: dict[str, Any]) -> None:
         logger.warning("run %s has no staging folder left; already recorded", begun["run_id"])
         return
     error = context.get("exception") or f"task {context['ti'].task_id} failed"
-    nightly.fail(_engine(), state, error if isinstance(error, BaseException) else str(error))
+    nightly.fail(_engine(), state, error if isinstance(error, BaseException) else str(error),
+                 connection_url(REDIS_CONN_ID))
 
 
 # ---------------------------------------------------------------- training

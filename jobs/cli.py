@@ -127,6 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     nightly.add_argument("--canary-fraction", type=float, default=None, metavar="F",
                          help="share of users for --canary (default: canary.default_fraction "
                               "in schemas/contracts.json)")
+    nightly.add_argument("--force", action="store_true",
+                         help="serve a rejected or rolled-back model given by --model-version "
+                              "or --canary (needs --reason)")
+    nightly.add_argument("--reason", default=None,
+                         help="why --force: recorded in the model's status history")
+
+    reconcile = command("reconcile", cmd_reconcile,
+                        "repair both stores after a crash: point Redis at what PostgreSQL "
+                        "serves, expire orphaned versions, fail runs whose process is gone, "
+                        "drop stale staged tables and folders")
+    reconcile.add_argument("--json", action="store_true")
 
     validate = command("validate", cmd_validate,
                        "run the data contracts by hand; nothing is loaded or published")
@@ -168,9 +179,6 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--reason", required=True, help="why (recorded with who did it)")
     rollback.add_argument("--to", type=int, default=None, metavar="PUBLISH_ID",
                           help="a kept published version instead of the previous one")
-    rollback.add_argument("--redis-only", action="store_true",
-                          help="only point Redis at what Postgres serves (after a failed "
-                               "rollback's Redis step)")
 
     recs = command("recs", cmd_recs, "one user's recommendations, read from Redis")
     recs.add_argument("user_id", type=int)
@@ -371,6 +379,9 @@ def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
     if args.shadow is not None and (args.input is not None or args.model_version is not None):
         raise CommandError("a shadow run scores the interactions already loaded with the "
                            "version given; drop --input and --model-version")
+    if args.force and not (args.reason or "").strip():
+        raise CommandError("--force needs --reason: why the model serves despite its gates "
+                           "is recorded")
     result = nightly.run(nightly.NightlyConfig(
         run_date=run_date, database_url=services.database_url(settings),
         redis_url=services.redis_url(settings), home=settings.home, k=k,
@@ -382,6 +393,7 @@ def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
         shadow_version=getattr(args, "shadow", None),
         canary_version=getattr(args, "canary", None),
         canary_fraction=getattr(args, "canary_fraction", None),
+        force=args.force, reason=args.reason,
     ))
     if result.shadow is not None:
         differential = result.shadow.get("differential")
@@ -489,6 +501,9 @@ def status_record(settings: Settings) -> dict[str, Any]:
                                   **(decode_meta(meta) if meta else {})}
     last = runs.list_runs(engine, limit=1)
     record["last_run"] = last[0].to_json() if last else None
+    from jobs.publish.reconcile import disagreement
+
+    record["stores_disagree"] = disagreement(engine, client)
     return record
 
 
@@ -509,6 +524,22 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
               f"(run {served['run_id']}, {served['users']} users)")
     else:
         print("served:    nothing published yet")
+    if record["stores_disagree"]:
+        print(f"WARNING:   the stores disagree: {record['stores_disagree']}; run "
+              f"`{command_name()} reconcile`")
+    return 0
+
+
+def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs import nightly
+
+    report = nightly.reconcile(database(settings), services.redis_url(settings), settings.home)
+    if args.json:
+        print_json(report.to_json())
+        return 0
+    for line in report.lines() or [f"both stores agree on version {report.postgres_serves}; "
+                                   "nothing to do"]:
+        print(line)
     return 0
 
 
@@ -605,14 +636,10 @@ def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
     import redis
 
     from jobs.provenance import current_user
-    from jobs.rollback import roll_back, sync_redis
+    from jobs.rollback import roll_back
 
     engine = database(settings)
     client = redis.Redis.from_url(services.redis_url(settings))
-    if args.redis_only:
-        served = sync_redis(engine, client)
-        print(f"redis now points at version {served}, as postgres serves it")
-        return 0
     if not args.reason.strip():
         raise CommandError("--reason must say why; it is recorded")
     done = roll_back(engine, client, current_user(), args.reason, to=args.to)
@@ -667,7 +694,8 @@ def cmd_quickstart(settings: Settings, args: argparse.Namespace) -> int:
             " WHERE status = 'published' AND logical_date = :d"), {"d": run_date}).scalar()
     if published is None and getattr(args, "without_airflow", False):
         print(f"3/3 nightly run for {run_date}")
-        cmd_nightly(settings, argparse.Namespace(run_date=run_date, k=None, input=None))
+        cmd_nightly(settings, build_parser().parse_args(
+            ["nightly", "--run-date", run_date.isoformat()]))
     elif published is None:
         print(f"3/3 nightly run for {run_date} through Airflow (the batchscore_nightly DAG)")
         cmd_airflow_nightly(settings, argparse.Namespace(run_date=run_date))
@@ -744,17 +772,18 @@ def command_name() -> str:
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from jobs.client import NoPublishedVersionError
     from jobs.data.load import InputError
-    from jobs.db import MigrationError
+    from jobs.db import LockWaitError, MigrationError
     from jobs.local_airflow import AirflowError
     from jobs.nightly import RunRequestError
-    from jobs.publish.postgres import RollbackError
-    from jobs.publish.redis import MissingVersionError
+    from jobs.publish.postgres import LockTimeoutError, RollbackError, VersionStateError
+    from jobs.publish.redis import MissingVersionError, PointerMovedError
     from jobs.registry import NoServingModelError, UnknownVersionError
     from jobs.validation.engine import ContractError
 
     return (CommandError, ConfigError, InputError, MigrationError, NoServingModelError,
             NoPublishedVersionError, ContractError, FileNotFoundError, AirflowError,
-            RollbackError, MissingVersionError, UnknownVersionError, RunRequestError)
+            RollbackError, MissingVersionError, UnknownVersionError, RunRequestError,
+            LockWaitError, LockTimeoutError, VersionStateError, PointerMovedError)
 
 
 EXPECTED_ERRORS = _expected_errors()

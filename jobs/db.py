@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +23,71 @@ MIGRATION_LOCK_ID = 7_203_114_001
 
 class MigrationError(RuntimeError):
     """The database's migrations disagree with the files in ``sql/``."""
+
+
+class LockWaitError(RuntimeError):
+    """An advisory lock stayed held by another session for longer than the wait allowed."""
+
+
+@contextmanager
+def session_lock(engine: Engine, key: tuple[int, int], what: str, wait_seconds: float,
+                 application_name: str) -> Iterator[None]:
+    """Hold the advisory lock ``key`` on a connection of its own for the block.
+
+    Waits at most ``wait_seconds`` for another session to release it, then
+    raises :class:`LockWaitError` naming who holds it. The connection is in
+    autocommit mode, so holding the lock holds no snapshot; if this process
+    dies, the server releases the lock with the connection.
+    """
+    raw = engine.raw_connection()
+    raw.detach()  # autocommit must not leak back into the pool
+    connection = raw.dbapi_connection
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cur:
+            cur.execute("SET application_name = %s", (application_name[:63],))
+            deadline = time.monotonic() + wait_seconds
+            delay = 0.05
+            while True:
+                cur.execute("SELECT pg_try_advisory_lock(%s, %s)", key)
+                if cur.fetchone()[0]:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise LockWaitError(f"{what} is held by {lock_holder(cur, key)}; gave "
+                                          f"up after waiting {wait_seconds:g}s")
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, 1.0)
+        yield
+    finally:
+        raw.close()
+
+
+def try_session_lock(engine: Engine, key: tuple[int, int]) -> bool:
+    """Whether the advisory lock ``key`` is free (taken and released at once)."""
+    with engine.connect() as conn:
+        taken = conn.execute(sa.text("SELECT pg_try_advisory_lock(:a, :b)"),
+                             {"a": key[0], "b": key[1]}).scalar_one()
+        if taken:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:a, :b)"),
+                         {"a": key[0], "b": key[1]})
+        conn.rollback()
+    return bool(taken)
+
+
+def lock_holder(cur: Any, key: tuple[int, int]) -> str:
+    """Who holds the advisory lock ``key``, as pg_stat_activity tells."""
+    cur.execute(
+        "SELECT a.pid, a.application_name, a.client_addr, a.backend_start"
+        " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid"
+        " AND l.objid = %s::oid AND l.objsubid = 2", key)
+    row = cur.fetchone()
+    if row is None:
+        return "another session (gone by now)"
+    pid, name, addr, since = row
+    return (f"server process {pid} ({name or 'no application name'}"
+            f"{f' from {addr}' if addr else ''}, connected since {since:%Y-%m-%d %H:%M:%S})")
 
 
 @contextmanager

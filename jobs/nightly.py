@@ -1,12 +1,15 @@
 """The nightly run, as steps the CLI runs in order and the Airflow DAG runs as tasks.
 
-begin -> validate inputs (quarantine or fail; load a day's file; export the
-interactions up to the run date) -> score (Spark job ``jobs/score.py``) ->
-validate predictions -> publish to Postgres -> publish to Redis -> smoke
-check -> finish (record the run). A step reads and writes the run's state in
-its staging folder, so each can run in its own process. Nothing is switched
-unless every step before it succeeded; ``fail`` discards what a failed run
-staged and records why, and the previous version keeps being served.
+reconcile -> begin -> validate inputs (quarantine or fail; load a day's file;
+export the interactions up to the run date) -> score (Spark job
+``jobs/score.py``) -> validate predictions -> write the version aside in
+PostgreSQL -> write it aside in Redis -> switch both (under the publish lock)
+-> smoke check -> finish (record the run). A step reads and writes the run's
+state in its staging folder, so each can run in its own process, and holds
+the run's lease while it works. Every step can be run again after a crash
+and converges; nothing is switched unless every step before it succeeded.
+``fail`` discards what a failed run staged and records why, and the previous
+version keeps being served.
 """
 
 from __future__ import annotations
@@ -30,15 +33,10 @@ from jobs.artifacts import artifact_path
 from jobs.data.load import InputError
 from jobs.data.store import export_interactions
 from jobs.db import engine_for, ensure_schema
-from jobs.publish import (
-    POSTGRES_COLUMNS,
-    REDIS_COLUMNS,
-    PublishVersion,
-    SwitchOutcome,
-    read_blocks,
-)
+from jobs.provenance import current_user
+from jobs.publish import POSTGRES_COLUMNS, REDIS_COLUMNS, PublishVersion, protocol, read_blocks
 from jobs.publish.postgres import Canary, PostgresPublisher, served_publish_id
-from jobs.publish.redis import RedisPublisher
+from jobs.publish.redis import RedisPublisher, expire_version
 from jobs.score import (
     CANARY_USERS_FILE,
     CHECKS_FILE,
@@ -62,6 +60,8 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "state.json"
 INTERACTIONS_FILE = "interactions.csv"
 SMOKE_SAMPLE_USERS = 20
+# Statuses a model may not serve in without --force and a reason: its gates said no.
+REFUSED_MODEL_STATUSES = ("rejected", "rolled_back")
 
 
 class RunRequestError(ValueError):
@@ -85,6 +85,10 @@ class NightlyConfig:
     # Serve this version to canary_fraction of the users (a canary run).
     canary_version: int | None = None
     canary_fraction: float | None = None
+    # Serve a rejected or rolled-back model anyway, for this recorded reason.
+    force: bool = False
+    reason: str | None = None
+    lock_wait_seconds: float = protocol.DEFAULT_LOCK_WAIT_SECONDS
 
 
 @dataclass
@@ -108,6 +112,7 @@ class RunState:
     canary_model_version: int | None = None
     canary_model_path: str | None = None
     canary_fraction: float | None = None
+    lock_wait_seconds: float = protocol.DEFAULT_LOCK_WAIT_SECONDS
 
     @property
     def logical_date(self) -> date:
@@ -166,22 +171,27 @@ class NightlyResult:
 def run(config: NightlyConfig) -> NightlyResult:
     """All steps in this process, the way ``batchscore nightly`` runs them."""
     engine = engine_for(config.database_url)
-    state = begin(engine, config)
-    try:
-        validate_inputs(engine, state)
-        score_in_process(state, config.spark_master)
-        scored = ScoreStats.read(state.folder)
-        validate_predictions(state)
-        publish_postgres(engine, state)
-        if state.shadow:
-            compare_shadow(engine, state)
-        else:
+    ensure_schema(engine)
+    reconcile(engine, config.redis_url, config.home, config.lock_wait_seconds)
+    run_id = runs.new_run_id("nightly", config.run_date)
+    with runs.lease(engine, run_id):
+        state = begin(engine, config, run_id)
+        try:
+            validate_inputs(engine, state)
+            score_in_process(state, config.spark_master)
+            scored = ScoreStats.read(state.folder)
+            validate_predictions(state)
+            publish_postgres(engine, state)
             publish_redis(engine, config.redis_url, state)
-            smoke_check(engine, config.redis_url, state)
-        finish(engine, state)
-    except BaseException as err:
-        fail(engine, state, err)
-        raise
+            switch(engine, config.redis_url, state)
+            if state.shadow:
+                compare_shadow(engine, state)
+            else:
+                smoke_check(engine, config.redis_url, state)
+            finish(engine, state)
+        except BaseException as err:
+            fail(engine, state, err, config.redis_url)
+            raise
     assert state.publish_id is not None and state.switch is not None
     return NightlyResult(
         run_id=state.run_id, publish_id=state.publish_id, model_version=state.model_version,
@@ -193,15 +203,46 @@ def run(config: NightlyConfig) -> NightlyResult:
     )
 
 
-def begin(engine: Engine, config: NightlyConfig) -> RunState:
-    """Choose the model, record the run as started, and create its staging folder."""
+def reconcile(engine: Engine, redis_url: str, home: Path,
+              lock_wait_seconds: float = protocol.DEFAULT_LOCK_WAIT_SECONDS) -> Any:
+    """Repair what earlier runs left (see :mod:`jobs.publish.reconcile`); its report."""
+    from jobs.publish.reconcile import reconcile as repair
+
+    return repair(engine, redis.Redis.from_url(redis_url), home / "staging",
+                  wait_seconds=lock_wait_seconds)
+
+
+def begin(engine: Engine, config: NightlyConfig, run_id: str | None = None,
+          lease_seconds: int = 0) -> RunState:
+    """Choose the model, record the run as started, and create its staging folder.
+
+    The caller holds ``run_id``'s lease (see :func:`jobs.runs.lease`);
+    ``lease_seconds`` is how long the run may go without a process holding
+    it before reconcile counts it gone.
+    """
     ensure_schema(engine)
     if config.shadow_version is not None and config.canary_version is not None:
         raise RunRequestError("a run is a shadow run or a canary run, not both")
+    if config.force and not (config.reason or "").strip():
+        raise RunRequestError("--force needs --reason: why the model serves despite its "
+                              "gates is recorded")
     shadow = trial_model(engine, config.shadow_version, "shadow")
     canary = trial_model(engine, config.canary_version, "canary")
     model = shadow or registry.model_for_date(engine, config.run_date, config.model_version)
-    run_id = runs.start(engine, "nightly", config.run_date, model.version)
+    gated = [(chosen, kind) for chosen, kind in
+             ((None if shadow else model, "--model-version"), (canary, "--canary"))
+             if chosen is not None and chosen.status in REFUSED_MODEL_STATUSES]
+    for chosen, option in gated:
+        if not config.force:
+            raise RunRequestError(
+                f"model version {chosen.version} is {chosen.status.replace('_', ' ')}: its "
+                f"gates or a rollback keep it from serving ({option}); pass --force with "
+                "--reason to serve it anyway")
+    run_id = runs.start(engine, "nightly", config.run_date, model.version,
+                        run_id=run_id, lease_seconds=lease_seconds)
+    for chosen, _ in gated:
+        registry.record_forced_use(engine, chosen.version, current_user(),
+                                   f"served by run {run_id} despite its status: {config.reason}")
     state = RunState(
         run_id=run_id, run_date=config.run_date.isoformat(), model_version=model.version,
         model_path=model_path(model.artifact_uri), k=config.k, home=str(config.home),
@@ -209,7 +250,7 @@ def begin(engine: Engine, config: NightlyConfig) -> RunState:
         input_path=str(config.input_path) if config.input_path else None,
         input_format=config.input_format, serve_older_date=config.serve_older_date,
         stats={"k": config.k, "data_docs": {}},
-        shadow=shadow is not None,
+        shadow=shadow is not None, lock_wait_seconds=config.lock_wait_seconds,
     )
     if canary is not None:
         state.canary_model_version = canary.version
@@ -299,8 +340,17 @@ def validate_predictions(state: RunState) -> RunState:
 
 
 def publish_postgres(engine: Engine, state: RunState) -> RunState:
-    """Load the version aside, then attach and (unless a later date serves) serve it."""
+    """Load the version aside in PostgreSQL: a staged table, indexed, not yet attached.
+
+    Run again, it discards what an earlier attempt left staged and loads
+    afresh; once the version was switched in, it does nothing.
+    """
     postgres = PostgresPublisher(engine)
+    if state.publish_id is not None:
+        if version_status(engine, state.publish_id) != "staged":
+            logger.info("postgres: version %d was already switched in", state.publish_id)
+            return state
+        postgres.discard(state.publish_id)
     canary = (Canary(state.canary_model_version, state.canary_fraction)
               if state.canary_model_version is not None and state.canary_fraction else None)
     version = postgres.allocate(state.run_id, state.model_version, state.logical_date, state.k,
@@ -318,20 +368,20 @@ def publish_postgres(engine: Engine, state: RunState) -> RunState:
             canary_users = pq.read_table(state.folder / CANARY_USERS_FILE).column("user_id")
             state.stats["canary"]["users"] = postgres.record_canary_users(
                 canary_users.to_numpy(), canary.model_version)
-        if state.shadow:
-            postgres.keep_aside()
-            outcome = SwitchOutcome(served=False)
-        else:
-            outcome = postgres.switch(force_serve=state.serve_older_date)
+        postgres.finish_load()
     except BaseException:
         postgres.abort()
         raise
-    state.switch = asdict(outcome)
-    state.stats.update({"publish_id": version.publish_id, "served": outcome.served,
-                        "rows": postgres.rows})
-    state.save()
-    postgres.cleanup()
-    return state
+    state.stats.update({"publish_id": version.publish_id, "rows": postgres.rows})
+    return state.save()
+
+
+def version_status(engine: Engine, publish_id: int) -> str | None:
+    import sqlalchemy as sa
+
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT status FROM batchscore.prediction_versions"
+                                    " WHERE publish_id = :id"), {"id": publish_id}).scalar()
 
 
 def progress_log(store: str, total_users: int) -> Callable[[int], None]:
@@ -349,32 +399,46 @@ def progress_log(store: str, total_users: int) -> Callable[[int], None]:
 
 
 def publish_redis(engine: Engine, redis_url: str, state: RunState) -> RunState:
-    """Write the version's keys, then point readers at it if Postgres serves it now.
+    """Write the version's keys aside in Redis, each expiring unless the version is served.
 
-    Deciding from what Postgres serves at this moment (not from what it served
-    when this run switched) keeps the two stores in step when runs overlap, as
-    a backfill's runs may. Safe to retry: preparing clears an earlier attempt.
+    Safe to run again: keys are overwritten, never deleted, and once the
+    version was switched in nothing is written, so a retry never touches
+    what readers are served.
     """
-    if state.switch is None:
-        raise RuntimeError(f"run {state.run_id} has not been published to Postgres yet")
+    if state.publish_id is None:
+        raise RuntimeError(f"run {state.run_id} has no version written to Postgres yet")
     if state.shadow:
         logger.info("redis: shadow run %s writes nothing to redis", state.run_id)
         return state
-    client = redis.Redis.from_url(redis_url)
-    publisher = RedisPublisher(client)
+    if version_status(engine, state.publish_id) != "staged":
+        logger.info("redis: version %d was already switched in; nothing to write",
+                    state.publish_id)
+        return state
+    publisher = RedisPublisher(redis.Redis.from_url(redis_url))
     publisher.prepare(state.publish_version())
     scored_users = int(state.stats.get("scored_users", 0))
     publisher.write_blocks(
         read_blocks(state.folder / RECOMMENDATIONS_DIR, columns=REDIS_COLUMNS),
         progress=progress_log("redis", scored_users))
     publisher.write_fallback(pq.read_table(state.folder / POPULAR_FILE))
-    pointer = client.get(contract.pointer_key())
-    publisher.switch(SwitchOutcome(
-        served=served_publish_id(engine) == state.publish_id,
-        previous_served=int(pointer) if pointer is not None else None,
-        superseded=list(state.switch["superseded"]),
-    ))
+    publisher.write_meta()
     return state
+
+
+def switch(engine: Engine, redis_url: str, state: RunState) -> RunState:
+    """Switch the version in, PostgreSQL then Redis, under the publish lock; then clean up.
+
+    A shadow is only attached in PostgreSQL. Safe to run again.
+    """
+    if state.publish_id is None:
+        raise RuntimeError(f"run {state.run_id} has no version written to Postgres yet")
+    client = None if state.shadow else redis.Redis.from_url(redis_url)
+    with protocol.publish_lock(engine, f"run {state.run_id}", state.lock_wait_seconds):
+        outcome = protocol.switch(engine, client, state.publish_id, shadow=state.shadow,
+                                  force_serve=state.serve_older_date)
+    state.switch = asdict(outcome)
+    state.stats.update({"publish_id": state.publish_id, "served": outcome.served})
+    return state.save()
 
 
 def smoke_check(engine: Engine, redis_url: str, state: RunState) -> RunState:
@@ -469,8 +533,6 @@ def sampled_lists(engine: Engine, publish_id: int, other: int, sample_size: int
 
 def finish(engine: Engine, state: RunState) -> RunState:
     """Record the run as succeeded (and a tried-out model's status); remove its staging folder."""
-    from jobs.provenance import current_user
-
     if state.shadow:
         mark_trial(engine, state.model_version, "shadow",
                    f"shadow run {state.run_id} for {state.run_date}", current_user())
@@ -490,12 +552,24 @@ def mark_trial(engine: Engine, version: int, status: str, reason: str, by: str) 
         registry.set_status(engine, version, status, by, reason)
 
 
-def fail(engine: Engine, state: RunState, error: BaseException | str) -> None:
-    """Discard what the run staged (unless it was already switched in) and record why."""
-    if state.publish_id is not None and state.switch is None:
-        PostgresPublisher(engine).discard(state.publish_id)
+def fail(engine: Engine, state: RunState, error: BaseException | str,
+         redis_url: str | None = None) -> None:
+    """Discard what the run staged (unless it was already switched in) and record why.
+
+    If a store is out of reach, what it holds of the run is left for
+    reconcile, and the error that failed the run is what the caller raises.
+    """
     message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    runs.fail(engine, state.run_id, message, state.stats)
+    try:
+        discarded = (state.publish_id is not None
+                     and PostgresPublisher(engine).discard(state.publish_id))
+        if discarded and redis_url is not None:
+            expire_version(redis.Redis.from_url(redis_url), state.publish_id, 0)
+        runs.fail(engine, state.run_id, message, state.stats)
+    except Exception as err:  # the run's own error matters more; reconcile finishes this
+        logger.error("run %s: could not record its failure (%s: %s); `batchscore reconcile` "
+                     "will", state.run_id, type(err).__name__, err)
+        return
     shutil.rmtree(state.folder, ignore_errors=True)
 
 

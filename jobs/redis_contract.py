@@ -8,6 +8,8 @@ Documented in ``schemas/redis.md``; every key is built here and nowhere else.
 - ``batchscore:recs:v{publish_id}:u:{user_id}`` -> JSON array of
   ``[item_id, score]`` pairs, best first.
 - ``batchscore:recs:v{publish_id}:popular`` -> the same layout, the fallback list.
+- ``batchscore:recs:versions`` -> a set of every ``publish_id`` written, so that
+  reconcile finds each version without scanning the keyspace.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ def pointer_key() -> bytes:
     return f"{NAMESPACE}:current".encode()
 
 
+def versions_key() -> bytes:
+    return f"{NAMESPACE}:versions".encode()
+
+
 def version_prefix(publish_id: int) -> bytes:
     return f"{NAMESPACE}:v{int(publish_id)}:".encode()
 
@@ -37,6 +43,19 @@ def version_prefix(publish_id: int) -> bytes:
 def version_pattern(publish_id: int) -> bytes:
     """A SCAN pattern matching every key of one published version."""
     return version_prefix(publish_id) + b"*"
+
+
+def version_pattern_of_meta() -> bytes:
+    """A SCAN pattern matching the meta key of every version."""
+    return f"{NAMESPACE}:v*:meta".encode()
+
+
+def publish_id_of(key: bytes) -> int:
+    """The publish id in one of a version's keys."""
+    prefix = f"{NAMESPACE}:v".encode()
+    if not key.startswith(prefix):
+        raise ValueError(f"{key!r} is not a key of a published version")
+    return int(key[len(prefix):].split(b":", 1)[0])
 
 
 def meta_key(publish_id: int) -> bytes:

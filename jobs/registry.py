@@ -253,6 +253,14 @@ def set_status(engine: Engine, version: int, status: str, changed_by: str,
     return updated
 
 
+def record_forced_use(engine: Engine, version: int, changed_by: str, reason: str) -> None:
+    """Record in a version's status history that a person made it serve despite its status."""
+    with engine.begin() as conn:
+        status = _fetch(conn, version).status
+        record_status(conn, version, status, changed_by, reason)
+    logger.warning("model version %d (%s) forced into serving: %s", version, status, reason)
+
+
 def roll_back(conn: Connection, bad: int, restored: int, changed_by: str, reason: str) -> None:
     """Mark ``bad`` rolled back and make ``restored`` serve again, in the caller's transaction."""
     conn.execute(sa.text("LOCK TABLE batchscore.model_versions IN EXCLUSIVE MODE"))

@@ -1,11 +1,11 @@
 """Rolling back: serve the previous published version again, in Postgres and Redis.
 
 No recomputation: the previous version's partition and keys are still there
-(the publishers keep them for the retention period). Postgres switches first,
-in one transaction that also updates the registry and records who and why;
-Redis then persists the restored keys and flips its pointer. Should the Redis
-step fail, ``batchscore rollback --redis-only`` points Redis at whatever
-Postgres serves.
+(the publishers keep them for the retention period). Under the publish lock,
+Postgres switches first, in one transaction that also updates the registry
+and records who and why; Redis then follows it (the restored keys lose their
+expiry and the pointer moves by compare-and-set). Should the Redis step fail,
+``batchscore reconcile`` points Redis at whatever Postgres serves.
 """
 
 from __future__ import annotations
@@ -15,33 +15,25 @@ import logging
 import redis
 from sqlalchemy.engine import Engine
 
-from jobs import redis_contract as contract
-from jobs.publish.postgres import PostgresPublisher, Rollback, served_publish_id
-from jobs.publish.redis import RedisPublisher, require_version_keys
+from jobs.publish.postgres import PostgresPublisher, Rollback
+from jobs.publish.protocol import DEFAULT_LOCK_WAIT_SECONDS, follow_postgres, publish_lock
+from jobs.publish.redis import require_version_keys
 
 logger = logging.getLogger(__name__)
 
 
 def roll_back(engine: Engine, client: redis.Redis, changed_by: str, reason: str,
-              to: int | None = None) -> Rollback:
+              to: int | None = None,
+              wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS) -> Rollback:
     """Switch both stores back to the previously served version (or ``to``)."""
     if not reason.strip():
         raise ValueError("a rollback needs a reason; it is recorded")
-    done = PostgresPublisher(engine).rollback(
-        changed_by, reason, to=to,
-        # Refuse before anything changes if Redis no longer has the target's keys.
-        before_switch=lambda publish_id: require_version_keys(client, publish_id))
-    RedisPublisher(client).restore(done.restored, done.rolled_back)
+    with publish_lock(engine, f"rollback by {changed_by}", wait_seconds):
+        done = PostgresPublisher(engine).rollback(
+            changed_by, reason, to=to,
+            # Refuse before anything changes if Redis no longer has the target's keys.
+            before_switch=lambda publish_id: require_version_keys(client, publish_id))
+        follow_postgres(engine, client)
     logger.info("rolled back version %d; version %d is served again", done.rolled_back,
                 done.restored)
     return done
-
-
-def sync_redis(engine: Engine, client: redis.Redis) -> int | None:
-    """Point Redis at the version Postgres serves; returns it (None if nothing serves)."""
-    served = served_publish_id(engine)
-    pointer = client.get(contract.pointer_key())
-    current = int(pointer) if pointer is not None else None
-    if served is not None and served != current:
-        RedisPublisher(client).restore(served, current)
-    return served

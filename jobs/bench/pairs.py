@@ -26,9 +26,9 @@ from jobs import registry, runs
 from jobs.bench.results import Pair
 from jobs.bench.servers import JDBC_HINT, JDBC_JAR, Servers, require_tool
 from jobs.db import cursor
-from jobs.publish import REDIS_COLUMNS, PublishVersion, SwitchOutcome, read_blocks
+from jobs.publish import REDIS_COLUMNS, PublishVersion, read_blocks
 from jobs.publish.postgres import PostgresPublisher
-from jobs.publish.redis import RedisPublisher, expire_version, mset_commands
+from jobs.publish.redis import RedisPublisher, bulk_strings, expire_version, serve
 from jobs.transforms import with_redis_value
 
 if TYPE_CHECKING:
@@ -353,10 +353,12 @@ class RedisBench:
             for block in read_blocks(self.recommendations, columns=REDIS_COLUMNS):
                 keys = contract.user_keys(self.publish_id, block.column("user_id"))
                 values = block.column(contract.VALUE_COLUMN)
-                for _, pair in mset_commands(keys, values, 1):
-                    # one pair per command, as SET rather than MSET
+                key_bulks, key_offsets = bulk_strings(keys)
+                value_bulks, value_offsets = bulk_strings(values)
+                for row in range(len(keys)):
                     out.write(b"*3\r\n$3\r\nSET\r\n")
-                    out.write(pair)
+                    out.write(key_bulks[key_offsets[row]:key_offsets[row + 1]])
+                    out.write(value_bulks[value_offsets[row]:value_offsets[row + 1]])
         return path
 
     def redis_cli_pipe(self, path: Path) -> float:
@@ -415,10 +417,11 @@ def reader_pairs(bench: RedisBench, users: int, requests: int) -> list[Pair]:
 
     client = bench.client
     publisher = RedisPublisher(client)
-    publisher.version = bench.version()
+    publisher.prepare(bench.version())
     publisher.users = users
     publisher.write_fallback(pa.table({"item_id": [1, 2, 3], "score": [3.0, 2.0, 1.0]}))
-    publisher.switch(SwitchOutcome(served=True))
+    publisher.write_meta()
+    serve(client, bench.publish_id, expected_keys=users + 2)
     reader = RecommendationClient(client)
     rng = random.Random(2)
     latencies = []

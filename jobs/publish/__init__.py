@@ -1,8 +1,10 @@
 """Publishing a scored version to the stores readers use.
 
-Each backend lives in its own module behind :class:`Publisher`: prepare a
-version aside, write its blocks, switch readers to it, abort (discard what was
-staged) and clean up what is no longer kept. Readers never see a version
+One module per store (:mod:`jobs.publish.postgres`, :mod:`jobs.publish.redis`)
+writes a version aside; :mod:`jobs.publish.protocol` switches both stores to
+it under one lock, and :mod:`jobs.publish.reconcile` repairs them after a
+crash. The states a version moves through and what each store holds in each
+are written down in ``schemas/publishing.md``. Readers never see a version
 until it is switched in whole.
 """
 
@@ -10,11 +12,11 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -48,19 +50,6 @@ class SwitchOutcome:
     served: bool
     previous_served: int | None = None
     superseded: list[int] = field(default_factory=list)
-
-
-class Publisher(Protocol):
-    def prepare(self, version: PublishVersion) -> None: ...
-
-    def write(self, block: pa.RecordBatch) -> int: ...
-
-    def write_blocks(self, blocks: Iterable[pa.RecordBatch],
-                     progress: Callable[[int], None] | None = None) -> int: ...
-
-    def write_fallback(self, popular: pa.Table) -> None: ...
-
-    def abort(self) -> None: ...
 
 
 # What each store reads of the scoring output.

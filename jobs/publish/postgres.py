@@ -1,9 +1,15 @@
 """Publishing predictions to PostgreSQL.
 
-A version is loaded with COPY into its own table, indexed, then attached as a
-partition of ``batchscore.predictions`` and made the served version by one
-UPDATE of ``batchscore.serving`` in the same transaction. A query of the BI
-views therefore sees the previous complete version or the new complete one.
+A version is loaded with COPY into its own table and indexed, aside, while
+it is still ``staged``. Switching it in (under the publish lock, see
+:mod:`jobs.publish.protocol`) attaches it as a partition of
+``batchscore.predictions`` and makes it the served version by one UPDATE of
+``batchscore.serving`` in the same transaction. A query of the BI views
+therefore sees the previous complete version or the new complete one.
+
+Every statement that locks the partitioned table runs with a short
+``lock_timeout`` and is tried again with backoff, so a long BI query never
+makes readers queue behind a switch or a cleanup.
 """
 
 from __future__ import annotations
@@ -12,16 +18,17 @@ import io
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
-from psycopg2 import sql
+from psycopg2 import errors, sql
 from sqlalchemy.engine import Engine
 
 from jobs import registry
@@ -32,6 +39,8 @@ from jobs.publish.copy_binary import CopyPayload, copy_rows_binary
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 # Published versions kept besides the served one, for history and rollback.
 DEFAULT_KEEP_VERSIONS = 7
 # How much of a COPY buffer is handed to the server per call.
@@ -39,6 +48,15 @@ COPY_CHUNK_BYTES = 1 << 20
 # COPY streams loading one version at once: the server parses and inserts on
 # as many cores (two loaded 15,000,000 rows 1.4x as fast as one on 2 cores).
 DEFAULT_LOAD_CONNECTIONS = 2
+# Longest a statement that locks batchscore.predictions waits for its lock; a
+# reader waits no longer than this behind it.
+LOCK_TIMEOUT_MS = 1_000
+# Tries of such a statement, with backoff between them (0.2 s, doubling).
+LOCK_ATTEMPTS = 5
+# What the load connections call themselves in pg_stat_activity.
+LOAD_APPLICATION_NAME = "batchscore-load"
+# Statuses of a version that was switched in once.
+SWITCHED = ("published", "superseded", "rolled_back", "shadow", "dropped")
 
 
 def partition_name(publish_id: int) -> str:
@@ -47,6 +65,14 @@ def partition_name(publish_id: int) -> str:
 
 class RollbackError(RuntimeError):
     """A rollback cannot be done; nothing was changed."""
+
+
+class VersionStateError(RuntimeError):
+    """A version is in a state that does not allow what was asked; nothing was changed."""
+
+
+class LockTimeoutError(RuntimeError):
+    """A statement kept waiting for a lock other sessions hold; nothing was changed."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +109,9 @@ def record_switch(cur: Any, publish_id: int, previous: int | None, action: str,
 
 class PostgresPublisher:
     def __init__(self, engine: Engine, keep_versions: int = DEFAULT_KEEP_VERSIONS,
-                 load_connections: int = DEFAULT_LOAD_CONNECTIONS) -> None:
+                 load_connections: int = DEFAULT_LOAD_CONNECTIONS,
+                 lock_timeout_ms: int = LOCK_TIMEOUT_MS,
+                 lock_attempts: int = LOCK_ATTEMPTS) -> None:
         if keep_versions < 1:
             raise ValueError(f"keep_versions must be at least 1, got {keep_versions}")
         if load_connections < 1:
@@ -91,6 +119,8 @@ class PostgresPublisher:
         self.engine = engine
         self.keep_versions = keep_versions
         self.load_connections = load_connections
+        self.lock_timeout_ms = lock_timeout_ms
+        self.lock_attempts = lock_attempts
         self.version: PublishVersion | None = None
         self.users = 0
         self.rows = 0
@@ -143,6 +173,9 @@ class PostgresPublisher:
         """
         version = self._require_version()
         connections = [self.engine.raw_connection() for _ in range(self.load_connections)]
+        for connection in connections:
+            with connection.cursor() as cur:
+                cur.execute("SET application_name = %s", (LOAD_APPLICATION_NAME,))
         idle: queue.Queue[Any] = queue.Queue()
         for connection in connections:
             idle.put(connection)
@@ -184,10 +217,14 @@ class PostgresPublisher:
                 connection.commit()
         except BaseException:
             for connection in connections:
-                connection.rollback()
+                # A connection the server terminated has nothing left to roll back.
+                if not connection.dbapi_connection.closed:
+                    connection.rollback()
             raise
         finally:
             for connection in connections:
+                if connection.dbapi_connection.closed:
+                    connection.invalidate()
                 connection.close()
         return self.rows - rows_before
 
@@ -204,66 +241,104 @@ class PostgresPublisher:
                                               popular.column("score").to_pylist(), strict=True)],
             )
 
-    def switch(self, force_serve: bool = False) -> SwitchOutcome:
-        """Attach the staged version and serve it unless a later date is served.
+    def finish_load(self) -> None:
+        """Index and analyse the loaded table and record its counts; it stays staged.
 
-        A version for a date that already has one replaces it (the old one is
-        marked superseded; :meth:`cleanup` drops it once it leaves the kept window). ``force_serve``
-        serves it even when a later date is being served.
+        Done before the switch, which is then only an attach and two updates.
         """
         version = self._require_version()
-        self._index()
+        table = sql.Identifier(partition_name(version.publish_id))
+        self._execute(sql.SQL("CREATE INDEX ON batchscore.{} (user_id, rank)").format(table))
+        self._execute(sql.SQL("ANALYZE batchscore.{}").format(table))
         with cursor(self.engine) as cur:
-            self._attach(cur)
-            cur.execute(
-                "UPDATE batchscore.prediction_versions SET status = 'superseded'"
-                " WHERE logical_date = %s AND status = 'published' RETURNING publish_id",
-                (version.logical_date,),
-            )
-            superseded = [row[0] for row in cur.fetchall()]
-            cur.execute(
-                "UPDATE batchscore.prediction_versions SET status = 'published',"
-                " published_at = now(), users = %s, rows = %s WHERE publish_id = %s",
-                (self.users, self.rows, version.publish_id),
-            )
-            cur.execute(
-                "SELECT s.publish_id, v.logical_date FROM batchscore.serving s"
-                " JOIN batchscore.prediction_versions v USING (publish_id)"
-            )
-            current = cur.fetchone()
-            served = force_serve or current is None or version.logical_date >= current[1]
-            if served:
-                cur.execute(
-                    "INSERT INTO batchscore.serving (only_row, publish_id) VALUES (true, %s)"
-                    " ON CONFLICT (only_row) DO UPDATE"
-                    " SET publish_id = EXCLUDED.publish_id, switched_at = now()",
-                    (version.publish_id,),
-                )
-                record_switch(cur, version.publish_id, current[0] if current else None,
-                              "publish", f"run {version.run_id}")
-        outcome = SwitchOutcome(
-            served=served,
-            previous_served=current[0] if current is not None else None,
-            superseded=superseded,
-        )
-        logger.info("postgres: version %d published (%d users, %d rows)%s",
-                    version.publish_id, self.users, self.rows,
-                    ", now served" if served else ", not served (a later date is served)")
-        return outcome
+            cur.execute("UPDATE batchscore.prediction_versions SET users = %s, rows = %s"
+                        " WHERE publish_id = %s AND status = 'staged'",
+                        (self.users, self.rows, version.publish_id))
 
-    def keep_aside(self) -> None:
-        """Attach the staged version as a shadow: queryable, never served."""
-        version = self._require_version()
-        self._index()
-        with cursor(self.engine) as cur:
-            self._attach(cur)
+    def switch(self, publish_id: int, force_serve: bool = False) -> SwitchOutcome:
+        """Attach a staged version and serve it unless a later date is served.
+
+        The caller holds the publish lock. A version for a date that already
+        has one replaces it (the old one is marked superseded; :meth:`cleanup`
+        drops it once it leaves the kept window). ``force_serve`` serves it
+        even when a later date is being served. Switching a version that was
+        already switched in changes nothing and says whether it is served.
+        """
+        return self._with_lock_retries(
+            f"switching in version {publish_id}",
+            lambda cur: self._switch(cur, publish_id, force_serve))
+
+    def _switch(self, cur: Any, publish_id: int, force_serve: bool) -> SwitchOutcome:
+        status, logical_date, users, rows = self._lock_version(cur, publish_id)
+        if status != "staged":
+            return self._already_switched(cur, publish_id, status)
+        self._attach(cur, publish_id)
+        cur.execute(
+            "UPDATE batchscore.prediction_versions SET status = 'superseded'"
+            " WHERE logical_date = %s AND status = 'published' RETURNING publish_id",
+            (logical_date,),
+        )
+        superseded = [row[0] for row in cur.fetchall()]
+        cur.execute(
+            "UPDATE batchscore.prediction_versions SET status = 'published',"
+            " published_at = now() WHERE publish_id = %s", (publish_id,))
+        cur.execute(
+            "SELECT s.publish_id, v.logical_date FROM batchscore.serving s"
+            " JOIN batchscore.prediction_versions v USING (publish_id)"
+        )
+        current = cur.fetchone()
+        served = force_serve or current is None or logical_date >= current[1]
+        if served:
             cur.execute(
-                "UPDATE batchscore.prediction_versions SET status = 'shadow',"
-                " published_at = now(), users = %s, rows = %s WHERE publish_id = %s",
-                (self.users, self.rows, version.publish_id),
+                "INSERT INTO batchscore.serving (only_row, publish_id) VALUES (true, %s)"
+                " ON CONFLICT (only_row) DO UPDATE"
+                " SET publish_id = EXCLUDED.publish_id, switched_at = now()",
+                (publish_id,),
             )
-        logger.info("postgres: shadow version %d stored (%d users, %d rows), not served",
-                    version.publish_id, self.users, self.rows)
+            cur.execute("SELECT run_id FROM batchscore.prediction_versions"
+                        " WHERE publish_id = %s", (publish_id,))
+            record_switch(cur, publish_id, current[0] if current else None,
+                          "publish", f"run {cur.fetchone()[0]}")
+        logger.info("postgres: version %d published (%s users, %s rows)%s", publish_id, users,
+                    rows, ", now served" if served else ", not served (a later date is served)")
+        return SwitchOutcome(served=served,
+                             previous_served=current[0] if current is not None else None,
+                             superseded=superseded)
+
+    def keep_aside(self, publish_id: int) -> SwitchOutcome:
+        """Attach a staged version as a shadow: queryable, never served."""
+        def attach(cur: Any) -> SwitchOutcome:
+            status, _, users, rows = self._lock_version(cur, publish_id)
+            if status != "staged":
+                return self._already_switched(cur, publish_id, status)
+            self._attach(cur, publish_id)
+            cur.execute("UPDATE batchscore.prediction_versions SET status = 'shadow',"
+                        " published_at = now() WHERE publish_id = %s", (publish_id,))
+            logger.info("postgres: shadow version %d stored (%s users, %s rows), not served",
+                        publish_id, users, rows)
+            return SwitchOutcome(served=False)
+
+        return self._with_lock_retries(f"keeping version {publish_id} aside", attach)
+
+    @staticmethod
+    def _lock_version(cur: Any, publish_id: int) -> tuple[str, date, int | None, int | None]:
+        cur.execute("SELECT status, logical_date, users, rows"
+                    " FROM batchscore.prediction_versions WHERE publish_id = %s FOR UPDATE",
+                    (publish_id,))
+        row = cur.fetchone()
+        if row is None:
+            raise VersionStateError(f"version {publish_id} does not exist")
+        return row
+
+    @staticmethod
+    def _already_switched(cur: Any, publish_id: int, status: str) -> SwitchOutcome:
+        if status not in SWITCHED:
+            raise VersionStateError(f"version {publish_id} is {status}, not staged: it cannot "
+                                    "be switched in; run its date again")
+        cur.execute("SELECT publish_id FROM batchscore.serving")
+        row = cur.fetchone()
+        logger.info("postgres: version %d was already switched in (%s)", publish_id, status)
+        return SwitchOutcome(served=row is not None and row[0] == publish_id)
 
     def record_canary_users(self, user_ids: np.ndarray, model_version: int) -> int:
         """Record which users of the staged version the canary model served."""
@@ -350,7 +425,7 @@ class PostgresPublisher:
         A version that was already switched in is left alone; returns whether
         anything was discarded.
         """
-        with cursor(self.engine) as cur:
+        def drop(cur: Any) -> bool:
             cur.execute("SELECT status FROM batchscore.prediction_versions"
                         " WHERE publish_id = %s FOR UPDATE", (publish_id,))
             row = cur.fetchone()
@@ -364,13 +439,22 @@ class PostgresPublisher:
                         (publish_id,))
             cur.execute("DELETE FROM batchscore.canary_users WHERE publish_id = %s",
                         (publish_id,))
-        logger.info("postgres: staged version %d discarded", publish_id)
-        return True
+            return True
+
+        discarded = self._with_lock_retries(f"discarding version {publish_id}", drop)
+        if discarded:
+            logger.info("postgres: staged version %d discarded", publish_id)
+        return discarded
 
     def cleanup(self) -> list[int]:
         """Drop versions beyond the kept count: the newest ``keep_versions`` published
         ones besides the served one are kept, and as many superseded, shadow and
-        rolled-back ones (a superseded version may still be rolled back to)."""
+        rolled-back ones (a superseded version may still be rolled back to).
+
+        The caller holds the publish lock. A partition whose lock stays taken
+        (a long BI query reads it) is left for the next cleanup; the ones dropped
+        are returned.
+        """
         with self.engine.connect() as conn:
             doomed = list(conn.execute(
                 sa.text(
@@ -384,44 +468,79 @@ class PostgresPublisher:
                     "  AND v.publish_id NOT IN (SELECT kept.publish_id"
                     "   FROM batchscore.prediction_versions kept WHERE kept.status = v.status"
                     "   ORDER BY kept.publish_id DESC LIMIT :aside))"
+                    " ORDER BY publish_id"
                 ),
                 {"keep": self.keep_versions + 1, "aside": self.keep_versions},
             ).scalars())
+        dropped = []
         for publish_id in doomed:
-            table = sql.Identifier(partition_name(publish_id))
-            with cursor(self.engine) as cur:
-                cur.execute(sql.SQL(
-                    "ALTER TABLE batchscore.predictions DETACH PARTITION batchscore.{}"
-                ).format(table))
-                cur.execute(sql.SQL("DROP TABLE batchscore.{}").format(table))
-                cur.execute(
-                    "UPDATE batchscore.prediction_versions SET status = 'dropped',"
-                    " dropped_at = now() WHERE publish_id = %s", (publish_id,),
-                )
-                cur.execute("DELETE FROM batchscore.popular_items WHERE publish_id = %s",
-                            (publish_id,))
-                cur.execute("DELETE FROM batchscore.canary_users WHERE publish_id = %s",
-                            (publish_id,))
-        if doomed:
-            logger.info("postgres: dropped versions %s", doomed)
-        return doomed
+            try:
+                self._with_lock_retries(f"dropping version {publish_id}",
+                                        lambda cur, publish_id=publish_id:
+                                        self._drop(cur, publish_id))
+            except LockTimeoutError as err:
+                logger.warning("postgres: %s; the next cleanup tries again", err)
+                continue
+            dropped.append(publish_id)
+        if dropped:
+            logger.info("postgres: dropped versions %s", dropped)
+        return dropped
 
-    def _index(self) -> None:
-        """Index the loaded table: after the load, which is faster."""
-        version = self._require_version()
-        table = sql.Identifier(partition_name(version.publish_id))
-        self._execute(sql.SQL("CREATE INDEX ON batchscore.{} (user_id, rank)").format(table))
-        self._execute(sql.SQL("ANALYZE batchscore.{}").format(table))
+    def drop_table(self, publish_id: int) -> None:
+        """Drop a version's table that is not attached (a crash left it behind)."""
+        self._with_lock_retries(
+            f"dropping table {partition_name(publish_id)}",
+            lambda cur: cur.execute(sql.SQL("DROP TABLE IF EXISTS batchscore.{}").format(
+                sql.Identifier(partition_name(publish_id)))))
 
-    def _attach(self, cur: Any) -> None:
-        version = self._require_version()
-        # One publisher switches at a time.
-        cur.execute("LOCK TABLE batchscore.serving IN EXCLUSIVE MODE")
+    @staticmethod
+    def _drop(cur: Any, publish_id: int) -> None:
+        table = sql.Identifier(partition_name(publish_id))
+        cur.execute("SELECT c.relispartition FROM pg_class c JOIN pg_namespace n"
+                    " ON n.oid = c.relnamespace WHERE n.nspname = 'batchscore'"
+                    " AND c.relname = %s", (partition_name(publish_id),))
+        row = cur.fetchone()
+        if row is not None and row[0]:
+            cur.execute(sql.SQL(
+                "ALTER TABLE batchscore.predictions DETACH PARTITION batchscore.{}"
+            ).format(table))
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS batchscore.{}").format(table))
+        cur.execute(
+            "UPDATE batchscore.prediction_versions SET status = 'dropped',"
+            " dropped_at = now() WHERE publish_id = %s", (publish_id,),
+        )
+        cur.execute("DELETE FROM batchscore.popular_items WHERE publish_id = %s",
+                    (publish_id,))
+        cur.execute("DELETE FROM batchscore.canary_users WHERE publish_id = %s",
+                    (publish_id,))
+
+    def _with_lock_retries(self, what: str, work: Callable[[Any], T]) -> T:
+        """Run ``work(cursor)`` in one transaction whose lock waits are bounded by
+        :attr:`lock_timeout_ms`, again with backoff while a lock is not granted."""
+        delay = 0.2
+        for attempt in range(1, self.lock_attempts + 1):
+            try:
+                with cursor(self.engine) as cur:
+                    cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(
+                        sql.Literal(f"{int(self.lock_timeout_ms)}ms")))
+                    return work(cur)
+            except errors.LockNotAvailable:
+                if attempt == self.lock_attempts:
+                    break
+                logger.info("postgres: %s waits for a lock (attempt %d of %d)", what, attempt,
+                            self.lock_attempts)
+                time.sleep(delay)
+                delay *= 2
+        raise LockTimeoutError(
+            f"{what}: a lock on batchscore.predictions stayed taken through {self.lock_attempts} "
+            f"tries of {self.lock_timeout_ms} ms (a long query holds it; see pg_stat_activity)")
+
+    @staticmethod
+    def _attach(cur: Any, publish_id: int) -> None:
         cur.execute(sql.SQL(
             "ALTER TABLE batchscore.predictions ATTACH PARTITION batchscore.{}"
             " FOR VALUES IN ({})"
-        ).format(sql.Identifier(partition_name(version.publish_id)),
-                 sql.Literal(version.publish_id)))
+        ).format(sql.Identifier(partition_name(publish_id)), sql.Literal(publish_id)))
 
     def _require_version(self) -> PublishVersion:
         if self.version is None:

@@ -1,9 +1,14 @@
 """Publishing predictions to Redis under the contract in :mod:`jobs.redis_contract`.
 
-A version's keys are written with pipelined batches under its own prefix;
-readers only find them once the pointer key names that version, and the
-pointer is flipped with one SET. Keys of versions that stop being served
-expire after the retention period, so a rollback within it needs no rewrite.
+A version's keys are written aside under its own prefix, each with an expiry
+from the moment it exists (``SET ... EX`` inside a server-side script, a
+chunk of users at a time), so a run that dies leaves nothing that lives
+forever. Readers only find a version once the pointer names it. Serving a
+version (:func:`serve`) removes its keys' expiry, then moves the pointer by
+compare-and-set from the version it replaces, then gives the replaced
+version's keys the retention period. The order of both passes (user keys
+first, the meta key last) lets :mod:`jobs.publish.reconcile` tell from the
+meta key alone whether a pass finished; see ``schemas/publishing.md``.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
@@ -21,29 +27,76 @@ from redis.client import Pipeline
 from redis.connection import Connection
 
 from jobs import redis_contract as contract
-from jobs.publish import PublishVersion, SwitchOutcome, read_ahead
+from jobs.publish import PublishVersion, read_ahead
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_RETENTION_SECONDS = 7 * 86_400
+# Keys of a version written aside live this long unless it is served first: long
+# enough for the slowest run to reach its switch, short enough that a dead
+# run's keys go by themselves.
+STAGED_TTL_SECONDS = 2 * 86_400
 # A replaced version of the same date lingers this long for readers mid-request.
 SUPERSEDED_GRACE_SECONDS = 60
 PIPELINE_BATCH = 1_000
 SCAN_COUNT = 1_000
 
+# SET every key to its value with one expiry, as one atomic step on the server:
+# KEYS are the keys, ARGV[1] the seconds, ARGV[2..] the values in key order.
+SET_WITH_EXPIRY_SCRIPT = b"""
+local ttl = ARGV[1]
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ttl)
+end
+return #KEYS
+"""
+# Move the pointer (KEYS[1]) to ARGV[2] only if it holds ARGV[1] ('' = unset);
+# returns 1 when it moved, else the value it holds.
+COMPARE_AND_SET_SCRIPT = b"""
+local current = redis.call('GET', KEYS[1])
+if (current == false and ARGV[1] == '') or current == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+if current == false then return '' end
+return current
+"""
+
+
+class MissingVersionError(LookupError):
+    """A version's keys are no longer (or not all) in Redis."""
+
+
+class PointerMovedError(RuntimeError):
+    """The pointer did not hold the version a switch expected to replace."""
+
+
+@dataclass(frozen=True)
+class ServeOutcome:
+    publish_id: int
+    previous: int | None
+    keys: int
+    moved: bool
+
 
 class RedisPublisher:
-    def __init__(self, client: redis.Redis,
-                 retention_seconds: int = DEFAULT_RETENTION_SECONDS) -> None:
+    """Writes one version aside; :func:`serve` makes it the one readers get."""
+
+    def __init__(self, client: redis.Redis, staged_ttl_seconds: int = STAGED_TTL_SECONDS
+                 ) -> None:
+        if staged_ttl_seconds < 1:
+            raise ValueError(f"staged_ttl_seconds must be at least 1, got {staged_ttl_seconds}")
         self.client = client
-        self.retention_seconds = retention_seconds
+        self.staged_ttl_seconds = staged_ttl_seconds
         self.version: PublishVersion | None = None
         self.users = 0
 
     def prepare(self, version: PublishVersion) -> None:
+        """Start writing ``version`` aside. Keys an earlier attempt of the same
+        version left are overwritten, never deleted: they may be served."""
         self.version = version
-        # Leftovers of an earlier attempt with the same id would mix into this one.
-        expire_version(self.client, version.publish_id, 0)
+        self.users = 0
+        self.client.sadd(contract.versions_key(), version.publish_id)
 
     def write(self, block: pa.RecordBatch) -> int:
         """Write one block's user keys; see :meth:`write_blocks`."""
@@ -51,21 +104,23 @@ class RedisPublisher:
 
     def write_blocks(self, blocks: Iterable[pa.RecordBatch],
                      progress: Callable[[int], None] | None = None) -> int:
-        """Write the user keys of every block; the users written.
+        """Write the user keys of every block, each with the staged expiry; the users written.
 
         A block has ``user_id`` and either ``redis_value`` (the value as the
         scoring job encoded it) or ``items`` and ``scores`` (encoded here). The
-        next block is read and framed as MSET commands on another thread while
-        the current one is sent on one connection, so the server is never left
-        waiting for us; replies are read a block behind. ``progress`` is called
-        with the users written so far after each block.
+        next block is read and framed on another thread while the current one
+        is sent on one connection; replies are read a block behind. Each
+        command sets up to :data:`PIPELINE_BATCH` keys at once, with their
+        expiry, in a script the server runs whole. ``progress`` is called with
+        the users written so far after each block.
         """
         version = self._require_version()
+        sha = self.client.script_load(SET_WITH_EXPIRY_SCRIPT)
         before = self.users
         with pipelined_connection(self.client) as connection:
             unread = 0
             for users, commands in read_ahead(
-                    (block.num_rows, self._commands(version, block)) for block in blocks):
+                    (block.num_rows, self._commands(version, block, sha)) for block in blocks):
                 for command in commands:
                     connection.send_packed_command(command)
                 read_replies(connection, unread)
@@ -76,15 +131,15 @@ class RedisPublisher:
             read_replies(connection, unread)
         return self.users - before
 
-    @staticmethod
-    def _commands(version: PublishVersion, block: pa.RecordBatch
+    def _commands(self, version: PublishVersion, block: pa.RecordBatch, sha: str
                   ) -> list[list[memoryview | bytes]]:
         keys = contract.user_keys(version.publish_id, block.column("user_id"))
         if contract.VALUE_COLUMN in block.schema.names:
             values = block.column(contract.VALUE_COLUMN)
         else:
             values = contract.encode_items_block(block.column("items"), block.column("scores"))
-        return mset_commands(keys, values, PIPELINE_BATCH)
+        return set_with_expiry_commands(sha, keys, values, self.staged_ttl_seconds,
+                                        PIPELINE_BATCH)
 
     def write_fallback(self, popular: pa.Table) -> None:
         version = self._require_version()
@@ -92,10 +147,11 @@ class RedisPublisher:
             contract.popular_key(version.publish_id),
             contract.encode_items(popular.column("item_id").to_pylist(),
                                   popular.column("score").to_pylist()),
+            ex=self.staged_ttl_seconds,
         )
 
-    def switch(self, outcome: SwitchOutcome) -> None:
-        """Write the version's meta, then flip the pointer if Postgres served it."""
+    def write_meta(self) -> None:
+        """Write the version's meta key, last: it tells reconcile the version is whole."""
         version = self._require_version()
         meta = {
             "run_id": version.run_id,
@@ -108,48 +164,73 @@ class RedisPublisher:
         if version.canary_model_version is not None:
             meta["canary"] = {"model_version": version.canary_model_version,
                               "fraction": version.canary_fraction}
-        self.client.set(contract.meta_key(version.publish_id), contract.encode_meta(meta))
-        for publish_id in outcome.superseded:
-            # The served one stays for the retention period: a rollback may need it.
-            if publish_id != outcome.previous_served:
-                expire_version(self.client, publish_id, SUPERSEDED_GRACE_SECONDS)
-        if not outcome.served:
-            expire_version(self.client, version.publish_id, self.retention_seconds)
-            logger.info("redis: version %d written, not served", version.publish_id)
-            return
-        self.client.set(contract.pointer_key(), str(version.publish_id))
-        if (outcome.previous_served is not None
-                and outcome.previous_served != version.publish_id):
-            expire_version(self.client, outcome.previous_served, self.retention_seconds)
-        logger.info("redis: pointer now at version %d (%d users)", version.publish_id, self.users)
-
-    def restore(self, publish_id: int, rolled_back: int | None) -> None:
-        """Serve ``publish_id`` again, e.g. after a rollback of ``rolled_back``.
-
-        Its keys lose their expiry before the pointer flips back to them; the
-        rolled-back version's keys expire after the retention period.
-        """
-        require_version_keys(self.client, publish_id)
-        persisted = persist_version(self.client, publish_id)
-        self.client.set(contract.pointer_key(), str(publish_id))
-        if rolled_back is not None and rolled_back != publish_id:
-            expire_version(self.client, rolled_back, self.retention_seconds)
-        logger.info("redis: pointer at version %d (%d keys kept); version %s expires",
-                    publish_id, persisted, rolled_back)
-
-    def abort(self) -> None:
-        if self.version is not None:
-            expire_version(self.client, self.version.publish_id, 0)
-            logger.info("redis: staged version %d discarded", self.version.publish_id)
+        self.client.set(contract.meta_key(version.publish_id), contract.encode_meta(meta),
+                        ex=self.staged_ttl_seconds)
+        logger.info("redis: version %d written aside (%d users), expiring in %ds unless served",
+                    version.publish_id, self.users, self.staged_ttl_seconds)
 
     def _require_version(self) -> PublishVersion:
         if self.version is None:
-            raise RuntimeError("prepare() a version before writing or switching it")
+            raise RuntimeError("prepare() a version before writing it")
         return self.version
 
 
-class MissingVersionError(LookupError):
-    """A version's keys are no longer in Redis."""
+def pointer(client: redis.Redis) -> int | None:
+    """The publish id the pointer names, or None."""
+    value = client.get(contract.pointer_key())
+    return int(value) if value is not None else None
+
+
+def serve(client: redis.Redis, publish_id: int, expected_keys: int | None,
+          retention_seconds: int = DEFAULT_RETENTION_SECONDS) -> ServeOutcome:
+    """Make ``publish_id`` the version readers get; the caller holds the publish lock.
+
+    Its keys lose their expiry first (user keys, then the meta key); when
+    ``expected_keys`` is given and fewer keys are found, nothing moves and
+    :class:`MissingVersionError` is raised. Then the pointer moves by
+    compare-and-set from the version it held, and that version's keys expire
+    after ``retention_seconds``. Running it again changes nothing more.
+    """
+    previous = pointer(client)
+    if previous == publish_id and meta_is_persistent(client, publish_id):
+        return ServeOutcome(publish_id, previous, expected_keys or 0, moved=False)
+    if client.exists(contract.meta_key(publish_id)) == 0:
+        raise MissingVersionError(f"version {publish_id} has no meta key in Redis: it was "
+                                  "never written whole, or its keys expired")
+    keys = persist_version(client, publish_id)
+    if expected_keys is not None and keys < expected_keys:
+        # Put the expiry back: a version that is not served must not live forever.
+        expire_version(client, publish_id, SUPERSEDED_GRACE_SECONDS)
+        raise MissingVersionError(f"version {publish_id} has {keys} of its {expected_keys} keys "
+                                  "in Redis; write it again (batchscore reconcile does)")
+    moved = compare_and_set_pointer(client, previous, publish_id)
+    if previous is not None and previous != publish_id:
+        expire_version(client, previous, retention_seconds)
+    logger.info("redis: pointer %s version %d (%d keys kept); version %s expires in %ds",
+                "moved to" if moved else "already at", publish_id, keys, previous,
+                retention_seconds)
+    return ServeOutcome(publish_id, previous, keys, moved)
+
+
+def compare_and_set_pointer(client: redis.Redis, expected: int | None, new: int) -> bool:
+    """Move the pointer to ``new`` only if it holds ``expected``; whether it moved.
+
+    Raises :class:`PointerMovedError` if it holds something else.
+    """
+    result = client.eval(COMPARE_AND_SET_SCRIPT, 1, contract.pointer_key(),
+                         "" if expected is None else str(expected), str(new))
+    if result == 1:
+        return expected != new
+    held = result.decode() if isinstance(result, bytes) else str(result)
+    if held == str(new):
+        return False
+    raise PointerMovedError(f"the Redis pointer holds version {held or None}, not {expected} "
+                            f"as expected; another publisher moved it")
+
+
+def meta_is_persistent(client: redis.Redis, publish_id: int) -> bool:
+    """Whether the version's meta key exists without an expiry (its persist pass finished)."""
+    return client.ttl(contract.meta_key(publish_id)) == -1
 
 
 def require_version_keys(client: redis.Redis, publish_id: int) -> None:
@@ -161,51 +242,90 @@ def require_version_keys(client: redis.Redis, publish_id: int) -> None:
 
 
 def persist_version(client: redis.Redis, publish_id: int) -> int:
-    """Remove the expiry of every key of a version."""
+    """Remove the expiry of every key of a version, the meta key last; the key count."""
     return for_each_key(client, publish_id, lambda pipe, key: pipe.persist(key))
 
 
 def expire_version(client: redis.Redis, publish_id: int, seconds: int) -> int:
-    """Expire every key of a version in ``seconds`` (0 deletes them now)."""
+    """Expire every key of a version in ``seconds``, the meta key last (0 deletes them now,
+    and forgets the version); the key count."""
     if seconds > 0:
         return for_each_key(client, publish_id, lambda pipe, key: pipe.expire(key, seconds))
-    return for_each_key(client, publish_id, lambda pipe, key: pipe.unlink(key))
+    count = for_each_key(client, publish_id, lambda pipe, key: pipe.unlink(key))
+    client.srem(contract.versions_key(), publish_id)
+    return count
 
 
 def for_each_key(client: redis.Redis, publish_id: int,
                  command: Callable[[Pipeline, bytes], object]) -> int:
-    """Queue ``command`` for every key of a version, in pipelined batches; the key count."""
+    """Queue ``command`` for every key of a version in pipelined batches, the meta key
+    after all others; the key count."""
+    meta = contract.meta_key(publish_id)
     count = 0
+    has_meta = False
     pipe = client.pipeline(transaction=False)
     for key in client.scan_iter(match=contract.version_pattern(publish_id), count=SCAN_COUNT):
+        if key == meta:
+            has_meta = True
+            continue
         command(pipe, key)
         count += 1
         if count % PIPELINE_BATCH == 0:
             pipe.execute()
     pipe.execute()
+    if has_meta:
+        command(pipe, meta)
+        pipe.execute()
+        count += 1
     return count
 
 
-def mset_commands(keys: pa.Array, values: pa.Array, batch: int
-                  ) -> list[list[memoryview | bytes]]:
-    """MSET commands in the Redis protocol (RESP) setting ``keys`` to ``values``,
-    ``batch`` pairs per command; each command is a list of buffers to send."""
+def known_versions(client: redis.Redis) -> set[int]:
+    """Every publish id with keys written, from the versions set; seeded by one scan of
+    the meta keys when the set does not exist yet (data written by an older release)."""
+    members = client.smembers(contract.versions_key())
+    if members:
+        return {int(member) for member in members}
+    found = set()
+    for key in client.scan_iter(match=contract.version_pattern_of_meta(), count=SCAN_COUNT):
+        found.add(contract.publish_id_of(key))
+    if found:
+        client.sadd(contract.versions_key(), *found)
+    return found
+
+
+def set_with_expiry_commands(sha: str, keys: pa.Array, values: pa.Array, seconds: int,
+                             batch: int) -> list[list[memoryview | bytes]]:
+    """``EVALSHA`` commands of :data:`SET_WITH_EXPIRY_SCRIPT` in the Redis protocol (RESP),
+    setting ``keys`` to ``values`` with an expiry of ``seconds``, ``batch`` keys per
+    command; each command is a list of buffers to send."""
     if len(keys) != len(values):
         raise ValueError(f"{len(keys)} keys but {len(values)} values")
     if len(keys) == 0:
         return []
-    pairs = pc.binary_join_element_wise(
-        "$", pc.cast(pc.binary_length(keys), pa.string()), "\r\n", keys, "\r\n$",
-        pc.cast(pc.binary_length(values), pa.string()), "\r\n", values, "\r\n", "")
-    offsets = np.frombuffer(pairs.buffers()[1], dtype=np.int32, count=len(pairs) + 1,
-                            offset=4 * pairs.offset)
-    data = memoryview(pairs.buffers()[2])
+    key_bulks, key_offsets = bulk_strings(keys)
+    value_bulks, value_offsets = bulk_strings(values)
+    ttl = str(int(seconds)).encode()
+    ttl_bulk = b"$%d\r\n%s\r\n" % (len(ttl), ttl)
     commands: list[list[memoryview | bytes]] = []
-    for start in range(0, len(pairs), batch):
-        stop = min(start + batch, len(pairs))
-        commands.append([b"*%d\r\n$4\r\nMSET\r\n" % (2 * (stop - start) + 1),
-                         data[offsets[start]:offsets[stop]]])
+    for start in range(0, len(keys), batch):
+        stop = min(start + batch, len(keys))
+        count = str(stop - start).encode()
+        header = (b"*%d\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+                  % (3 + 2 * (stop - start) + 1, len(sha), sha.encode(), len(count), count))
+        commands.append([header, key_bulks[key_offsets[start]:key_offsets[stop]], ttl_bulk,
+                         value_bulks[value_offsets[start]:value_offsets[stop]]])
     return commands
+
+
+def bulk_strings(texts: pa.Array) -> tuple[memoryview, np.ndarray]:
+    """Each text as a RESP bulk string (``$len\\r\\ntext\\r\\n``), all in one buffer, and
+    the offset where each starts (one more, the end, at the back)."""
+    bulks = pc.binary_join_element_wise(
+        "$", pc.cast(pc.binary_length(texts), pa.string()), "\r\n", texts, "\r\n", "")
+    offsets = np.frombuffer(bulks.buffers()[1], dtype=np.int32, count=len(bulks) + 1,
+                            offset=4 * bulks.offset)
+    return memoryview(bulks.buffers()[2]), offsets
 
 
 @contextmanager

@@ -26,6 +26,7 @@ class TaskInstance:
 def test_failure_callback_records_the_run_and_discards_the_staged_version(
         engine, endpoints, settings, monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_BATCHSCORE_POSTGRES", endpoints.database_url)
+    monkeypatch.setenv("AIRFLOW_CONN_BATCHSCORE_REDIS", endpoints.redis_url)
     artifact = tmp_path / "model"
     artifact.mkdir()
     register(engine, NewModel(created_by="test", trained_as_of=date(2026, 11, 1), params={},

@@ -38,8 +38,8 @@ def test_dags_have_tags_owner_retries_and_docs(dagbag: DagBag, dag_id: str) -> N
 
 def test_nightly_task_graph(dagbag: DagBag) -> None:
     dag = dagbag.dags["batchscore_nightly"]
-    order = ["validate_inputs", "score", "validate_predictions", "publish_postgres",
-             "publish_redis", "smoke_check", "record_run"]
+    order = ["reconcile", "validate_inputs", "score", "validate_predictions",
+             "publish_postgres", "publish_redis", "switch", "smoke_check", "record_run"]
     for upstream, downstream in itertools.pairwise(order):
         assert dag.get_task(upstream).downstream_task_ids == {downstream}
     assert dag.get_task("record_run").downstream_task_ids == set()
@@ -49,7 +49,8 @@ def test_nightly_task_graph(dagbag: DagBag) -> None:
     assert score.application.endswith("jobs/score.py")
     assert all(task.on_failure_callback for task in dag.tasks)
     assert set(dag.params) == {"run_date", "model_version", "serve_older_date", "k",
-                               "input_path", "input_format"}
+                               "input_path", "input_format", "canary_version",
+                               "canary_fraction", "shadow_version", "force", "reason"}
 
 
 def test_train_task_graph_emits_the_serving_model_asset(dagbag: DagBag) -> None:

@@ -13,10 +13,11 @@ from jobs import redis_contract as contract
 from jobs import runs
 from jobs.publish.postgres import PostgresPublisher, partition_name
 from jobs.publish.redis import (
+    SET_WITH_EXPIRY_SCRIPT,
     RedisPublisher,
-    mset_commands,
     pipelined_connection,
     read_replies,
+    set_with_expiry_commands,
 )
 from jobs.registry import NewModel, register
 
@@ -53,7 +54,7 @@ def test_postgres_rows_are_the_scored_lists_with_exact_float32_scores(engine, ve
     publisher = PostgresPublisher(engine)
     publisher.prepare(version)
     assert [publisher.write(block) for block in blocks] == [5_000, 5_000, 2_500]
-    publisher.switch()
+    publisher.switch(version.publish_id)
     with engine.connect() as conn:
         stored = conn.execute(sa.text(
             "SELECT user_id, array_agg(item_id ORDER BY rank), array_agg(score ORDER BY rank),"
@@ -77,13 +78,17 @@ def test_redis_values_are_byte_for_byte_encode_items(redis_client, version) -> N
         for user, items, scores in zip(*block.to_pydict().values(), strict=True):
             assert redis_client.get(contract.user_key(version.publish_id, user)) == (
                 contract.encode_items(items, scores))
-    assert redis_client.dbsize() == 2_300
+    # every user key, and the set of versions reconcile reads
+    assert redis_client.dbsize() == 2_300 + 1
+    # written aside: each key expires unless the version is served
+    assert 0 < redis_client.ttl(contract.user_key(version.publish_id, 2_300)) <= 2 * 86_400
 
 
 def test_a_failed_reply_raises_and_the_connection_is_not_reused(redis_client) -> None:
     redis_client.rpush("a-list", "x")
     bad = [[b"*2\r\n$4\r\nINCR\r\n", b"$6\r\na-list\r\n"]]
-    commands = bad + mset_commands(pa.array(["k"]), pa.array(["v"]), 10)
+    sha = redis_client.script_load(SET_WITH_EXPIRY_SCRIPT)
+    commands = bad + set_with_expiry_commands(sha, pa.array(["k"]), pa.array(["v"]), 60, 10)
     with (pytest.raises(redis_lib.ResponseError, match="WRONGTYPE"),
           pipelined_connection(redis_client) as connection):
         for command in commands:
@@ -118,7 +123,7 @@ def test_postgres_loads_all_blocks_in_one_call_and_reports_progress(engine, vers
     assert publisher.write_blocks(iter(blocks), progress=progress.append) == 12_500
     # blocks load two at a time: the last may finish before the one before it
     assert len(progress) == 3 and progress == sorted(progress) and progress[-1] == 2_500
-    publisher.switch()
+    publisher.switch(version.publish_id)
     with engine.connect() as conn:
         assert conn.execute(sa.text(
             "SELECT count(*), count(DISTINCT user_id) FROM batchscore.predictions"

@@ -10,6 +10,7 @@ from jobs import redis_contract as contract
 from jobs import runs
 from jobs.client import NoPublishedVersionError, RecommendationClient
 from jobs.publish.postgres import PostgresPublisher
+from jobs.publish.protocol import publish_lock, switch
 from jobs.publish.redis import RedisPublisher
 from jobs.registry import NewModel, register
 
@@ -39,7 +40,7 @@ def model_version(engine) -> int:
 
 def publish_day(engine, redis_client, model_version: int, day: date,
                 recs: dict[int, list[tuple[int, float]]], blocks=None):
-    """What the nightly's publish steps do: Postgres aside and switched, then Redis."""
+    """What the nightly's publish steps do: both stores written aside, then switched."""
     run_id = runs.start(engine, "nightly", day, model_version)
     postgres = PostgresPublisher(engine, keep_versions=2)
     version = postgres.allocate(run_id, model_version, day, k=2)
@@ -48,17 +49,18 @@ def publish_day(engine, redis_client, model_version: int, day: date,
         for each in blocks if blocks is not None else [block(recs)]:
             postgres.write(each)
         postgres.write_fallback(POPULAR)
-        outcome = postgres.switch()
+        postgres.finish_load()
     except BaseException:
         postgres.abort()
         raise
-    postgres.cleanup()
     redis_publisher = RedisPublisher(redis_client)
     redis_publisher.prepare(version)
     for each in blocks if blocks is not None else [block(recs)]:
         redis_publisher.write(each)
     redis_publisher.write_fallback(POPULAR)
-    redis_publisher.switch(outcome)
+    redis_publisher.write_meta()
+    with publish_lock(engine, "test"):
+        outcome = switch(engine, redis_client, version.publish_id, keep_versions=2)
     return version, outcome
 
 

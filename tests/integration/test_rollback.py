@@ -9,9 +9,10 @@ from jobs import redis_contract as contract
 from jobs import registry
 from jobs.client import RecommendationClient
 from jobs.publish.postgres import RollbackError
+from jobs.publish.reconcile import disagreement, reconcile
 from jobs.publish.redis import MissingVersionError, expire_version
 from jobs.registry import NewModel, register
-from jobs.rollback import roll_back, sync_redis
+from jobs.rollback import roll_back
 from tests.integration.test_publish import publish_day
 
 DAY1, DAY2 = date(2026, 11, 18), date(2026, 11, 19)
@@ -103,7 +104,7 @@ def test_rollback_refuses_when_redis_lost_the_previous_version(engine, redis_cli
     assert registry.get(engine, v1).status == "serving"
 
 
-def test_redis_only_follows_what_postgres_serves(engine, redis_client):
+def test_reconcile_points_redis_at_what_postgres_serves(engine, redis_client, tmp_path):
     v1 = new_model(engine, DAY1)
     publish_day(engine, redis_client, v1, DAY1, GOOD)
     good_id = int(redis_client.get(contract.pointer_key()))
@@ -111,6 +112,11 @@ def test_redis_only_follows_what_postgres_serves(engine, redis_client):
     bad_id = int(redis_client.get(contract.pointer_key()))
     with engine.begin() as conn:  # Postgres switched back, Redis did not
         conn.execute(sa.text("UPDATE batchscore.serving SET publish_id = :id"), {"id": good_id})
-    assert sync_redis(engine, redis_client) == good_id
+    assert disagreement(engine, redis_client) == (
+        f"postgres serves version {good_id}, the redis pointer names {bad_id}")
+    report = reconcile(engine, redis_client, tmp_path)
+    assert (report.redis_pointer_before, report.redis_pointer) == (bad_id, good_id)
     assert int(redis_client.get(contract.pointer_key())) == good_id
+    assert redis_client.ttl(contract.user_key(good_id, 1)) == -1
     assert redis_client.ttl(contract.user_key(bad_id, 1)) > 0
+    assert disagreement(engine, redis_client) is None

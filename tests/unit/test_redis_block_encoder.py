@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from jobs import redis_contract as contract
-from jobs.publish.redis import mset_commands
+from jobs.publish.redis import set_with_expiry_commands
 
 
 def lists(rows, value_type):
@@ -64,10 +64,16 @@ def test_user_keys_match_user_key() -> None:
         contract.user_key(12, 345), contract.user_key(12, 1), contract.user_key(12, 2**40)]
 
 
-def test_mset_commands_in_the_redis_protocol() -> None:
-    commands = mset_commands(pa.array(["ka", "kb", "kc"]), pa.array(["[]", "[[1,2]]", "x"]), 2)
+def test_set_with_expiry_commands_in_the_redis_protocol() -> None:
+    sha = "a" * 40
+    commands = set_with_expiry_commands(sha, pa.array(["ka", "kb", "kc"]),
+                                        pa.array(["[]", "[[1,2]]", "x"]), 90, 2)
+    header = b"$7\r\nEVALSHA\r\n$40\r\n" + b"a" * 40 + b"\r\n"
     assert [[bytes(part) for part in command] for command in commands] == [
-        [b"*5\r\n$4\r\nMSET\r\n", b"$2\r\nka\r\n$2\r\n[]\r\n$2\r\nkb\r\n$7\r\n[[1,2]]\r\n"],
-        [b"*3\r\n$4\r\nMSET\r\n", b"$2\r\nkc\r\n$1\r\nx\r\n"],
+        [b"*8\r\n" + header + b"$1\r\n2\r\n", b"$2\r\nka\r\n$2\r\nkb\r\n", b"$2\r\n90\r\n",
+         b"$2\r\n[]\r\n$7\r\n[[1,2]]\r\n"],
+        [b"*6\r\n" + header + b"$1\r\n1\r\n", b"$2\r\nkc\r\n", b"$2\r\n90\r\n",
+         b"$1\r\nx\r\n"],
     ]
-    assert mset_commands(pa.array([], pa.string()), pa.array([], pa.string()), 2) == []
+    assert set_with_expiry_commands(sha, pa.array([], pa.string()), pa.array([], pa.string()),
+                                    90, 2) == []

@@ -1,0 +1,154 @@
+"""The publish protocol: one publisher at a time switches both stores, PostgreSQL first.
+
+Both stores hold a version aside, whole, before either switches to it
+(``schemas/publishing.md``). Under the publish lock, a PostgreSQL advisory
+lock every switch, cleanup, rollback and reconcile holds, PostgreSQL switches
+in one transaction and so becomes the record of what is served; then Redis
+follows it (:func:`follow_postgres`): the served version's keys lose their
+expiry and the pointer moves by compare-and-set. Each step can be run again
+after a crash at any point and ends in the same state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pyarrow as pa
+import redis
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from jobs.db import session_lock
+from jobs.publish import PublishVersion, SwitchOutcome
+from jobs.publish.postgres import DEFAULT_KEEP_VERSIONS, PostgresPublisher, served_publish_id
+from jobs.publish.redis import (
+    DEFAULT_RETENTION_SECONDS,
+    SUPERSEDED_GRACE_SECONDS,
+    MissingVersionError,
+    RedisPublisher,
+    ServeOutcome,
+    expire_version,
+    pointer,
+    serve,
+)
+
+logger = logging.getLogger(__name__)
+
+# The advisory lock (class, object) every publisher of this database takes.
+PUBLISH_LOCK_KEY = (72_031, 1)
+# How long a publisher waits for another one to finish before it gives up.
+DEFAULT_LOCK_WAIT_SECONDS = 300.0
+# Users read back from PostgreSQL at a time when Redis lost a served version.
+REWRITE_BLOCK_USERS = 2_500
+
+
+@contextmanager
+def publish_lock(engine: Engine, holder: str,
+                 wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS) -> Iterator[None]:
+    """Be the only publisher of this database for the block.
+
+    ``holder`` says who, in ``pg_stat_activity`` and in the error another
+    publisher gets when it has waited ``wait_seconds`` in vain.
+    """
+    with session_lock(engine, PUBLISH_LOCK_KEY, "the publish lock", wait_seconds,
+                      f"batchscore publish: {holder}"):
+        yield
+
+
+def switch(engine: Engine, client: redis.Redis | None, publish_id: int, *,
+           force_serve: bool = False, shadow: bool = False,
+           keep_versions: int = DEFAULT_KEEP_VERSIONS,
+           retention_seconds: int = DEFAULT_RETENTION_SECONDS) -> SwitchOutcome:
+    """Switch a version written aside in both stores in; the caller holds the publish lock.
+
+    PostgreSQL first (a shadow is only attached), then Redis follows what
+    PostgreSQL serves, then versions beyond the kept window are dropped.
+    Safe to run again: a version already switched in is not switched twice,
+    and what readers are served is never removed.
+    """
+    postgres = PostgresPublisher(engine, keep_versions=keep_versions)
+    if shadow:
+        outcome = postgres.keep_aside(publish_id)
+    else:
+        outcome = postgres.switch(publish_id, force_serve=force_serve)
+        if client is None:
+            raise ValueError("switching a served version in needs the Redis client")
+        previous = pointer(client)
+        follow_postgres(engine, client, retention_seconds)
+        for replaced in outcome.superseded:
+            # A replaced version that was served stays as a rollback target.
+            if replaced != previous:
+                expire_version(client, replaced, SUPERSEDED_GRACE_SECONDS)
+        if not outcome.served:
+            # Written for an older date: kept, not pointed to, for the retention period.
+            expire_version(client, publish_id, retention_seconds)
+    postgres.cleanup()
+    return outcome
+
+
+def follow_postgres(engine: Engine, client: redis.Redis,
+                    retention_seconds: int = DEFAULT_RETENTION_SECONDS) -> ServeOutcome | None:
+    """Point Redis at the version PostgreSQL serves; the caller holds the publish lock.
+
+    Its keys lose their expiry before the pointer moves. Should Redis have
+    lost some of them (a restart without its data, an expiry), they are
+    written again from PostgreSQL first. None when nothing is served yet.
+    """
+    served = served_publish_id(engine)
+    if served is None:
+        return None
+    version, users = version_record(engine, served)
+    expected = users + 2 if users is not None else None  # meta and popular keys too
+    try:
+        return serve(client, served, expected, retention_seconds)
+    except MissingVersionError as err:
+        logger.warning("redis: %s; writing version %d again from postgres", err, served)
+    rewrite_from_postgres(engine, client, version)
+    return serve(client, served, expected, retention_seconds)
+
+
+def version_record(engine: Engine, publish_id: int) -> tuple[PublishVersion, int | None]:
+    """A version as PostgreSQL records it, and its user count."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.text(
+            "SELECT run_id, model_version, logical_date, k, canary_model_version,"
+            " canary_fraction, users FROM batchscore.prediction_versions"
+            " WHERE publish_id = :id"), {"id": publish_id}).one()
+    return PublishVersion(publish_id=publish_id, run_id=row.run_id,
+                          model_version=row.model_version, logical_date=row.logical_date,
+                          k=row.k, canary_model_version=row.canary_model_version,
+                          canary_fraction=row.canary_fraction), row.users
+
+
+def rewrite_from_postgres(engine: Engine, client: redis.Redis, version: PublishVersion) -> int:
+    """Write a version's keys to Redis aside again from its PostgreSQL partition; the users."""
+    publisher = RedisPublisher(client)
+    publisher.prepare(version)
+    with engine.connect() as conn:
+        popular = conn.execute(sa.text(
+            "SELECT item_id, score FROM batchscore.popular_items WHERE publish_id = :id"
+            " ORDER BY rank"), {"id": version.publish_id}).all()
+        rows = conn.execution_options(stream_results=True, yield_per=REWRITE_BLOCK_USERS
+                                      ).execute(sa.text(
+                "SELECT user_id, array_agg(item_id ORDER BY rank),"
+                " array_agg(score ORDER BY rank) FROM batchscore.predictions"
+                " WHERE publish_id = :id GROUP BY user_id ORDER BY user_id"),
+                {"id": version.publish_id})
+        publisher.write_blocks(blocks_of(rows.partitions()))
+    publisher.write_fallback(pa.table({"item_id": pa.array([r[0] for r in popular], pa.int64()),
+                                       "score": pa.array([r[1] for r in popular], pa.float32())}))
+    publisher.write_meta()
+    logger.info("redis: version %d written again from postgres (%d users)", version.publish_id,
+                publisher.users)
+    return publisher.users
+
+
+def blocks_of(partitions: Iterator[list]) -> Iterator[pa.RecordBatch]:
+    schema = pa.schema([("user_id", pa.int64()), ("items", pa.list_(pa.int64())),
+                        ("scores", pa.list_(pa.float32()))])
+    for rows in partitions:
+        yield pa.RecordBatch.from_pydict(
+            {"user_id": [row[0] for row in rows], "items": [row[1] for row in rows],
+             "scores": [row[2] for row in rows]}, schema=schema)
