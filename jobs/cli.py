@@ -774,7 +774,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from jobs.data.load import InputError
     from jobs.db import LockWaitError, MigrationError
     from jobs.local_airflow import AirflowError
-    from jobs.nightly import RunRequestError
+    from jobs.nightly import RunRequestError, StoreUnavailableError
     from jobs.publish.postgres import LockTimeoutError, RollbackError, VersionStateError
     from jobs.publish.redis import MissingVersionError, PointerMovedError
     from jobs.registry import NoServingModelError, UnknownVersionError
@@ -783,7 +783,8 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     return (CommandError, ConfigError, InputError, MigrationError, NoServingModelError,
             NoPublishedVersionError, ContractError, FileNotFoundError, AirflowError,
             RollbackError, MissingVersionError, UnknownVersionError, RunRequestError,
-            LockWaitError, LockTimeoutError, VersionStateError, PointerMovedError)
+            LockWaitError, LockTimeoutError, VersionStateError, PointerMovedError,
+            StoreUnavailableError)
 
 
 EXPECTED_ERRORS = _expected_errors()

@@ -6,7 +6,9 @@
 
 Reads follow the contract in ``schemas/redis.md``: the pointer names the
 served version, and a user without predictions gets that version's
-popularity list (``source == "fallback"``).
+popularity list (``source == "fallback"``). The pointer is read again with
+the version's keys, so a read that overlaps a switch is retried on the new
+version instead of mixing two or falling back by mistake.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ import redis
 
 from jobs import redis_contract as contract
 from jobs.canary import in_canary
+
+# Reads retried when the pointer moves under one (each move is a switch or rollback).
+READ_ATTEMPTS = 5
 
 
 class NoPublishedVersionError(LookupError):
@@ -52,20 +57,32 @@ class RecommendationClient:
         return cls(redis.Redis.from_url(url, socket_timeout=1.0))
 
     def get_recommendations(self, user_id: int, k: int = 10) -> Recommendations:
-        """The best ``k`` items for a user, best first, in two round trips."""
+        """The best ``k`` items for a user, best first, in two round trips.
+
+        The second round trip reads the pointer again: if it moved meanwhile,
+        the keys read may belong to a version being retired, so the read is
+        done again on the version now served.
+        """
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         pointer = self.client.get(contract.pointer_key())
-        if pointer is None:
-            raise NoPublishedVersionError(
-                "no recommendations are published in this Redis yet; run `batchscore nightly`"
-            )
-        publish_id = int(pointer)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(contract.user_key(publish_id, user_id))
-        pipe.get(contract.meta_key(publish_id))
-        pipe.get(contract.popular_key(publish_id))
-        user_value, meta_value, popular_value = pipe.execute()
+        for _ in range(READ_ATTEMPTS):
+            if pointer is None:
+                raise NoPublishedVersionError(
+                    "no recommendations are published in this Redis yet; run "
+                    "`batchscore nightly`")
+            publish_id = int(pointer)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(contract.user_key(publish_id, user_id))
+            pipe.get(contract.meta_key(publish_id))
+            pipe.get(contract.popular_key(publish_id))
+            pipe.get(contract.pointer_key())
+            user_value, meta_value, popular_value, pointer_after = pipe.execute()
+            if pointer_after == pointer:
+                break
+            pointer = pointer_after
+        else:
+            raise RuntimeError(f"the Redis pointer moved during each of {READ_ATTEMPTS} reads")
         if meta_value is None:
             raise NoPublishedVersionError(f"published version {publish_id} has no meta key")
         meta = contract.decode_meta(meta_value)
@@ -87,8 +104,3 @@ def model_version_for(user_id: int, meta: dict[str, Any]) -> int:
     if canary and in_canary(np.array([user_id]), float(canary["fraction"]))[0]:
         return int(canary["model_version"])
     return int(meta["model_version"])
-
-
-def get_recommendations(user_id: int, k: int = 10, *, url: str) -> Recommendations:
-    """One-off read; services should keep a :class:`RecommendationClient` instead."""
-    return RecommendationClient.from_url(url).get_recommendations(user_id, k)

@@ -68,6 +68,29 @@ class RunRequestError(ValueError):
     """A run was asked for something it cannot do; nothing was started."""
 
 
+class StoreUnavailableError(RuntimeError):
+    """A run lost its connection to PostgreSQL or Redis and stopped."""
+
+
+def store_lost(err: BaseException) -> StoreUnavailableError | None:
+    """The clear error for a lost server connection, or None for any other error."""
+    import psycopg2
+    import sqlalchemy.exc
+
+    if isinstance(err, psycopg2.OperationalError | psycopg2.InterfaceError
+                  | sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+        store = "PostgreSQL"
+    elif isinstance(err, redis.ConnectionError | redis.TimeoutError):
+        store = "Redis"
+    else:
+        return None
+    detail = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+    return StoreUnavailableError(
+        f"the run lost its connection to {store} ({detail}); it stopped, and each store "
+        "goes on serving one whole version. The next nightly (or `batchscore reconcile`) repairs "
+        "what it left; then run the date again")
+
+
 @dataclass(frozen=True)
 class NightlyConfig:
     run_date: date
@@ -170,37 +193,67 @@ class NightlyResult:
 
 def run(config: NightlyConfig) -> NightlyResult:
     """All steps in this process, the way ``batchscore nightly`` runs them."""
-    engine = engine_for(config.database_url)
-    ensure_schema(engine)
-    reconcile(engine, config.redis_url, config.home, config.lock_wait_seconds)
-    run_id = runs.new_run_id("nightly", config.run_date)
-    with runs.lease(engine, run_id):
-        state = begin(engine, config, run_id)
-        try:
-            validate_inputs(engine, state)
-            score_in_process(state, config.spark_master)
-            scored = ScoreStats.read(state.folder)
-            validate_predictions(state)
-            publish_postgres(engine, state)
-            publish_redis(engine, config.redis_url, state)
-            switch(engine, config.redis_url, state)
-            if state.shadow:
-                compare_shadow(engine, state)
-            else:
-                smoke_check(engine, config.redis_url, state)
-            finish(engine, state)
-        except BaseException as err:
-            fail(engine, state, err, config.redis_url)
-            raise
+    scored: list[ScoreStats] = []
+
+    def prepare(engine: Engine, state: RunState) -> None:
+        validate_inputs(engine, state)
+        score_in_process(state, config.spark_master)
+        scored.append(ScoreStats.read(state.folder))
+        validate_predictions(state)
+
+    state = execute(config, prepare)
     assert state.publish_id is not None and state.switch is not None
     return NightlyResult(
         run_id=state.run_id, publish_id=state.publish_id, model_version=state.model_version,
         logical_date=state.logical_date, served=bool(state.switch["served"]),
-        stats=scored, rows=int(state.stats["rows"]),
+        stats=scored[0], rows=int(state.stats["rows"]),
         input_rejected=int(state.stats.get("rejected", 0)),
         data_docs=dict(state.stats.get("data_docs", {})),
         shadow=state.stats.get("shadow"), canary=state.stats.get("canary"),
     )
+
+
+def execute(config: NightlyConfig, prepare: Callable[[Engine, RunState], None]) -> RunState:
+    """Reconcile, then one run in this process: ``prepare`` checks the input and scores it
+    into the run's folder, then the version is published and the run recorded.
+
+    The run's lease is held throughout; if anything fails, what the run
+    staged is discarded and the failure recorded before the error is raised.
+    """
+    engine = engine_for(config.database_url)
+    ensure_schema(engine)
+    try:
+        reconcile(engine, config.redis_url, config.home, config.lock_wait_seconds)
+    except Exception as err:
+        clear = store_lost(err)
+        if clear is not None:
+            raise clear from err
+        raise
+    run_id = runs.new_run_id("nightly", config.run_date)
+    with runs.lease(engine, run_id):
+        state = begin(engine, config, run_id)
+        try:
+            prepare(engine, state)
+            publish(engine, config.redis_url, state)
+            finish(engine, state)
+        except BaseException as err:
+            clear = store_lost(err)
+            fail(engine, state, clear or err, config.redis_url)
+            if clear is not None:
+                raise clear from err
+            raise
+    engine.dispose()
+    return state
+
+
+def publish(engine: Engine, redis_url: str, state: RunState) -> RunState:
+    """The publish steps: both stores written aside, switched, then read back."""
+    publish_postgres(engine, state)
+    publish_redis(engine, redis_url, state)
+    switch(engine, redis_url, state)
+    if state.shadow:
+        return compare_shadow(engine, state)
+    return smoke_check(engine, redis_url, state)
 
 
 def reconcile(engine: Engine, redis_url: str, home: Path,
@@ -556,21 +609,25 @@ def fail(engine: Engine, state: RunState, error: BaseException | str,
          redis_url: str | None = None) -> None:
     """Discard what the run staged (unless it was already switched in) and record why.
 
-    If a store is out of reach, what it holds of the run is left for
-    reconcile, and the error that failed the run is what the caller raises.
+    Each part is tried on its own: if a store is out of reach, what it holds
+    of the run is left for reconcile, and the error that failed the run is
+    what the caller raises.
     """
     message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    discarded = False
+    recorded = False
     try:
         discarded = (state.publish_id is not None
                      and PostgresPublisher(engine).discard(state.publish_id))
+        runs.fail(engine, state.run_id, message, state.stats)
+        recorded = True
         if discarded and redis_url is not None:
             expire_version(redis.Redis.from_url(redis_url), state.publish_id, 0)
-        runs.fail(engine, state.run_id, message, state.stats)
     except Exception as err:  # the run's own error matters more; reconcile finishes this
-        logger.error("run %s: could not record its failure (%s: %s); `batchscore reconcile` "
-                     "will", state.run_id, type(err).__name__, err)
-        return
-    shutil.rmtree(state.folder, ignore_errors=True)
+        logger.error("run %s: could not clean up after its failure (%s: %s); "
+                     "`batchscore reconcile` will", state.run_id, type(err).__name__, err)
+    if recorded:
+        shutil.rmtree(state.folder, ignore_errors=True)
 
 
 def prediction_summary(scored: ScoreStats) -> PredictionSummary:

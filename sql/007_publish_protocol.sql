@@ -10,3 +10,24 @@ CREATE INDEX runs_running_idx ON batchscore.runs (started_at) WHERE status = 'ru
 CREATE INDEX prediction_versions_staged_idx ON batchscore.prediction_versions (run_id)
     WHERE status = 'staged';
 
+
+-- A staged version's table is attached in a transaction of its own before the
+-- switch that serves it (so no reader can see it served without its
+-- partition); until then the history view leaves it out.
+CREATE OR REPLACE VIEW bi.recommendations_history AS
+SELECT p.user_id,
+       p.rank,
+       p.item_id,
+       p.score,
+       v.publish_id,
+       v.run_id,
+       coalesce(c.model_version, v.model_version) AS model_version,
+       v.logical_date,
+       v.published_at,
+       v.publish_id = (SELECT s.publish_id FROM batchscore.serving AS s) AS is_serving,
+       v.status
+FROM batchscore.predictions AS p
+JOIN batchscore.prediction_versions AS v ON v.publish_id = p.publish_id
+LEFT JOIN batchscore.canary_users AS c
+       ON c.publish_id = p.publish_id AND c.user_id = p.user_id
+WHERE v.status <> 'staged';

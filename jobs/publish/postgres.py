@@ -264,15 +264,35 @@ class PostgresPublisher:
         even when a later date is being served. Switching a version that was
         already switched in changes nothing and says whether it is served.
         """
+        self.attach(publish_id)
         return self._with_lock_retries(
             f"switching in version {publish_id}",
             lambda cur: self._switch(cur, publish_id, force_serve))
+
+    def attach(self, publish_id: int) -> None:
+        """Attach a staged version's table as a partition, in a transaction of its own.
+
+        ATTACH takes only SHARE UPDATE EXCLUSIVE on ``batchscore.predictions``,
+        so readers do not wait for it, and a reader that planned its query
+        just before may not know the new partition yet. Committing the attach
+        before the switch that names the version served means that no reader
+        can see the version served without seeing its partition. Until then,
+        a staged partition is seen by no view.
+        """
+        def attach(cur: Any) -> None:
+            status = self._lock_version(cur, publish_id)[0]
+            if status == "staged" and not self._is_partition(cur, publish_id):
+                cur.execute(sql.SQL(
+                    "ALTER TABLE batchscore.predictions ATTACH PARTITION batchscore.{}"
+                    " FOR VALUES IN ({})"
+                ).format(sql.Identifier(partition_name(publish_id)), sql.Literal(publish_id)))
+
+        self._with_lock_retries(f"attaching version {publish_id}", attach)
 
     def _switch(self, cur: Any, publish_id: int, force_serve: bool) -> SwitchOutcome:
         status, logical_date, users, rows = self._lock_version(cur, publish_id)
         if status != "staged":
             return self._already_switched(cur, publish_id, status)
-        self._attach(cur, publish_id)
         cur.execute(
             "UPDATE batchscore.prediction_versions SET status = 'superseded'"
             " WHERE logical_date = %s AND status = 'published' RETURNING publish_id",
@@ -307,11 +327,12 @@ class PostgresPublisher:
 
     def keep_aside(self, publish_id: int) -> SwitchOutcome:
         """Attach a staged version as a shadow: queryable, never served."""
+        self.attach(publish_id)
+
         def attach(cur: Any) -> SwitchOutcome:
             status, _, users, rows = self._lock_version(cur, publish_id)
             if status != "staged":
                 return self._already_switched(cur, publish_id, status)
-            self._attach(cur, publish_id)
             cur.execute("UPDATE batchscore.prediction_versions SET status = 'shadow',"
                         " published_at = now() WHERE publish_id = %s", (publish_id,))
             logger.info("postgres: shadow version %d stored (%s users, %s rows), not served",
@@ -431,8 +452,7 @@ class PostgresPublisher:
             row = cur.fetchone()
             if row is None or row[0] != "staged":
                 return False
-            cur.execute(sql.SQL("DROP TABLE IF EXISTS batchscore.{}").format(
-                sql.Identifier(partition_name(publish_id))))
+            self._drop_table(cur, publish_id)
             cur.execute("UPDATE batchscore.prediction_versions SET status = 'failed'"
                         " WHERE publish_id = %s", (publish_id,))
             cur.execute("DELETE FROM batchscore.popular_items WHERE publish_id = %s",
@@ -451,9 +471,9 @@ class PostgresPublisher:
         ones besides the served one are kept, and as many superseded, shadow and
         rolled-back ones (a superseded version may still be rolled back to).
 
-        The caller holds the publish lock. A partition whose lock stays taken
-        (a long BI query reads it) is left for the next cleanup; the ones dropped
-        are returned.
+        The caller holds the publish lock. When a partition's lock stays taken
+        (a long BI query reads the table), it and the rest are left for the
+        next cleanup; the ones dropped are returned.
         """
         with self.engine.connect() as conn:
             doomed = list(conn.execute(
@@ -479,8 +499,9 @@ class PostgresPublisher:
                                         lambda cur, publish_id=publish_id:
                                         self._drop(cur, publish_id))
             except LockTimeoutError as err:
+                # The rest would wait for the same long query.
                 logger.warning("postgres: %s; the next cleanup tries again", err)
-                continue
+                break
             dropped.append(publish_id)
         if dropped:
             logger.info("postgres: dropped versions %s", dropped)
@@ -493,18 +514,9 @@ class PostgresPublisher:
             lambda cur: cur.execute(sql.SQL("DROP TABLE IF EXISTS batchscore.{}").format(
                 sql.Identifier(partition_name(publish_id)))))
 
-    @staticmethod
-    def _drop(cur: Any, publish_id: int) -> None:
-        table = sql.Identifier(partition_name(publish_id))
-        cur.execute("SELECT c.relispartition FROM pg_class c JOIN pg_namespace n"
-                    " ON n.oid = c.relnamespace WHERE n.nspname = 'batchscore'"
-                    " AND c.relname = %s", (partition_name(publish_id),))
-        row = cur.fetchone()
-        if row is not None and row[0]:
-            cur.execute(sql.SQL(
-                "ALTER TABLE batchscore.predictions DETACH PARTITION batchscore.{}"
-            ).format(table))
-        cur.execute(sql.SQL("DROP TABLE IF EXISTS batchscore.{}").format(table))
+    @classmethod
+    def _drop(cls, cur: Any, publish_id: int) -> None:
+        cls._drop_table(cur, publish_id)
         cur.execute(
             "UPDATE batchscore.prediction_versions SET status = 'dropped',"
             " dropped_at = now() WHERE publish_id = %s", (publish_id,),
@@ -535,12 +547,23 @@ class PostgresPublisher:
             f"{what}: a lock on batchscore.predictions stayed taken through {self.lock_attempts} "
             f"tries of {self.lock_timeout_ms} ms (a long query holds it; see pg_stat_activity)")
 
+    @classmethod
+    def _drop_table(cls, cur: Any, publish_id: int) -> None:
+        """Detach a version's table if it is a partition, then drop it."""
+        table = sql.Identifier(partition_name(publish_id))
+        if cls._is_partition(cur, publish_id):
+            cur.execute(sql.SQL(
+                "ALTER TABLE batchscore.predictions DETACH PARTITION batchscore.{}"
+            ).format(table))
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS batchscore.{}").format(table))
+
     @staticmethod
-    def _attach(cur: Any, publish_id: int) -> None:
-        cur.execute(sql.SQL(
-            "ALTER TABLE batchscore.predictions ATTACH PARTITION batchscore.{}"
-            " FOR VALUES IN ({})"
-        ).format(sql.Identifier(partition_name(publish_id)), sql.Literal(publish_id)))
+    def _is_partition(cur: Any, publish_id: int) -> bool:
+        cur.execute("SELECT c.relispartition FROM pg_class c JOIN pg_namespace n"
+                    " ON n.oid = c.relnamespace WHERE n.nspname = 'batchscore'"
+                    " AND c.relname = %s", (partition_name(publish_id),))
+        row = cur.fetchone()
+        return row is not None and bool(row[0])
 
     def _require_version(self) -> PublishVersion:
         if self.version is None:

@@ -1,0 +1,68 @@
+"""The fault tier's own embedded PostgreSQL and Redis, which its tests kill and restart
+without touching the servers of the other tiers."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from jobs import services
+from jobs.config import Settings
+from jobs.db import engine_for, upgrade
+from tests.conftest import reset_database
+from tests.faults.checks import TALLY
+from tests.faults.publisher import Target
+
+
+@pytest.fixture(scope="session")
+def fault_settings() -> Iterator[Settings]:
+    home = Path(tempfile.mkdtemp(prefix="batchscore-fault-home-"))
+    settings = Settings.from_env({"BATCHSCORE_HOME": str(home)})
+    services.resolve(settings)
+    yield settings
+    services.stop_embedded(settings)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def target(fault_settings: Settings) -> Target:
+    """Both servers running (started again if a test left one down), emptied."""
+    endpoints = services.resolve(fault_settings)
+    engine = engine_for(endpoints.database_url)
+    reset_database(engine)
+    upgrade(engine)
+    engine.dispose()
+    client = redis.Redis.from_url(endpoints.redis_url)
+    client.flushdb()
+    client.close()
+    home = fault_settings.home / "runs"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir()
+    return Target(endpoints.database_url, endpoints.redis_url, home)
+
+
+@pytest.fixture
+def engine(target: Target) -> Iterator[sa.engine.Engine]:
+    engine = engine_for(target.database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def client(target: Target) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(target.redis_url)
+    yield client
+    client.close()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if TALLY:
+        terminalreporter.write_line(
+            "fault tier exercised: " + ", ".join(f"{count} {what}"
+                                                 for what, count in sorted(TALLY.items())))

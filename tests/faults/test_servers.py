@@ -1,0 +1,136 @@
+"""The servers fail under a run: load connections terminated mid-COPY, Redis killed
+mid-write and between the PostgreSQL switch and the pointer flip, PostgreSQL restarted
+mid-run. Each store keeps serving one whole version, and the system converges."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+from datetime import date
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from jobs import nightly, services
+from jobs.publish import postgres as postgres_module
+from jobs.publish import read_blocks
+from jobs.publish import redis as redis_module
+from jobs.publish.postgres import LOAD_APPLICATION_NAME, PostgresPublisher
+from jobs.publish.reconcile import reconcile
+from tests.faults import checks
+from tests.faults.publisher import BLOCK_USERS, hooked, publish
+
+DAY1, DAY2 = date(2026, 11, 1), date(2026, 11, 2)
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch) -> None:
+    """Several blocks per store, so a fault can land between them."""
+    monkeypatch.setattr(nightly, "read_blocks",
+                        functools.partial(read_blocks, block_users=BLOCK_USERS))
+
+
+def on_call(monkeypatch, owner, name: str, nth: int, action, after: bool = False) -> None:
+    """Run ``action()`` at the ``nth`` call of ``owner.name`` (restored after the test)."""
+    monkeypatch.setattr(owner, name, hooked(owner, name, nth, after, action))
+
+
+def kill_redis(settings) -> None:
+    """SIGKILL the embedded redis-server by its pid."""
+    pid_file: Path = services.embedded_redis(settings).pid_file
+    os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+    checks.TALLY["redis kills"] += 1
+
+
+def restart_redis(settings) -> None:
+    services.embedded_redis(settings).ensure_running()
+    checks.TALLY["redis restarts"] += 1
+
+
+def test_terminated_load_connections_publish_nothing_and_the_retry_succeeds(
+        target, engine, client, monkeypatch) -> None:
+    publish(target, DAY1, tag=1)
+    admin = psycopg2.connect(target.database_url)
+    admin.autocommit = True
+    terminated = []
+
+    def terminate_loads() -> None:
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE application_name = %s", (LOAD_APPLICATION_NAME,))
+            terminated.extend(row[0] for row in cur.fetchall())
+
+    on_call(monkeypatch, postgres_module, "copy_rows_binary", 3, terminate_loads)
+    with pytest.raises(nightly.StoreUnavailableError, match="lost its connection to PostgreSQL"):
+        publish(target, DAY2, tag=2)
+    admin.close()
+    assert terminated == [True, True]  # both load connections, mid-COPY
+    checks.TALLY["backends terminated"] += len(terminated)
+    assert checks.postgres_serves_whole(engine) == 1
+    assert checks.redis_serves_whole(client) == 1
+    monkeypatch.undo()
+    publish(target, DAY2, tag=3)
+    checks.assert_converged(engine, client, target.home)
+    assert checks.postgres_serves_whole(engine) == 3
+
+
+def test_redis_killed_mid_write_then_restarted(target, engine, client, monkeypatch,
+                                               fault_settings) -> None:
+    publish(target, DAY1, tag=1)
+    on_call(monkeypatch, redis_module.RedisPublisher, "_commands", 3,
+            lambda: kill_redis(fault_settings))
+    with pytest.raises(nightly.StoreUnavailableError, match="lost its connection to Redis"):
+        publish(target, DAY2, tag=2)
+    restart_redis(fault_settings)
+    # Postgres never switched; Redis came back with the old version whole.
+    assert checks.postgres_serves_whole(engine) == 1
+    assert checks.redis_serves_whole(client) == 1
+    report = reconcile(engine, client, target.home / "staging")
+    assert report.redis_pointer == report.postgres_serves
+    checks.assert_converged(engine, client, target.home)
+    monkeypatch.undo()
+    publish(target, DAY2, tag=3)
+    checks.assert_converged(engine, client, target.home)
+
+
+def test_redis_killed_between_the_postgres_switch_and_the_flip(target, engine, client,
+                                                               monkeypatch,
+                                                               fault_settings) -> None:
+    publish(target, DAY1, tag=1)
+    on_call(monkeypatch, PostgresPublisher, "switch", 1, lambda: kill_redis(fault_settings),
+            after=True)
+    with pytest.raises(nightly.StoreUnavailableError, match="lost its connection to Redis"):
+        publish(target, DAY2, tag=2)
+    restart_redis(fault_settings)
+    # Postgres serves the new version, Redis still the old one: each whole.
+    assert checks.postgres_serves_whole(engine) == 2
+    assert checks.redis_serves_whole(client) == 1
+    report = reconcile(engine, client, target.home / "staging")
+    assert report.redis_pointer == report.postgres_serves != report.redis_pointer_before
+    checks.assert_converged(engine, client, target.home)
+    assert checks.redis_serves_whole(client) == 2
+
+
+def test_postgres_restarted_mid_run_fails_it_clearly_and_the_next_run_succeeds(
+        target, engine, client, monkeypatch, fault_settings) -> None:
+    publish(target, DAY1, tag=1)
+    server = services.embedded_postgres(fault_settings)
+
+    def restart() -> None:
+        server.stop()
+        server.ensure_running()
+        checks.TALLY["postgres restarts"] += 1
+
+    on_call(monkeypatch, postgres_module, "copy_rows_binary", 3, restart)
+    with pytest.raises(nightly.StoreUnavailableError,
+                       match=r"lost its connection to PostgreSQL .*run the date again"):
+        publish(target, DAY2, tag=2)
+    engine.dispose()
+    assert checks.postgres_serves_whole(engine) == 1
+    assert checks.redis_serves_whole(client) == 1
+    monkeypatch.undo()
+    publish(target, DAY2, tag=3)
+    checks.assert_converged(engine, client, target.home)
+    assert checks.postgres_serves_whole(engine) == 3
