@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run airflow test test-unit test-integration test-dags test-e2e lint format services-stop clean bench bench-scale spark-cluster
+.PHONY: help install run airflow test test-unit test-integration test-dags test-e2e test-faults lint format services-stop clean bench bench-scale spark-cluster
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -43,6 +43,9 @@ test-dags: $(STAMP) ## DAG integrity and the nightly timetable
 
 test-e2e: $(STAMP) ## the whole flow at small scale, also through Airflow
 	$(BIN)/pytest tests/e2e
+
+test-faults: $(STAMP) ## fault injection: kills, restarts, concurrent runs and readers
+	$(BIN)/pytest tests/faults
 
 lint: $(STAMP) ## ruff over the code and tests
 	$(BIN)/ruff check jobs dags tests

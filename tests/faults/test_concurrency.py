@@ -1,0 +1,172 @@
+"""Runs and readers at once: read-client threads across pointer flips while old versions
+expire, two nightly processes for different dates, a publisher waiting for the lock, and
+the publish steps retried after their switch."""
+
+from __future__ import annotations
+
+import functools
+import random
+import threading
+import time
+from datetime import date, timedelta
+
+import redis
+import sqlalchemy as sa
+
+from jobs import nightly
+from jobs import redis_contract as contract
+from jobs.client import RecommendationClient
+from jobs.publish import protocol
+from tests.faults import checks
+from tests.faults.publisher import USERS, expected_items, publish, version_tag
+
+FIRST_DAY = date(2026, 8, 1)
+FLIPS = 30
+
+
+class RedisReader(threading.Thread):
+    """Reads random users with the read client until told to stop (or a bound)."""
+
+    def __init__(self, url: str, stop: threading.Event, max_seconds: float = 300) -> None:
+        super().__init__(name="redis reader", daemon=True)
+        self.client = RecommendationClient(redis.Redis.from_url(url))
+        self.stop, self.max_seconds = stop, max_seconds
+        self.reads = 0
+        self.seen: dict[str, int] = {}  # run_id -> tag of the lists it served
+        self.failures: list[str] = []
+
+    def run(self) -> None:
+        rng = random.Random(self.name)
+        deadline = time.monotonic() + self.max_seconds
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            user = rng.randint(1, USERS)
+            try:
+                recs = self.client.get_recommendations(user, k=5)
+            except Exception as err:  # a failed read is a finding, not a dead thread
+                self.failures.append(f"user {user}: {type(err).__name__}: {err}")
+                continue
+            items = [item.item_id for item in recs.items]
+            if recs.source != "predictions":
+                self.failures.append(f"user {user}: a fallback from run {recs.run_id}")
+            elif items != expected_items(version_tag(items[0]), user):
+                self.failures.append(f"user {user}: a mixed list {items}")
+            elif self.seen.setdefault(recs.run_id, version_tag(items[0])) != version_tag(
+                    items[0]):
+                self.failures.append(f"run {recs.run_id} served two versions' lists")
+            self.reads += 1
+
+
+def read_while(url: str, work, readers: int = 4) -> list[RedisReader]:
+    stop = threading.Event()
+    threads = [RedisReader(url, stop) for _ in range(readers)]
+    for thread in threads:
+        thread.start()
+    try:
+        work()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    checks.TALLY["redis readers"] += len(threads)
+    checks.TALLY["redis reads"] += sum(thread.reads for thread in threads)
+    return threads
+
+
+def test_read_clients_across_flips_while_old_versions_expire(target, engine, client,
+                                                             monkeypatch) -> None:
+    # Replaced versions are deleted at once instead of after the retention period: the
+    # harshest expiry a reader in the middle of a read can meet.
+    monkeypatch.setattr(protocol, "switch",
+                        functools.partial(protocol.switch, retention_seconds=0))
+    publish(target, FIRST_DAY, tag=1)
+    tags = {}
+
+    def flips() -> None:
+        for number in range(1, FLIPS + 1):
+            state = publish(target, FIRST_DAY + timedelta(days=number), tag=1 + number)
+            tags[state.run_id] = 1 + number
+
+    readers = read_while(target.redis_url, flips)
+    checks.TALLY["switches"] += FLIPS
+    assert [reader.failures for reader in readers] == [[]] * len(readers)
+    seen = {run_id: tag for reader in readers for run_id, tag in reader.seen.items()}
+    assert len(seen) >= 5  # they read across many versions
+    assert all(tags[run_id] == tag for run_id, tag in seen.items() if run_id in tags)
+    # The old versions are gone: the served one's keys and the versions set remain.
+    checks.assert_converged(engine, client, target.home)
+    assert client.dbsize() == USERS + 2 + 2
+
+
+def test_two_nightly_processes_for_different_dates_end_with_the_newer_served(
+        target, engine, client, tmp_path) -> None:
+    publish(target, FIRST_DAY, tag=1)
+    for number, older_first in enumerate((True, False, True), start=1):
+        newer_day = FIRST_DAY + timedelta(days=10 * number)
+        older_day = newer_day - timedelta(days=5)
+        runs = [(older_day, 100 + number), (newer_day, 200 + number)]
+        if not older_first:
+            runs.reverse()
+        processes = [checks.start_publisher(target, day, tag, None, tmp_path / f"m{tag}")
+                     for day, tag in runs]
+        for process in processes:
+            code, output = checks.finish(process)
+            assert code == 0, output[-3000:]
+        checks.TALLY["concurrent runs"] += len(processes)
+        checks.assert_converged(engine, client, target.home)
+        assert checks.postgres_serves_whole(engine) == 200 + number
+        assert checks.redis_serves_whole(client) == 200 + number
+        with engine.connect() as conn:
+            older = conn.execute(sa.text(
+                "SELECT status, is_serving FROM bi.prediction_versions"
+                " WHERE logical_date = :d"), {"d": older_day}).one()
+        assert tuple(older) == ("published", False)  # kept as history, not served
+
+
+def test_a_publisher_waits_for_the_lock_then_fails_clearly(target, engine, client,
+                                                           tmp_path) -> None:
+    publish(target, FIRST_DAY, tag=1)
+    marker = tmp_path / "paused-at"
+    holder = checks.start_publisher(target, FIRST_DAY + timedelta(days=1), 2,
+                                    "switch: publish lock taken", marker)
+    checks.wait_for_marker(holder, marker, "switch: publish lock taken")
+    start = time.monotonic()
+    waiter = checks.start_publisher(target, FIRST_DAY + timedelta(days=2), 3, None,
+                                    tmp_path / "unused", "--lock-wait", "2")
+    code, output = checks.finish(waiter)
+    waited = time.monotonic() - start
+    assert code != 0
+    assert "the publish lock is held by server process" in output, output[-2000:]
+    assert "batchscore publish: run nightly-" in output and "gave up after waiting 2s" in output
+    assert waited >= 2
+    checks.kill_group(holder)
+    publish(target, FIRST_DAY + timedelta(days=2), tag=3)
+    checks.assert_converged(engine, client, target.home)
+    assert checks.postgres_serves_whole(engine) == 3
+
+
+def test_publish_steps_retried_after_the_switch_keep_the_served_version_readable(
+        target, engine, client, monkeypatch) -> None:
+    publish(target, FIRST_DAY, tag=1)
+    smoke_check = nightly.smoke_check
+    retried = []
+
+    def retry_then_check(engine, redis_url, state):
+        # As Airflow's retries would: a new process reads the run's state again.
+        again = nightly.RunState.load(state.work_dir)
+        served_before = checks.redis_serves_whole(client)
+        nightly.publish_postgres(engine, again)
+        nightly.publish_redis(engine, redis_url, again)
+        nightly.switch(engine, redis_url, again)
+        retried.append(again.publish_id)
+        assert checks.redis_serves_whole(client) == served_before
+        return smoke_check(engine, redis_url, state)
+
+    monkeypatch.setattr(nightly, "smoke_check", retry_then_check)
+    readers = read_while(target.redis_url,
+                         lambda: publish(target, FIRST_DAY + timedelta(days=1), tag=2))
+    assert [reader.failures for reader in readers] == [[]] * len(readers)
+    assert len(retried) == 1
+    served = checks.assert_converged(engine, client, target.home)
+    assert served == retried[0]
+    assert client.ttl(contract.user_key(served, 1)) == -1
+    assert checks.redis_serves_whole(client) == 2
