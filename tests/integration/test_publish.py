@@ -12,7 +12,6 @@ from jobs.client import NoPublishedVersionError, RecommendationClient
 from jobs.publish.postgres import PostgresPublisher
 from jobs.publish.protocol import publish_lock, switch
 from jobs.publish.redis import RedisPublisher
-from jobs.registry import NewModel, register
 
 DAY1, DAY2, DAY3 = date(2026, 11, 18), date(2026, 11, 19), date(2026, 11, 20)
 POPULAR = pa.table({"rank": [1, 2], "item_id": [100, 200], "score": [9.0, 7.0]})
@@ -28,14 +27,6 @@ def block(recs: dict[int, list[tuple[int, float]]]) -> pa.RecordBatch:
         schema=pa.schema([("user_id", pa.int64()), ("items", pa.list_(pa.int64())),
                           ("scores", pa.list_(pa.float32()))]),
     )
-
-
-@pytest.fixture
-def model_version(engine) -> int:
-    return register(engine, NewModel(
-        created_by="test", trained_as_of=DAY1, params={}, metrics={}, data_snapshot={},
-        code_version="test", artifact_uri="file:///nowhere",
-    )).version
 
 
 def publish_day(engine, redis_client, model_version: int, day: date,
@@ -61,6 +52,7 @@ def publish_day(engine, redis_client, model_version: int, day: date,
     redis_publisher.write_meta()
     with publish_lock(engine, "test"):
         outcome = switch(engine, redis_client, version.publish_id, keep_versions=2)
+    runs.succeed(engine, run_id, {})
     return version, outcome
 
 
