@@ -112,10 +112,12 @@ def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int
                                lambda: nightly.score_in_process(state, None))
             nightly_stages.run("validate predictions",
                                lambda: nightly.validate_predictions(state))
-            nightly_stages.run("publish to PostgreSQL (load, index, switch)",
+            nightly_stages.run("write aside in PostgreSQL (load, index)",
                                lambda: nightly.publish_postgres(engine, state))
-            nightly_stages.run("publish to Redis",
+            nightly_stages.run("write aside in Redis",
                                lambda: nightly.publish_redis(engine, servers.redis_url, state))
+            nightly_stages.run("switch both stores (attach, serve, persist, flip)",
+                               lambda: nightly.switch(engine, servers.redis_url, state))
             nightly_stages.run("smoke check",
                                lambda: nightly.smoke_check(engine, servers.redis_url, state))
         print("for comparison:", flush=True)
