@@ -111,6 +111,8 @@ with DAG(
             "--model-path", FIRST + "['model_path'] }}",
             "--output", FIRST + "['work_dir'] }}",
             "--k", FIRST + "['k'] }}",
+            "--canary-model-path", FIRST + "['canary_model_path'] }}",
+            "--canary-fraction", FIRST + "['canary_fraction'] }}",
         ],
         env_vars={"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable},
     )

@@ -100,7 +100,10 @@ def validate_inputs(**context: Any) -> dict[str, Any]:
             raise
     return {"run_id": state.run_id, "work_dir": state.work_dir, "run_date": state.run_date,
             "model_version": state.model_version, "model_path": state.model_path,
-            "interactions": str(state.folder / nightly.INTERACTIONS_FILE), "k": state.k}
+            "interactions": str(state.folder / nightly.INTERACTIONS_FILE), "k": state.k,
+            # Empty for a run without a canary (the scoring job reads them so).
+            "canary_model_path": state.canary_model_path or "",
+            "canary_fraction": "" if state.canary_fraction is None else state.canary_fraction}
 
 
 def leased(context: dict[str, Any], step: Callable[[Any, Any], Any]) -> Any:

@@ -35,7 +35,13 @@ from jobs.data.store import export_interactions
 from jobs.db import engine_for, ensure_schema
 from jobs.provenance import current_user
 from jobs.publish import POSTGRES_COLUMNS, REDIS_COLUMNS, PublishVersion, protocol, read_blocks
-from jobs.publish.postgres import Canary, PostgresPublisher, served_publish_id
+from jobs.publish.postgres import (
+    SWITCHED,
+    Canary,
+    PostgresPublisher,
+    VersionStateError,
+    served_publish_id,
+)
 from jobs.publish.redis import RedisPublisher, expire_version
 from jobs.score import (
     CANARY_USERS_FILE,
@@ -400,9 +406,11 @@ def publish_postgres(engine: Engine, state: RunState) -> RunState:
     """
     postgres = PostgresPublisher(engine)
     if state.publish_id is not None:
-        if version_status(engine, state.publish_id) != "staged":
+        status = version_status(engine, state.publish_id)
+        if status in SWITCHED:
             logger.info("postgres: version %d was already switched in", state.publish_id)
             return state
+        # An earlier attempt's version, staged or already discarded: load afresh.
         postgres.discard(state.publish_id)
     canary = (Canary(state.canary_model_version, state.canary_fraction)
               if state.canary_model_version is not None and state.canary_fraction else None)
@@ -463,10 +471,14 @@ def publish_redis(engine: Engine, redis_url: str, state: RunState) -> RunState:
     if state.shadow:
         logger.info("redis: shadow run %s writes nothing to redis", state.run_id)
         return state
-    if version_status(engine, state.publish_id) != "staged":
+    status = version_status(engine, state.publish_id)
+    if status in SWITCHED:
         logger.info("redis: version %d was already switched in; nothing to write",
                     state.publish_id)
         return state
+    if status != "staged":
+        raise VersionStateError(f"version {state.publish_id} is {status}: run "
+                                "publish_postgres again before writing it to Redis")
     publisher = RedisPublisher(redis.Redis.from_url(redis_url))
     publisher.prepare(state.publish_version())
     scored_users = int(state.stats.get("scored_users", 0))

@@ -83,10 +83,11 @@ def parse_args(argv: list[str]) -> ScoreConfig:
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--k", type=int, default=DEFAULT_TOP_K)
     parser.add_argument("--spark-master", default=None)
-    parser.add_argument("--canary-model-path", type=Path, default=None,
-                        help="saved Spark ALSModel serving the canary's users")
-    parser.add_argument("--canary-fraction", type=float, default=None,
-                        help="share of users the canary model serves (0 < F < 1)")
+    # Empty values mean no canary, so a scheduler can always pass both options.
+    parser.add_argument("--canary-model-path", type=lambda text: Path(text) if text else None,
+                        default=None, help="saved Spark ALSModel serving the canary's users")
+    parser.add_argument("--canary-fraction", type=lambda text: float(text) if text else None,
+                        default=None, help="share of users the canary model serves (0 < F < 1)")
     args = parser.parse_args(argv)
     if args.k < 1:
         parser.error("--k must be at least 1")

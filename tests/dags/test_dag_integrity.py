@@ -46,6 +46,10 @@ def test_nightly_task_graph(dagbag: DagBag) -> None:
     score = dag.get_task("score")
     assert type(score).__name__ == "SparkSubmitOperator"
     assert score._conn_id == "spark_default"
+    # A scheduled canary reaches the scoring job: both options always, empty without one.
+    options = score.application_args[::2]
+    assert options == ["--interactions", "--run-date", "--model-path", "--output", "--k",
+                       "--canary-model-path", "--canary-fraction"]
     assert score.application.endswith("jobs/score.py")
     assert all(task.on_failure_callback for task in dag.tasks)
     assert set(dag.params) == {"run_date", "model_version", "serve_older_date", "k",

@@ -97,3 +97,14 @@ def test_empty_csv_is_rejected(tmp_path: Path) -> None:
     path.write_text("")
     with pytest.raises(InputError, match="the file is empty"):
         read_all(parse_csv(path, CsvLayout()))
+
+
+def test_the_scoring_job_reads_empty_canary_options_as_no_canary() -> None:
+    from jobs.score import parse_args
+
+    base = ["--interactions", "i.csv", "--run-date", "2026-11-20", "--model-path", "m",
+            "--output", "o"]
+    plain = parse_args([*base, "--canary-model-path", "", "--canary-fraction", ""])
+    assert (plain.canary_model_path, plain.canary_fraction) == (None, None)
+    canary = parse_args([*base, "--canary-model-path", "c", "--canary-fraction", "0.25"])
+    assert (str(canary.canary_model_path), canary.canary_fraction) == ("c", 0.25)
