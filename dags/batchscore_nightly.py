@@ -33,14 +33,14 @@ import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, Param, task
 
-from jobs.scheduling import NightlyTimetable
+from jobs.orchestration.scheduling import NightlyTimetable
 
 FIRST = "{{ ti.xcom_pull(task_ids='validate_inputs')"
-SCORE_APPLICATION = find_spec("jobs.score").origin
+SCORE_APPLICATION = find_spec("jobs.scoring.score").origin
 
 
 def _callback(context):
-    from jobs.airflow_tasks import record_failure
+    from jobs.orchestration.airflow_tasks import record_failure
 
     record_failure(context)
 
@@ -90,13 +90,13 @@ with DAG(
 
     @task
     def reconcile(**context):
-        from jobs.airflow_tasks import reconcile as run
+        from jobs.orchestration.airflow_tasks import reconcile as run
 
         return run(**context)
 
     @task
     def validate_inputs(**context):
-        from jobs.airflow_tasks import validate_inputs as run
+        from jobs.orchestration.airflow_tasks import validate_inputs as run
 
         return run(**context)
 
@@ -119,37 +119,37 @@ with DAG(
 
     @task
     def validate_predictions(**context):
-        from jobs.airflow_tasks import validate_predictions as run
+        from jobs.orchestration.airflow_tasks import validate_predictions as run
 
         run(**context)
 
     @task
     def publish_postgres(**context):
-        from jobs.airflow_tasks import publish_postgres as run
+        from jobs.orchestration.airflow_tasks import publish_postgres as run
 
         return run(**context)
 
     @task
     def publish_redis(**context):
-        from jobs.airflow_tasks import publish_redis as run
+        from jobs.orchestration.airflow_tasks import publish_redis as run
 
         run(**context)
 
     @task
     def switch(**context):
-        from jobs.airflow_tasks import switch as run
+        from jobs.orchestration.airflow_tasks import switch as run
 
         return run(**context)
 
     @task
     def smoke_check(**context):
-        from jobs.airflow_tasks import smoke_check as run
+        from jobs.orchestration.airflow_tasks import smoke_check as run
 
         run(**context)
 
     @task
     def record_run(**context):
-        from jobs.airflow_tasks import record_run as run
+        from jobs.orchestration.airflow_tasks import record_run as run
 
         return run(**context)
 

@@ -4,7 +4,7 @@
 Trains implicit-feedback ALS on interactions up to the run's date, evaluates
 it against the popularity baseline and the serving model on a time-based
 holdout, registers the version, and promotes it when the gates pass
-(`jobs.registry.promotion_decision`). A promotion updates the Airflow asset
+(`jobs.lifecycle.registry.promotion_decision`). A promotion updates the Airflow asset
 `batchscore://models/serving`; a skipped promotion does not.
 
 * **Schedule**: weekly, Sundays 03:00 UTC; trigger it by hand for an on-demand
@@ -23,7 +23,7 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param, task
 
 SERVING_MODEL = Asset("batchscore://models/serving", group="batchscore")
-TRAIN_APPLICATION = find_spec("jobs.train").origin
+TRAIN_APPLICATION = find_spec("jobs.training.train").origin
 
 with DAG(
     dag_id="batchscore_train",
@@ -69,7 +69,7 @@ with DAG(
 
     @task(outlets=[SERVING_MODEL])
     def promote(**context):
-        from jobs.airflow_tasks import promote as run
+        from jobs.orchestration.airflow_tasks import promote as run
 
         return run(**context)
 

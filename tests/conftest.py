@@ -11,14 +11,14 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from jobs import services
-from jobs.config import Settings
-from jobs.db import engine_for, upgrade
+from jobs.platform import services
+from jobs.platform.config import Settings
+from jobs.platform.db import engine_for, upgrade
 
 
 @pytest.fixture(scope="session")
 def spark():
-    from jobs.spark import spark_session
+    from jobs.platform.spark import spark_session
 
     session = spark_session("batchscore-tests", "local[1]", driver_memory="1g",
                             shuffle_partitions=1)

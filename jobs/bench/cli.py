@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -12,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.config import Settings
+from jobs.bench.servers import bench_spark
+from jobs.platform.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -80,17 +80,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def bench_spark(app_name: str, master: str = "local[*]", driver_memory: str = "6g"):
-    """A Spark session with the PostgreSQL JDBC driver on its class path when present."""
-    from jobs.bench.servers import JDBC_JAR
-    from jobs.spark import spark_session
-
-    if JDBC_JAR.exists():
-        # Read when the JVM starts, before any session exists.
-        os.environ["PYSPARK_SUBMIT_ARGS"] = f"--jars {JDBC_JAR} pyspark-shell"
-    return spark_session(app_name, master, driver_memory=driver_memory)
-
-
 def run_pairs(settings: Settings, work: Path, size: Size, size_name: str) -> None:
     from jobs.bench import servers as bench_servers
     from jobs.bench.pairs import (
@@ -103,7 +92,7 @@ def run_pairs(settings: Settings, work: Path, size: Size, size_name: str) -> Non
     )
     from jobs.bench.results import table, write_json
     from jobs.bench.synthetic import synthetic_model, synthetic_recommendations
-    from jobs.db import engine_for
+    from jobs.platform.db import engine_for
 
     servers = bench_servers.resolve(settings)
     print(f"benchmarking on this machine against the {servers.where}; size {size_name}",

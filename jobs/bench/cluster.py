@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from jobs.services.ports import LOOPBACK, free_port
+from jobs.platform.services.ports import LOOPBACK, free_port
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     with StandaloneCluster() as cluster:
         print(f"Spark master: {cluster.master_url} (UI http://{LOOPBACK}:{cluster.ui_port});"
-              f" submit with: spark-submit --master {cluster.master_url} jobs/score.py ...",
+              f" submit with: spark-submit --master {cluster.master_url} jobs/scoring/score.py ...",
               flush=True)
         print("Ctrl-C stops the master and the worker.", flush=True)
         with contextlib.suppress(KeyboardInterrupt):

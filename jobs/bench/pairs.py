@@ -21,15 +21,16 @@ import pyarrow.csv as pa_csv
 import redis
 from sqlalchemy.engine import Engine
 
-from jobs import redis_contract as contract
-from jobs import registry, runs
 from jobs.bench.results import Pair
 from jobs.bench.servers import JDBC_HINT, JDBC_JAR, Servers, require_tool
-from jobs.db import cursor
+from jobs.contracts import redis as contract
+from jobs.lifecycle import registry
+from jobs.platform import runs
+from jobs.platform.db import cursor
 from jobs.publish import REDIS_COLUMNS, PublishVersion, read_blocks
 from jobs.publish.postgres import PostgresPublisher
 from jobs.publish.redis import RedisPublisher, bulk_strings, expire_version, serve
-from jobs.transforms import with_redis_value
+from jobs.scoring.transforms import with_redis_value
 
 if TYPE_CHECKING:
     from pyspark.ml.recommendation import ALSModel
@@ -75,8 +76,8 @@ def scorer_pair(spark: SparkSession, model: ALSModel, users: int, items: int, k:
     """
     from pyspark.sql import functions as F
 
-    from jobs.train import item_matrix
-    from jobs.transforms import top_k_unseen
+    from jobs.scoring.model import item_matrix
+    from jobs.scoring.transforms import top_k_unseen
 
     item_ids, item_factors = item_matrix(model)
     parallelism = spark.sparkContext.defaultParallelism
@@ -114,7 +115,7 @@ def scorer_pair(spark: SparkSession, model: ALSModel, users: int, items: int, k:
 def block_timing_task(batches: Iterator[pa.RecordBatch], catalog: Any, k: int,
                       repeats: int) -> Iterator[pa.RecordBatch]:
     """Inside a Spark task: time the scorer's matrix multiply and top-k on one block."""
-    from jobs.transforms import block_scores, top_k_columns, user_matrix
+    from jobs.scoring.transforms import block_scores, top_k_columns, user_matrix
 
     block = pa.Table.from_batches(list(batches)).combine_chunks().to_batches()[0]
     users = user_matrix(block.column("features"), catalog.factors.shape[1])
@@ -134,8 +135,8 @@ def block_timing_task(batches: Iterator[pa.RecordBatch], catalog: Any, k: int,
 def top_k_pair(spark: SparkSession, model: ALSModel, k: int, repeats: int = 7) -> Pair:
     """Top-k selection time vs matrix multiply time on one block, in a Spark task
     (one BLAS thread, as in scoring), median of ``repeats``."""
-    from jobs.train import item_matrix
-    from jobs.transforms import SCORE_BLOCK_BYTES, ItemCatalog
+    from jobs.scoring.model import item_matrix
+    from jobs.scoring.transforms import SCORE_BLOCK_BYTES, ItemCatalog
 
     item_ids, item_factors = item_matrix(model)
     catalog = ItemCatalog.build(item_ids, item_factors, k)
@@ -163,7 +164,7 @@ class PostgresBench:
     run_id: str = ""
 
     def setup(self) -> None:
-        from jobs.db import upgrade
+        from jobs.platform.db import upgrade
 
         upgrade(self.engine)
         model = registry.register(self.engine, registry.NewModel(

@@ -23,16 +23,18 @@ import psycopg2
 import redis
 from psycopg2 import sql
 
-from jobs import nightly, registry
-from jobs import redis_contract as contract
 from jobs.bench.memory import PeakMemory
 from jobs.bench.pairs import PostgresBench, RedisBench
 from jobs.bench.servers import BENCH_DATABASE, Servers, resolve
-from jobs.config import Settings
+from jobs.contracts import redis as contract
 from jobs.data.store import day_end
-from jobs.db import engine_for, upgrade
+from jobs.lifecycle import registry
+from jobs.orchestration import nightly
+from jobs.platform.config import Settings
+from jobs.platform.db import engine_for, upgrade
 from jobs.publish.redis import expire_version
-from jobs.score import MODEL_METADATA_FILE, RECOMMENDATIONS_DIR
+from jobs.scoring.model import MODEL_METADATA_FILE
+from jobs.scoring.score import RECOMMENDATIONS_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ class Stages:
 
 def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int = 20_000
               ) -> dict[str, Any]:
-    from jobs.bench.cli import bench_spark
+    from jobs.bench.servers import bench_spark
     from jobs.bench.synthetic import synthetic_interactions, synthetic_model
 
     servers = resolve(settings)
@@ -175,8 +177,8 @@ def scorer_alone(spark: Any, model_path: Path) -> None:
     from pyspark.ml.recommendation import ALSModel
 
     from jobs.bench.pairs import model_users
-    from jobs.train import item_matrix
-    from jobs.transforms import top_k_unseen
+    from jobs.scoring.model import item_matrix
+    from jobs.scoring.transforms import top_k_unseen
 
     model = ALSModel.load(str(model_path))
     item_ids, item_factors = item_matrix(model)
@@ -187,7 +189,7 @@ def scorer_alone(spark: Any, model_path: Path) -> None:
 def matmul_floor(model_path: Path, users: int, items: int) -> None:
     """Every user against every item by matrix multiply, numpy with all its threads,
     in blocks the size the scorer uses (the product alone: no selection)."""
-    from jobs.transforms import SCORE_BLOCK_BYTES
+    from jobs.scoring.transforms import SCORE_BLOCK_BYTES
 
     rng = np.random.default_rng(1)
     item_factors = rng.normal(size=(items, RANK)).astype(np.float32)

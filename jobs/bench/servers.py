@@ -7,6 +7,7 @@ ours and the peers always target the same server.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import socket
 from dataclasses import dataclass, replace
@@ -16,8 +17,8 @@ from urllib.parse import urlsplit
 import psycopg2
 from psycopg2 import sql
 
-from jobs import services
-from jobs.config import Settings
+from jobs.platform import services
+from jobs.platform.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -97,3 +98,13 @@ def require_tool(name: str) -> str:
     if path is None:
         raise RuntimeError(f"`{name}` is not on PATH; the benchmark compares against it")
     return path
+
+
+def bench_spark(app_name: str, master: str = "local[*]", driver_memory: str = "6g"):
+    """A Spark session with the PostgreSQL JDBC driver on its class path when present."""
+    from jobs.platform.spark import spark_session
+
+    if JDBC_JAR.exists():
+        # Read when the JVM starts, before any session exists.
+        os.environ["PYSPARK_SUBMIT_ARGS"] = f"--jars {JDBC_JAR} pyspark-shell"
+    return spark_session(app_name, master, driver_memory=driver_memory)

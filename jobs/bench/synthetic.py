@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from jobs.transforms import with_redis_value
+from jobs.scoring.transforms import with_redis_value
 
 if TYPE_CHECKING:
     from pyspark.ml.recommendation import ALSModel
@@ -74,7 +74,7 @@ def synthetic_recommendations(path: Path, users: int, k: int, items: int, seed: 
                          schema=schema)
         pq.write_table(pa.Table.from_batches(
             [with_redis_value(batch) for batch in table.to_batches()]),
-            # written as jobs.score writes it: LZ4, row groups of a few thousand users
+            # written as jobs.scoring.score writes it: LZ4, row groups of a few thousand users
             path / f"part-{number:05d}.parquet", compression="lz4", row_group_size=8_000)
     return path
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jobs.artifacts import sha256_of
 from jobs.bundles import format as fmt
 from jobs.bundles.format import BundleError, ModelFiles, NodeFiles
 from jobs.bundles.parity import ParityReport, check_parity
 from jobs.bundles.reader import load_bundle
+from jobs.platform.artifacts import sha256_of
 
 if TYPE_CHECKING:
     from pyspark.ml import PipelineModel

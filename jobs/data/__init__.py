@@ -1,1 +1,2 @@
-"""Loading and generating interaction data."""
+"""Loading and generating interaction data: files and synthetic sets into the
+interactions table (``load``, ``generate``), and the table in bulk (``store``)."""

@@ -8,12 +8,16 @@ spread over the given days. The same arguments give the same interactions.
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
+from typing import IO
 
 import numpy as np
 
-from jobs.data.store import day_end
+from jobs.data.store import day_end, rows_to_csv
 
 SECONDS_PER_DAY = 86_400
 # Events are assigned topics in chunks so memory stays flat for millions of users.
@@ -109,3 +113,16 @@ def generate(config: GenerateConfig) -> Interactions:
         rating=rating.astype(np.float64),
         event_at=event_at.astype(np.int64),
     )
+
+
+@contextmanager
+def write_generated(interactions: Interactions) -> Iterator[IO[str]]:
+    """The generated columns as a COPY-ready CSV file, rewound for reading."""
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as staged:
+        rows_to_csv(
+            zip(interactions.user_id.tolist(), interactions.item_id.tolist(),
+                interactions.rating.tolist(), interactions.event_at.tolist(), strict=True),
+            staged,
+        )
+        staged.seek(0)
+        yield staged

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import csv
 import logging
-import tempfile
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 from psycopg2 import sql
 from sqlalchemy.engine import Engine
 
-from jobs.db import cursor
-
-if TYPE_CHECKING:
-    from jobs.data.generate import Interactions
+from jobs.platform.db import cursor
 
 logger = logging.getLogger(__name__)
 
@@ -56,19 +51,6 @@ def rows_to_csv(rows: Iterable[tuple[int, int, float, int]], out: IO[str]) -> in
         writer.writerow((user_id, item_id, repr(float(rating)), epoch_to_sql(seconds)))
         count += 1
     return count
-
-
-@contextmanager
-def write_generated(interactions: Interactions) -> Iterator[IO[str]]:
-    """The generated columns as a COPY-ready CSV file, rewound for reading."""
-    with tempfile.TemporaryFile("w+", encoding="utf-8") as staged:
-        rows_to_csv(
-            zip(interactions.user_id.tolist(), interactions.item_id.tolist(),
-                interactions.rating.tolist(), interactions.event_at.tolist(), strict=True),
-            staged,
-        )
-        staged.seek(0)
-        yield staged
 
 
 def day_end(day: date) -> datetime:

@@ -21,7 +21,7 @@ from typing import TypeVar
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from jobs import redis_contract
+from jobs.contracts import redis as redis_contract
 
 T = TypeVar("T")
 
@@ -38,7 +38,7 @@ class PublishVersion:
     model_version: int
     logical_date: date
     k: int
-    # Set when a canary model serves part of the users (see jobs.canary).
+    # Set when a canary model serves part of the users (see jobs.contracts.canary).
     canary_model_version: int | None = None
     canary_fraction: float | None = None
 

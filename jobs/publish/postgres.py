@@ -29,11 +29,10 @@ import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
 from psycopg2 import errors, sql
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
-from jobs import registry
-from jobs.db import cursor
-from jobs.provenance import current_user
+from jobs.platform.db import cursor
+from jobs.platform.provenance import current_user
 from jobs.publish import PublishVersion, SwitchOutcome, read_ahead
 from jobs.publish.copy_binary import CopyPayload, copy_rows_binary
 
@@ -77,7 +76,7 @@ class LockTimeoutError(RuntimeError):
 
 @dataclass(frozen=True)
 class Canary:
-    """A candidate model served to ``fraction`` of the users (see :mod:`jobs.canary`)."""
+    """A candidate model served to ``fraction`` of the users (see :mod:`jobs.contracts.canary`)."""
 
     model_version: int
     fraction: float
@@ -374,16 +373,18 @@ class PostgresPublisher:
         return len(user_ids)
 
     def rollback(self, changed_by: str, reason: str, to: int | None = None,
-                 before_switch: Callable[[int], None] | None = None) -> Rollback:
+                 before_switch: Callable[[int], None] | None = None,
+                 in_transaction: Callable[[Connection, Rollback], None] | None = None
+                 ) -> Rollback:
         """Serve the version served before the current one (or ``to``), in one transaction.
 
         The current version is marked rolled back (kept for inspection until it
-        leaves the kept window). The registry follows: each model the current
-        version used and the restored one does not (its model, or its canary's)
-        is marked rolled back (never promoted again automatically), and the
-        restored version's model serves again.
-        ``before_switch(publish_id)`` may refuse the target by raising; then
-        nothing changes.
+        leaves the kept window). ``Rollback.rolled_back_models`` are the models
+        the current version used (its model, or its canary's) and the restored
+        one does not. ``before_switch(publish_id)`` may refuse the target by
+        raising; then nothing changes. ``in_transaction(conn, rollback)`` runs
+        last in the same transaction, for what must change with the switch
+        (the registry's statuses); if it raises, nothing changes.
         """
         with self.engine.begin() as conn:
             conn.execute(sa.text("LOCK TABLE batchscore.serving IN EXCLUSIVE MODE"))
@@ -427,13 +428,13 @@ class PostgresPublisher:
             # Models the current version used and the restored one does not.
             bad_models = sorted({current.model_version, current.canary_model_version}
                                 - {target.model_version, target.canary_model_version, None})
-            for bad in bad_models:
-                registry.roll_back(conn, bad, target.model_version, changed_by,
-                                   f"publish {current.publish_id} rolled back: {reason}")
+            done = Rollback(rolled_back=current.publish_id, restored=target.publish_id,
+                            rolled_back_models=bad_models, restored_model=target.model_version)
+            if in_transaction is not None:
+                in_transaction(conn, done)
         logger.info("postgres: version %d rolled back; version %d served again",
                     current.publish_id, target.publish_id)
-        return Rollback(rolled_back=current.publish_id, restored=target.publish_id,
-                        rolled_back_models=bad_models, restored_model=target.model_version)
+        return done
 
     def abort(self) -> None:
         """Drop the staged table and mark the version failed."""

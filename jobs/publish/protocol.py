@@ -20,7 +20,7 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from jobs.db import session_lock
+from jobs.platform.db import session_lock
 from jobs.publish import PublishVersion, SwitchOutcome
 from jobs.publish.postgres import DEFAULT_KEEP_VERSIONS, PostgresPublisher, served_publish_id
 from jobs.publish.redis import (

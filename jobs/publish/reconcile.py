@@ -28,8 +28,8 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from jobs import redis_contract as contract
-from jobs import runs
+from jobs.contracts import redis as contract
+from jobs.platform import runs
 from jobs.publish.postgres import PostgresPublisher, partition_name, served_publish_id
 from jobs.publish.protocol import DEFAULT_LOCK_WAIT_SECONDS, follow_postgres, publish_lock
 from jobs.publish.redis import (

@@ -1,4 +1,4 @@
-"""Publishing predictions to Redis under the contract in :mod:`jobs.redis_contract`.
+"""Publishing predictions to Redis under the contract in :mod:`jobs.contracts.redis`.
 
 A version's keys are written aside under its own prefix, each with an expiry
 from the moment it exists (``SET ... EX`` inside a server-side script, a
@@ -26,7 +26,7 @@ import redis
 from redis.client import Pipeline
 from redis.connection import Connection
 
-from jobs import redis_contract as contract
+from jobs.contracts import redis as contract
 from jobs.publish import PublishVersion, read_ahead
 
 logger = logging.getLogger(__name__)

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from jobs import nightly
-from jobs.airflow_tasks import FIRST_TASK, record_failure
+from jobs.lifecycle.registry import NewModel, register
+from jobs.orchestration import nightly
+from jobs.orchestration.airflow_tasks import FIRST_TASK, record_failure
 from jobs.publish.postgres import PostgresPublisher
-from jobs.registry import NewModel, register
 
 
 class TaskInstance:

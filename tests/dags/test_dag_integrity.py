@@ -8,8 +8,8 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 from airflow.timetables.base import DataInterval, TimeRestriction
 
-from jobs.airflow_tasks import resolve_run_date
-from jobs.scheduling import NightlyTimetable
+from jobs.orchestration.airflow_tasks import resolve_run_date
+from jobs.orchestration.scheduling import NightlyTimetable
 from tests.dags.conftest import DAGS_FOLDER
 
 
@@ -50,7 +50,7 @@ def test_nightly_task_graph(dagbag: DagBag) -> None:
     options = score.application_args[::2]
     assert options == ["--interactions", "--run-date", "--model-path", "--output", "--k",
                        "--canary-model-path", "--canary-fraction"]
-    assert score.application.endswith("jobs/score.py")
+    assert score.application.endswith("jobs/scoring/score.py")
     assert all(task.on_failure_callback for task in dag.tasks)
     assert set(dag.params) == {"run_date", "model_version", "serve_older_date", "k",
                                "input_path", "input_format", "canary_version",

@@ -9,9 +9,9 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from jobs import services
-from jobs.config import Settings
-from jobs.db import engine_for
+from jobs.platform import services
+from jobs.platform.config import Settings
+from jobs.platform.db import engine_for
 from tests.conftest import reset_database
 
 

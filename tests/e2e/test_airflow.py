@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from jobs import redis_contract as contract
 from jobs.cli import main
-from jobs.services.ports import free_port
+from jobs.contracts import redis as contract
+from jobs.platform.services.ports import free_port
 from tests.e2e.conftest import cli_world
 
 pytestmark = pytest.mark.spark

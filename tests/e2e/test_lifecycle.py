@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from jobs import redis_contract as contract
-from jobs.canary import in_canary
 from jobs.cli import main
 from jobs.client import RecommendationClient
+from jobs.contracts import redis as contract
+from jobs.contracts.canary import in_canary
 from tests.e2e.conftest import cli_world
 
 pytestmark = pytest.mark.spark

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from jobs import redis_contract as contract
 from jobs.cli import main
+from jobs.contracts import redis as contract
 from tests.conftest import write_lines
 from tests.e2e.conftest import cli_world
 

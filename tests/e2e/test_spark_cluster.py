@@ -12,12 +12,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import registry
 from jobs.bench.cluster import StandaloneCluster, spark_bin
 from jobs.cli import main
 from jobs.data.store import export_interactions
-from jobs.score import RECOMMENDATIONS_DIR, ScoreConfig
-from jobs.score import run as score_locally
+from jobs.lifecycle import registry
+from jobs.scoring.score import RECOMMENDATIONS_DIR, ScoreConfig
+from jobs.scoring.score import run as score_locally
 from tests.e2e.conftest import cli_world
 
 pytestmark = pytest.mark.spark
@@ -93,7 +93,8 @@ def test_train_and_score_on_a_standalone_cluster_match_local_mode(
     # Training on the cluster fits the model local mode fits from the same data and seed.
     from pyspark.ml.recommendation import ALSModel
 
-    from jobs.train import AlsParams, fit_als, read_interactions
+    from jobs.scoring.model import read_interactions
+    from jobs.training.train import AlsParams, fit_als
 
     assert (model.params["rank"], model.params["max_iter"]) == (4, 3)
     cluster_model = ALSModel.load(model_path)

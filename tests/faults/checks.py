@@ -15,8 +15,8 @@ from pathlib import Path
 import redis
 import sqlalchemy as sa
 
-from jobs import redis_contract as contract
 from jobs.client import RecommendationClient
+from jobs.contracts import redis as contract
 from tests.faults.publisher import USERS, K, Target, expected_items, version_tag
 
 # readers, switches, kills, restarts, ...: printed once at the end of the tier.

@@ -12,9 +12,9 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from jobs import services
-from jobs.config import Settings
-from jobs.db import engine_for, upgrade
+from jobs.platform import services
+from jobs.platform.config import Settings
+from jobs.platform.db import engine_for, upgrade
 from tests.conftest import reset_database
 from tests.faults.checks import TALLY
 from tests.faults.publisher import Target

@@ -1,6 +1,7 @@
-"""A publishing process for the fault tier: one nightly run through ``jobs.nightly.execute``
-(reconcile, lease, the publish steps, the run record) on a scoring output written here
-instead of by Spark, that can stop at a named point and wait there to be killed.
+"""A publishing process for the fault tier: one nightly run through
+``jobs.orchestration.nightly.execute`` (reconcile, lease, the publish steps, the run
+record) on a scoring output written here instead of by Spark, that can stop at a named
+point and wait there to be killed.
 
     python -m tests.faults.publisher --database-url URL --redis-url URL --home DIR \\
         --run-date 2026-11-20 --tag 3 [--pause POINT --marker FILE]
@@ -25,13 +26,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs import nightly, registry
-from jobs import redis_contract as contract
+from jobs.contracts import redis as contract
+from jobs.lifecycle import registry
+from jobs.orchestration import nightly
 from jobs.publish import postgres as postgres_module
 from jobs.publish import protocol as protocol_module
 from jobs.publish import read_blocks
 from jobs.publish import redis as redis_module
-from jobs.score import POPULAR_FILE, RECOMMENDATIONS_DIR
+from jobs.scoring.score import POPULAR_FILE, RECOMMENDATIONS_DIR
 
 USERS = 600
 K = 5
@@ -88,9 +90,10 @@ def ensure_model(engine: Any, home: Path) -> None:
 def publish(target: Target, run_date: date, tag: int, *, lock_wait_seconds: float = 30.0,
             users: int = USERS, on_begin: Callable[[], None] | None = None,
             serve_older_date: bool = False) -> nightly.RunState:
-    """One nightly run's publish through ``jobs.nightly.execute``; ``on_begin`` is called
-    once the run has begun (after reconcile), before anything is written."""
-    from jobs.db import engine_for
+    """One nightly run's publish through ``jobs.orchestration.nightly.execute``;
+    ``on_begin`` is called once the run has begun (after reconcile), before anything is
+    written."""
+    from jobs.platform.db import engine_for
 
     engine = engine_for(target.database_url)
     ensure_model(engine, target.home)

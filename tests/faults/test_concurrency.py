@@ -13,9 +13,9 @@ from datetime import date, timedelta
 import redis
 import sqlalchemy as sa
 
-from jobs import nightly
-from jobs import redis_contract as contract
 from jobs.client import RecommendationClient
+from jobs.contracts import redis as contract
+from jobs.orchestration import nightly
 from jobs.publish import protocol
 from tests.faults import checks
 from tests.faults.publisher import USERS, expected_items, publish, version_tag

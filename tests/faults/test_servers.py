@@ -13,7 +13,8 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from jobs import nightly, services
+from jobs.orchestration import nightly
+from jobs.platform import services
 from jobs.publish import postgres as postgres_module
 from jobs.publish import read_blocks
 from jobs.publish import redis as redis_module

@@ -4,7 +4,7 @@ from datetime import date
 
 import pytest
 
-from jobs.registry import NewModel, register
+from jobs.lifecycle.registry import NewModel, register
 
 
 @pytest.fixture

@@ -9,8 +9,9 @@ import pytest
 import redis as redis_lib
 import sqlalchemy as sa
 
-from jobs import redis_contract as contract
-from jobs import runs
+from jobs.contracts import redis as contract
+from jobs.lifecycle.registry import NewModel, register
+from jobs.platform import runs
 from jobs.publish.postgres import PostgresPublisher, partition_name
 from jobs.publish.redis import (
     SET_WITH_EXPIRY_SCRIPT,
@@ -19,7 +20,6 @@ from jobs.publish.redis import (
     read_replies,
     set_with_expiry_commands,
 )
-from jobs.registry import NewModel, register
 
 DAY = date(2026, 11, 20)
 SCHEMA = pa.schema([("user_id", pa.int64()), ("items", pa.list_(pa.int64())),

@@ -3,10 +3,10 @@
 from datetime import date, timedelta
 
 from jobs.cli import SAMPLE
-from jobs.data.generate import GenerateConfig, generate
-from jobs.data.store import copy_interactions, write_generated
-from jobs.validation.engine import Validator
-from jobs.validation.inputs import check_input, table_batch
+from jobs.contracts.engine import Validator
+from jobs.contracts.inputs import check_input, table_batch
+from jobs.data.generate import GenerateConfig, generate, write_generated
+from jobs.data.store import copy_interactions
 
 END = date(2026, 11, 20)
 
@@ -27,8 +27,8 @@ def test_every_day_of_the_sample_data_passes(engine, tmp_path) -> None:
 def test_table_defects_are_quarantined_by_moving_the_rows(engine, tmp_path) -> None:
     import sqlalchemy as sa
 
-    from jobs import runs
-    from jobs.validation.inputs import quarantine_and_load
+    from jobs.contracts.inputs import quarantine_and_load
+    from jobs.platform import runs
 
     with write_generated(generate(GenerateConfig(**SAMPLE, end_date=END))) as rows:
         copy_interactions(engine, rows)

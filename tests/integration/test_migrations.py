@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from jobs.db import MigrationError, applied_migrations, migrations, upgrade
+from jobs.platform.db import MigrationError, applied_migrations, migrations, upgrade
 
 
 def test_upgrade_is_idempotent_and_recorded(engine) -> None:

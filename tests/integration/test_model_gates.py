@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from jobs import nightly, registry
-from jobs.airflow_tasks import validate_inputs
-from jobs.registry import NewModel, register
-from jobs.validation.engine import ContractError
+from jobs.contracts.engine import ContractError
+from jobs.lifecycle import registry
+from jobs.lifecycle.registry import NewModel, register
+from jobs.orchestration import nightly
+from jobs.orchestration.airflow_tasks import validate_inputs
 
 DAY = date(2026, 11, 20)
 FAILED_GATES = {"passed": False, "reason": "ndcg below the popularity baseline",

@@ -6,9 +6,9 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from jobs import redis_contract as contract
-from jobs import runs
 from jobs.client import NoPublishedVersionError, RecommendationClient
+from jobs.contracts import redis as contract
+from jobs.platform import runs
 from jobs.publish.postgres import PostgresPublisher
 from jobs.publish.protocol import publish_lock, switch
 from jobs.publish.redis import RedisPublisher

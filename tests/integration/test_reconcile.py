@@ -7,9 +7,9 @@ from datetime import date
 
 import sqlalchemy as sa
 
-from jobs import redis_contract as contract
-from jobs import runs
 from jobs.cli import main
+from jobs.contracts import redis as contract
+from jobs.platform import runs
 from jobs.publish.postgres import PostgresPublisher, partition_name
 from jobs.publish.reconcile import GONE_RUN_ERROR, reconcile
 from jobs.publish.redis import RedisPublisher

@@ -5,14 +5,14 @@ from datetime import date
 import pytest
 import sqlalchemy as sa
 
-from jobs import redis_contract as contract
-from jobs import registry
 from jobs.client import RecommendationClient
+from jobs.contracts import redis as contract
+from jobs.lifecycle import registry
+from jobs.lifecycle.registry import NewModel, register
+from jobs.orchestration.rollback import roll_back
 from jobs.publish.postgres import RollbackError
 from jobs.publish.reconcile import disagreement, reconcile
 from jobs.publish.redis import MissingVersionError, expire_version
-from jobs.registry import NewModel, register
-from jobs.rollback import roll_back
 from tests.integration.test_publish import publish_day
 
 DAY1, DAY2 = date(2026, 11, 18), date(2026, 11, 19)

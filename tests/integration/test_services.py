@@ -7,9 +7,9 @@ import psycopg2
 import pytest
 import redis
 
-from jobs import services
-from jobs.config import Settings
-from jobs.db import engine_for, migrations, upgrade
+from jobs.platform import services
+from jobs.platform.config import Settings
+from jobs.platform.db import engine_for, migrations, upgrade
 
 
 def test_embedded_servers_start_persist_and_stop(tmp_path: Path) -> None:

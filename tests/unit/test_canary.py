@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from jobs.canary import in_canary, stable_hash
+from jobs.contracts.canary import in_canary, stable_hash
 
 
 def test_stable_hash_is_splitmix64() -> None:

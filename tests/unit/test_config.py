@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import ConfigError, Settings
+from jobs.platform.config import ConfigError, Settings
 
 
 def test_defaults_use_embedded_servers_under_dot_batchscore() -> None:

@@ -1,6 +1,6 @@
 import pytest
 
-from jobs.evaluation.differential import compare, ks_statistic, rank_correlation
+from jobs.training.differential import compare, ks_statistic, rank_correlation
 
 
 def test_identical_lists_agree_completely() -> None:

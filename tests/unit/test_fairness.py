@@ -1,6 +1,6 @@
 import pytest
 
-from jobs.evaluation.fairness import exposure_by_band, fairness_report, popularity_bands
+from jobs.training.fairness import exposure_by_band, fairness_report, popularity_bands
 
 
 def test_bands_split_the_catalogue_by_popularity() -> None:

@@ -1,5 +1,5 @@
-from jobs.evaluation.differential import Differential
-from jobs.evaluation.gates import DifferentialBounds, GateConfig, judge
+from jobs.training.differential import Differential
+from jobs.training.gates import DifferentialBounds, GateConfig, judge
 
 CONFIG = GateConfig(max_ndcg_drop=0.05, differential=DifferentialBounds(
     sample_users=100, min_overlap_at_k=0.5, min_rank_correlation=0.2, max_score_ks=0.3))

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from jobs.metrics import (
+from jobs.training.metrics import (
     average_precision_at_k,
     evaluate,
     ndcg_at_k,

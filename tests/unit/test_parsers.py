@@ -100,7 +100,7 @@ def test_empty_csv_is_rejected(tmp_path: Path) -> None:
 
 
 def test_the_scoring_job_reads_empty_canary_options_as_no_canary() -> None:
-    from jobs.score import parse_args
+    from jobs.scoring.score import parse_args
 
     base = ["--interactions", "i.csv", "--run-date", "2026-11-20", "--model-path", "m",
             "--output", "o"]

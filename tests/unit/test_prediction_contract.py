@@ -5,8 +5,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from jobs.validation.engine import ContractError, Validator
-from jobs.validation.predictions import PredictionSummary, check_predictions
+from jobs.contracts.engine import ContractError, Validator
+from jobs.contracts.predictions import PredictionSummary, check_predictions
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs import redis_contract as contract
+from jobs.contracts import redis as contract
 from jobs.publish.redis import set_with_expiry_commands
 
 

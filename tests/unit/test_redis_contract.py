@@ -1,6 +1,6 @@
 import pytest
 
-from jobs import redis_contract as contract
+from jobs.contracts import redis as contract
 
 
 def test_keys_byte_for_byte() -> None:

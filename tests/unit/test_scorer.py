@@ -4,9 +4,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs import redis_contract as contract
-from jobs import transforms
-from jobs.transforms import (
+from jobs.contracts import redis as contract
+from jobs.scoring import transforms
+from jobs.scoring.transforms import (
     RECOMMENDATIONS_ARROW_SCHEMA,
     ItemCatalog,
     score_arrow_block,

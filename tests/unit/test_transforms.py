@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jobs.transforms import (
+from jobs.scoring.transforms import (
     INTERACTIONS_SCHEMA,
     item_exposure,
     most_popular,

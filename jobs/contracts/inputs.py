@@ -1,0 +1,300 @@
+"""The input contract: one run date's interactions, before they are scored.
+
+The day's batch comes from a file handed to the run (``nightly --input``) or,
+without one, from the interactions table (events on the run date). Schema and
+volume failures fail the run. Row-level failures quarantine the rows into
+``batchscore.rejects`` while they stay under the configured fraction; above
+it, the run fails. Nothing is loaded or published when the run fails.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import statistics
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from jobs.contracts.engine import (
+    ContractError,
+    Report,
+    Validator,
+    failure_message,
+    load_contracts_config,
+)
+from jobs.data.load import InputError
+from jobs.data.store import day_end, epoch_to_sql
+from jobs.platform.db import cursor
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = ["user_id", "item_id", "rating", "timestamp"]
+SUITE = "interactions"
+TABLE_SOURCE = "table"
+
+
+@dataclass(frozen=True)
+class InputBatch:
+    """A run date's interactions; the index names each row (file line or event id)."""
+
+    frame: pd.DataFrame
+    source: str
+    row_label: str
+    sha256: str | None = None
+
+
+@dataclass
+class InputOutcome:
+    report: Report
+    rejected: dict[Any, list[str]] = field(default_factory=dict)
+
+    @property
+    def accepted_rows(self) -> int:
+        return self.report.row_count - len(self.rejected)
+
+
+def read_input_file(path: Path, file_format: str = "csv") -> InputBatch:
+    """Read a day's file as it is, for the contract to judge; only unreadable files fail here."""
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    raw = path.read_bytes()
+    if not raw:
+        raise InputError(f"{path}: the file is empty")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(
+            f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); "
+            "the file mixes encodings or is not text"
+        ) from None
+    if not text.endswith("\n"):
+        last_line = text.count("\n") + 1
+        raise InputError(
+            f"{path}: truncated: line {last_line} has no line end, so the file was cut short"
+        )
+    if file_format == "csv":
+        read = {"sep": ",", "header": 0}
+        first_line = 2
+    elif file_format == "movielens":
+        read = {"sep": "\t", "header": None, "names": COLUMNS}
+        first_line = 1
+    else:
+        raise InputError(f"unknown input format {file_format!r}; use csv or movielens")
+    try:
+        frame = pd.read_csv(io.StringIO(text), skipinitialspace=True, **read)
+    except pd.errors.ParserError as err:
+        raise InputError(f"{path}: not a well-formed {file_format} file: {err}") from None
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path}: the file is empty") from None
+    frame.index = pd.RangeIndex(first_line, first_line + len(frame), name="line")
+    return InputBatch(
+        frame=whole_numbers_as_integers(frame), source=f"file:{path.name}", row_label="line",
+        sha256=hashlib.sha256(raw).hexdigest())
+
+
+def whole_numbers_as_integers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Keep id and time columns numeric only when every value is a whole number.
+
+    pandas reads an integer column with a blank as floats, which the contract
+    accepts (the blank fails the missing-value check). A column holding a real
+    fraction (``1.5``) is turned into plain objects, so that the type check
+    fails and names it.
+    """
+    frame = frame.copy()
+    for column in ("user_id", "item_id", "timestamp"):
+        if column not in frame or frame[column].dtype != np.float64:
+            continue
+        present = frame[column].dropna()
+        if not (np.isfinite(present) & (present == present.round())).all():
+            frame[column] = frame[column].astype(object)
+    return frame
+
+
+def table_batch(engine: Engine, run_date: date) -> InputBatch:
+    """The interactions table's events on ``run_date``, indexed by event id."""
+    start = day_end(run_date - timedelta(days=1))
+    with engine.connect() as conn:
+        frame = pd.read_sql(
+            sa.text(
+                "SELECT event_id, user_id, item_id, rating,"
+                " extract(epoch FROM event_at)::bigint AS timestamp"
+                " FROM batchscore.interactions WHERE event_at >= :start AND event_at < :end"
+                " ORDER BY event_id"
+            ),
+            conn, params={"start": start, "end": day_end(run_date)}, index_col="event_id",
+        )
+    return InputBatch(frame=frame, source=TABLE_SOURCE, row_label="event")
+
+
+def volume_baseline(engine: Engine, run_date: date, runs: int) -> tuple[float, float] | None:
+    """Median input rows and users of the last ``runs`` succeeded nightly runs before the date."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT (stats->>'input_rows')::float, (stats->>'input_users')::float"
+                " FROM batchscore.runs WHERE kind = 'nightly' AND status = 'succeeded'"
+                " AND logical_date < :d AND stats ? 'input_rows'"
+                " ORDER BY logical_date DESC, finished_at DESC LIMIT :n"
+            ),
+            {"d": run_date, "n": runs},
+        ).all()
+    if not rows:
+        return None
+    return (statistics.median(row[0] for row in rows),
+            statistics.median(row[1] for row in rows))
+
+
+def known_items(engine: Engine) -> list[int] | None:
+    with engine.connect() as conn:
+        items = conn.execute(sa.text("SELECT item_id FROM batchscore.items")).scalars().all()
+    return [int(item) for item in items] or None
+
+
+def check_input(
+    validator: Validator, engine: Engine, run_date: date, batch: InputBatch,
+    run_name: str | None = None,
+) -> InputOutcome:
+    """Run the input contract; raise :class:`ContractError` when the run must stop."""
+    config = load_contracts_config()["input"]
+    end = int(day_end(run_date).timestamp())
+    parameters: dict[str, Any] = {
+        "rating_min": config["rating_min"],
+        "rating_max": config["rating_max"],
+        "latest_timestamp": end - 1,
+        "earliest_timestamp": end - int(config["max_event_age_days"]) * 86_400,
+        "freshest_timestamp": end - 86_400,
+        "unique_event_fraction": 1.0 - float(config["duplicate_tolerance"]),
+    }
+    unavailable = set()
+    items = known_items(engine)
+    if items is None:
+        unavailable.add("items")
+    else:
+        parameters["known_items"] = items
+    baseline = volume_baseline(engine, run_date, int(config["volume_history_runs"]))
+    if baseline is None:
+        unavailable.add("history")
+    else:
+        rows, users = baseline
+        parameters.update(
+            rows_min=rows * config["volume_min_ratio"], rows_max=rows * config["volume_max_ratio"],
+            users_min=users * config["volume_min_ratio"],
+            users_max=users * config["volume_max_ratio"],
+        )
+    report = validator.validate(SUITE, batch.frame, parameters, unavailable=unavailable,
+                                row_label=batch.row_label, run_name=run_name)
+    title = f"input contract failed for {run_date} ({batch.source})"
+    fatal = report.failures_at("schema", "volume", "duplicates")
+    if fatal:
+        raise ContractError(failure_message(title, fatal, [report]), [report])
+    rejected = dict(report.row_failures)
+    duplicated = batch.frame.duplicated(subset=COLUMNS, keep="first")
+    for index in batch.frame.index[duplicated.to_numpy()]:
+        rejected.setdefault(index, []).append("exact duplicate of an earlier event")
+    limit = float(config["max_reject_fraction"])
+    if report.row_count and len(rejected) / report.row_count > limit:
+        row_failures = report.failures_at("row")
+        raise ContractError(
+            failure_message(
+                f"{title}: {len(rejected)} of {report.row_count} rows are defective, more than "
+                f"the {limit:.1%} that may be quarantined", row_failures, [report]),
+            [report],
+        )
+    if rejected:
+        logger.warning("input contract: %d of %d rows quarantined", len(rejected),
+                       report.row_count)
+    return InputOutcome(report=report, rejected=rejected)
+
+
+def json_row(values: pd.Series) -> str:
+    record = {}
+    for name, value in values.items():
+        if pd.isna(value):
+            record[str(name)] = None
+        elif isinstance(value, float | np.floating):
+            record[str(name)] = float(value) if np.isfinite(value) else str(value)
+        elif isinstance(value, int | np.integer):
+            record[str(name)] = int(value)
+        else:
+            record[str(name)] = str(value)
+    return json.dumps(record)
+
+
+def quarantine_and_load(engine: Engine, run_id: str, run_date: date, batch: InputBatch,
+                        outcome: InputOutcome) -> dict[str, int]:
+    """Move rejected rows to ``batchscore.rejects`` and load a file's accepted rows.
+
+    One transaction: the rejects, the removal of an earlier load of the same
+    date (a re-run replaces it) and the new rows land together or not at all.
+    """
+    rejects = [
+        (run_id, batch.source, int(index), json_row(batch.frame.loc[index]), reasons)
+        for index, reasons in sorted(outcome.rejected.items())
+    ]
+    with cursor(engine) as cur:
+        cur.executemany(
+            "INSERT INTO batchscore.rejects (run_id, source, row_number, row, reasons)"
+            " VALUES (%s, %s, %s, %s, %s)", rejects,
+        )
+        loaded = 0
+        if batch.source == TABLE_SOURCE:
+            cur.execute("DELETE FROM batchscore.interactions WHERE event_id = ANY(%s)",
+                        ([int(index) for index in outcome.rejected],))
+        else:
+            loaded = _load_file_rows(cur, run_id, run_date, batch, outcome)
+    logger.info("input: %d rows loaded, %d quarantined", loaded, len(rejects))
+    return {"loaded": loaded, "rejected": len(rejects)}
+
+
+def _load_file_rows(cur: Any, run_id: str, run_date: date, batch: InputBatch,
+                    outcome: InputOutcome) -> int:
+    cur.execute("SELECT load_id, sha256 FROM batchscore.input_loads WHERE run_date = %s",
+                (run_date,))
+    previous = cur.fetchall()
+    if any(sha == batch.sha256 for _, sha in previous):
+        logger.info("input: this file was already loaded for %s; not loading it again", run_date)
+        return 0
+    if previous:
+        cur.execute("DELETE FROM batchscore.interactions WHERE load_id = ANY(%s)",
+                    ([load_id for load_id, _ in previous],))
+        cur.execute("DELETE FROM batchscore.input_loads WHERE run_date = %s", (run_date,))
+    cur.execute(
+        "INSERT INTO batchscore.input_loads (run_date, sha256, source, run_id)"
+        " VALUES (%s, %s, %s, %s) RETURNING load_id",
+        (run_date, batch.sha256, batch.source, run_id),
+    )
+    load_id = cur.fetchone()[0]
+    accepted = batch.frame.drop(index=list(outcome.rejected))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    for user_id, item_id, rating, seconds in accepted[COLUMNS].itertuples(index=False):
+        writer.writerow((int(user_id), int(item_id), repr(float(rating)),
+                         epoch_to_sql(int(seconds)), load_id))
+    buffer.seek(0)
+    cur.copy_expert(
+        "COPY batchscore.interactions (user_id, item_id, rating, event_at, load_id)"
+        " FROM STDIN WITH (FORMAT csv)", buffer,
+    )
+    cur.execute("UPDATE batchscore.input_loads SET rows = %s WHERE load_id = %s",
+                (len(accepted), load_id))
+    return len(accepted)
+
+
+def batch_stats(batch: InputBatch, outcome: InputOutcome) -> dict[str, Any]:
+    accepted = batch.frame.drop(index=list(outcome.rejected))
+    return {
+        "input_source": batch.source,
+        "input_rows": len(accepted),
+        "input_users": int(accepted["user_id"].nunique()),
+        "input_rejected": len(outcome.rejected),
+    }

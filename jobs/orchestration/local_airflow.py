@@ -1,0 +1,96 @@
+"""A real Airflow on this machine, wired to batchscore's DAGs and servers.
+
+Used by ``make airflow`` (``batchscore airflow start``) and by the quick start,
+which runs the nightly DAG once with ``airflow dags test``. Airflow's home is
+``BATCHSCORE_HOME/airflow``; its connections point at the configured servers,
+or at the embedded ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+from jobs.platform import services
+from jobs.platform.config import Settings
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DAGS_FOLDER = REPO_ROOT / "dags"
+DEFAULT_PORT = 8080
+
+
+class AirflowError(RuntimeError):
+    """An Airflow command failed; the message points at its log."""
+
+
+def environment(settings: Settings, port: int = DEFAULT_PORT) -> dict[str, str]:
+    """The environment Airflow commands run in; connections set by the caller win."""
+    endpoints = services.resolve(settings)
+    env = dict(os.environ)
+    home = settings.home / "airflow"
+    home.mkdir(parents=True, exist_ok=True)
+    bin_dir = str(Path(sys.executable).parent)
+    env.update({
+        "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
+        "BATCHSCORE_HOME": str(settings.home),
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+    })
+    env.setdefault("AIRFLOW_CONN_BATCHSCORE_POSTGRES", endpoints.database_url)
+    env.setdefault("AIRFLOW_CONN_BATCHSCORE_REDIS", endpoints.redis_url)
+    env.setdefault("AIRFLOW_CONN_SPARK_DEFAULT",
+                   json.dumps({"conn_type": "spark", "host": settings.spark_master}))
+    return env
+
+
+def airflow_command(env: dict[str, str], *args: str, log: Path) -> None:
+    """Run ``airflow ARGS``, its output going to ``log``; raise with the log's tail on failure."""
+    airflow = Path(sys.executable).parent / "airflow"
+    with log.open("a") as handle:
+        handle.write(f"$ airflow {' '.join(args)}\n")
+        handle.flush()
+        result = subprocess.run([str(airflow), *args], env=env, stdout=handle,
+                                stderr=subprocess.STDOUT, check=False)
+    if result.returncode != 0:
+        tail = "\n".join(log.read_text().splitlines()[-40:])
+        raise AirflowError(f"`airflow {' '.join(args)}` failed ({result.returncode}); "
+                           f"full log: {log}\n{tail}")
+
+
+def run_nightly(settings: Settings, run_date: date) -> Path:
+    """Run the nightly DAG once for ``run_date`` through Airflow; return the log's path."""
+    env = environment(settings)
+    log = settings.home / "airflow" / f"nightly-{run_date.isoformat()}.log"
+    log.write_text("")
+    logger.info("airflow: preparing its metadata database (log: %s)", log)
+    airflow_command(env, "db", "migrate", log=log)
+    logger.info("airflow: running batchscore_nightly for %s (airflow dags test)", run_date)
+    airflow_command(env, "dags", "test", "batchscore_nightly", run_date.isoformat(), log=log)
+    return log
+
+
+def start(settings: Settings, port: int = DEFAULT_PORT) -> int:
+    """``airflow standalone`` in the foreground, after printing how to reach it."""
+    env = environment(settings, port)
+    log = settings.home / "airflow" / "migrate.log"
+    log.write_text("")
+    airflow_command(env, "db", "migrate", log=log)
+    passwords = settings.home / "airflow" / "simple_auth_manager_passwords.json.generated"
+    print(f"Airflow UI:  http://127.0.0.1:{port}")
+    print(f"Login:       admin, password printed below by Airflow and kept in {passwords}")
+    print(f"DAGs:        {DAGS_FOLDER}; connections batchscore_postgres, batchscore_redis, "
+          "spark_default point at the servers batchscore uses")
+    print("Stop with Ctrl-C.", flush=True)
+    airflow = Path(sys.executable).parent / "airflow"
+    return subprocess.call([str(airflow), "standalone"], env=env)

@@ -1,0 +1,656 @@
+"""The nightly run, as steps the CLI runs in order and the Airflow DAG runs as tasks.
+
+reconcile -> begin -> validate inputs (quarantine or fail; load a day's file;
+export the interactions up to the run date) -> score (Spark job
+``jobs/scoring/score.py``) -> validate predictions -> write the version aside in
+PostgreSQL -> write it aside in Redis -> switch both (under the publish lock)
+-> smoke check -> finish (record the run). A step reads and writes the run's
+state in its staging folder, so each can run in its own process, and holds
+the run's lease while it works. Every step can be run again after a crash
+and converges; nothing is switched unless every step before it succeeded.
+``fail`` discards what a failed run staged and records why, and the previous
+version keeps being served.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import redis
+from sqlalchemy.engine import Engine
+
+from jobs.contracts import redis as contract
+from jobs.contracts.engine import ContractError, Validator
+from jobs.contracts.inputs import (
+    batch_stats,
+    check_input,
+    quarantine_and_load,
+    read_input_file,
+    table_batch,
+)
+from jobs.contracts.predictions import PredictionSummary, check_predictions, summary_stats
+from jobs.data.load import InputError
+from jobs.data.store import export_interactions
+from jobs.lifecycle import registry
+from jobs.platform import runs
+from jobs.platform.artifacts import artifact_path
+from jobs.platform.db import engine_for, ensure_schema
+from jobs.platform.provenance import current_user
+from jobs.publish import POSTGRES_COLUMNS, REDIS_COLUMNS, PublishVersion, protocol, read_blocks
+from jobs.publish.postgres import (
+    SWITCHED,
+    Canary,
+    PostgresPublisher,
+    VersionStateError,
+    served_publish_id,
+)
+from jobs.publish.redis import RedisPublisher, expire_version
+from jobs.scoring.score import (
+    CANARY_USERS_FILE,
+    CHECKS_FILE,
+    POPULAR_FILE,
+    RECOMMENDATIONS_DIR,
+    ScoreConfig,
+    ScoreStats,
+)
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+INTERACTIONS_FILE = "interactions.csv"
+SMOKE_SAMPLE_USERS = 20
+# Statuses a model may not serve in without --force and a reason: its gates said no.
+REFUSED_MODEL_STATUSES = ("rejected", "rolled_back")
+
+
+class RunRequestError(ValueError):
+    """A run was asked for something it cannot do; nothing was started."""
+
+
+class StoreUnavailableError(RuntimeError):
+    """A run lost its connection to PostgreSQL or Redis and stopped."""
+
+
+def store_lost(err: BaseException) -> StoreUnavailableError | None:
+    """The clear error for a lost server connection, or None for any other error."""
+    import psycopg2
+    import sqlalchemy.exc
+
+    if isinstance(err, psycopg2.OperationalError | psycopg2.InterfaceError
+                  | sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+        store = "PostgreSQL"
+    elif isinstance(err, redis.ConnectionError | redis.TimeoutError):
+        store = "Redis"
+    else:
+        return None
+    detail = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+    return StoreUnavailableError(
+        f"the run lost its connection to {store} ({detail}); it stopped, and each store "
+        "goes on serving one whole version. The next nightly (or `batchscore reconcile`) repairs "
+        "what it left; then run the date again")
+
+
+@dataclass(frozen=True)
+class NightlyConfig:
+    run_date: date
+    database_url: str
+    redis_url: str
+    home: Path
+    k: int
+    spark_master: str | None = None
+    input_path: Path | None = None
+    input_format: str = "csv"
+    model_version: int | None = None
+    serve_older_date: bool = False
+    # Score this version beside the served one, serving nothing (a shadow run).
+    shadow_version: int | None = None
+    # Serve this version to canary_fraction of the users (a canary run).
+    canary_version: int | None = None
+    canary_fraction: float | None = None
+    # Serve a rejected or rolled-back model anyway, for this recorded reason.
+    force: bool = False
+    reason: str | None = None
+    lock_wait_seconds: float = protocol.DEFAULT_LOCK_WAIT_SECONDS
+
+
+@dataclass
+class RunState:
+    """What the steps of one run hand to each other, kept in ``work_dir/state.json``."""
+
+    run_id: str
+    run_date: str
+    model_version: int
+    model_path: str
+    k: int
+    home: str
+    work_dir: str
+    input_path: str | None = None
+    input_format: str = "csv"
+    serve_older_date: bool = False
+    stats: dict[str, Any] = field(default_factory=dict)
+    publish_id: int | None = None
+    switch: dict[str, Any] | None = None
+    shadow: bool = False
+    canary_model_version: int | None = None
+    canary_model_path: str | None = None
+    canary_fraction: float | None = None
+    lock_wait_seconds: float = protocol.DEFAULT_LOCK_WAIT_SECONDS
+
+    @property
+    def logical_date(self) -> date:
+        return date.fromisoformat(self.run_date)
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.work_dir)
+
+    def save(self) -> RunState:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / STATE_FILE).write_text(json.dumps(asdict(self), indent=2))
+        return self
+
+    @classmethod
+    def load(cls, work_dir: str | Path) -> RunState:
+        path = Path(work_dir) / STATE_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"no run state in {work_dir}; run the begin step first")
+        return cls(**json.loads(path.read_text()))
+
+    def score_args(self) -> list[str]:
+        """The arguments of ``jobs/scoring/score.py`` for this run (spark-submit or in-process)."""
+        canary = (["--canary-model-path", self.canary_model_path,
+                   "--canary-fraction", str(self.canary_fraction)]
+                  if self.canary_model_path else [])
+        return ["--interactions", str(self.folder / INTERACTIONS_FILE),
+                "--run-date", self.run_date, "--model-path", self.model_path,
+                "--output", self.work_dir, "--k", str(self.k), *canary]
+
+    def publish_version(self) -> PublishVersion:
+        if self.publish_id is None:
+            raise RuntimeError(f"run {self.run_id} has not been published to Postgres yet")
+        return PublishVersion(publish_id=self.publish_id, run_id=self.run_id,
+                              model_version=self.model_version,
+                              logical_date=self.logical_date, k=self.k,
+                              canary_model_version=self.canary_model_version,
+                              canary_fraction=self.canary_fraction)
+
+
+@dataclass(frozen=True)
+class NightlyResult:
+    run_id: str
+    publish_id: int
+    model_version: int
+    logical_date: date
+    served: bool
+    stats: ScoreStats
+    rows: int
+    input_rejected: int
+    data_docs: dict[str, str | None]
+    shadow: dict[str, Any] | None = None
+    canary: dict[str, Any] | None = None
+
+
+def run(config: NightlyConfig) -> NightlyResult:
+    """All steps in this process, the way ``batchscore nightly`` runs them."""
+    scored: list[ScoreStats] = []
+
+    def prepare(engine: Engine, state: RunState) -> None:
+        validate_inputs(engine, state)
+        score_in_process(state, config.spark_master)
+        scored.append(ScoreStats.read(state.folder))
+        validate_predictions(state)
+
+    state = execute(config, prepare)
+    assert state.publish_id is not None and state.switch is not None
+    return NightlyResult(
+        run_id=state.run_id, publish_id=state.publish_id, model_version=state.model_version,
+        logical_date=state.logical_date, served=bool(state.switch["served"]),
+        stats=scored[0], rows=int(state.stats["rows"]),
+        input_rejected=int(state.stats.get("rejected", 0)),
+        data_docs=dict(state.stats.get("data_docs", {})),
+        shadow=state.stats.get("shadow"), canary=state.stats.get("canary"),
+    )
+
+
+def execute(config: NightlyConfig, prepare: Callable[[Engine, RunState], None]) -> RunState:
+    """Reconcile, then one run in this process: ``prepare`` checks the input and scores it
+    into the run's folder, then the version is published and the run recorded.
+
+    The run's lease is held throughout; if anything fails, what the run
+    staged is discarded and the failure recorded before the error is raised.
+    """
+    engine = engine_for(config.database_url)
+    ensure_schema(engine)
+    try:
+        reconcile(engine, config.redis_url, config.home, config.lock_wait_seconds)
+    except Exception as err:
+        clear = store_lost(err)
+        if clear is not None:
+            raise clear from err
+        raise
+    run_id = runs.new_run_id("nightly", config.run_date)
+    with runs.lease(engine, run_id):
+        state = begin(engine, config, run_id)
+        try:
+            prepare(engine, state)
+            publish(engine, config.redis_url, state)
+            finish(engine, state)
+        except BaseException as err:
+            clear = store_lost(err)
+            fail(engine, state, clear or err, config.redis_url)
+            if clear is not None:
+                raise clear from err
+            raise
+    engine.dispose()
+    return state
+
+
+def publish(engine: Engine, redis_url: str, state: RunState) -> RunState:
+    """The publish steps: both stores written aside, switched, then read back."""
+    publish_postgres(engine, state)
+    publish_redis(engine, redis_url, state)
+    switch(engine, redis_url, state)
+    if state.shadow:
+        return compare_shadow(engine, state)
+    return smoke_check(engine, redis_url, state)
+
+
+def reconcile(engine: Engine, redis_url: str, home: Path,
+              lock_wait_seconds: float = protocol.DEFAULT_LOCK_WAIT_SECONDS) -> Any:
+    """Repair what earlier runs left (see :mod:`jobs.publish.reconcile`); its report."""
+    from jobs.publish.reconcile import reconcile as repair
+
+    return repair(engine, redis.Redis.from_url(redis_url), home / "staging",
+                  wait_seconds=lock_wait_seconds)
+
+
+def begin(engine: Engine, config: NightlyConfig, run_id: str | None = None,
+          lease_seconds: int = 0) -> RunState:
+    """Choose the model, record the run as started, and create its staging folder.
+
+    The caller holds ``run_id``'s lease (see :func:`jobs.platform.runs.lease`);
+    ``lease_seconds`` is how long the run may go without a process holding
+    it before reconcile counts it gone.
+    """
+    ensure_schema(engine)
+    if config.shadow_version is not None and config.canary_version is not None:
+        raise RunRequestError("a run is a shadow run or a canary run, not both")
+    if config.force and not (config.reason or "").strip():
+        raise RunRequestError("--force needs --reason: why the model serves despite its "
+                              "gates is recorded")
+    shadow = trial_model(engine, config.shadow_version, "shadow")
+    canary = trial_model(engine, config.canary_version, "canary")
+    model = shadow or registry.model_for_date(engine, config.run_date, config.model_version)
+    gated = [(chosen, kind) for chosen, kind in
+             ((None if shadow else model, "--model-version"), (canary, "--canary"))
+             if chosen is not None and chosen.status in REFUSED_MODEL_STATUSES]
+    for chosen, option in gated:
+        if not config.force:
+            raise RunRequestError(
+                f"model version {chosen.version} is {chosen.status.replace('_', ' ')}: its "
+                f"gates or a rollback keep it from serving ({option}); pass --force with "
+                "--reason to serve it anyway")
+    run_id = runs.start(engine, "nightly", config.run_date, model.version,
+                        run_id=run_id, lease_seconds=lease_seconds)
+    for chosen, _ in gated:
+        registry.record_forced_use(engine, chosen.version, current_user(),
+                                   f"served by run {run_id} despite its status: {config.reason}")
+    state = RunState(
+        run_id=run_id, run_date=config.run_date.isoformat(), model_version=model.version,
+        model_path=model_path(model.artifact_uri), k=config.k, home=str(config.home),
+        work_dir=str(config.home / "staging" / run_id),
+        input_path=str(config.input_path) if config.input_path else None,
+        input_format=config.input_format, serve_older_date=config.serve_older_date,
+        stats={"k": config.k, "data_docs": {}},
+        shadow=shadow is not None, lock_wait_seconds=config.lock_wait_seconds,
+    )
+    if canary is not None:
+        state.canary_model_version = canary.version
+        state.canary_model_path = model_path(canary.artifact_uri)
+        state.canary_fraction = canary_fraction(config.canary_fraction)
+        state.stats["canary"] = {"model_version": canary.version,
+                                 "fraction": state.canary_fraction}
+    logger.info("run %s: %s with model version %d%s", run_id, config.run_date, model.version,
+                " (shadow: stored, not served)" if shadow else
+                f" (canary: version {canary.version} for {state.canary_fraction:.0%} of users)"
+                if canary else "")
+    return state.save()
+
+
+def trial_model(engine: Engine, version: int | None,
+                kind: str) -> registry.ModelVersion | None:
+    """The version a shadow or canary run tries out; it must not be the serving one."""
+    if version is None:
+        return None
+    model = registry.get(engine, version)
+    if model.status == "serving":
+        raise RunRequestError(
+            f"model version {version} already serves; a {kind} run tries out another version")
+    return model
+
+
+def canary_fraction(fraction: float | None) -> float:
+    from jobs.contracts.canary import check_fraction
+    from jobs.contracts.engine import load_contracts_config
+
+    if fraction is None:
+        fraction = float(load_contracts_config()["canary"]["default_fraction"])
+    return check_fraction(fraction)
+
+
+def validate_inputs(engine: Engine, state: RunState) -> RunState:
+    """The input contract, then the export the scoring job reads."""
+    validator = Validator(Path(state.home), state.run_id)
+    run_date = state.logical_date
+    batch = (read_input_file(Path(state.input_path), state.input_format)
+             if state.input_path else table_batch(engine, run_date))
+    try:
+        outcome = check_input(validator, engine, run_date, batch, run_name=state.run_id)
+    except ContractError as err:
+        state.stats["data_docs"].update(err.docs_urls)
+        state.save()
+        raise
+    state.stats["data_docs"]["input"] = outcome.report.docs_url
+    state.stats.update(batch_stats(batch, outcome))
+    state.stats.update(quarantine_and_load(engine, state.run_id, run_date, batch, outcome))
+    exported = export_interactions(engine, run_date, state.folder / INTERACTIONS_FILE)
+    if exported == 0:
+        raise InputError(f"no interactions up to {run_date}; nothing to score")
+    return state.save()
+
+
+def score_in_process(state: RunState, spark_master: str | None) -> ScoreStats:
+    from jobs.scoring import score as score_job
+
+    config = score_job.parse_args(state.score_args())
+    return score_job.run(ScoreConfig(**{**asdict(config), "spark_master": spark_master}))
+
+
+def validate_predictions(state: RunState) -> RunState:
+    """The prediction contract on what the scoring job wrote."""
+    scored = ScoreStats.read(state.folder)
+    summary = prediction_summary(scored)
+    state.stats.update(summary_stats(summary))
+    state.stats.update({
+        "active_users": scored.active_users,
+        "scored_users": scored.scored_users,
+        "users_without_factors": scored.users_without_factors,
+    })
+    try:
+        reports = check_predictions(
+            Validator(Path(state.home), state.run_id),
+            pq.read_table(state.folder / CHECKS_FILE).to_pandas(), summary,
+            requested_model_version=state.model_version, run_name=state.run_id,
+            label=f"{state.run_date} (run {state.run_id})",
+        )
+    except ContractError as err:
+        state.stats["data_docs"].update(err.docs_urls)
+        state.save()
+        raise
+    state.stats["data_docs"].update({report.suite: report.docs_url for report in reports})
+    return state.save()
+
+
+def publish_postgres(engine: Engine, state: RunState) -> RunState:
+    """Load the version aside in PostgreSQL: a staged table, indexed, not yet attached.
+
+    Run again, it discards what an earlier attempt left staged and loads
+    afresh; once the version was switched in, it does nothing.
+    """
+    postgres = PostgresPublisher(engine)
+    if state.publish_id is not None:
+        status = version_status(engine, state.publish_id)
+        if status in SWITCHED:
+            logger.info("postgres: version %d was already switched in", state.publish_id)
+            return state
+        # An earlier attempt's version, staged or already discarded: load afresh.
+        postgres.discard(state.publish_id)
+    canary = (Canary(state.canary_model_version, state.canary_fraction)
+              if state.canary_model_version is not None and state.canary_fraction else None)
+    version = postgres.allocate(state.run_id, state.model_version, state.logical_date, state.k,
+                                canary=canary)
+    state.publish_id = version.publish_id
+    state.save()
+    try:
+        postgres.prepare(version)
+        scored_users = int(state.stats.get("scored_users", 0))
+        postgres.write_blocks(
+            read_blocks(state.folder / RECOMMENDATIONS_DIR, columns=POSTGRES_COLUMNS),
+            progress=progress_log("postgres", scored_users))
+        postgres.write_fallback(pq.read_table(state.folder / POPULAR_FILE))
+        if canary is not None:
+            canary_users = pq.read_table(state.folder / CANARY_USERS_FILE).column("user_id")
+            state.stats["canary"]["users"] = postgres.record_canary_users(
+                canary_users.to_numpy(), canary.model_version)
+        postgres.finish_load()
+    except BaseException:
+        postgres.abort()
+        raise
+    state.stats.update({"publish_id": version.publish_id, "rows": postgres.rows})
+    return state.save()
+
+
+def version_status(engine: Engine, publish_id: int) -> str | None:
+    import sqlalchemy as sa
+
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT status FROM batchscore.prediction_versions"
+                                    " WHERE publish_id = :id"), {"id": publish_id}).scalar()
+
+
+def progress_log(store: str, total_users: int) -> Callable[[int], None]:
+    """A progress callback that logs a store's users written at every tenth of the total."""
+    step = max(1, total_users // 10)
+    next_at = step
+
+    def report(users: int) -> None:
+        nonlocal next_at
+        if users >= next_at:
+            logger.info("%s: %d / %d users written", store, users, total_users)
+            next_at = (users // step + 1) * step
+
+    return report
+
+
+def publish_redis(engine: Engine, redis_url: str, state: RunState) -> RunState:
+    """Write the version's keys aside in Redis, each expiring unless the version is served.
+
+    Safe to run again: keys are overwritten, never deleted, and once the
+    version was switched in nothing is written, so a retry never touches
+    what readers are served.
+    """
+    if state.publish_id is None:
+        raise RuntimeError(f"run {state.run_id} has no version written to Postgres yet")
+    if state.shadow:
+        logger.info("redis: shadow run %s writes nothing to redis", state.run_id)
+        return state
+    status = version_status(engine, state.publish_id)
+    if status in SWITCHED:
+        logger.info("redis: version %d was already switched in; nothing to write",
+                    state.publish_id)
+        return state
+    if status != "staged":
+        raise VersionStateError(f"version {state.publish_id} is {status}: run "
+                                "publish_postgres again before writing it to Redis")
+    publisher = RedisPublisher(redis.Redis.from_url(redis_url))
+    publisher.prepare(state.publish_version())
+    scored_users = int(state.stats.get("scored_users", 0))
+    publisher.write_blocks(
+        read_blocks(state.folder / RECOMMENDATIONS_DIR, columns=REDIS_COLUMNS),
+        progress=progress_log("redis", scored_users))
+    publisher.write_fallback(pq.read_table(state.folder / POPULAR_FILE))
+    publisher.write_meta()
+    return state
+
+
+def switch(engine: Engine, redis_url: str, state: RunState) -> RunState:
+    """Switch the version in, PostgreSQL then Redis, under the publish lock; then clean up.
+
+    A shadow is only attached in PostgreSQL. Safe to run again.
+    """
+    if state.publish_id is None:
+        raise RuntimeError(f"run {state.run_id} has no version written to Postgres yet")
+    client = None if state.shadow else redis.Redis.from_url(redis_url)
+    with protocol.publish_lock(engine, f"run {state.run_id}", state.lock_wait_seconds):
+        outcome = protocol.switch(engine, client, state.publish_id, shadow=state.shadow,
+                                  force_serve=state.serve_older_date)
+    state.switch = asdict(outcome)
+    state.stats.update({"publish_id": state.publish_id, "served": outcome.served})
+    return state.save()
+
+
+def smoke_check(engine: Engine, redis_url: str, state: RunState) -> RunState:
+    """Read a sample of users back from both stores, and check they serve the same version."""
+    import sqlalchemy as sa
+
+    client = redis.Redis.from_url(redis_url)
+    publish_id = state.publish_id
+    with engine.connect() as conn:
+        status = conn.execute(sa.text(
+            "SELECT status FROM batchscore.prediction_versions WHERE publish_id = :id"),
+            {"id": publish_id}).scalar()
+        sample = conn.execute(sa.text(
+            "SELECT user_id, array_agg(item_id ORDER BY rank) FROM batchscore.predictions"
+            " WHERE publish_id = :id AND user_id IN (SELECT user_id FROM batchscore.predictions"
+            "  WHERE publish_id = :id AND rank = 1 ORDER BY user_id LIMIT :n)"
+            " GROUP BY user_id"), {"id": publish_id, "n": SMOKE_SAMPLE_USERS}).all()
+    served = served_publish_id(engine)
+    pointer = client.get(contract.pointer_key())
+    problems = []
+    if status != "published":
+        problems.append(f"postgres: version {publish_id} is {status!r}, not published")
+    if served is not None and (pointer is None or int(pointer) != served):
+        problems.append(f"postgres serves version {served} but the redis pointer names "
+                        f"{pointer.decode() if pointer else None}")
+    if not sample:
+        problems.append(f"postgres has no rows for version {publish_id}")
+    for user_id, items in sample:
+        value = client.get(contract.user_key(publish_id, user_id))
+        stored = [item for item, _ in contract.decode_items(value)] if value else None
+        if stored != list(items):
+            problems.append(f"user {user_id}: postgres has {list(items)[:5]}..., "
+                            f"redis has {stored[:5] if stored else stored}")
+    if problems:
+        raise RuntimeError("smoke check failed: " + "; ".join(problems[:5]))
+    logger.info("smoke check: %d users read back from both stores agree; version %s is served",
+                len(sample), served)
+    return state
+
+
+def compare_shadow(engine: Engine, state: RunState) -> RunState:
+    """How the shadow version differs from the served one, on a fixed sample of users."""
+    from jobs.training.differential import compare
+    from jobs.training.gates import GateConfig
+
+    served = served_publish_id(engine)
+    report: dict[str, Any] = {"publish_id": state.publish_id, "compared_with": served}
+    if served is None:
+        report["differential"] = None
+        logger.info("shadow: nothing is served yet to compare with")
+    else:
+        sample = GateConfig.load().differential.sample_users
+        shadow_lists, served_lists = sampled_lists(engine, state.publish_id, served, sample)
+        if shadow_lists and served_lists and set(shadow_lists) & set(served_lists):
+            differential = compare(shadow_lists, served_lists, state.k)
+            report["differential"] = differential.to_json()
+            logger.info("shadow vs served version %d on %d users: overlap@%d %.3f, rank "
+                        "correlation %.3f, score shift (KS) %.3f", served, differential.users,
+                        state.k, differential.overlap_at_k, differential.rank_correlation,
+                        differential.score_ks)
+        else:
+            report["differential"] = None
+    state.stats["shadow"] = report
+    return state.save()
+
+
+def sampled_lists(engine: Engine, publish_id: int, other: int, sample_size: int
+                  ) -> tuple[dict[int, tuple[list[int], list[float]]], ...]:
+    """Both versions' lists for a fixed sample of ``publish_id``'s users (stable hash)."""
+    import numpy as np
+    import sqlalchemy as sa
+
+    from jobs.contracts.canary import fixed_sample
+
+    with engine.connect() as conn:
+        users = np.array(conn.execute(sa.text(
+            "SELECT DISTINCT user_id FROM batchscore.predictions WHERE publish_id = :id"),
+            {"id": publish_id}).scalars().all(), dtype=np.int64)
+        chosen = [int(user) for user in fixed_sample(users, sample_size)]
+        lists = []
+        for version in (publish_id, other):
+            rows: dict[int, tuple[list[int], list[float]]] = {}
+            for user, items, scores in conn.execute(sa.text(
+                    "SELECT user_id, array_agg(item_id ORDER BY rank),"
+                    " array_agg(score ORDER BY rank) FROM batchscore.predictions"
+                    " WHERE publish_id = :id AND user_id = ANY(:users) GROUP BY user_id"),
+                    {"id": version, "users": chosen}):
+                rows[int(user)] = (list(items), list(scores))
+            lists.append(rows)
+    return tuple(lists)
+
+
+def finish(engine: Engine, state: RunState) -> RunState:
+    """Record the run as succeeded (and a tried-out model's status); remove its staging folder."""
+    if state.shadow:
+        registry.record_trial(engine, state.model_version, "shadow",
+                              f"shadow run {state.run_id} for {state.run_date}",
+                              current_user())
+    if state.canary_model_version is not None:
+        registry.record_trial(engine, state.canary_model_version, "canary",
+                              f"canary run {state.run_id} for {state.run_date}: "
+                              f"{state.canary_fraction:.0%} of users", current_user())
+    runs.succeed(engine, state.run_id, state.stats)
+    shutil.rmtree(state.folder, ignore_errors=True)
+    return state
+
+
+def fail(engine: Engine, state: RunState, error: BaseException | str,
+         redis_url: str | None = None) -> None:
+    """Discard what the run staged (unless it was already switched in) and record why.
+
+    Each part is tried on its own: if a store is out of reach, what it holds
+    of the run is left for reconcile, and the error that failed the run is
+    what the caller raises.
+    """
+    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    discarded = False
+    recorded = False
+    try:
+        discarded = (state.publish_id is not None
+                     and PostgresPublisher(engine).discard(state.publish_id))
+        runs.fail(engine, state.run_id, message, state.stats)
+        recorded = True
+        if discarded and redis_url is not None:
+            expire_version(redis.Redis.from_url(redis_url), state.publish_id, 0)
+    except Exception as err:  # the run's own error matters more; reconcile finishes this
+        logger.error("run %s: could not clean up after its failure (%s: %s); "
+                     "`batchscore reconcile` will", state.run_id, type(err).__name__, err)
+    if recorded:
+        shutil.rmtree(state.folder, ignore_errors=True)
+
+
+def prediction_summary(scored: ScoreStats) -> PredictionSummary:
+    return PredictionSummary(
+        catalog_coverage=(scored.recommended_items / scored.catalog_items
+                          if scored.catalog_items else 0.0),
+        top_item_share=(scored.top_item_users / scored.scored_users
+                        if scored.scored_users else 0.0),
+        model_version=scored.model_version,
+        active_users=scored.active_users,
+        k=scored.k,
+    )
+
+
+def model_path(artifact_uri: str) -> str:
+    path = artifact_path(artifact_uri)
+    if not path.exists():
+        raise FileNotFoundError(f"the model's artifact {path} is missing")
+    return str(path)

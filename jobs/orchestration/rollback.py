@@ -1,0 +1,49 @@
+"""Rolling back: serve the previous published version again, in Postgres and Redis.
+
+No recomputation: the previous version's partition and keys are still there
+(the publishers keep them for the retention period). Under the publish lock,
+Postgres switches first, in one transaction that also updates the registry
+and records who and why; Redis then follows it (the restored keys lose their
+expiry and the pointer moves by compare-and-set). Should the Redis step fail,
+``batchscore reconcile`` points Redis at whatever Postgres serves.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from sqlalchemy.engine import Connection, Engine
+
+from jobs.lifecycle import registry
+from jobs.publish.postgres import PostgresPublisher, Rollback
+from jobs.publish.protocol import DEFAULT_LOCK_WAIT_SECONDS, follow_postgres, publish_lock
+from jobs.publish.redis import require_version_keys
+
+logger = logging.getLogger(__name__)
+
+
+def roll_back(engine: Engine, client: redis.Redis, changed_by: str, reason: str,
+              to: int | None = None,
+              wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS) -> Rollback:
+    """Switch both stores back to the previously served version (or ``to``)."""
+    if not reason.strip():
+        raise ValueError("a rollback needs a reason; it is recorded")
+    with publish_lock(engine, f"rollback by {changed_by}", wait_seconds):
+        def mark_models(conn: Connection, done: Rollback) -> None:
+            # The registry follows in the switch's transaction: the models only the
+            # rolled-back version used are never promoted again automatically, and
+            # the restored version's model serves again.
+            for bad in done.rolled_back_models:
+                registry.roll_back(conn, bad, done.restored_model, changed_by,
+                                   f"publish {done.rolled_back} rolled back: {reason}")
+
+        done = PostgresPublisher(engine).rollback(
+            changed_by, reason, to=to,
+            # Refuse before anything changes if Redis no longer has the target's keys.
+            before_switch=lambda publish_id: require_version_keys(client, publish_id),
+            in_transaction=mark_models)
+        follow_postgres(engine, client)
+    logger.info("rolled back version %d; version %d is served again", done.rolled_back,
+                done.restored)
+    return done

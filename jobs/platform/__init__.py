@@ -1,0 +1,5 @@
+"""The pieces every stage shares: settings (``config``), the embedded servers
+(``services``), database connections, advisory locks and migrations (``db``), the
+Spark session (``spark``), who ran what at which code version (``provenance``),
+artifact paths and checksums (``artifacts``) and the run history with its leases
+(``runs``)."""

@@ -1,0 +1,77 @@
+"""Which PostgreSQL and Redis batchscore talks to.
+
+With URLs configured, those servers are used and nothing is started. Without
+them, real embedded servers are started under ``BATCHSCORE_HOME`` and reused
+by later commands until ``batchscore services stop``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from jobs.platform.config import Settings
+from jobs.platform.services.postgres import EmbeddedPostgres
+from jobs.platform.services.redis import EmbeddedRedis
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    database_url: str
+    redis_url: str
+    embedded: bool
+
+
+def embedded_postgres(settings: Settings) -> EmbeddedPostgres:
+    return EmbeddedPostgres(settings.services_dir / "postgres")
+
+
+def embedded_redis(settings: Settings) -> EmbeddedRedis:
+    return EmbeddedRedis(settings.services_dir / "redis")
+
+
+@contextmanager
+def exclusive(settings: Settings) -> Iterator[None]:
+    """Serialise starting and stopping, so two commands never start two servers."""
+    settings.services_dir.mkdir(parents=True, exist_ok=True)
+    with (settings.services_dir / ".lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def database_url(settings: Settings) -> str:
+    """The configured database URL, or the embedded server's (started if needed)."""
+    if settings.database_url:
+        return settings.database_url
+    with exclusive(settings):
+        return embedded_postgres(settings).ensure_running()
+
+
+def redis_url(settings: Settings) -> str:
+    """The configured Redis URL, or the embedded server's (started if needed)."""
+    if settings.redis_url:
+        return settings.redis_url
+    with exclusive(settings):
+        return embedded_redis(settings).ensure_running()
+
+
+def resolve(settings: Settings) -> Endpoints:
+    return Endpoints(
+        database_url=database_url(settings),
+        redis_url=redis_url(settings),
+        embedded=settings.database_url is None or settings.redis_url is None,
+    )
+
+
+def stop_embedded(settings: Settings) -> dict[str, bool]:
+    """Stop whichever embedded servers run under ``settings.home``."""
+    with exclusive(settings):
+        return {
+            "postgres": embedded_postgres(settings).stop(),
+            "redis": embedded_redis(settings).stop(),
+        }

@@ -1,0 +1,206 @@
+"""The scoring job: every active user x the serving model -> top-K unseen items.
+
+``main(argv)`` is what ``spark-submit jobs/scoring/score.py`` and ``batchscore nightly``
+run. It reads interactions exported as CSV, keeps events up to the end of the
+run date, scores every user the model knows with exact dot products, and writes
+``recommendations/`` (Parquet: user_id, items, scores, and redis_value, the
+list as Redis will hold it), ``popular.parquet``
+(the fallback list) and ``stats.json`` to the output folder. It touches no
+database: publishing is a separate step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict, dataclass
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from jobs.data.store import day_end
+from jobs.platform.config import DEFAULT_TOP_K
+from jobs.scoring.model import MODEL_METADATA_FILE
+
+if TYPE_CHECKING:
+    from pyspark.ml.recommendation import ALSModel
+    from pyspark.sql import DataFrame, SparkSession
+
+logger = logging.getLogger(__name__)
+
+RECOMMENDATIONS_DIR = "recommendations"
+POPULAR_FILE = "popular.parquet"
+CHECKS_FILE = "checks.parquet"
+# The users a canary model scored (user_id), when the run has a canary.
+CANARY_USERS_FILE = "canary_users.parquet"
+STATS_FILE = "stats.json"
+# How the recommendations are written to Parquet. LZ4 compresses them as well as
+# Snappy, and publishing reads them back about four times faster; row groups
+# of a few thousand users let publishing hold little more than a block and
+# start sending as soon as the first group is read.
+OUTPUT_OPTIONS = {"compression": "lz4_raw", "parquet.block.size": str(8 * 1024 * 1024)}
+# Written into a model's folder when it is registered: {"model_version": N}.
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    interactions: Path
+    run_date: date
+    model_path: Path
+    output: Path
+    k: int = DEFAULT_TOP_K
+    spark_master: str | None = None
+    # A canary model scores the users jobs.contracts.canary assigns to it.
+    canary_model_path: Path | None = None
+    canary_fraction: float | None = None
+
+
+@dataclass(frozen=True)
+class ScoreStats:
+    active_users: int
+    scored_users: int
+    users_without_factors: int
+    catalog_items: int
+    k: int
+    model_version: int | None
+    recommended_items: int
+    top_item_users: int
+    canary_users: int = 0
+
+    @classmethod
+    def read(cls, output: Path) -> ScoreStats:
+        return cls(**json.loads((output / STATS_FILE).read_text()))
+
+
+def parse_args(argv: list[str]) -> ScoreConfig:
+    parser = argparse.ArgumentParser(prog="score", description=__doc__.splitlines()[0])
+    parser.add_argument("--interactions", type=Path, required=True,
+                        help="CSV of user_id,item_id,rating,unix_seconds (no header)")
+    parser.add_argument("--run-date", type=date.fromisoformat, required=True)
+    parser.add_argument("--model-path", type=Path, required=True, help="saved Spark ALSModel")
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--k", type=int, default=DEFAULT_TOP_K)
+    parser.add_argument("--spark-master", default=None)
+    # Empty values mean no canary, so a scheduler can always pass both options.
+    parser.add_argument("--canary-model-path", type=lambda text: Path(text) if text else None,
+                        default=None, help="saved Spark ALSModel serving the canary's users")
+    parser.add_argument("--canary-fraction", type=lambda text: float(text) if text else None,
+                        default=None, help="share of users the canary model serves (0 < F < 1)")
+    args = parser.parse_args(argv)
+    if args.k < 1:
+        parser.error("--k must be at least 1")
+    if (args.canary_model_path is None) != (args.canary_fraction is None):
+        parser.error("--canary-model-path and --canary-fraction go together")
+    if args.canary_fraction is not None and not 0 < args.canary_fraction < 1:
+        parser.error("--canary-fraction must be between 0 and 1 (exclusive)")
+    return ScoreConfig(interactions=args.interactions, run_date=args.run_date,
+                       model_path=args.model_path, output=args.output, k=args.k,
+                       spark_master=args.spark_master,
+                       canary_model_path=args.canary_model_path,
+                       canary_fraction=args.canary_fraction)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stats = run(parse_args(sys.argv[1:] if argv is None else argv))
+    print(json.dumps(asdict(stats)))
+    return 0
+
+
+def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
+    from pyspark.ml.recommendation import ALSModel
+    from pyspark.sql import functions as F
+
+    from jobs.platform.spark import spark_session
+    from jobs.scoring.model import item_matrix, read_interactions
+    from jobs.scoring.transforms import (
+        events_before,
+        item_exposure,
+        most_popular,
+        prediction_checks,
+        seen_items,
+        split_canary,
+        top_k_unseen,
+    )
+
+    spark = spark or spark_session("batchscore-score", config.spark_master)
+    # Extract
+    end = int(day_end(config.run_date).timestamp())
+    interactions = events_before(read_interactions(spark, config.interactions), end).cache()
+    model = ALSModel.load(str(config.model_path))
+    item_ids, item_factors = item_matrix(model)
+    # Transform
+    seen = seen_items(interactions).cache()
+    parallelism = spark.sparkContext.defaultParallelism
+
+    def users_of(als: ALSModel, users_seen: DataFrame) -> DataFrame:
+        return (als.userFactors.withColumnRenamed("id", "user_id")
+                .withColumn("user_id", F.col("user_id").cast("long"))
+                .join(users_seen, "user_id")
+                # One scoring task per core rather than one per shuffle
+                # partition, merged from the join's partitions without
+                # shuffling the factors again.
+                .coalesce(parallelism))
+
+    base_seen, canary_seen = (split_canary(seen, config.canary_fraction)
+                              if config.canary_model_path else (seen, None))
+    recommendations = top_k_unseen(users_of(model, base_seen), item_ids, item_factors, config.k,
+                                   redis_values=True)
+    popular = most_popular(interactions, config.k)
+    # Load
+    logger.info("scoring users against %d items, top %d", len(item_ids), config.k)
+    config.output.mkdir(parents=True, exist_ok=True)
+    output = str(config.output / RECOMMENDATIONS_DIR)
+    canary_users = 0
+    if config.canary_model_path is not None and canary_seen is not None:
+        canary_model = ALSModel.load(str(config.canary_model_path))
+        canary_ids, canary_factors = item_matrix(canary_model)
+        top_k_unseen(users_of(canary_model, canary_seen), canary_ids, canary_factors,
+                     config.k, redis_values=True).write.mode("overwrite").options(
+            **OUTPUT_OPTIONS).parquet(output)
+        canary = spark.read.parquet(output).select("user_id").toPandas()
+        canary.to_parquet(config.output / CANARY_USERS_FILE, index=False)
+        canary_users = len(canary)
+        logger.info("canary: %d users scored by %s", canary_users, config.canary_model_path)
+    recommendations.write.mode("append" if canary_users else "overwrite").options(
+        **OUTPUT_OPTIONS).parquet(output)
+    ranked = popular.toPandas()
+    ranked.insert(0, "rank", range(1, len(ranked) + 1))
+    ranked.to_parquet(config.output / POPULAR_FILE, index=False)
+    logger.info("recommendations written; computing the prediction checks")
+    written = spark.read.parquet(str(config.output / RECOMMENDATIONS_DIR))
+    prediction_checks(written, seen).toPandas().to_parquet(
+        config.output / CHECKS_FILE, index=False)
+    logger.info("prediction checks written; counting item exposure")
+    exposure = item_exposure(written).agg(
+        F.count("*").alias("items"), F.max("users").alias("top")).first()
+    scored = written.count()
+    active = seen.count()
+    stats = ScoreStats(active_users=active, scored_users=scored,
+                       users_without_factors=active - scored,
+                       catalog_items=len(item_ids), k=config.k,
+                       model_version=model_version_of(config.model_path),
+                       recommended_items=int(exposure["items"]),
+                       top_item_users=int(exposure["top"] or 0),
+                       canary_users=canary_users)
+    (config.output / STATS_FILE).write_text(json.dumps(asdict(stats)))
+    seen.unpersist()
+    interactions.unpersist()
+    logger.info("scored %d of %d active users (%d unknown to the model)",
+                scored, active, active - scored)
+    return stats
+
+
+def model_version_of(model_path: Path) -> int | None:
+    """The registered version recorded in a model's folder, if any."""
+    metadata = model_path / MODEL_METADATA_FILE
+    if not metadata.exists():
+        return None
+    return int(json.loads(metadata.read_text())["model_version"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

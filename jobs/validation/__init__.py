@@ -1,1 +1,0 @@
-"""Data contracts: Great Expectations gates on inputs and predictions."""
