@@ -31,3 +31,7 @@ JOIN batchscore.prediction_versions AS v ON v.publish_id = p.publish_id
 LEFT JOIN batchscore.canary_users AS c
        ON c.publish_id = p.publish_id AND c.user_id = p.user_id
 WHERE v.status <> 'staged';
+
+-- Runs are nightly runs; training records its versions in the registry instead.
+ALTER TABLE batchscore.runs DROP CONSTRAINT runs_kind_check;
+ALTER TABLE batchscore.runs ADD CONSTRAINT runs_kind_check CHECK (kind = 'nightly');
