@@ -298,3 +298,24 @@ def batch_stats(batch: InputBatch, outcome: InputOutcome) -> dict[str, Any]:
         "input_users": int(accepted["user_id"].nunique()),
         "input_rejected": len(outcome.rejected),
     }
+
+
+def list_rejects(engine: Engine, run_id: str | None = None, limit: int = 100
+                 ) -> list[dict[str, Any]]:
+    """Quarantined input rows with their reasons, newest first (of one run, if given)."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT run_id, source, row_number, row, reasons, rejected_at FROM bi.rejects"
+            " WHERE CAST(:run_id AS text) IS NULL OR run_id = :run_id"
+            " ORDER BY rejected_at DESC, run_id, row_number LIMIT :n"),
+            {"run_id": run_id, "n": limit}).mappings().all()
+    return [dict(row) for row in rows]
+
+
+def validate_by_hand(validator: Validator, engine: Engine, run_date: date,
+                     path: Path | None, file_format: str = "csv"
+                     ) -> tuple[InputBatch, InputOutcome]:
+    """The input contract on a file (or, without one, the run date's events in the table);
+    nothing is loaded."""
+    batch = read_input_file(path, file_format) if path else table_batch(engine, run_date)
+    return batch, check_input(validator, engine, run_date, batch)

@@ -121,3 +121,23 @@ def served_checks(engine: Engine, publish_id: int | None = None
         k=int(version.k),
     )
     return users, summary, int(version.model_version)
+
+
+@dataclass(frozen=True)
+class PublishedCheck:
+    """The prediction contract run by hand on a published version."""
+
+    label: str
+    users: int
+    summary: PredictionSummary
+    reports: list[Report]
+
+
+def validate_published(validator: Validator, engine: Engine,
+                       publish_id: int | None = None) -> PublishedCheck:
+    """The prediction contract on a published version (default: the served one), from
+    what PostgreSQL holds; raises :class:`ContractError` naming what failed."""
+    users, summary, model_version = served_checks(engine, publish_id)
+    label = "the served version" if publish_id is None else f"version {publish_id}"
+    reports = check_predictions(validator, users, summary, model_version, label=label)
+    return PublishedCheck(label=label, users=len(users), summary=summary, reports=reports)

@@ -8,6 +8,7 @@ spread over the given days. The same arguments give the same interactions.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,8 +17,11 @@ from datetime import date
 from typing import IO
 
 import numpy as np
+from sqlalchemy.engine import Engine
 
-from jobs.data.store import day_end, rows_to_csv
+from jobs.data.store import copy_interactions, day_end, rows_to_csv
+
+logger = logging.getLogger(__name__)
 
 SECONDS_PER_DAY = 86_400
 # Events are assigned topics in chunks so memory stays flat for millions of users.
@@ -126,3 +130,12 @@ def write_generated(interactions: Interactions) -> Iterator[IO[str]]:
         )
         staged.seek(0)
         yield staged
+
+
+def generate_and_load(engine: Engine, config: GenerateConfig, *, replace: bool = False) -> int:
+    """Generate a synthetic data set and load it into the interactions table; the rows."""
+    interactions = generate(config)
+    logger.info("generated %d interactions for %d users x %d items over %d days",
+                len(interactions), config.users, config.items, config.days)
+    with write_generated(interactions) as rows_csv:
+        return copy_interactions(engine, rows_csv, replace=replace)

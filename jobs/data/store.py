@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
+import sqlalchemy as sa
 from psycopg2 import sql
 from sqlalchemy.engine import Engine
 
@@ -75,3 +76,10 @@ def export_interactions(engine: Engine, until: date, path: Path) -> int:
     logger.info("exported %d interaction rows up to %s to %s", count, until, path)
     return count
 
+
+def newest_event_date(engine: Engine) -> date | None:
+    """The day (UTC) of the newest interaction, or None when there is none."""
+    with engine.connect() as conn:
+        newest = conn.execute(sa.text("SELECT max(event_at) FROM batchscore.interactions")
+                              ).scalar()
+    return newest.astimezone(UTC).date() if newest is not None else None

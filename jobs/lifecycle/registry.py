@@ -61,6 +61,10 @@ class UnknownVersionError(LookupError):
     """No model version has this number."""
 
 
+class PromotionRefusedError(RuntimeError):
+    """A version's gates refuse its promotion; nothing was changed."""
+
+
 COLUMNS = (
     "version, status, created_at, created_by, trained_as_of, params, metrics,"
     " data_snapshot, code_version, artifact_uri, artifacts, gates, reports"
@@ -231,6 +235,22 @@ def promotion_decision(engine: Engine, candidate: ModelVersion) -> PromotionDeci
             False, f"the gates compared it with serving version {judged_against}, but version "
                    f"{current.version if current else None} serves now; train again")
     return PromotionDecision(True, candidate.gates["reason"])
+
+
+def promote_by_hand(engine: Engine, version: int, changed_by: str, reason: str | None,
+                    force: bool = False) -> ModelVersion:
+    """A person promotes ``version``: allowed when its gates are, or with ``force`` and a
+    ``reason``, which is recorded with the gates' verdict it overrides."""
+    decision = promotion_decision(engine, get(engine, version))
+    if decision.promote:
+        return promote(engine, version, changed_by, reason or decision.reason)
+    if not force:
+        raise PromotionRefusedError(f"version {version} not promoted: {decision.reason} "
+                                    "(--force promotes it anyway, with --reason)")
+    if not (reason or "").strip():
+        raise PromotionRefusedError("--force needs --reason: overriding the gates is recorded")
+    return promote(engine, version, changed_by,
+                   f"forced by hand over the gates ({decision.reason}): {reason}")
 
 
 def set_status(engine: Engine, version: int, status: str, changed_by: str,

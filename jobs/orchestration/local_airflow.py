@@ -13,6 +13,7 @@ import logging
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -68,8 +69,24 @@ def airflow_command(env: dict[str, str], *args: str, log: Path) -> None:
                            f"full log: {log}\n{tail}")
 
 
-def run_nightly(settings: Settings, run_date: date) -> Path:
-    """Run the nightly DAG once for ``run_date`` through Airflow; return the log's path."""
+@dataclass(frozen=True)
+class DagRun:
+    """A nightly run Airflow made: its batchscore run, the version it published, its log."""
+
+    run_id: str
+    publish_id: int
+    log: Path
+
+
+def run_nightly(settings: Settings, run_date: date) -> DagRun:
+    """Run the nightly DAG once for ``run_date`` through Airflow (``airflow dags test``).
+
+    Raises :class:`AirflowError` pointing at the log unless the run published.
+    """
+    import sqlalchemy as sa
+
+
+    engine = services.database(settings)
     env = environment(settings)
     log = settings.home / "airflow" / f"nightly-{run_date.isoformat()}.log"
     log.write_text("")
@@ -77,7 +94,15 @@ def run_nightly(settings: Settings, run_date: date) -> Path:
     airflow_command(env, "db", "migrate", log=log)
     logger.info("airflow: running batchscore_nightly for %s (airflow dags test)", run_date)
     airflow_command(env, "dags", "test", "batchscore_nightly", run_date.isoformat(), log=log)
-    return log
+    with engine.connect() as conn:
+        row = conn.execute(sa.text(
+            "SELECT run_id, status, stats->>'publish_id' FROM batchscore.runs"
+            " WHERE kind = 'nightly' AND logical_date = :d ORDER BY started_at DESC LIMIT 1"),
+            {"d": run_date}).first()
+    engine.dispose()
+    if row is None or row.status != "succeeded" or row[2] is None:
+        raise AirflowError(f"the nightly DAG did not publish {run_date}; see {log}")
+    return DagRun(run_id=row.run_id, publish_id=int(row[2]), log=log)
 
 
 def start(settings: Settings, port: int = DEFAULT_PORT) -> int:

@@ -96,6 +96,18 @@ def served_publish_id(engine: Engine) -> int | None:
         return conn.execute(sa.text("SELECT publish_id FROM batchscore.serving")).scalar()
 
 
+def list_versions(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
+    """Published versions, newest first, as ``bi.prediction_versions`` shows them: the ids
+    ``batchscore rollback --to`` and ``batchscore validate --predictions`` take."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT publish_id, run_id, model_version, logical_date, k, status, users, rows,"
+            " created_at, published_at, dropped_at, is_serving, canary_model_version,"
+            " canary_fraction FROM bi.prediction_versions"
+            " ORDER BY publish_id DESC LIMIT :n"), {"n": limit}).mappings().all()
+    return [dict(row) for row in rows]
+
+
 def record_switch(cur: Any, publish_id: int, previous: int | None, action: str,
                   reason: str, switched_by: str | None = None) -> None:
     """Add a row to ``batchscore.serving_history`` in the cursor's transaction."""

@@ -71,6 +71,14 @@ class TrainConfig:
     eval_k: int = DEFAULT_EVAL_K
     promote_if_first: bool = True
 
+    def __post_init__(self) -> None:
+        for name, value in (("rank", self.als.rank), ("max-iter", self.als.max_iter),
+                            ("holdout-days", self.holdout_days), ("eval-k", self.eval_k)):
+            if value < 1:
+                raise ValueError(f"--{name} must be at least 1, got {value}")
+        if self.als.alpha <= 0 or self.als.reg_param < 0:
+            raise ValueError("--alpha must be positive and --reg-param not negative")
+
 
 def parse_args(argv: list[str]) -> TrainConfig:
     settings = Settings.from_env()
@@ -95,22 +103,20 @@ def parse_args(argv: list[str]) -> TrainConfig:
     args = parser.parse_args(argv)
     if not args.database_url:
         parser.error("give --database-url or set BATCHSCORE_DATABASE_URL")
-    for name in ("rank", "max_iter", "holdout_days", "eval_k"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.alpha <= 0 or args.reg_param < 0:
-        parser.error("--alpha must be positive and --reg-param not negative")
-    return TrainConfig(
-        database_url=args.database_url,
-        home=args.home.absolute(),
-        as_of=args.as_of,
-        spark_master=args.spark_master,
-        als=AlsParams(rank=args.rank, reg_param=args.reg_param, alpha=args.alpha,
-                      max_iter=args.max_iter, seed=args.seed),
-        holdout_days=args.holdout_days,
-        eval_k=args.eval_k,
-        promote_if_first=not args.no_promote,
-    )
+    try:
+        return TrainConfig(
+            database_url=args.database_url,
+            home=args.home.absolute(),
+            as_of=args.as_of,
+            spark_master=args.spark_master,
+            als=AlsParams(rank=args.rank, reg_param=args.reg_param, alpha=args.alpha,
+                          max_iter=args.max_iter, seed=args.seed),
+            holdout_days=args.holdout_days,
+            eval_k=args.eval_k,
+            promote_if_first=not args.no_promote,
+        )
+    except ValueError as err:
+        parser.error(str(err))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,11 +2,11 @@
 
 from datetime import date, timedelta
 
-from jobs.cli import SAMPLE
 from jobs.contracts.engine import Validator
 from jobs.contracts.inputs import check_input, table_batch
 from jobs.data.generate import GenerateConfig, generate, write_generated
 from jobs.data.store import copy_interactions
+from jobs.orchestration.quickstart import SAMPLE
 
 END = date(2026, 11, 20)
 

@@ -11,10 +11,14 @@ import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from jobs.platform.config import Settings
 from jobs.platform.services.postgres import EmbeddedPostgres
 from jobs.platform.services.redis import EmbeddedRedis
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 
 @dataclass(frozen=True)
@@ -75,3 +79,23 @@ def stop_embedded(settings: Settings) -> dict[str, bool]:
             "postgres": embedded_postgres(settings).stop(),
             "redis": embedded_redis(settings).stop(),
         }
+
+
+def database(settings: Settings) -> Engine:
+    """An engine for the database in use. The embedded one is migrated on first use; a
+    configured one must already be (``batchscore db upgrade``), or this says so."""
+    from jobs.platform.db import engine_for, ensure_schema, upgrade
+
+    engine = engine_for(database_url(settings))
+    if settings.database_url is None:
+        upgrade(engine)
+    else:
+        ensure_schema(engine)
+    return engine
+
+
+def redacted(url: str) -> str:
+    """A server URL with its password hidden, for printing."""
+    import sqlalchemy as sa
+
+    return sa.engine.make_url(url).render_as_string(hide_password=True)

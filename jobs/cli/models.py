@@ -1,0 +1,146 @@
+"""`batchscore train` and `batchscore models ...`: training and the model registry."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from jobs.cli.common import (
+    CommandError,
+    Commands,
+    database,
+    parse_date,
+    print_json,
+    run_date_or_newest,
+)
+from jobs.lifecycle import registry
+from jobs.platform import services
+from jobs.platform.config import Settings
+from jobs.platform.provenance import current_user
+from jobs.training import train
+
+
+def add_commands(commands: Commands) -> None:
+    trainer = commands.add("train", cmd_train, "train ALS and register a model version")
+    trainer.add_argument("--as-of", type=parse_date, default=None,
+                         help="train on events up to this date (default: the newest event's)")
+    trainer.add_argument("--holdout-days", type=int, default=train.DEFAULT_HOLDOUT_DAYS,
+                         help="the last days held out to evaluate on")
+    trainer.add_argument("--rank", type=int, default=train.DEFAULT_RANK,
+                         help="ALS latent factors")
+    trainer.add_argument("--reg-param", type=float, default=train.DEFAULT_REG_PARAM,
+                         help="ALS regularisation")
+    trainer.add_argument("--alpha", type=float, default=train.DEFAULT_ALPHA,
+                         help="ALS implicit-feedback confidence")
+    trainer.add_argument("--max-iter", type=int, default=train.DEFAULT_MAX_ITER,
+                         help="ALS iterations")
+    models = commands.subgroup("models", "the model registry")
+    models_list = models.add("list", cmd_models_list, "list model versions")
+    models_list.add_argument("--json", action="store_true")
+    models_show = models.add("show", cmd_models_show,
+                             "one version: metrics, gates, fairness, artifacts, status history")
+    models_show.add_argument("version", type=int)
+    models_show.add_argument("--json", action="store_true")
+    promote = models.add("promote", cmd_models_promote,
+                         "serve a version from the next nightly run, if its gates allow")
+    promote.add_argument("version", type=int)
+    promote.add_argument("--reason", default=None, help="why (recorded)")
+    promote.add_argument("--force", action="store_true",
+                         help="promote even when the gates refuse (needs --reason)")
+
+
+def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
+    engine = database(settings)
+    try:
+        config = train.TrainConfig(
+            database_url=services.database_url(settings), home=settings.home,
+            as_of=run_date_or_newest(engine, args.as_of), spark_master=settings.spark_master,
+            als=train.AlsParams(rank=args.rank, reg_param=args.reg_param, alpha=args.alpha,
+                                max_iter=args.max_iter),
+            holdout_days=args.holdout_days)
+    except ValueError as err:
+        raise CommandError(str(err)) from None
+    describe_model(train.run(config))
+    return 0
+
+
+def describe_model(version: Any) -> None:
+    k = version.params.get("eval_k", "K")
+    print(f"model version {version.version} ({version.status}), trained as of "
+          f"{version.trained_as_of} on {version.data_snapshot['rows']} interactions")
+    print(f"  holdout @{k}:     precision  recall  ndcg    map     coverage")
+    rows = [("this model", version.metrics["als"]),
+            ("popularity", version.metrics["popularity"])]
+    if "serving" in version.metrics:
+        serving = version.metrics["serving"]
+        rows.append((f"serving v{serving['version']}", serving))
+    for label, metrics in rows:
+        print(f"  {label:<14} {metrics['precision_at_k']:.4f}     {metrics['recall_at_k']:.4f}"
+              f"  {metrics['ndcg_at_k']:.4f}  {metrics.get('map_at_k', float('nan')):.4f}"
+              f"  {metrics['catalog_coverage']:.3f}")
+    if version.gates:
+        print(f"  gates {'passed' if version.gates['passed'] else 'FAILED'}:")
+        for check in version.gates["checks"]:
+            print(f"    {'ok  ' if check['passed'] else 'FAIL'} {check['name']}: {check['detail']}")
+
+
+def cmd_models_list(settings: Settings, args: argparse.Namespace) -> int:
+    versions = registry.list_versions(database(settings))
+    if args.json:
+        print_json([version.to_json() for version in versions])
+        return 0
+    for version in versions:
+        als = version.metrics["als"]
+        gates = ("gates passed" if version.gates.get("passed") else
+                 "gates failed" if version.gates else "no gates")
+        print(f"v{version.version:<4} {version.status:<11} as of {version.trained_as_of}  "
+              f"ndcg@{version.params.get('eval_k', 'K')} {als['ndcg_at_k']:.4f}  {gates:<12}  "
+              f"by {version.created_by} at {version.created_at:%Y-%m-%d %H:%M}")
+    return 0
+
+
+def cmd_models_show(settings: Settings, args: argparse.Namespace) -> int:
+    engine = database(settings)
+    version = registry.get(engine, args.version)
+    history = registry.status_history(engine, args.version)
+    if args.json:
+        print_json({**version.to_json(), "status_history": [h.to_json() for h in history]})
+        return 0
+    describe_model(version)
+    print(f"  created by {version.created_by} at {version.created_at:%Y-%m-%d %H:%M:%S %Z}, "
+          f"code {version.code_version}")
+    print(f"  params: {json.dumps(version.params, sort_keys=True)}")
+    snapshot = version.data_snapshot
+    print(f"  data: {snapshot['rows']} rows, {snapshot['users']} users, {snapshot['items']} "
+          f"items, {snapshot['first_event']} .. {snapshot['last_event']}, "
+          f"{snapshot['content_hash']}")
+    for artifact in version.artifacts or [{"kind": "model", "uri": version.artifact_uri}]:
+        print(f"  artifact {artifact['kind']}: {artifact['uri']}"
+              + (f" sha256 {artifact['sha256']}" if "sha256" in artifact else ""))
+    fairness = version.reports.get("fairness")
+    if fairness:
+        print(f"  quality by segment (NDCG@{fairness['k']}):")
+        for dimension, rows in fairness["quality"].items():
+            for row in rows:
+                scores = "  ".join(f"{model} {row[model]['ndcg_at_k']:.4f}"
+                                   for model in ("als", "popularity", "serving") if model in row)
+                print(f"    {dimension} {row['segment']:<24} {row['users']:>6} users  {scores}")
+        print("  exposure by item popularity band (share of slots):")
+        for row in fairness["exposure"]:
+            shares = "  ".join(f"{key.removesuffix('_slot_share')} {value:.3f}"
+                               for key, value in row.items() if key.endswith("_slot_share"))
+            print(f"    {row['band']:<6} {row['items']:>6} items, {row['interaction_share']:.3f} "
+                  f"of interactions; {shares}")
+    print("  status history:")
+    for change in history:
+        print(f"    {change.changed_at:%Y-%m-%d %H:%M:%S} {change.status:<11} by "
+              f"{change.changed_by}: {change.reason}")
+    return 0
+
+
+def cmd_models_promote(settings: Settings, args: argparse.Namespace) -> int:
+    promoted = registry.promote_by_hand(database(settings), args.version, current_user(),
+                                        args.reason, force=args.force)
+    print(f"model version {promoted.version} now serving; the next nightly run uses it")
+    return 0

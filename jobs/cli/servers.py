@@ -1,0 +1,44 @@
+"""`batchscore services ...` and `batchscore db ...`: the servers and the database."""
+
+from __future__ import annotations
+
+import argparse
+
+from jobs.cli.common import Commands
+from jobs.platform import services
+from jobs.platform.config import Settings
+
+
+def add_commands(commands: Commands) -> None:
+    svc = commands.subgroup("services", "the embedded PostgreSQL and Redis")
+    svc.add("start", cmd_services_start, "start the embedded servers")
+    svc.add("stop", cmd_services_stop, "stop the embedded servers")
+    db = commands.subgroup("db", "the batchscore database")
+    db.add("upgrade", cmd_db_upgrade, "apply the migrations in sql/")
+    db.add("url", cmd_db_url, "print the URL of the database in use")
+
+
+def cmd_services_start(settings: Settings, args: argparse.Namespace) -> int:
+    endpoints = services.resolve(settings)
+    print(f"postgres: {services.redacted(endpoints.database_url)}")
+    print(f"redis:    {services.redacted(endpoints.redis_url)}")
+    return 0
+
+
+def cmd_services_stop(settings: Settings, args: argparse.Namespace) -> int:
+    for name, was_running in services.stop_embedded(settings).items():
+        print(f"{name}: {'stopped' if was_running else 'was not running'}")
+    return 0
+
+
+def cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs.platform.db import engine_for, upgrade
+
+    applied = upgrade(engine_for(services.database_url(settings)))
+    print(f"applied {len(applied)} migration(s){': ' + ', '.join(applied) if applied else ''}")
+    return 0
+
+
+def cmd_db_url(settings: Settings, args: argparse.Namespace) -> int:
+    print(services.database_url(settings))
+    return 0
