@@ -66,7 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from jobs.bench.servers import PEER_TOOLS, require_tool
+
     settings = Settings.from_env()
+    if not args.scale:
+        for tool in PEER_TOOLS:  # before minutes of work, not after
+            require_tool(tool)
     work = Path(tempfile.mkdtemp(prefix="batchscore-bench-", dir=args.work_dir))
     try:
         if args.scale:

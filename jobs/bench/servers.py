@@ -93,10 +93,19 @@ def create_database(admin_url: str, name: str) -> str:
     return parts._replace(path=f"/{name}").geturl()
 
 
+# The peers the side-by-side benchmark runs (Debian: postgresql-client, redis-tools).
+PEER_TOOLS = ("psql", "redis-cli", "redis-benchmark")
+
+
+class MissingToolError(RuntimeError):
+    """A program the benchmark compares against is not installed."""
+
+
 def require_tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        raise RuntimeError(f"`{name}` is not on PATH; the benchmark compares against it")
+        raise MissingToolError(f"`{name}` is not on PATH; the benchmark compares against it "
+                               "(Debian: apt-get install postgresql-client redis-tools)")
     return path
 
 

@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that end a command with their message alone: the user can act on them."""
+    from jobs.bench.servers import MissingToolError
     from jobs.client import NoPublishedVersionError
     from jobs.contracts.engine import ContractError
     from jobs.data.load import InputError
@@ -68,7 +69,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
             NoPublishedVersionError, ContractError, FileNotFoundError, AirflowError,
             RollbackError, MissingVersionError, UnknownVersionError, RunRequestError,
             LockWaitError, LockTimeoutError, VersionStateError, PointerMovedError,
-            StoreUnavailableError, PromotionRefusedError)
+            StoreUnavailableError, PromotionRefusedError, MissingToolError)
 
 
 if __name__ == "__main__":

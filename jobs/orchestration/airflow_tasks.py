@@ -123,37 +123,32 @@ def validate_predictions(**context: Any) -> None:
     leased(context, lambda engine, state: nightly.validate_predictions(state))
 
 
-def publish_postgres(**context: Any) -> dict[str, Any]:
+def stage(context: dict[str, Any], name: str) -> Any:
+    """One stage of the run's plan (``jobs.orchestration.nightly.PLANS``): a shadow run's
+    ``publish_redis`` task writes nothing, its ``switch`` only attaches, its
+    ``smoke_check`` compares with what is served."""
     from jobs.orchestration import nightly
 
-    state = leased(context, nightly.publish_postgres)
+    return leased(context, lambda engine, state: nightly.run_stage(
+        engine, connection_url(REDIS_CONN_ID), state, name))
+
+
+def publish_postgres(**context: Any) -> dict[str, Any]:
+    state = stage(context, "write_postgres")
     return {"publish_id": state.publish_id}
 
 
 def publish_redis(**context: Any) -> None:
-    from jobs.orchestration import nightly
-
-    leased(context, lambda engine, state: nightly.publish_redis(
-        engine, connection_url(REDIS_CONN_ID), state))
+    stage(context, "write_redis")
 
 
 def switch(**context: Any) -> dict[str, Any]:
-    from jobs.orchestration import nightly
-
-    state = leased(context, lambda engine, state: nightly.switch(
-        engine, connection_url(REDIS_CONN_ID), state))
+    state = stage(context, "switch")
     return {"publish_id": state.publish_id, "served": bool(state.switch["served"])}
 
 
 def smoke_check(**context: Any) -> None:
-    from jobs.orchestration import nightly
-
-    def check(engine: Any, state: Any) -> Any:
-        if state.shadow:
-            return nightly.compare_shadow(engine, state)
-        return nightly.smoke_check(engine, connection_url(REDIS_CONN_ID), state)
-
-    leased(context, check)
+    stage(context, "check")
 
 
 def record_run(**context: Any) -> dict[str, Any]:

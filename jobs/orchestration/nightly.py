@@ -14,6 +14,7 @@ version keeps being served.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import shutil
@@ -138,7 +139,8 @@ class RunState:
     stats: dict[str, Any] = field(default_factory=dict)
     publish_id: int | None = None
     switch: dict[str, Any] | None = None
-    shadow: bool = False
+    # serve, shadow or canary: which plan of publish steps the run follows (PLANS).
+    kind: str = "serve"
     canary_model_version: int | None = None
     canary_model_path: str | None = None
     canary_fraction: float | None = None
@@ -254,13 +256,17 @@ def execute(config: NightlyConfig, prepare: Callable[[Engine, RunState], None]) 
 
 
 def publish(engine: Engine, redis_url: str, state: RunState) -> RunState:
-    """The publish steps: both stores written aside, switched, then read back."""
-    publish_postgres(engine, state)
-    publish_redis(engine, redis_url, state)
-    switch(engine, redis_url, state)
-    if state.shadow:
-        return compare_shadow(engine, state)
-    return smoke_check(engine, redis_url, state)
+    """The publish stages of the run's plan, in order (see :data:`PLANS`)."""
+    for stage in PUBLISH_STAGES:
+        run_stage(engine, redis_url, state, stage)
+    return state
+
+
+def run_stage(engine: Engine, redis_url: str, state: RunState, stage: str) -> RunState:
+    """The steps of one stage of the run's plan; the Airflow DAG runs a task per stage."""
+    for step in PLANS[state.kind][stage]:
+        state = run_step(step, engine, redis_url, state)
+    return state
 
 
 def reconcile(engine: Engine, redis_url: str, home: Path,
@@ -310,7 +316,8 @@ def begin(engine: Engine, config: NightlyConfig, run_id: str | None = None,
         input_path=str(config.input_path) if config.input_path else None,
         input_format=config.input_format, serve_older_date=config.serve_older_date,
         stats={"k": config.k, "data_docs": {}},
-        shadow=shadow is not None, lock_wait_seconds=config.lock_wait_seconds,
+        kind="shadow" if shadow else "canary" if canary else "serve",
+        lock_wait_seconds=config.lock_wait_seconds,
     )
     if canary is not None:
         state.canary_model_version = canary.version
@@ -426,15 +433,23 @@ def publish_postgres(engine: Engine, state: RunState) -> RunState:
             read_blocks(state.folder / RECOMMENDATIONS_DIR, columns=POSTGRES_COLUMNS),
             progress=progress_log("postgres", scored_users))
         postgres.write_fallback(pq.read_table(state.folder / POPULAR_FILE))
-        if canary is not None:
-            canary_users = pq.read_table(state.folder / CANARY_USERS_FILE).column("user_id")
-            state.stats["canary"]["users"] = postgres.record_canary_users(
-                canary_users.to_numpy(), canary.model_version)
         postgres.finish_load()
     except BaseException:
         postgres.abort()
         raise
     state.stats.update({"publish_id": version.publish_id, "rows": postgres.rows})
+    return state.save()
+
+
+def record_canary_users(engine: Engine, redis_url: str, state: RunState) -> RunState:
+    """A canary run's step: which users of the staged version the canary model scored."""
+    if state.publish_id is None or state.canary_model_version is None:
+        raise RuntimeError(f"run {state.run_id} has no staged canary version")
+    postgres = PostgresPublisher(engine)
+    postgres.version = state.publish_version()
+    canary_users = pq.read_table(state.folder / CANARY_USERS_FILE).column("user_id")
+    state.stats["canary"]["users"] = postgres.record_canary_users(
+        canary_users.to_numpy(), state.canary_model_version)
     return state.save()
 
 
@@ -469,9 +484,6 @@ def publish_redis(engine: Engine, redis_url: str, state: RunState) -> RunState:
     """
     if state.publish_id is None:
         raise RuntimeError(f"run {state.run_id} has no version written to Postgres yet")
-    if state.shadow:
-        logger.info("redis: shadow run %s writes nothing to redis", state.run_id)
-        return state
     status = version_status(engine, state.publish_id)
     if status in SWITCHED:
         logger.info("redis: version %d was already switched in; nothing to write",
@@ -494,13 +506,22 @@ def publish_redis(engine: Engine, redis_url: str, state: RunState) -> RunState:
 def switch(engine: Engine, redis_url: str, state: RunState) -> RunState:
     """Switch the version in, PostgreSQL then Redis, under the publish lock; then clean up.
 
-    A shadow is only attached in PostgreSQL. Safe to run again.
+    Safe to run again.
     """
+    return switched(engine, state, redis.Redis.from_url(redis_url), shadow=False)
+
+
+def keep_aside(engine: Engine, redis_url: str, state: RunState) -> RunState:
+    """A shadow run's switch: the version is attached in PostgreSQL, never served."""
+    return switched(engine, state, None, shadow=True)
+
+
+def switched(engine: Engine, state: RunState, client: redis.Redis | None,
+             shadow: bool) -> RunState:
     if state.publish_id is None:
         raise RuntimeError(f"run {state.run_id} has no version written to Postgres yet")
-    client = None if state.shadow else redis.Redis.from_url(redis_url)
     with protocol.publish_lock(engine, f"run {state.run_id}", state.lock_wait_seconds):
-        outcome = protocol.switch(engine, client, state.publish_id, shadow=state.shadow,
+        outcome = protocol.switch(engine, client, state.publish_id, shadow=shadow,
                                   force_serve=state.serve_older_date)
     state.switch = asdict(outcome)
     state.stats.update({"publish_id": state.publish_id, "served": outcome.served})
@@ -597,16 +618,23 @@ def sampled_lists(engine: Engine, publish_id: int, other: int, sample_size: int
     return tuple(lists)
 
 
-def finish(engine: Engine, state: RunState) -> RunState:
-    """Record the run as succeeded (and a tried-out model's status); remove its staging folder."""
-    if state.shadow:
+def record_trial(engine: Engine, redis_url: str, state: RunState) -> RunState:
+    """A shadow or canary run that got this far moves its model forward in the registry."""
+    if state.kind == "shadow":
         registry.record_trial(engine, state.model_version, "shadow",
                               f"shadow run {state.run_id} for {state.run_date}",
                               current_user())
-    if state.canary_model_version is not None:
+    else:
         registry.record_trial(engine, state.canary_model_version, "canary",
                               f"canary run {state.run_id} for {state.run_date}: "
                               f"{state.canary_fraction:.0%} of users", current_user())
+    return state
+
+
+def finish(engine: Engine, state: RunState) -> RunState:
+    """Record the run as succeeded; remove its staging folder."""
+    for step in PLANS[state.kind]["record"]:
+        state = run_step(step, engine, "", state)
     runs.succeed(engine, state.run_id, state.stats)
     shutil.rmtree(state.folder, ignore_errors=True)
     return state
@@ -654,3 +682,33 @@ def model_path(artifact_uri: str) -> str:
     if not path.exists():
         raise FileNotFoundError(f"the model's artifact {path} is missing")
     return str(path)
+
+
+# ---------------------------------------------------------------- the kinds of run
+
+# The publish stages every run goes through, in order; the nightly DAG has a task for
+# each (publish_postgres, publish_redis, switch, smoke_check), then record_run ("record").
+PUBLISH_STAGES = ("write_postgres", "write_redis", "switch", "check")
+# Each kind of run is its own small plan: the steps (functions of this module) of each
+# stage.
+PLANS: dict[str, dict[str, tuple[str, ...]]] = {
+    # Score with the serving model and serve the result in both stores.
+    "serve": {"write_postgres": ("publish_postgres",), "write_redis": ("publish_redis",),
+              "switch": ("switch",), "check": ("smoke_check",), "record": ()},
+    # Serve a candidate to a stable share of users, the serving model to the rest.
+    "canary": {"write_postgres": ("publish_postgres", "record_canary_users"),
+               "write_redis": ("publish_redis",), "switch": ("switch",),
+               "check": ("smoke_check",), "record": ("record_trial",)},
+    # Store a candidate's lists beside the served ones, serve nothing, report the difference.
+    "shadow": {"write_postgres": ("publish_postgres",), "write_redis": (),
+               "switch": ("keep_aside",), "check": ("compare_shadow",),
+               "record": ("record_trial",)},
+}
+
+
+def run_step(name: str, engine: Engine, redis_url: str, state: RunState) -> RunState:
+    """Run the step ``name``, looked up when it runs; steps that use Redis get its URL."""
+    step = globals()[name]
+    if "redis_url" in inspect.signature(step).parameters:
+        return step(engine, redis_url, state)
+    return step(engine, state)

@@ -1,0 +1,213 @@
+"""Every command of the CLI, run at least once on embedded servers of its own, and the
+quick start both ways (in this process, and through Airflow) on a fresh home.
+
+The last test checks that each command the parser knows was run here, so a new command
+without a test fails."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from jobs.cli import build_parser, main
+from jobs.platform.services.ports import free_port
+
+FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "mleap-fixtures"
+BIN = Path(sys.executable).parent
+STARTUP_SECONDS = 240
+RAN: set[tuple[str, ...]] = set()
+
+
+def leaf_commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+                  ) -> set[tuple[str, ...]]:
+    found = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found |= leaf_commands(sub, (*path, name))
+    return found or {path}
+
+
+def command_of(argv: list[str]) -> tuple[str, ...]:
+    leaves = leaf_commands(build_parser())
+    for length in range(len(argv), 0, -1):
+        if tuple(argv[:length]) in leaves:
+            return tuple(argv[:length])
+    raise AssertionError(f"{argv} names no command")
+
+
+STDERR: list[str] = [""]
+
+
+def run(capsys, *argv: str, code: int = 0) -> str:
+    """Run one command as a person would; what it printed (its stderr in STDERR[0])."""
+    capsys.readouterr()
+    returned = main(list(argv))
+    captured = capsys.readouterr()
+    assert returned == code, captured
+    RAN.add(command_of(list(argv)))
+    STDERR[0] = captured.err
+    return captured.out
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Iterator[Path]:
+    """A fresh BATCHSCORE_HOME: its own embedded servers, nothing in them yet."""
+    home = tmp_path_factory.mktemp("cli-home")
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("BATCHSCORE_HOME", str(home))
+    monkeypatch.delenv("BATCHSCORE_DATABASE_URL", raising=False)
+    monkeypatch.delenv("BATCHSCORE_REDIS_URL", raising=False)
+    yield home
+    main(["services", "stop"])
+    monkeypatch.undo()
+
+
+def test_the_quick_start_without_airflow_on_a_fresh_home(home, capsys) -> None:
+    out = run(capsys, "quickstart", "--without-airflow")
+    assert "1/3 generating a sample data set: 3000 users x 800 items over 60 days" in out
+    assert "2/3 training a model (Spark ALS)" in out
+    assert "3/3 nightly run for " in out
+    assert "served:    version 1 for " in out
+    assert "recs " in out and "bi.recommendations" in out
+    again = run(capsys, "quickstart")  # through Airflow, but everything is there already
+    assert "1/3 interactions already loaded: reusing them" in again
+    assert "2/3 model version 1 already serving: reusing it" in again
+    assert "already published (version 1): reusing it" in again
+
+
+def test_reading_commands_show_what_was_published(home, capsys) -> None:
+    status = json.loads(run(capsys, "status", "--json"))
+    assert status["postgres_served"]["publish_id"] == 1
+    assert status["redis_served"]["publish_id"] == 1 and status["stores_disagree"] is None
+    assert "served:    version 1" in run(capsys, "status")
+    runs = json.loads(run(capsys, "runs", "list", "--json"))
+    assert [run_["status"] for run_ in runs] == ["succeeded"]
+    assert runs[0]["run_id"] in run(capsys, "runs", "list", "--limit", "5")
+    versions = json.loads(run(capsys, "versions", "list", "--json"))
+    assert [(v["publish_id"], v["status"], v["is_serving"]) for v in versions] == [
+        (1, "published", True)]
+    assert "<- served" in run(capsys, "versions", "list")
+    models = json.loads(run(capsys, "models", "list", "--json"))
+    assert [(m["version"], m["status"]) for m in models] == [(1, "serving")]
+    assert run(capsys, "models", "list").startswith("v1    serving")
+    shown = json.loads(run(capsys, "models", "show", "1", "--json"))
+    assert shown["status_history"][0]["status"] == "serving"
+    assert "status history:" in run(capsys, "models", "show", "1")
+    recs = json.loads(run(capsys, "recs", "1", "-k", "3", "--json"))
+    assert len(recs["items"]) == 3 and recs["model_version"] == 1
+    assert "user 1: " in run(capsys, "recs", "1")
+    assert "prediction contract passed for the served version" in run(
+        capsys, "validate", "--predictions")
+    assert "prediction contract passed for version 1" in run(
+        capsys, "validate", "--predictions", "1")
+    assert "input contract passed for " in run(capsys, "validate", "--input")
+    assert run(capsys, "rejects", "list") == "no quarantined rows\n"
+    assert json.loads(run(capsys, "rejects", "list", "--json")) == []
+    assert run(capsys, "reconcile") == "both stores agree on version 1; nothing to do\n"
+    assert json.loads(run(capsys, "reconcile", "--json"))["changed"] is False
+
+
+def test_servers_database_and_data_commands(home, capsys, tmp_path) -> None:
+    assert run(capsys, "services", "start").startswith("postgres: postgresql://")
+    assert run(capsys, "db", "url").startswith("postgresql://")
+    assert run(capsys, "db", "upgrade") == "applied 0 migration(s)\n"
+    run_date = date.fromisoformat(
+        json.loads(run(capsys, "status", "--json"))["postgres_served"]["logical_date"])
+    day = tmp_path / "day.csv"
+    day.write_text(f"user_id,item_id,rating,timestamp\n1,2,1.0,{run_date}T10:00:00Z\n"
+                   f"3,4,2.0,{run_date}T11:00:00Z\n")
+    assert run(capsys, "data", "load", str(day), "--format", "csv") == (
+        f"loaded 2 interactions from {day}\n")
+    assert run(capsys, "data", "generate", "--users", "40", "--items", "30", "--days", "2",
+               "--end-date", run_date.isoformat(), "--seed", "3").startswith("loaded ")
+    error = run(capsys, "data", "generate", "--users", "0", "--items", "30", "--days", "2",
+                code=1)
+    assert error == "" and "error: " in STDERR[0]  # one line on stderr, nothing loaded
+
+
+def test_train_promote_nightly_and_roll_back(home, capsys) -> None:
+    run_date = json.loads(run(capsys, "status", "--json"))["postgres_served"]["logical_date"]
+    trained = run(capsys, "train", "--as-of", run_date, "--max-iter", "3")
+    assert trained.startswith("model version 2 (")
+    promoted = run(capsys, "models", "promote", "2", "--force", "--reason", "the CLI test")
+    assert promoted == "model version 2 now serving; the next nightly run uses it\n"
+    published = run(capsys, "nightly", "--run-date", run_date, "--k", "10")
+    assert f"published version 2 for {run_date} (model 2)" in published
+    rolled = run(capsys, "rollback", "--reason", "the CLI test rolls back")
+    assert rolled.startswith("rolled back version 2; version 1 (model 1) is served again")
+    assert json.loads(run(capsys, "status", "--json"))["postgres_served"]["publish_id"] == 1
+
+
+def test_bundle_score_and_the_benchmark(home, capsys) -> None:
+    scored = json.loads(run(capsys, "bundle", "score", str(FIXTURES / "airbnb.model.lr.zip"),
+                            "--frame", str(FIXTURES / "frame.airbnb.json")))
+    assert "price_prediction" in [field["name"] for field in scored["schema"]["fields"]]
+    from jobs.bench.servers import PEER_TOOLS
+
+    missing = [tool for tool in PEER_TOOLS if shutil.which(tool) is None]
+    if missing:  # it says so at once, before any work
+        run(capsys, "bench", "--size", "small", code=1)
+        assert f"`{missing[0]}` is not on PATH" in STDERR[0]
+    else:
+        assert "redis load vs redis-cli --pipe" in run(capsys, "bench", "--size", "small")
+
+
+def test_airflow_nightly_and_airflow_start(home, capsys) -> None:
+    run_date = json.loads(run(capsys, "status", "--json"))["postgres_served"]["logical_date"]
+    out = run(capsys, "airflow", "nightly", "--run-date", run_date)
+    assert f"(Airflow): published version 3 for {run_date}" in out
+    port = free_port()
+    server = subprocess.Popen([str(BIN / "batchscore"), "airflow", "start", "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while not answers(port):
+            assert server.poll() is None, server.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "airflow start did not answer in time"
+            time.sleep(2)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+    RAN.add(("airflow", "start"))
+
+
+def answers(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_the_quick_start_through_airflow_on_a_fresh_home(tmp_path, monkeypatch,
+                                                         capsys) -> None:
+    monkeypatch.setenv("BATCHSCORE_HOME", str(tmp_path / "fresh"))
+    try:
+        out = run(capsys, "quickstart")
+        assert "1/3 generating a sample data set" in out
+        assert "2/3 training a model (Spark ALS)" in out
+        assert "through Airflow (the batchscore_nightly DAG)" in out
+        assert "served:    version 1 for " in out
+    finally:
+        stopped = run(capsys, "services", "stop")
+    assert stopped == "postgres: stopped\nredis: stopped\n"
+
+
+def test_every_command_was_run() -> None:
+    assert leaf_commands(build_parser()) - RAN == set()
