@@ -65,6 +65,7 @@ def redis_client(endpoints: services.Endpoints) -> Iterator[redis.Redis]:
 
 
 def reset_database(engine: sa.engine.Engine) -> None:
+    """Drop everything the migrations made, yoyo's record of them too (it is in batchscore)."""
     with engine.begin() as conn:
         conn.execute(sa.text("DROP SCHEMA IF EXISTS bi CASCADE"))
         conn.execute(sa.text("DROP SCHEMA IF EXISTS batchscore CASCADE"))

@@ -24,7 +24,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
-    for noisy in ("py4j", "pyspark", "great_expectations"):
+    # yoyo logs each statement of a migration at INFO; upgrade() names each migration.
+    for noisy in ("py4j", "pyspark", "great_expectations", "yoyo"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if not hasattr(args, "handler"):
         parser.print_help()

@@ -1,24 +1,46 @@
-"""Connections to the batchscore database and its migrations."""
+"""Connections to the batchscore database, advisory locks, and the migrations in ``sql/``.
+
+yoyo-migrations reads and applies the migration files; :func:`upgrade` adds
+what batchscore needs around it: one transaction for all, an advisory lock,
+checksums of the applied files, and taking over databases migrated before.
+"""
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+
+if TYPE_CHECKING:
+    # yoyo is imported where it is used: importing it takes tens of milliseconds,
+    # which the modules that only connect need not pay.
+    from yoyo.backends import DatabaseBackend
+    from yoyo.migrations import Migration as YoyoMigration
+    from yoyo.migrations import MigrationList
 
 logger = logging.getLogger(__name__)
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 # Any fixed number; it only has to be the same in every process that migrates.
+# The hand-written runner before yoyo took it too (as a transaction lock), so a
+# process of an older release never migrates at the same time as this one.
 MIGRATION_LOCK_ID = 7_203_114_001
+# Where yoyo keeps its tables.
+MIGRATION_SCHEMA = "batchscore"
+# The checksum of every applied migration file, written by batchscore (yoyo keeps none).
+CHECKSUMS_TABLE = "batchscore.schema_migrations"
+# SQL comments, to tell a statement from a comment on its own.
+_COMMENTS = re.compile(r"/\*.*?\*/|--[^\n]*", re.DOTALL)
 
 
 class MigrationError(RuntimeError):
@@ -119,6 +141,8 @@ def engine_for(database_url: str) -> Engine:
 
 @dataclass(frozen=True)
 class Migration:
+    """One migration file: its version (the file name without extension) and path."""
+
     version: str
     path: Path
 
@@ -128,66 +152,207 @@ class Migration:
 
     @property
     def checksum(self) -> str:
-        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+        """The sha256 of the file's bytes, as ``batchscore.schema_migrations`` records it."""
+        return _file_checksum(self.path)
+
+
+def _file_checksum(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _read(sql_dir: Path) -> MigrationList:
+    """yoyo's list of the migrations in ``sql_dir``, in file-name order."""
+    from yoyo import read_migrations
+    from yoyo.exceptions import MigrationConflict
+
+    if not sql_dir.is_dir():
+        raise MigrationError(f"migration folder {sql_dir} not found")
+    try:
+        # yoyo takes a glob pattern; escaped, a folder with [ or * in its name is itself.
+        found = read_migrations(glob.escape(str(sql_dir)))
+    except MigrationConflict as exc:
+        raise MigrationError(f"two files in {sql_dir} are both migration {exc}") from exc
+    if found.post_apply:
+        # yoyo would run these after every upgrade; upgrade() does not, so say so.
+        raise MigrationError(f"post-apply hooks are not supported: "
+                             f"{sorted(m.path for m in found.post_apply)}")
+    return found
 
 
 def migrations(sql_dir: Path = SQL_DIR) -> list[Migration]:
-    """The migration files in apply order (by their numeric prefix)."""
-    if not sql_dir.is_dir():
-        raise MigrationError(f"migration folder {sql_dir} not found")
-    found = sorted(sql_dir.glob("[0-9][0-9][0-9]_*.sql"))
-    return [Migration(version=path.stem, path=path) for path in found]
+    """The migrations in ``sql_dir``, in file-name order, as yoyo reads that folder.
+
+    Every ``.sql`` and ``.py`` file there is one; ``NAME.rollback.sql`` files
+    are the rollbacks of ``NAME.sql``, not migrations. Raises
+    :class:`MigrationError` when the folder is missing.
+    """
+    return [Migration(version=m.id, path=Path(m.path)) for m in _read(sql_dir)]
 
 
 def upgrade(engine: Engine, sql_dir: Path = SQL_DIR) -> list[str]:
-    """Apply the migrations not yet applied, all in one transaction.
+    """Apply the migrations in ``sql_dir`` not applied yet; return their versions.
 
-    Safe to run concurrently and repeatedly: a second run applies nothing.
-    Returns the versions applied by this call.
+    The versions come in the order applied, e.g. ``["007_publish_protocol"]``;
+    ``[]`` when there was nothing to do. All of them are applied in one
+    transaction, so a migration that fails leaves the database as it was and
+    raises :class:`MigrationError` naming it; so does an applied migration
+    whose file has changed since. Safe to run again and from several processes
+    at once: they take turns, and the later ones find nothing to do.
+
+    yoyo-migrations splits the files into statements and keeps its record of
+    what is applied in schema ``batchscore`` (``_yoyo_migration``,
+    ``_yoyo_log``, ``_yoyo_version``, ``yoyo_lock``);
+    ``batchscore.schema_migrations`` keeps each applied file's checksum. A
+    database migrated before yoyo kept that record has only the checksums: its
+    migrations are verified against them and marked applied, not run again.
     """
-    applied_now: list[str] = []
-    with engine.begin() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
-        conn.execute(sa.text("CREATE SCHEMA IF NOT EXISTS batchscore"))
-        conn.execute(sa.text(
-            "CREATE TABLE IF NOT EXISTS batchscore.schema_migrations ("
-            " version text PRIMARY KEY, checksum text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        ))
-        applied = dict(conn.execute(
-            sa.text("SELECT version, checksum FROM batchscore.schema_migrations")
-        ).all())
-        for migration in migrations(sql_dir):
-            if migration.version in applied:
-                if applied[migration.version] != migration.checksum:
-                    raise MigrationError(
-                        f"migration {migration.version} was changed after it was applied; "
-                        "add a new migration instead of editing an applied one"
-                    )
-                continue
-            logger.info("applying migration %s", migration.version)
-            with conn.begin_nested():
-                conn.exec_driver_sql(migration.sql)
-                conn.execute(
-                    sa.text("INSERT INTO batchscore.schema_migrations (version, checksum)"
-                            " VALUES (:v, :c)"),
-                    {"v": migration.version, "c": migration.checksum},
-                )
-            applied_now.append(migration.version)
+    source = _read(sql_dir)
+    with _migration_lock(engine):
+        with engine.begin() as conn:
+            # yoyo connects with search_path set to this schema, so it must exist
+            # first; and under the lock, as CREATE SCHEMA IF NOT EXISTS fails when
+            # another session creates the schema at the same moment.
+            conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {MIGRATION_SCHEMA}"))
+        backend = _yoyo_backend(engine)
+        try:
+            applied_now = _apply(backend, source)
+        finally:
+            backend.connection.close()
     if applied_now:
         logger.info("%d migration(s) applied", len(applied_now))
     return applied_now
 
 
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """Hold the advisory lock ``MIGRATION_LOCK_ID`` for the block, waiting as long as it takes.
+
+    yoyo's own lock is a row in its ``yoyo_lock`` table, which a process killed
+    while holding it leaves behind (the next run then fails until someone runs
+    ``yoyo break-lock``); the server releases an advisory lock with the
+    connection. The lock is taken on a connection of its own, as yoyo opens its
+    own and commits on it as it goes.
+    """
+    raw = engine.raw_connection()
+    raw.detach()  # autocommit must not leak back into the pool
+    connection = raw.dbapi_connection
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
+        yield
+    finally:
+        raw.close()  # releases the lock
+
+
+def _yoyo_backend(engine: Engine) -> DatabaseBackend:
+    """A yoyo backend on a connection of its own to ``engine``'s database."""
+    from yoyo import get_backend
+
+    url = engine.url.set(drivername="postgresql")
+    # yoyo's PostgreSQL backend sets search_path to the URL's schema, where it
+    # then keeps its tables: keep them beside ours, out of the bi contract. The
+    # migrations name their schemas, so the search path does not move them.
+    query = {"schema": MIGRATION_SCHEMA}
+    if "application_name" not in url.query:
+        query["application_name"] = "batchscore db upgrade"
+    return get_backend(url.update_query_dict(query).render_as_string(hide_password=False))
+
+
+def _apply(backend: DatabaseBackend, source: MigrationList) -> list[str]:
+    """Verify, mark and apply under the migration lock; the versions applied."""
+    from yoyo.exceptions import BadMigration
+
+    try:
+        # Also creates or upgrades yoyo's own tables, in a transaction of its own.
+        pending = list(backend.to_apply(source))
+    except BadMigration as exc:
+        raise MigrationError(f"yoyo cannot read a migration: {exc}") from exc
+    pending_ids = {m.id for m in pending}
+    applied_now: list[str] = []
+    # One transaction for all: yoyo's own apply_migrations() commits each
+    # migration, then marks it in another transaction, which a crash between
+    # the two turns into a migration run twice.
+    with backend.transaction():
+        backend.execute(
+            f"CREATE TABLE IF NOT EXISTS {CHECKSUMS_TABLE} ("
+            " version text PRIMARY KEY, checksum text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        recorded = dict(backend.execute(
+            f"SELECT version, checksum FROM {CHECKSUMS_TABLE}"
+        ).fetchall())
+        for migration in source:
+            if migration.id in recorded:
+                if recorded[migration.id] != _file_checksum(Path(migration.path)):
+                    raise MigrationError(
+                        f"migration {migration.id} was changed after it was applied; "
+                        "add a new migration instead of editing an applied one"
+                    )
+                if migration.id in pending_ids:
+                    logger.info("migration %s was applied before yoyo kept track; "
+                                "marking it applied", migration.id)
+                    backend.mark_one(migration)
+            elif migration.id not in pending_ids:
+                raise MigrationError(
+                    f"migration {migration.id} is marked applied in yoyo's table but its "
+                    f"checksum is not in {CHECKSUMS_TABLE}; was it applied with the yoyo "
+                    "command? Record its checksum there, or unmark it, and try again"
+                )
+        for migration in pending:
+            if migration.id in recorded:
+                continue
+            _check_applicable(migration)
+            logger.info("applying migration %s", migration.id)
+            try:
+                migration.process_steps(backend, "apply")
+            except backend.DatabaseError as exc:
+                raise MigrationError(f"migration {migration.id} failed, so this upgrade "
+                                     f"applied none: {exc}") from exc
+            backend.log_migration(migration, "apply")
+            backend.mark_one(migration, log=False)
+            backend.execute(
+                f"INSERT INTO {CHECKSUMS_TABLE} (version, checksum)"
+                " VALUES (:version, :checksum)",
+                {"version": migration.id, "checksum": _file_checksum(Path(migration.path))},
+            )
+            applied_now.append(migration.id)
+    return applied_now
+
+
+def _check_applicable(migration: YoyoMigration) -> None:
+    """Refuse, before it runs, a migration yoyo would apply wrongly inside one transaction."""
+    from yoyo.migrations import read_sql_migration
+
+    migration.load()  # reads its directives; already done when yoyo sorted the pending ones
+    if not migration.use_transactions:
+        # yoyo runs such a migration after a ROLLBACK, which would undo this upgrade's
+        # earlier migrations and leave them marked applied.
+        raise MigrationError(f"migration {migration.id} asks to run outside a transaction "
+                             "(-- transactional: false), which upgrade() does not support")
+    if migration.is_raw_sql():
+        _, _, statements = read_sql_migration(migration.path)
+        if any(not _COMMENTS.sub("", statement).strip() for statement in statements):
+            # yoyo sends a comment after the last statement on its own, and psycopg2
+            # refuses that as "can't execute an empty query".
+            raise MigrationError(f"migration {migration.id} ends with a comment after its "
+                                 "last statement; move the comment above a statement")
+
+
 def applied_migrations(engine: Engine) -> list[str]:
+    """The versions applied to the database, in version order; none on an empty database.
+
+    Read from ``batchscore.schema_migrations``, which databases migrated before
+    yoyo was used have too.
+    """
     with engine.connect() as conn:
         exists = conn.execute(
-            sa.text("SELECT to_regclass('batchscore.schema_migrations')")
+            sa.text(f"SELECT to_regclass('{CHECKSUMS_TABLE}')")
         ).scalar()
         if exists is None:
             return []
         return list(conn.execute(
-            sa.text("SELECT version FROM batchscore.schema_migrations ORDER BY version")
+            sa.text(f"SELECT version FROM {CHECKSUMS_TABLE} ORDER BY version")
         ).scalars())
 
 
