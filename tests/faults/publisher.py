@@ -125,9 +125,9 @@ def pause_here(marker: Path, point: str) -> None:
 
 def hooked(owner: Any, name: str, nth: int, after: bool, action: Callable[[], None]) -> Any:
     """``owner.name`` wrapped to run ``action()`` at its ``nth`` call, before or after it
-    runs; set it in place of the original."""
+    runs; set it in place of the original (a static or class method stays one)."""
     original = getattr(owner, name)
-    static = isinstance(inspect.getattr_static(owner, name), staticmethod)
+    kind = inspect.getattr_static(owner, name)
     calls = 0
 
     @functools.wraps(original)
@@ -141,7 +141,11 @@ def hooked(owner: Any, name: str, nth: int, after: bool, action: Callable[[], No
             action()
         return result
 
-    return staticmethod(wrapper) if static else wrapper
+    if isinstance(kind, staticmethod):
+        return staticmethod(wrapper)
+    if isinstance(kind, classmethod):  # ``original`` is bound to the class already
+        return classmethod(lambda cls, *args, **kwargs: wrapper(*args, **kwargs))
+    return wrapper
 
 
 def pause_in_key_pass(nth: int, at_key: int, stop: Callable[[], None]) -> None:
