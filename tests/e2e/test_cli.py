@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import date
@@ -62,10 +63,17 @@ def run(capsys, *argv: str, code: int = 0) -> str:
     return captured.out
 
 
+def fresh_home() -> Path:
+    """A new folder for BATCHSCORE_HOME. Not under pytest's temporary folder, which each
+    pytest session run as root makes private again, cutting the embedded PostgreSQL (run as
+    its own user) off from its data."""
+    return Path(tempfile.mkdtemp(prefix="batchscore-cli-home-"))
+
+
 @pytest.fixture(scope="module")
-def home(tmp_path_factory) -> Iterator[Path]:
+def home() -> Iterator[Path]:
     """A fresh BATCHSCORE_HOME: its own embedded servers, nothing in them yet."""
-    home = tmp_path_factory.mktemp("cli-home")
+    home = fresh_home()
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("BATCHSCORE_HOME", str(home))
     monkeypatch.delenv("BATCHSCORE_DATABASE_URL", raising=False)
@@ -73,6 +81,7 @@ def home(tmp_path_factory) -> Iterator[Path]:
     yield home
     main(["services", "stop"])
     monkeypatch.undo()
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def test_the_quick_start_without_airflow_on_a_fresh_home(home, capsys) -> None:
@@ -195,9 +204,11 @@ def answers(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_the_quick_start_through_airflow_on_a_fresh_home(tmp_path, monkeypatch,
-                                                         capsys) -> None:
-    monkeypatch.setenv("BATCHSCORE_HOME", str(tmp_path / "fresh"))
+def test_the_quick_start_through_airflow_on_a_fresh_home(monkeypatch, capsys) -> None:
+    home = fresh_home()
+    monkeypatch.setenv("BATCHSCORE_HOME", str(home))
+    monkeypatch.delenv("BATCHSCORE_DATABASE_URL", raising=False)
+    monkeypatch.delenv("BATCHSCORE_REDIS_URL", raising=False)
     try:
         out = run(capsys, "quickstart")
         assert "1/3 generating a sample data set" in out
@@ -206,6 +217,7 @@ def test_the_quick_start_through_airflow_on_a_fresh_home(tmp_path, monkeypatch,
         assert "served:    version 1 for " in out
     finally:
         stopped = run(capsys, "services", "stop")
+        shutil.rmtree(home, ignore_errors=True)
     assert stopped == "postgres: stopped\nredis: stopped\n"
 
 
