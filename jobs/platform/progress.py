@@ -137,12 +137,16 @@ class Lines(Progress):
     def _log(self, done: int) -> None:
         total = self.total or 0
         if self.scale:
-            amounts = (f"{tqdm.format_sizeof(done)}{self.unit} / "
-                       f"{tqdm.format_sizeof(total)}{self.unit}")
+            amounts = f"{scaled(done)}{self.unit} / {scaled(total)}{self.unit}"
         else:
             amounts = f"{done} / {total} {self.unit}"
         logger.info("%s: %s %s", self.description, amounts, self.verb)
         self._logged = done
+
+
+def scaled(count: int) -> str:
+    """``12.3M`` for 12,345,678, as tqdm shows it; counts under 1,000 as they are."""
+    return str(count) if count < 1000 else tqdm.format_sizeof(count)
 
 
 def progress(description: str, total: int | None, unit: str = "items", *,
