@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import threading
 import time
@@ -58,6 +59,15 @@ def to_terminal(stream: IO[str]) -> bool:
         return False
 
 
+def terminal_size(stream: IO[str]) -> tuple[int, int] | None:
+    """``stream``'s terminal's columns and lines; None when it is no terminal."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
+    return size.columns, size.lines
+
+
 class Progress:
     """One step's count: call it with how many are done so far, close it when the step ends.
 
@@ -83,22 +93,27 @@ class Bar(Progress):
     """A tqdm bar on a terminal; console log lines are written above it while it shows.
 
     ``transient`` bars are wiped when closed (the Spark stages, many and short);
-    ``refresh_seconds`` is the least time between two redraws (0: every update).
+    ``initial`` is the count already done when it starts (not counted in its
+    rate); ``refresh_seconds`` is the least time between two redraws (0: every update).
     """
 
     def __init__(self, description: str, total: int | None, unit: str, stream: IO[str], *,
-                 scale: bool = False, transient: bool = False,
+                 scale: bool = False, transient: bool = False, initial: int = 0,
                  refresh_seconds: float = BAR_REFRESH_SECONDS, redirect_logs: bool = True
                  ) -> None:
         self._logs = contextlib.ExitStack()
         if redirect_logs:
             # Otherwise a log line written while the bar shows breaks it in two.
             self._logs.enter_context(logging_redirect_tqdm())
+        size = terminal_size(stream)
+        # A terminal that says it has no size (a pseudo-terminal nobody sized,
+        # as `docker run -t` gives without one) would get empty bars.
+        fixed = {} if size is None or all(size) else {"ncols": 80, "nrows": 20}
         # Redrawn by time alone (miniters=1): tqdm's own guess of how many
         # updates to skip assumes even steps, and would hide a small last block.
         self._bar = tqdm(total=total, desc=description, unit=unit, unit_scale=scale,
-                         file=stream, leave=not transient, dynamic_ncols=True,
-                         mininterval=refresh_seconds, miniters=1)
+                         file=stream, leave=not transient, dynamic_ncols=not fixed,
+                         initial=initial, mininterval=refresh_seconds, miniters=1, **fixed)
 
     def __call__(self, done: int) -> None:
         self._bar.update(done - self._bar.n)
@@ -259,12 +274,15 @@ class StagePoller:
             return
         self.report.stages[stage_id] = StageCount(stage_id, info.name, info.numTasks,
                                                   info.numCompletedTasks)
-        if self.stream is not None:
+        # A stage first seen already done ran between two polls: counted, not drawn.
+        if self.stream is not None and (active or stage_id in self._bars):
             bar = self._bars.get(stage_id)
             if bar is None:
+                # Starts at the tasks already done, so its rate counts only what it saw.
                 bar = self._bars[stage_id] = Bar(
                     f"{self.report.description}, stage {stage_id} ({operation(info.name)})",
                     info.numTasks, "tasks", self.stream, transient=True,
+                    initial=info.numCompletedTasks,
                     # Polls are already spaced; every one should show.
                     refresh_seconds=0, redirect_logs=False)
             bar(info.numCompletedTasks)
@@ -294,8 +312,13 @@ class StagePoller:
 
 
 def operation(stage_name: str) -> str:
-    """``aggregate`` of ``aggregate at ALS.scala:1862``: short enough for a bar's label."""
-    return stage_name.split(" at ", 1)[0]
+    """``aggregate`` of ``aggregate at ALS.scala:1862``: short enough for a bar's label.
+
+    Stages Spark SQL submits from its own threads are named after a Scala
+    closure (``$anonfun$withThreadLocalCaptured$2``); they are called ``query``.
+    """
+    name = stage_name.split(" at ", 1)[0]
+    return name if name.isidentifier() else "query"
 
 
 @contextlib.contextmanager
