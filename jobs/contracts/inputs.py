@@ -33,7 +33,7 @@ from jobs.contracts.engine import (
     load_contracts_config,
 )
 from jobs.data.load import InputError
-from jobs.data.store import day_end, epoch_to_sql
+from jobs.data.store import copy_with_progress, day_end, epoch_to_sql
 from jobs.platform.db import cursor
 
 logger = logging.getLogger(__name__)
@@ -281,10 +281,9 @@ def _load_file_rows(cur: Any, run_id: str, run_date: date, batch: InputBatch,
         writer.writerow((int(user_id), int(item_id), repr(float(rating)),
                          epoch_to_sql(int(seconds)), load_id))
     buffer.seek(0)
-    cur.copy_expert(
-        "COPY batchscore.interactions (user_id, item_id, rating, event_at, load_id)"
-        " FROM STDIN WITH (FORMAT csv)", buffer,
-    )
+    copy_with_progress(
+        cur, "COPY batchscore.interactions (user_id, item_id, rating, event_at, load_id)"
+        " FROM STDIN WITH (FORMAT csv)", buffer, "loading the input", len(accepted))
     cur.execute("UPDATE batchscore.input_loads SET rows = %s WHERE load_id = %s",
                 (len(accepted), load_id))
     return len(accepted)

@@ -11,7 +11,7 @@ import csv
 import logging
 import math
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,11 +19,14 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from jobs.data.store import copy_interactions, rows_to_csv
+from jobs.platform.progress import progress
 
 logger = logging.getLogger(__name__)
 
 MAX_REPORTED_ERRORS = 20
-PROGRESS_EVERY_LINES = 1_000_000
+# How often a parser tells its progress callback how far into the file it is:
+# rarely enough to cost nothing per line, often enough for a bar to move.
+PROGRESS_EVERY_LINES = 10_000
 
 
 class InputError(ValueError):
@@ -113,27 +116,38 @@ def parse_timestamp(text: str, name: str = "timestamp") -> int:
     return seconds
 
 
-def _open_lines(path: Path) -> Iterator[tuple[int, str]]:
+def _open_lines(path: Path, bytes_read: Callable[[int], None] | None = None
+                ) -> Iterator[tuple[int, str]]:
+    """Numbered lines of ``path``; ``bytes_read`` is told how far into the file it is."""
     if not path.exists():
         raise InputError(f"{path}: file not found")
     if not path.is_file():
         raise InputError(f"{path}: not a regular file")
     try:
         with path.open(encoding="utf-8", newline="") as handle:
-            yield from enumerate(handle, start=1)
+            for number, line in enumerate(handle, start=1):
+                yield number, line
+                if bytes_read is not None and number % PROGRESS_EVERY_LINES == 0:
+                    # The text layer's own tell() is off while iterating; the
+                    # bytes under it are read ahead by at most one chunk.
+                    bytes_read(handle.buffer.tell())
+            if bytes_read is not None:
+                bytes_read(handle.buffer.tell())
     except UnicodeDecodeError as err:
         raise InputError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
 
 
-def parse_movielens(path: Path) -> Iterator[tuple[int, int, float, int]]:
+def parse_movielens(path: Path, bytes_read: Callable[[int], None] | None = None
+                    ) -> Iterator[tuple[int, int, float, int]]:
     """Rows of a MovieLens ``u.data`` file: user, item, rating, Unix time, tab-separated.
 
     Valid rows are yielded as they are read; once the file is read, any
     malformed line raises :class:`InputError`, so a consumer that reads to the
-    end before writing never writes a partly bad file.
+    end before writing never writes a partly bad file. ``bytes_read`` is told
+    the bytes of the file read so far, every few thousand lines and at the end.
     """
     errors = LineErrors(path)
-    for number, line in _open_lines(path):
+    for number, line in _open_lines(path, bytes_read):
         text = line.rstrip("\r\n")
         if not text.strip():
             continue
@@ -150,14 +164,14 @@ def parse_movielens(path: Path) -> Iterator[tuple[int, int, float, int]]:
             )
         except ValueError as err:
             errors.add(number, str(err))
-        if number % PROGRESS_EVERY_LINES == 0:
-            logger.info("read %d lines of %s", number, path)
     errors.raise_if_any()
 
 
-def parse_csv(path: Path, layout: CsvLayout) -> Iterator[tuple[int, int, float, int]]:
-    """Rows of a CSV export with a header naming the columns in ``layout``."""
-    lines = _open_lines(path)
+def parse_csv(path: Path, layout: CsvLayout, bytes_read: Callable[[int], None] | None = None
+              ) -> Iterator[tuple[int, int, float, int]]:
+    """Rows of a CSV export with a header naming the columns in ``layout``;
+    ``bytes_read`` as for :func:`parse_movielens`."""
+    lines = _open_lines(path, bytes_read)
     reader = csv.reader((line for _, line in lines), delimiter=layout.delimiter)
     try:
         header = next(reader)
@@ -205,16 +219,21 @@ def load_file(
     layout: CsvLayout | None = None,
     replace: bool = False,
 ) -> int:
-    """Check every line of ``path``, then load all of it in one transaction."""
-    if file_format == "movielens":
-        rows = parse_movielens(path)
-    elif file_format == "csv":
-        rows = parse_csv(path, layout or CsvLayout())
-    else:
+    """Check every line of ``path``, then load all of it in one transaction.
+
+    Both passes show their progress (see :mod:`jobs.platform.progress`): the
+    check in bytes of the file read, the load in rows sent to the database.
+    """
+    if file_format not in ("movielens", "csv"):
         raise InputError(f"unknown format {file_format!r}; use movielens or csv")
+    # A missing file is reported by the parser, with the other input errors.
+    size = path.stat().st_size if path.is_file() else None
     with tempfile.TemporaryFile("w+", encoding="utf-8") as staged:
-        count = rows_to_csv(rows, staged)
+        with progress(f"checking {path.name}", size, "B", verb="read", scale=True) as read:
+            rows = (parse_movielens(path, read) if file_format == "movielens"
+                    else parse_csv(path, layout or CsvLayout(), read))
+            count = rows_to_csv(rows, staged)
         if count == 0:
             raise InputError(f"{path}: no interactions found, nothing loaded")
         staged.seek(0)
-        return copy_interactions(engine, staged, replace=replace)
+        return copy_interactions(engine, staged, replace=replace, rows=count)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import sqlalchemy as sa
 from psycopg2 import sql
 from sqlalchemy.engine import Engine
 
 from jobs.platform.db import cursor
+from jobs.platform.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -28,20 +29,52 @@ def epoch_to_sql(seconds: int) -> str:
 
 
 def copy_interactions(
-    engine: Engine, rows_csv: IO[str], *, replace: bool = False
+    engine: Engine, rows_csv: IO[str], *, replace: bool = False, rows: int | None = None
 ) -> int:
     """Load CSV rows ``user_id,item_id,rating,event_at`` in one transaction.
 
     With ``replace`` the table is emptied first, in the same transaction, so
     readers see either the old contents or the new ones. Returns the row count.
+    ``rows``, when the caller knows it, is the total the progress bar counts to.
     """
     with cursor(engine) as cur:
         if replace:
             cur.execute("TRUNCATE batchscore.interactions")
-        cur.copy_expert(COPY_INTERACTIONS, rows_csv)
-        count = cur.rowcount
+        count = copy_with_progress(cur, COPY_INTERACTIONS, rows_csv, "loading interactions",
+                                   rows)
     logger.info("loaded %d interaction rows", count)
     return count
+
+
+class CountingReader:
+    """The file a COPY reads from, telling ``report`` how many lines it has handed over.
+
+    One line is one row: the rows batchscore copies never quote a line end.
+    """
+
+    def __init__(self, source: IO[str], report: Callable[[int], None]) -> None:
+        self.source, self.report = source, report
+        self.lines = 0
+
+    def read(self, size: int = -1) -> str:
+        return self._counted(self.source.read(size))
+
+    def readline(self, size: int = -1) -> str:
+        return self._counted(self.source.readline(size))
+
+    def _counted(self, chunk: str) -> str:
+        self.lines += chunk.count("\n")
+        self.report(self.lines)
+        return chunk
+
+
+def copy_with_progress(cur: Any, statement: str, rows_csv: IO[str], description: str,
+                       rows: int | None) -> int:
+    """``COPY ... FROM STDIN`` on ``cur`` from ``rows_csv``, showing the rows sent of
+    ``rows`` (None: unknown); the rows the server copied."""
+    with progress(description, rows, "rows", verb="sent") as sent:
+        cur.copy_expert(statement, CountingReader(rows_csv, sent))
+    return cur.rowcount
 
 
 def rows_to_csv(rows: Iterable[tuple[int, int, float, int]], out: IO[str]) -> int:

@@ -44,6 +44,7 @@ from jobs.lifecycle import registry
 from jobs.platform import runs
 from jobs.platform.artifacts import artifact_path
 from jobs.platform.db import engine_for, ensure_schema
+from jobs.platform.progress import progress
 from jobs.platform.provenance import current_user
 from jobs.publish import POSTGRES_COLUMNS, REDIS_COLUMNS, PublishVersion, protocol, read_blocks
 from jobs.publish.postgres import (
@@ -429,9 +430,10 @@ def publish_postgres(engine: Engine, state: RunState) -> RunState:
     try:
         postgres.prepare(version)
         scored_users = int(state.stats.get("scored_users", 0))
-        postgres.write_blocks(
-            read_blocks(state.folder / RECOMMENDATIONS_DIR, columns=POSTGRES_COLUMNS),
-            progress=progress_log("postgres", scored_users))
+        with progress("postgres", scored_users, "users", verb="written") as written:
+            postgres.write_blocks(
+                read_blocks(state.folder / RECOMMENDATIONS_DIR, columns=POSTGRES_COLUMNS),
+                progress=written)
         postgres.write_fallback(pq.read_table(state.folder / POPULAR_FILE))
         postgres.finish_load()
     except BaseException:
@@ -461,20 +463,6 @@ def version_status(engine: Engine, publish_id: int) -> str | None:
                                     " WHERE publish_id = :id"), {"id": publish_id}).scalar()
 
 
-def progress_log(store: str, total_users: int) -> Callable[[int], None]:
-    """A progress callback that logs a store's users written at every tenth of the total."""
-    step = max(1, total_users // 10)
-    next_at = step
-
-    def report(users: int) -> None:
-        nonlocal next_at
-        if users >= next_at:
-            logger.info("%s: %d / %d users written", store, users, total_users)
-            next_at = (users // step + 1) * step
-
-    return report
-
-
 def publish_redis(engine: Engine, redis_url: str, state: RunState) -> RunState:
     """Write the version's keys aside in Redis, each expiring unless the version is served.
 
@@ -495,9 +483,10 @@ def publish_redis(engine: Engine, redis_url: str, state: RunState) -> RunState:
     publisher = RedisPublisher(redis.Redis.from_url(redis_url))
     publisher.prepare(state.publish_version())
     scored_users = int(state.stats.get("scored_users", 0))
-    publisher.write_blocks(
-        read_blocks(state.folder / RECOMMENDATIONS_DIR, columns=REDIS_COLUMNS),
-        progress=progress_log("redis", scored_users))
+    with progress("redis", scored_users, "users", verb="written") as written:
+        publisher.write_blocks(
+            read_blocks(state.folder / RECOMMENDATIONS_DIR, columns=REDIS_COLUMNS),
+            progress=written)
     publisher.write_fallback(pq.read_table(state.folder / POPULAR_FILE))
     publisher.write_meta()
     return state

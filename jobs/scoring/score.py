@@ -114,6 +114,7 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
     from pyspark.ml.recommendation import ALSModel
     from pyspark.sql import functions as F
 
+    from jobs.platform.progress import spark_progress
     from jobs.platform.spark import spark_session
     from jobs.scoring.model import item_matrix, read_interactions
     from jobs.scoring.transforms import (
@@ -130,8 +131,9 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
     # Extract
     end = int(day_end(config.run_date).timestamp())
     interactions = events_before(read_interactions(spark, config.interactions), end).cache()
-    model = ALSModel.load(str(config.model_path))
-    item_ids, item_factors = item_matrix(model)
+    with spark_progress(spark, "scoring: the model"):
+        model = ALSModel.load(str(config.model_path))
+        item_ids, item_factors = item_matrix(model)
     # Transform
     seen = seen_items(interactions).cache()
     parallelism = spark.sparkContext.defaultParallelism
@@ -156,29 +158,32 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
     output = str(config.output / RECOMMENDATIONS_DIR)
     canary_users = 0
     if config.canary_model_path is not None and canary_seen is not None:
-        canary_model = ALSModel.load(str(config.canary_model_path))
-        canary_ids, canary_factors = item_matrix(canary_model)
-        top_k_unseen(users_of(canary_model, canary_seen), canary_ids, canary_factors,
-                     config.k, redis_values=True).write.mode("overwrite").options(
-            **OUTPUT_OPTIONS).parquet(output)
-        canary = spark.read.parquet(output).select("user_id").toPandas()
+        with spark_progress(spark, "scoring: canary"):
+            canary_model = ALSModel.load(str(config.canary_model_path))
+            canary_ids, canary_factors = item_matrix(canary_model)
+            top_k_unseen(users_of(canary_model, canary_seen), canary_ids, canary_factors,
+                         config.k, redis_values=True).write.mode("overwrite").options(
+                **OUTPUT_OPTIONS).parquet(output)
+            canary = spark.read.parquet(output).select("user_id").toPandas()
         canary.to_parquet(config.output / CANARY_USERS_FILE, index=False)
         canary_users = len(canary)
         logger.info("canary: %d users scored by %s", canary_users, config.canary_model_path)
-    recommendations.write.mode("append" if canary_users else "overwrite").options(
-        **OUTPUT_OPTIONS).parquet(output)
-    ranked = popular.toPandas()
+    with spark_progress(spark, "scoring: all users"):
+        recommendations.write.mode("append" if canary_users else "overwrite").options(
+            **OUTPUT_OPTIONS).parquet(output)
+        ranked = popular.toPandas()
     ranked.insert(0, "rank", range(1, len(ranked) + 1))
     ranked.to_parquet(config.output / POPULAR_FILE, index=False)
     logger.info("recommendations written; computing the prediction checks")
-    written = spark.read.parquet(str(config.output / RECOMMENDATIONS_DIR))
-    prediction_checks(written, seen).toPandas().to_parquet(
-        config.output / CHECKS_FILE, index=False)
-    logger.info("prediction checks written; counting item exposure")
-    exposure = item_exposure(written).agg(
-        F.count("*").alias("items"), F.max("users").alias("top")).first()
-    scored = written.count()
-    active = seen.count()
+    with spark_progress(spark, "scoring: checks"):
+        written = spark.read.parquet(str(config.output / RECOMMENDATIONS_DIR))
+        prediction_checks(written, seen).toPandas().to_parquet(
+            config.output / CHECKS_FILE, index=False)
+        logger.info("prediction checks written; counting item exposure")
+        exposure = item_exposure(written).agg(
+            F.count("*").alias("items"), F.max("users").alias("top")).first()
+        scored = written.count()
+        active = seen.count()
     stats = ScoreStats(active_users=active, scored_users=scored,
                        users_without_factors=active - scored,
                        catalog_items=len(item_ids), k=config.k,

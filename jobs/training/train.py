@@ -28,6 +28,7 @@ from jobs.lifecycle.registry import ModelVersion, NewModel, register, serving_or
 from jobs.platform.artifacts import artifact_path, artifact_record
 from jobs.platform.config import Settings
 from jobs.platform.db import engine_for, ensure_schema
+from jobs.platform.progress import spark_progress
 from jobs.platform.provenance import code_version, current_user
 from jobs.scoring.model import MODEL_METADATA_FILE, read_interactions
 from jobs.training.gates import GateConfig, judge
@@ -145,7 +146,8 @@ def run(config: TrainConfig, spark: SparkSession | None = None) -> ModelVersion:
     spark = spark or spark_session("batchscore-train", config.spark_master)
     try:
         interactions = read_interactions(spark, export_path).cache()
-        snapshot = data_snapshot(interactions)
+        with spark_progress(spark, "reading interactions"):
+            snapshot = data_snapshot(interactions)
         check_als_ids(snapshot)
         serving_model = load_model(serving) if serving is not None else None
         # Transform
@@ -153,19 +155,23 @@ def run(config: TrainConfig, spark: SparkSession | None = None) -> ModelVersion:
         logger.info("holdout NDCG@%d: ALS %.4f, popularity %.4f", config.eval_k,
                     metrics["als"]["ndcg_at_k"], metrics["popularity"]["ndcg_at_k"])
         logger.info("refitting ALS on all %d interactions up to %s", rows, config.as_of)
-        model = fit_als(interactions, config.als)
-        differential = (compare_with_serving(model, serving_model, interactions, config.eval_k,
-                                             gate_config.differential.sample_users)
-                        if serving_model is not None else None)
+        model = fit_als(interactions, config.als, "ALS fit (all events)")
+        differential = None
+        if serving_model is not None:
+            with spark_progress(spark, "comparison with serving"):
+                differential = compare_with_serving(model, serving_model, interactions,
+                                                    config.eval_k,
+                                                    gate_config.differential.sample_users)
         # Load
         artifact = config.home / "models" / f"als-{config.as_of.isoformat()}-{uuid.uuid4().hex[:8]}"
-        model.save(str(artifact))
-        try:
-            # Raises when the bundle does not score like Spark: nothing is registered.
-            bundle = export_als(model, artifact.with_name(artifact.name + ".mleap"))
-        except BaseException:
-            shutil.rmtree(artifact, ignore_errors=True)
-            raise
+        with spark_progress(spark, "saving the model"):
+            model.save(str(artifact))
+            try:
+                # Raises when the bundle does not score like Spark: nothing is registered.
+                bundle = export_als(model, artifact.with_name(artifact.name + ".mleap"))
+            except BaseException:
+                shutil.rmtree(artifact, ignore_errors=True)
+                raise
         interactions.unpersist()
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -217,10 +223,12 @@ def evaluate(engine: Engine, interactions: DataFrame, config: TrainConfig,
         logger.info("serving version %d was trained on part of the holdout: refitting its "
                     "parameters on the candidate's training events", serving.version)
         reference = fit_als(train, AlsParams(**{name: serving.params[name]
-                                                 for name in AlsParams.__dataclass_fields__}))
+                                                 for name in AlsParams.__dataclass_fields__}),
+                            "ALS refit (serving)")
         compared_as = "its parameters refitted on the candidate's training events"
-    evaluation = holdout.evaluate(train, holdout_pairs, fit_als(train, config.als),
-                                  config.eval_k, reference)
+    candidate = fit_als(train, config.als, "ALS fit (candidate)")
+    with spark_progress(train.sparkSession, "holdout evaluation"):
+        evaluation = holdout.evaluate(train, holdout_pairs, candidate, config.eval_k, reference)
     metrics = summary(evaluation)
     if serving is not None:
         metrics["serving"].update({"version": serving.version, "compared_as": compared_as})
@@ -309,7 +317,14 @@ def check_als_ids(snapshot: dict[str, Any]) -> None:
             )
 
 
-def fit_als(interactions: DataFrame, params: AlsParams) -> ALSModel:
+def fit_als(interactions: DataFrame, params: AlsParams, description: str = "ALS fit"
+            ) -> ALSModel:
+    """ALS fitted on ``interactions``, its Spark stages shown as ``description`` (keep it short).
+
+    Spark runs every iteration inside the one ``fit``; what can be shown is
+    the stages they are made of (for implicit ALS, a Spark job or two per
+    iteration), as they run.
+    """
     from pyspark.ml.recommendation import ALS
     from pyspark.sql import functions as F
 
@@ -321,7 +336,8 @@ def fit_als(interactions: DataFrame, params: AlsParams) -> ALSModel:
     training = interactions.select(
         F.col("user_id").cast("int"), F.col("item_id").cast("int"), "rating"
     )
-    return als.fit(training)
+    with spark_progress(interactions.sparkSession, description):
+        return als.fit(training)
 
 
 if __name__ == "__main__":

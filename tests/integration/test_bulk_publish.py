@@ -1,5 +1,8 @@
 """The bulk write paths against the embedded servers: what is stored is exactly what was scored."""
 
+import io
+import logging
+import re
 from datetime import date
 
 import numpy as np
@@ -12,6 +15,7 @@ import sqlalchemy as sa
 from jobs.contracts import redis as contract
 from jobs.lifecycle.registry import NewModel, register
 from jobs.platform import runs
+from jobs.platform.progress import progress
 from jobs.publish.postgres import PostgresPublisher, partition_name
 from jobs.publish.redis import (
     SET_WITH_EXPIRY_SCRIPT,
@@ -113,6 +117,39 @@ def test_redis_sends_the_values_the_scoring_job_encoded(redis_client, version) -
     assert progress == [2, 3]
     assert [redis_client.get(contract.user_key(version.publish_id, user))
             for user in (1, 2, 3)] == [b"[[5,0.5]]", b"[[6,0.25],[7,0.125]]", b"[]"]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_at_a_terminal_the_redis_bar_moves_with_each_block(redis_client, version) -> None:
+    publisher = RedisPublisher(redis_client)
+    publisher.prepare(version)
+    terminal = Terminal()
+    with progress("redis", 2_500, "users", verb="written", stream=terminal,
+                  refresh_seconds=0) as written:
+        publisher.write_blocks(random_blocks(users=2_500, k=5, per_block=1_000),
+                               progress=written)
+    # drawn at the start, after each of the three blocks, and as it closes
+    assert [int(count) for count in re.findall(r"(\d+)/2500 ", terminal.getvalue())] == [
+        0, 1_000, 2_000, 2_500, 2_500]
+
+
+def test_without_a_terminal_postgres_logs_a_few_lines(engine, version, caplog) -> None:
+    publisher = PostgresPublisher(engine)
+    publisher.prepare(version)
+    with caplog.at_level(logging.INFO, logger="jobs.platform.progress"), \
+            progress("postgres", 2_500, "users", verb="written",
+                     stream=io.StringIO()) as written:
+        publisher.write_blocks(random_blocks(users=2_500, k=5, per_block=1_000),
+                               progress=written)
+    lines = [record.getMessage() for record in caplog.records
+             if record.name == "jobs.platform.progress"]
+    # one per block here (each passes a tenth); blocks may finish out of order
+    assert len(lines) == 3
+    assert lines[-1] == "postgres: 2500 / 2500 users written"
 
 
 def test_postgres_loads_all_blocks_in_one_call_and_reports_progress(engine, version) -> None:

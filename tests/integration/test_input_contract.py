@@ -51,3 +51,27 @@ def test_table_defects_are_quarantined_by_moving_the_rows(engine, tmp_path) -> N
                            ).one()
     assert row.row_number == event_id and row.row["rating"] == 50.0
     assert row.reasons == ["rating within the configured range"]
+
+
+def test_a_files_accepted_rows_are_loaded_with_a_progress_line(engine, tmp_path,
+                                                               caplog) -> None:
+    import logging
+    from datetime import UTC, datetime
+
+    from jobs.contracts.inputs import quarantine_and_load, read_input_file
+    from jobs.platform import runs
+
+    noon = int(datetime(END.year, END.month, END.day, 12, tzinfo=UTC).timestamp())
+    lines = [f"{user},{item},3,{noon + user}" for user in range(1, 11) for item in (7, 8)]
+    path = tmp_path / "day.csv"
+    path.write_text("user_id,item_id,rating,timestamp\n" + "\n".join(lines) + "\n")
+    batch = read_input_file(path)
+    outcome = check_input(Validator(tmp_path), engine, END, batch)
+    assert outcome.rejected == {}
+    run_id = runs.start(engine, "nightly", END, None)
+    with caplog.at_level(logging.INFO, logger="jobs.platform.progress"):
+        assert quarantine_and_load(engine, run_id, END, batch, outcome) == {"loaded": 20,
+                                                                             "rejected": 0}
+    assert [record.getMessage() for record in caplog.records
+            if record.name == "jobs.platform.progress"] == [
+        "loading the input: 20 / 20 rows sent"]

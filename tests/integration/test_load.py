@@ -1,5 +1,8 @@
 """`batchscore data load` against the embedded PostgreSQL: all or nothing."""
 
+import io
+import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +65,29 @@ def test_csv_with_other_column_names(engine, tmp_path: Path) -> None:
 def test_unknown_format_is_named(engine, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="unknown format 'parquet'"):
         load_file(engine, write_lines(tmp_path / "x", GOOD), file_format="parquet")
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_without_a_terminal_a_load_logs_a_line_per_pass(engine, tmp_path: Path,
+                                                        caplog) -> None:
+    path = write_lines(tmp_path / "u.data", GOOD)   # 3 lines of 17 bytes
+    with caplog.at_level(logging.INFO, logger="jobs.platform.progress"):
+        assert load_file(engine, path, file_format="movielens") == 3
+    assert [record.getMessage() for record in caplog.records
+            if record.name == "jobs.platform.progress"] == [
+        "checking u.data: 51B / 51B read", "loading interactions: 3 / 3 rows sent"]
+
+
+def test_at_a_terminal_a_load_draws_a_bar_per_pass(engine, tmp_path: Path,
+                                                   monkeypatch) -> None:
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert load_file(engine, write_lines(tmp_path / "u.data", GOOD),
+                     file_format="movielens") == 3
+    shown = terminal.getvalue()
+    assert "checking u.data: 100%|##########| 51.0/51.0 [" in shown
+    assert "loading interactions: 100%|##########| 3/3 [" in shown
