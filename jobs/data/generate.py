@@ -138,4 +138,4 @@ def generate_and_load(engine: Engine, config: GenerateConfig, *, replace: bool =
     logger.info("generated %d interactions for %d users x %d items over %d days",
                 len(interactions), config.users, config.items, config.days)
     with write_generated(interactions) as rows_csv:
-        return copy_interactions(engine, rows_csv, replace=replace)
+        return copy_interactions(engine, rows_csv, replace=replace, rows=len(interactions))
