@@ -65,7 +65,7 @@ def recommendations(folder: Path) -> dict[int, tuple[list[int], list[float]]]:
 def test_train_and_score_on_a_standalone_cluster_match_local_mode(
         cluster, world, settings, endpoints, spark, tmp_path) -> None:
     engine = world
-    trained = submit(cluster, "train.py",
+    trained = submit(cluster, "training/train.py",
                      ["--as-of", RUN_DATE, "--rank", "4", "--max-iter", "3"],
                      {"BATCHSCORE_DATABASE_URL": endpoints.database_url,
                       "BATCHSCORE_HOME": str(settings.home)})
@@ -77,7 +77,7 @@ def test_train_and_score_on_a_standalone_cluster_match_local_mode(
 
     args = ["--interactions", str(interactions), "--run-date", RUN_DATE,
             "--model-path", model_path, "--k", "5"]
-    submit(cluster, "score.py", [*args, "--output", str(tmp_path / "cluster")], {})
+    submit(cluster, "scoring/score.py", [*args, "--output", str(tmp_path / "cluster")], {})
     score_locally(ScoreConfig(interactions=interactions, run_date=model.trained_as_of,
                               model_path=Path(model_path), output=tmp_path / "local", k=5),
                   spark=spark)
