@@ -61,11 +61,7 @@ def session_lock(engine: Engine, key: tuple[int, int], what: str, wait_seconds: 
     autocommit mode, so holding the lock holds no snapshot; if this process
     dies, the server releases the lock with the connection.
     """
-    raw = engine.raw_connection()
-    raw.detach()  # autocommit must not leak back into the pool
-    connection = raw.dbapi_connection
-    connection.autocommit = True
-    try:
+    with own_autocommit_connection(engine) as connection:
         with connection.cursor() as cur:
             cur.execute("SET application_name = %s", (application_name[:63],))
             deadline = time.monotonic() + wait_seconds
@@ -77,10 +73,23 @@ def session_lock(engine: Engine, key: tuple[int, int], what: str, wait_seconds: 
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise LockWaitError(f"{what} is held by {lock_holder(cur, key)}; gave "
-                                          f"up after waiting {wait_seconds:g}s")
+                                        f"up after waiting {wait_seconds:g}s")
                 time.sleep(min(delay, left))
                 delay = min(delay * 2, 1.0)
-        yield
+        yield  # the lock is held until the connection closes
+
+
+@contextmanager
+def own_autocommit_connection(engine: Engine) -> Iterator[Any]:
+    """A psycopg2 connection of its own to ``engine``'s database, in autocommit mode, closed
+    (releasing any session lock it holds) when the block ends. It never goes back to the
+    pool, where its autocommit mode would leak into other work."""
+    raw = engine.raw_connection()
+    raw.detach()
+    connection = raw.dbapi_connection
+    connection.autocommit = True
+    try:
+        yield connection
     finally:
         raw.close()
 
@@ -233,16 +242,10 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
     connection. The lock is taken on a connection of its own, as yoyo opens its
     own and commits on it as it goes.
     """
-    raw = engine.raw_connection()
-    raw.detach()  # autocommit must not leak back into the pool
-    connection = raw.dbapi_connection
-    connection.autocommit = True
-    try:
+    with own_autocommit_connection(engine) as connection:
         with connection.cursor() as cur:
             cur.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
         yield
-    finally:
-        raw.close()  # releases the lock
 
 
 def _yoyo_backend(engine: Engine) -> DatabaseBackend:
