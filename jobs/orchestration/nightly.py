@@ -18,7 +18,7 @@ import inspect
 import json
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -429,11 +429,7 @@ def publish_postgres(engine: Engine, state: RunState) -> RunState:
     state.save()
     try:
         postgres.prepare(version)
-        scored_users = int(state.stats.get("scored_users", 0))
-        with progress("postgres", scored_users, "users", verb="written") as written:
-            postgres.write_blocks(
-                read_blocks(state.folder / RECOMMENDATIONS_DIR, columns=POSTGRES_COLUMNS),
-                progress=written)
+        write_scored(postgres, "postgres", POSTGRES_COLUMNS, state)
         postgres.write_fallback(pq.read_table(state.folder / POPULAR_FILE))
         postgres.finish_load()
     except BaseException:
@@ -441,6 +437,16 @@ def publish_postgres(engine: Engine, state: RunState) -> RunState:
         raise
     state.stats.update({"publish_id": version.publish_id, "rows": postgres.rows})
     return state.save()
+
+
+def write_scored(publisher: PostgresPublisher | RedisPublisher, store: str,
+                 columns: Sequence[str], state: RunState) -> None:
+    """Every block of the run's scoring output (``columns`` of it) to one store's staged
+    version, its progress shown as users written."""
+    with progress(store, int(state.stats.get("scored_users", 0)), "users",
+                  verb="written") as written:
+        publisher.write_blocks(read_blocks(state.folder / RECOMMENDATIONS_DIR, columns=columns),
+                               progress=written)
 
 
 def record_canary_users(engine: Engine, redis_url: str, state: RunState) -> RunState:
@@ -482,11 +488,7 @@ def publish_redis(engine: Engine, redis_url: str, state: RunState) -> RunState:
                                 "publish_postgres again before writing it to Redis")
     publisher = RedisPublisher(redis.Redis.from_url(redis_url))
     publisher.prepare(state.publish_version())
-    scored_users = int(state.stats.get("scored_users", 0))
-    with progress("redis", scored_users, "users", verb="written") as written:
-        publisher.write_blocks(
-            read_blocks(state.folder / RECOMMENDATIONS_DIR, columns=REDIS_COLUMNS),
-            progress=written)
+    write_scored(publisher, "redis", REDIS_COLUMNS, state)
     publisher.write_fallback(pq.read_table(state.folder / POPULAR_FILE))
     publisher.write_meta()
     return state
