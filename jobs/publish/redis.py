@@ -1,10 +1,10 @@
 """Publishing predictions to Redis under the contract in :mod:`jobs.contracts.redis`.
 
 A version's keys are written aside under its own prefix, each with an expiry
-from the moment it exists (``SET ... EX`` inside a server-side script, a
-chunk of users at a time), so a run that dies leaves nothing that lives
-forever. Readers only find a version once the pointer names it. Serving a
-version (:func:`serve`) removes its keys' expiry, then moves the pointer by
+from the moment it exists (``SET key value EX seconds``, pipelined a chunk of
+users at a time), so a run that dies leaves nothing that lives forever.
+Readers only find a version once the pointer names it. Serving a version
+(:func:`serve`) removes its keys' expiry, then moves the pointer by
 compare-and-set from the version it replaces, then gives the replaced
 version's keys the retention period. The order of both passes (user keys
 first, the meta key last) lets :mod:`jobs.publish.reconcile` tell from the
@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -41,15 +42,8 @@ SUPERSEDED_GRACE_SECONDS = 60
 PIPELINE_BATCH = 1_000
 SCAN_COUNT = 1_000
 
-# SET every key to its value with one expiry, as one atomic step on the server:
-# KEYS are the keys, ARGV[1] the seconds, ARGV[2..] the values in key order.
-SET_WITH_EXPIRY_SCRIPT = b"""
-local ttl = ARGV[1]
-for i = 1, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ttl)
-end
-return #KEYS
-"""
+# The reply to every SET ... EX that succeeds.
+OK_REPLY = b"+OK\r\n"
 # Move the pointer (KEYS[1]) to ARGV[2] only if it holds ARGV[1] ('' = unset);
 # returns 1 when it moved, else the value it holds.
 COMPARE_AND_SET_SCRIPT = b"""
@@ -109,37 +103,34 @@ class RedisPublisher:
         A block has ``user_id`` and either ``redis_value`` (the value as the
         scoring job encoded it) or ``items`` and ``scores`` (encoded here). The
         next block is read and framed on another thread while the current one
-        is sent on one connection; replies are read a block behind. Each
-        command sets up to :data:`PIPELINE_BATCH` keys at once, with their
-        expiry, in a script the server runs whole. ``progress`` is called with
-        the users written so far after each block.
+        is sent on one connection, as ``SET key value EX seconds`` commands
+        :data:`PIPELINE_BATCH` at a time; replies are counted a chunk behind.
+        ``progress`` is called with the users written so far after each block.
         """
         version = self._require_version()
-        sha = self.client.script_load(SET_WITH_EXPIRY_SCRIPT)
         before = self.users
         with pipelined_connection(self.client) as connection:
             unread = 0
-            for users, commands in read_ahead(
-                    (block.num_rows, self._commands(version, block, sha)) for block in blocks):
-                for command in commands:
-                    connection.send_packed_command(command)
-                read_replies(connection, unread)
-                unread = len(commands)
+            for users, chunks in read_ahead(
+                    (block.num_rows, self._commands(version, block)) for block in blocks):
+                for chunk, commands in chunks:
+                    connection.send_packed_command([chunk])
+                    read_ok_replies(connection, unread)
+                    unread = commands
                 self.users += users
                 if progress is not None:
                     progress(self.users)
-            read_replies(connection, unread)
+            read_ok_replies(connection, unread)
         return self.users - before
 
-    def _commands(self, version: PublishVersion, block: pa.RecordBatch, sha: str
-                  ) -> list[list[memoryview | bytes]]:
+    def _commands(self, version: PublishVersion, block: pa.RecordBatch
+                  ) -> list[tuple[memoryview, int]]:
         keys = contract.user_keys(version.publish_id, block.column("user_id"))
         if contract.VALUE_COLUMN in block.schema.names:
             values = block.column(contract.VALUE_COLUMN)
         else:
             values = contract.encode_items_block(block.column("items"), block.column("scores"))
-        return set_with_expiry_commands(sha, keys, values, self.staged_ttl_seconds,
-                                        PIPELINE_BATCH)
+        return set_with_expiry_commands(keys, values, self.staged_ttl_seconds, PIPELINE_BATCH)
 
     def write_fallback(self, popular: pa.Table) -> None:
         version = self._require_version()
@@ -294,60 +285,73 @@ def known_versions(client: redis.Redis) -> set[int]:
     return found
 
 
-def set_with_expiry_commands(sha: str, keys: pa.Array, values: pa.Array, seconds: int,
-                             batch: int) -> list[list[memoryview | bytes]]:
-    """``EVALSHA`` commands of :data:`SET_WITH_EXPIRY_SCRIPT` in the Redis protocol (RESP),
-    setting ``keys`` to ``values`` with an expiry of ``seconds``, ``batch`` keys per
-    command; each command is a list of buffers to send."""
+def set_with_expiry_commands(keys: pa.Array, values: pa.Array, seconds: int, batch: int
+                             ) -> list[tuple[memoryview, int]]:
+    """``SET key value EX seconds`` for each key in the Redis protocol (RESP), framed
+    ``batch`` commands to a chunk; each chunk is one buffer to send, with its count."""
     if len(keys) != len(values):
         raise ValueError(f"{len(keys)} keys but {len(values)} values")
     if len(keys) == 0:
         return []
-    key_bulks, key_offsets = bulk_strings(keys)
-    value_bulks, value_offsets = bulk_strings(values)
-    ttl = str(int(seconds)).encode()
-    ttl_bulk = b"$%d\r\n%s\r\n" % (len(ttl), ttl)
-    commands: list[list[memoryview | bytes]] = []
-    for start in range(0, len(keys), batch):
-        stop = min(start + batch, len(keys))
-        count = str(stop - start).encode()
-        header = (b"*%d\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
-                  % (3 + 2 * (stop - start) + 1, len(sha), sha.encode(), len(count), count))
-        commands.append([header, key_bulks[key_offsets[start]:key_offsets[stop]], ttl_bulk,
-                         value_bulks[value_offsets[start]:value_offsets[stop]]])
-    return commands
-
-
-def bulk_strings(texts: pa.Array) -> tuple[memoryview, np.ndarray]:
-    """Each text as a RESP bulk string (``$len\\r\\ntext\\r\\n``), all in one buffer, and
-    the offset where each starts (one more, the end, at the back)."""
-    bulks = pc.binary_join_element_wise(
-        "$", pc.cast(pc.binary_length(texts), pa.string()), "\r\n", texts, "\r\n", "")
-    offsets = np.frombuffer(bulks.buffers()[1], dtype=np.int32, count=len(bulks) + 1,
-                            offset=4 * bulks.offset)
-    return memoryview(bulks.buffers()[2]), offsets
+    ttl = str(int(seconds))
+    framed = pc.binary_join_element_wise(
+        "*5\r\n$3\r\nSET\r\n$", pc.cast(pc.binary_length(keys), pa.string()), "\r\n", keys,
+        "\r\n$", pc.cast(pc.binary_length(values), pa.string()), "\r\n", values,
+        f"\r\n$2\r\nEX\r\n${len(ttl)}\r\n{ttl}\r\n", "")
+    buffer = memoryview(framed.buffers()[2])
+    offsets = np.frombuffer(framed.buffers()[1], dtype=np.int32, count=len(keys) + 1,
+                            offset=4 * framed.offset)
+    return [(buffer[offsets[start]:offsets[min(start + batch, len(keys))]],
+             min(start + batch, len(keys)) - start)
+            for start in range(0, len(keys), batch)]
 
 
 @contextmanager
 def pipelined_connection(client: redis.Redis) -> Iterator[Connection]:
-    """A connection of the client's pool to send RESP-encoded commands on and read
-    their replies as the caller chooses.
-
-    If anything fails, the connection is dropped rather than reused with
-    replies still unread; either way it goes back to the pool.
-    """
-    pool = client.connection_pool
-    connection = pool.get_connection()
+    """A new connection, made as the client's pool makes them (address, credentials,
+    database), to send RESP-encoded commands on and read their replies as the
+    caller chooses; it is closed afterwards, so no reply left unread can reach
+    another command."""
+    connection = client.connection_pool.make_connection()
     try:
+        connection.connect()
         yield connection
-    except BaseException:
-        connection.disconnect()
-        raise
     finally:
-        pool.release(connection)
+        connection.disconnect()
 
 
-def read_replies(connection: Connection, count: int) -> None:
-    """Read ``count`` replies; an error reply raises."""
-    for _ in range(count):
-        connection.read_response()
+def read_ok_replies(connection: Connection, count: int) -> None:
+    """Read the replies of ``count`` commands that each answer ``+OK``; any other reply
+    raises :class:`redis.ResponseError` with the server's message.
+
+    The replies are read from the connection's socket as bytes and compared whole,
+    as ``redis-cli --pipe`` does: parsing each one would cost more than the server
+    takes to run the SET. Nothing else has been sent on the connection since its
+    handshake, so its parser holds no replies of its own.
+    """
+    if count == 0:
+        return
+    sock = connection._sock
+    if sock is None:
+        raise redis.ConnectionError("the connection closed before its replies were read")
+    expected = OK_REPLY * count
+    replies = _receive(sock, len(expected))
+    if replies == expected:
+        return
+    start = next(i for i in range(0, len(expected), len(OK_REPLY))
+                 if replies[i:i + len(OK_REPLY)] != OK_REPLY)
+    while b"\r\n" not in replies[start:]:
+        replies += _receive(sock, 1)
+    message = bytes(replies[start:replies.index(b"\r\n", start)]).decode(errors="replace")
+    raise redis.ResponseError(message.removeprefix("-"))
+
+
+def _receive(sock: Any, size: int) -> bytearray:
+    received = bytearray(size)
+    view, filled = memoryview(received), 0
+    while filled < size:
+        got = sock.recv_into(view[filled:])
+        if got == 0:
+            raise redis.ConnectionError("Redis closed the connection while replies were due")
+        filled += got
+    return received

@@ -18,10 +18,9 @@ from jobs.platform import runs
 from jobs.platform.progress import progress
 from jobs.publish.postgres import PostgresPublisher, partition_name
 from jobs.publish.redis import (
-    SET_WITH_EXPIRY_SCRIPT,
     RedisPublisher,
     pipelined_connection,
-    read_replies,
+    read_ok_replies,
     set_with_expiry_commands,
 )
 
@@ -88,18 +87,18 @@ def test_redis_values_are_byte_for_byte_encode_items(redis_client, version) -> N
     assert 0 < redis_client.ttl(contract.user_key(version.publish_id, 2_300)) <= 2 * 86_400
 
 
-def test_a_failed_reply_raises_and_the_connection_is_not_reused(redis_client) -> None:
+def test_a_failed_reply_raises_with_the_servers_message(redis_client) -> None:
     redis_client.rpush("a-list", "x")
-    bad = [[b"*2\r\n$4\r\nINCR\r\n", b"$6\r\na-list\r\n"]]
-    sha = redis_client.script_load(SET_WITH_EXPIRY_SCRIPT)
-    commands = bad + set_with_expiry_commands(sha, pa.array(["k"]), pa.array(["v"]), 60, 10)
-    with (pytest.raises(redis_lib.ResponseError, match="WRONGTYPE"),
+    [(chunk, count)] = set_with_expiry_commands(pa.array(["k1", "k2"]), pa.array(["v", "w"]),
+                                                60, 10)
+    wrong = b"*2\r\n$4\r\nINCR\r\n$6\r\na-list\r\n"
+    with (pytest.raises(redis_lib.ResponseError, match=r"^WRONGTYPE Operation against a key"),
           pipelined_connection(redis_client) as connection):
-        for command in commands:
-            connection.send_packed_command(command)
-        read_replies(connection, len(commands))
-    # the next command on the pool gets its own reply, not a leftover one
-    assert redis_client.get("k") == b"v"
+        connection.send_packed_command([chunk, wrong])
+        read_ok_replies(connection, count + 1)
+    # the commands before it ran, each key with its expiry
+    assert redis_client.get("k2") == b"w"
+    assert 0 < redis_client.ttl("k1") <= 60
     assert redis_client.ping() is True
 
 

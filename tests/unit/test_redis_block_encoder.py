@@ -65,15 +65,12 @@ def test_user_keys_match_user_key() -> None:
 
 
 def test_set_with_expiry_commands_in_the_redis_protocol() -> None:
-    sha = "a" * 40
-    commands = set_with_expiry_commands(sha, pa.array(["ka", "kb", "kc"]),
-                                        pa.array(["[]", "[[1,2]]", "x"]), 90, 2)
-    header = b"$7\r\nEVALSHA\r\n$40\r\n" + b"a" * 40 + b"\r\n"
-    assert [[bytes(part) for part in command] for command in commands] == [
-        [b"*8\r\n" + header + b"$1\r\n2\r\n", b"$2\r\nka\r\n$2\r\nkb\r\n", b"$2\r\n90\r\n",
-         b"$2\r\n[]\r\n$7\r\n[[1,2]]\r\n"],
-        [b"*6\r\n" + header + b"$1\r\n1\r\n", b"$2\r\nkc\r\n", b"$2\r\n90\r\n",
-         b"$1\r\nx\r\n"],
+    chunks = set_with_expiry_commands(pa.array(["ka", "kb", "kc"]),
+                                      pa.array(["[]", "[[1,2]]", "x"]), 90, 2)
+    assert [(bytes(chunk), count) for chunk, count in chunks] == [
+        (b"*5\r\n$3\r\nSET\r\n$2\r\nka\r\n$2\r\n[]\r\n$2\r\nEX\r\n$2\r\n90\r\n"
+         b"*5\r\n$3\r\nSET\r\n$2\r\nkb\r\n$7\r\n[[1,2]]\r\n$2\r\nEX\r\n$2\r\n90\r\n", 2),
+        (b"*5\r\n$3\r\nSET\r\n$2\r\nkc\r\n$1\r\nx\r\n$2\r\nEX\r\n$2\r\n90\r\n", 1),
     ]
-    assert set_with_expiry_commands(sha, pa.array([], pa.string()), pa.array([], pa.string()),
+    assert set_with_expiry_commands(pa.array([], pa.string()), pa.array([], pa.string()),
                                     90, 2) == []
