@@ -350,7 +350,12 @@ def _receive(sock: Any, size: int) -> bytearray:
     received = bytearray(size)
     view, filled = memoryview(received), 0
     while filled < size:
-        got = sock.recv_into(view[filled:])
+        try:
+            got = sock.recv_into(view[filled:])
+        except TimeoutError as err:
+            raise redis.TimeoutError(f"timed out reading replies from Redis: {err}") from err
+        except OSError as err:  # as redis-py's own reads report a lost connection
+            raise redis.ConnectionError(f"lost the connection to Redis: {err}") from err
         if got == 0:
             raise redis.ConnectionError("Redis closed the connection while replies were due")
         filled += got
