@@ -30,14 +30,16 @@ def add_commands(commands: Commands) -> None:
     gen.add_argument("--replace", action="store_true", help="empty the table first")
     load = data.add("load", cmd_data_load, "load an interactions file")
     load.add_argument("path", type=Path)
-    load.add_argument("--format", choices=["movielens", "csv"], required=True,
+    load.add_argument("--format", choices=["movielens", "csv", "parquet"], default=None,
                       help="movielens: u.data (tab-separated user, item, rating, unix time); "
-                           "csv: a header naming the columns")
-    load.add_argument("--user-col", default="user_id", help="csv: the user id column")
-    load.add_argument("--item-col", default="item_id", help="csv: the item id column")
-    load.add_argument("--rating-col", default="rating", help="csv: the rating column")
+                           "csv: a header naming the columns; parquet: the same columns "
+                           "(default: from the extension, .csv or .parquet)")
+    load.add_argument("--user-col", default="user_id", help="csv, parquet: the user id column")
+    load.add_argument("--item-col", default="item_id", help="csv, parquet: the item id column")
+    load.add_argument("--rating-col", default="rating", help="csv, parquet: the rating column")
     load.add_argument("--timestamp-col", default="timestamp",
-                      help="csv: unix seconds or ISO 8601 (UTC unless an offset is given)")
+                      help="csv, parquet: unix seconds or ISO 8601 (UTC unless an offset is "
+                           "given), or a Parquet timestamp")
     load.add_argument("--delimiter", default=",", help="csv: the field separator")
     load.add_argument("--replace", action="store_true", help="empty the table first")
 

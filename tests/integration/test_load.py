@@ -63,8 +63,11 @@ def test_csv_with_other_column_names(engine, tmp_path: Path) -> None:
 
 
 def test_unknown_format_is_named(engine, tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="unknown format 'parquet'"):
-        load_file(engine, write_lines(tmp_path / "x", GOOD), file_format="parquet")
+    with pytest.raises(InputError, match="unknown format 'xml'; use movielens, csv, parquet"):
+        load_file(engine, write_lines(tmp_path / "x", GOOD), file_format="xml")
+    with pytest.raises(InputError, match="cannot tell the format from the extension; name it"
+                                         " with --format"):
+        load_file(engine, write_lines(tmp_path / "x.txt", GOOD))
 
 
 class Terminal(io.StringIO):
