@@ -53,8 +53,9 @@ def add_commands(commands: Commands) -> None:
                            "`batchscore versions list` shows the ids)")
     validate.add_argument("--run-date", type=parse_date, default=None,
                           help="for --input (default: the newest event's date)")
-    validate.add_argument("--input-format", choices=["csv", "movielens"], default="csv",
-                          help="for --input FILE")
+    validate.add_argument("--input-format", choices=["csv", "movielens", "parquet"],
+                          default=None,
+                          help="for --input FILE (default: parquet for a .parquet file, else csv)")
 
     rejects = commands.subgroup("rejects", "input rows the contract quarantined")
     rejects_list = rejects.add("list", cmd_rejects_list,

@@ -303,11 +303,13 @@ def parse_csv(path: Path, layout: CsvLayout, bytes_read: Callable[[int], None] |
 
 
 def read_parquet_frame(path: Path) -> pd.DataFrame:
-    """A Parquet file as a pandas frame, as it is but for its time columns.
+    """A Parquet file as a pandas frame, as it is but for its time and integer columns.
 
     A Parquet timestamp column becomes whole Unix seconds (UTC when it has no
-    time zone; nulls stay null), the form the contracts and the tables expect.
-    A file that is not Parquet is an :class:`InputError`.
+    time zone; nulls stay null), the form the contracts and the tables expect;
+    an integer column of any width becomes int64 (float64 when its values do
+    not fit), the type the contracts know. A file that is not Parquet is an
+    :class:`InputError`.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -321,6 +323,12 @@ def read_parquet_frame(path: Path) -> pd.DataFrame:
                 seconds = pc.floor_temporal(table.column(position), unit="second")
                 seconds = seconds.cast(pa.timestamp("s", column.type.tz)).cast(pa.int64())
                 table = table.set_column(position, column.name, seconds)
+            elif pa.types.is_integer(column.type) and column.type != pa.int64():
+                try:
+                    widened = table.column(position).cast(pa.int64())
+                except pa.ArrowInvalid:  # a uint64 beyond int64: the range checks name it
+                    widened = table.column(position).cast(pa.float64(), safe=False)
+                table = table.set_column(position, column.name, widened)
         return table.to_pandas()
     except (pa.ArrowException, OSError) as err:
         raise InputError(f"{path}: not a readable Parquet file ({err})") from None
