@@ -308,8 +308,8 @@ def read_parquet_frame(path: Path) -> pd.DataFrame:
     A Parquet timestamp column becomes whole Unix seconds (UTC when it has no
     time zone; nulls stay null), the form the contracts and the tables expect;
     an integer column of any width becomes int64 (float64 when its values do
-    not fit), the type the contracts know. A file that is not Parquet is an
-    :class:`InputError`.
+    not fit) and a floating-point one float64, the types the contracts know.
+    A file that is not Parquet is an :class:`InputError`.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -329,6 +329,9 @@ def read_parquet_frame(path: Path) -> pd.DataFrame:
                 except pa.ArrowInvalid:  # a uint64 beyond int64: the range checks name it
                     widened = table.column(position).cast(pa.float64(), safe=False)
                 table = table.set_column(position, column.name, widened)
+            elif pa.types.is_floating(column.type) and column.type != pa.float64():
+                table = table.set_column(position, column.name,
+                                         table.column(position).cast(pa.float64()))
         return table.to_pandas()
     except (pa.ArrowException, OSError) as err:
         raise InputError(f"{path}: not a readable Parquet file ({err})") from None

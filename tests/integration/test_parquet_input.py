@@ -22,11 +22,12 @@ ROWS = 200
 
 
 def day_columns() -> dict[str, pa.Array]:
-    """200 good events on the run date: 100 users, 2 items each, a timestamp type."""
+    """200 good events on the run date: 100 users, 2 items each; narrow types, as exports
+    write them, and a timestamp type."""
     return {
         "user_id": pa.array([1 + n // 2 for n in range(ROWS)], pa.int64()),
         "item_id": pa.array([7 + n % 2 for n in range(ROWS)], pa.int32()),
-        "rating": pa.array([3.0] * ROWS, pa.float64()),
+        "rating": pa.array([3.0] * ROWS, pa.float32()),
         "timestamp": pa.array([NOON.replace(second=n % 60, minute=n // 60) for n in range(ROWS)],
                               pa.timestamp("ms", "UTC")),
     }
