@@ -323,7 +323,7 @@ def list_rejects(engine: Engine, run_id: str | None = None, limit: int = 100
 
 
 def validate_by_hand(validator: Validator, engine: Engine, run_date: date,
-                     path: Path | None, file_format: str = "csv"
+                     path: Path | None, file_format: str | None = None
                      ) -> tuple[InputBatch, InputOutcome]:
     """The input contract on a file (or, without one, the run date's events in the table);
     nothing is loaded."""

@@ -1,12 +1,14 @@
 """Every loader at and beyond each documented bound, against the embedded PostgreSQL.
 
-The interaction loaders (`batchscore data load`: movielens, csv, parquet) take a
-value just inside a bound and refuse one just outside it with a message naming the
-row and the bound, loading nothing: the table keeps what it had.
+The interaction loaders (`batchscore data load`: movielens, csv, parquet) and the
+metadata loaders (`load-items`, `load-users`) take a value just inside a bound and
+refuse one just outside it with a message naming the row and the bound, loading
+nothing: the table keeps what it had.
 """
 
 from __future__ import annotations
 
+import csv
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
+from jobs.contracts.engine import ContractError, Validator
+from jobs.contracts.metadata import load_metadata_file
 from jobs.data.load import InputError, load_file
 
 LAST_SECOND = 253402300799          # 9999-12-31T23:59:59Z
@@ -175,3 +179,109 @@ def test_a_parquet_timestamp_before_1970_is_refused(engine, tmp_path: Path) -> N
                               {"timestamp": pa.timestamp("s")})
     refused_and_nothing_loaded(engine, path, "parquet",
                                "row 1: timestamp 1969-12-31 23:59:59 is before 1970")
+
+
+# -- load-items and load-users: the same id bounds, under their contracts.
+
+def metadata_rows(engine, table: str) -> list[tuple]:
+    id_column = {"items": "item_id", "users": "user_id"}[table]
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(sa.text(
+            f"SELECT {id_column}, attributes FROM batchscore.{table} ORDER BY 1"))]
+
+
+def write_metadata(tmp_path: Path, file_format: str, id_column: str, ids: list[Any],
+                   attributes: list[str] | None = None) -> Path:
+    """A metadata file of ``ids``, with ``attributes`` (JSON text) when given."""
+    columns: dict[str, list[Any]] = {id_column: ids}
+    if attributes:
+        columns["attributes"] = attributes
+    if file_format == "csv":
+        path = tmp_path / "meta.csv"
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(columns)
+            writer.writerows([text_of(value) for value in row]
+                             for row in zip(*columns.values(), strict=True))
+        return path
+    path = tmp_path / "meta.parquet"
+    pq.write_table(pa.table({name: pa.array(values, type=pa.uint64() if name == id_column
+                                            and any(v == 2**63 for v in values) else None)
+                             for name, values in columns.items()}), path)
+    return path
+
+
+@pytest.fixture
+def validator(tmp_path: Path) -> Validator:
+    return Validator(tmp_path / "home")
+
+
+METADATA = [(table, file_format) for table in ("items", "users")
+            for file_format in ("csv", "parquet")]
+
+
+@pytest.mark.parametrize(("table", "file_format"), METADATA)
+def test_metadata_ids_at_the_bounds_are_loaded(engine, validator, tmp_path: Path, table: str,
+                                               file_format: str) -> None:
+    id_column = table[:-1] + "_id"
+    path = write_metadata(tmp_path, file_format, id_column, [1, 2**31 - 1])
+    load = load_metadata_file(validator, engine, table, path)
+    assert (load.rows, load.inserted, load.updated) == (2, 2, 0)
+    assert metadata_rows(engine, table) == [(1, {}), (2**31 - 1, {})]
+
+
+METADATA_REFUSED = [
+    (0, "is a positive integer below 2^31 (expected 1 to 2147483647) — 1 of 2 rows fail"),
+    (-1, "is a positive integer below 2^31 (expected 1 to 2147483647) — 1 of 2 rows fail"),
+    (2**31, "is a positive integer below 2^31 (expected 1 to 2147483647) — 1 of 2 rows fail"),
+    (2.5, "is a whole number (digits, or a whole number in Parquet) — 1 of 2 rows fail"),
+    (None, "is present — 1 of 2 rows fail"),
+]
+
+
+@pytest.mark.parametrize(("table", "file_format"), METADATA)
+@pytest.mark.parametrize(("value", "reason"), METADATA_REFUSED,
+                         ids=[str(value) for value, _ in METADATA_REFUSED])
+def test_metadata_ids_beyond_the_bounds_are_refused(engine, validator, tmp_path: Path,
+                                                    table: str, file_format: str, value: Any,
+                                                    reason: str) -> None:
+    id_column = table[:-1] + "_id"
+    load_metadata_file(validator, engine, table,
+                       write_metadata(tmp_path, "csv", id_column, [5]))
+    path = write_metadata(tmp_path, file_format, id_column, [value, 6])
+    with pytest.raises(ContractError) as caught:
+        load_metadata_file(validator, engine, table, path, replace=True)
+    message = str(caught.value)
+    assert f"{table} contract failed for {path}, nothing loaded" in message
+    assert f"({id_column}): {id_column} {reason}" in message
+    row = "line 2" if file_format == "csv" else "row 0"
+    shown = "None" if value is None else str(value)
+    assert f"e.g. {row}: {id_column}={shown}" in message
+    assert metadata_rows(engine, table) == [(5, {})]
+
+
+ATTRIBUTES_REFUSED = [
+    '{"score": NaN}',          # Python's json takes it; PostgreSQL's jsonb does not
+    '{"score": Infinity}',
+    '{"big": 1e999}',          # a float too large: infinity
+    '{"nul": "a\\u0000b"}',   # jsonb cannot hold the NUL character
+    '["a", "list"]',
+    '{"unclosed": 1',
+]
+
+
+@pytest.mark.parametrize(("table", "file_format"), METADATA)
+@pytest.mark.parametrize("attributes", ATTRIBUTES_REFUSED)
+def test_attributes_that_are_not_a_json_object_are_refused(engine, validator, tmp_path: Path,
+                                                           table: str, file_format: str,
+                                                           attributes: str) -> None:
+    id_column = table[:-1] + "_id"
+    path = write_metadata(tmp_path, file_format, id_column, [1, 2],
+                          ['{"plan": "free"}', attributes])
+    with pytest.raises(ContractError) as caught:
+        load_metadata_file(validator, engine, table, path)
+    message = str(caught.value)
+    assert "expect_column_values_to_be_in_type_list(attributes): attributes is a JSON object" \
+        in message
+    assert "— 1 of 2 rows fail" in message
+    assert metadata_rows(engine, table) == []
