@@ -253,12 +253,13 @@ def upsert_metadata(engine: Engine, checked: MetadataFile, *, replace: bool = Fa
         copy_with_progress(cur, sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
             staged, names).as_string(cur), buffer, f"loading {kind.table}", len(checked.frame))
         # xmax is 0 on a row this statement inserted, and set on one it updated.
-        cur.execute(sql.SQL("INSERT INTO {table} ({names}) SELECT {names} FROM {staged}"
-                            " ON CONFLICT ({id}) {action} RETURNING xmax = 0").format(
+        cur.execute(sql.SQL(
+            "WITH upserted AS (INSERT INTO {table} ({names}) SELECT {names} FROM {staged}"
+            " ON CONFLICT ({id}) {action} RETURNING xmax = 0 AS inserted)"
+            " SELECT count(*) FILTER (WHERE inserted) FROM upserted").format(
             table=table, names=names, staged=staged, id=sql.Identifier(kind.id_column),
             action=on_conflict))
-        outcomes = [inserted for (inserted,) in cur.fetchall()]
-    inserted = sum(outcomes)
+        inserted = int(cur.fetchone()[0])
     load = MetadataLoad(table=kind.table, rows=len(checked.frame), inserted=inserted,
                         updated=len(checked.frame) - inserted, replaced=replace)
     logger.info("loaded %d %s rows from %s (%d new, %d updated)", load.rows, kind.table,
