@@ -71,7 +71,10 @@ with DAG(
         "k": Param(50, type="integer", minimum=1, description="items per user"),
         "input_path": Param(None, type=["null", "string"],
                             description="a day's interactions file to validate and load"),
-        "input_format": Param("csv", enum=["csv", "movielens"]),
+        "input_format": Param(None, type=["null", "string"],
+                              enum=[None, "csv", "movielens", "parquet"],
+                              description="the input file's format (default: parquet for "
+                                          "a .parquet file, else csv)"),
         "canary_version": Param(None, type=["null", "integer"], minimum=1,
                                 description="serve this model version to canary_fraction "
                                             "of the users"),

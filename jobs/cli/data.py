@@ -1,5 +1,5 @@
-"""`batchscore data ...`, `batchscore validate` and `batchscore rejects list`: data in,
-and the contracts run by hand."""
+"""`batchscore data ...`, `batchscore validate` and `batchscore rejects list`: interactions,
+items and users in, and the contracts run by hand."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from jobs.platform.config import Settings
 
 
 def add_commands(commands: Commands) -> None:
-    data = commands.subgroup("data", "interactions in")
+    data = commands.subgroup("data", "interactions, items and users in")
     gen = data.add("generate", cmd_data_generate, "generate synthetic interactions and load them")
     gen.add_argument("--users", type=int, required=True)
     gen.add_argument("--items", type=int, required=True)
@@ -30,16 +30,30 @@ def add_commands(commands: Commands) -> None:
     gen.add_argument("--replace", action="store_true", help="empty the table first")
     load = data.add("load", cmd_data_load, "load an interactions file")
     load.add_argument("path", type=Path)
-    load.add_argument("--format", choices=["movielens", "csv"], required=True,
+    load.add_argument("--format", choices=["movielens", "csv", "parquet"], default=None,
                       help="movielens: u.data (tab-separated user, item, rating, unix time); "
-                           "csv: a header naming the columns")
-    load.add_argument("--user-col", default="user_id", help="csv: the user id column")
-    load.add_argument("--item-col", default="item_id", help="csv: the item id column")
-    load.add_argument("--rating-col", default="rating", help="csv: the rating column")
+                           "csv: a header naming the columns; parquet: the same columns "
+                           "(default: from the extension, .csv or .parquet)")
+    load.add_argument("--user-col", default="user_id", help="csv, parquet: the user id column")
+    load.add_argument("--item-col", default="item_id", help="csv, parquet: the item id column")
+    load.add_argument("--rating-col", default="rating", help="csv, parquet: the rating column")
     load.add_argument("--timestamp-col", default="timestamp",
-                      help="csv: unix seconds or ISO 8601 (UTC unless an offset is given)")
+                      help="csv, parquet: unix seconds or ISO 8601 (UTC unless an offset is "
+                           "given), or a Parquet timestamp")
     load.add_argument("--delimiter", default=",", help="csv: the field separator")
     load.add_argument("--replace", action="store_true", help="empty the table first")
+    for table, what, columns in (("items", "an item", "item_id, optional title"),
+                                 ("users", "a user", "user_id")):
+        meta = data.add(f"load-{table}", cmd_data_load_metadata,
+                        f"check {what} metadata file against its contract and upsert it")
+        meta.add_argument("path", type=Path)
+        meta.add_argument("--format", choices=["csv", "parquet"], default=None,
+                          help=f"columns {columns}, then attributes as one JSON-object column "
+                               "`attributes` or as extra columns (default: from the extension, "
+                               ".csv or .parquet)")
+        meta.add_argument("--replace", action="store_true",
+                          help=f"empty batchscore.{table} first, in the same transaction")
+        meta.set_defaults(table=table)
 
     validate = commands.add("validate", cmd_validate,
                             "run the data contracts by hand; nothing is loaded or published")
@@ -51,8 +65,9 @@ def add_commands(commands: Commands) -> None:
                            "`batchscore versions list` shows the ids)")
     validate.add_argument("--run-date", type=parse_date, default=None,
                           help="for --input (default: the newest event's date)")
-    validate.add_argument("--input-format", choices=["csv", "movielens"], default="csv",
-                          help="for --input FILE")
+    validate.add_argument("--input-format", choices=["csv", "movielens", "parquet"],
+                          default=None,
+                          help="for --input FILE (default: parquet for a .parquet file, else csv)")
 
     rejects = commands.subgroup("rejects", "input rows the contract quarantined")
     rejects_list = rejects.add("list", cmd_rejects_list,
@@ -87,6 +102,18 @@ def cmd_data_load(settings: Settings, args: argparse.Namespace) -> int:
     count = load_file(database(settings), args.path, file_format=args.format, layout=layout,
                       replace=args.replace)
     print(f"loaded {count} interactions from {args.path}")
+    return 0
+
+
+def cmd_data_load_metadata(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs.contracts.engine import Validator
+    from jobs.contracts.metadata import load_metadata_file
+
+    load = load_metadata_file(Validator(settings.home), database(settings), args.table,
+                              args.path, file_format=args.format, replace=args.replace)
+    replaced = f"; batchscore.{load.table} replaced" if load.replaced else ""
+    print(f"loaded {load.rows} {load.table} from {args.path}: {load.inserted} new, "
+          f"{load.updated} updated{replaced}")
     return 0
 
 

@@ -29,8 +29,11 @@ def add_commands(commands: Commands) -> None:
     nightly.add_argument("--input", type=Path, default=None,
                          help="the day's new interactions to validate and load first "
                               "(default: validate the run date's events already in the table)")
-    nightly.add_argument("--input-format", choices=["csv", "movielens"], default="csv",
-                         help="csv: header user_id,item_id,rating,timestamp; movielens: u.data")
+    nightly.add_argument("--input-format", choices=["csv", "movielens", "parquet"],
+                         default=None,
+                         help="csv: header user_id,item_id,rating,timestamp; movielens: u.data; "
+                              "parquet: the csv columns (default: parquet for a .parquet "
+                              "file, else csv)")
     nightly.add_argument("--model-version", type=int, default=None,
                          help="pin a model version (default: the one serving as of the date)")
     nightly.add_argument("--serve-older-date", action="store_true",

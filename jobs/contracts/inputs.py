@@ -32,7 +32,7 @@ from jobs.contracts.engine import (
     failure_message,
     load_contracts_config,
 )
-from jobs.data.load import InputError
+from jobs.data.load import InputError, file_format_of, read_parquet_frame
 from jobs.data.store import copy_with_progress, day_end, epoch_to_sql
 from jobs.platform.db import cursor
 
@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 COLUMNS = ["user_id", "item_id", "rating", "timestamp"]
 SUITE = "interactions"
 TABLE_SOURCE = "table"
+INPUT_FORMATS = ("csv", "movielens", "parquet")
 
 
 @dataclass(frozen=True)
@@ -63,13 +64,25 @@ class InputOutcome:
         return self.report.row_count - len(self.rejected)
 
 
-def read_input_file(path: Path, file_format: str = "csv") -> InputBatch:
-    """Read a day's file as it is, for the contract to judge; only unreadable files fail here."""
+def read_input_file(path: Path, file_format: str | None = None) -> InputBatch:
+    """Read a day's file as it is, for the contract to judge; only unreadable files fail here.
+
+    ``file_format`` is csv, movielens or parquet (None: parquet for a
+    ``.parquet`` file, else csv). Rows of a text file are named by line
+    number, rows of a Parquet file by their index in it (the first row is 0).
+    """
+    file_format = file_format_of(path, file_format, INPUT_FORMATS, default="csv")
     if not path.exists():
         raise InputError(f"{path}: file not found")
     raw = path.read_bytes()
     if not raw:
         raise InputError(f"{path}: the file is empty")
+    if file_format == "parquet":
+        frame = read_parquet_frame(path)
+        frame.index = pd.RangeIndex(0, len(frame), name="row")
+        return InputBatch(
+            frame=whole_numbers_as_integers(frame), source=f"file:{path.name}", row_label="row",
+            sha256=hashlib.sha256(raw).hexdigest())
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -85,11 +98,9 @@ def read_input_file(path: Path, file_format: str = "csv") -> InputBatch:
     if file_format == "csv":
         read = {"sep": ",", "header": 0}
         first_line = 2
-    elif file_format == "movielens":
+    else:
         read = {"sep": "\t", "header": None, "names": COLUMNS}
         first_line = 1
-    else:
-        raise InputError(f"unknown input format {file_format!r}; use csv or movielens")
     try:
         frame = pd.read_csv(io.StringIO(text), skipinitialspace=True, **read)
     except pd.errors.ParserError as err:
@@ -312,7 +323,7 @@ def list_rejects(engine: Engine, run_id: str | None = None, limit: int = 100
 
 
 def validate_by_hand(validator: Validator, engine: Engine, run_date: date,
-                     path: Path | None, file_format: str = "csv"
+                     path: Path | None, file_format: str | None = None
                      ) -> tuple[InputBatch, InputOutcome]:
     """The input contract on a file (or, without one, the run date's events in the table);
     nothing is loaded."""

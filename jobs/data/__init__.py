@@ -1,2 +1,3 @@
 """Loading and generating interaction data: files and synthetic sets into the
-interactions table (``load``, ``generate``), and the table in bulk (``store``)."""
+interactions table (``load``, ``generate``), the table in bulk (``store``), and
+item and user metadata files into their tables (``metadata``)."""

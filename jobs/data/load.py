@@ -10,23 +10,36 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import numbers
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import pandas as pd
 from sqlalchemy.engine import Engine
 
 from jobs.data.store import copy_interactions, rows_to_csv
 from jobs.platform.progress import progress
 
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq
+
 logger = logging.getLogger(__name__)
 
 MAX_REPORTED_ERRORS = 20
+# The documented bounds: ids fit a 32-bit signed integer, which Spark's ALS
+# needs; times fit Python's datetime (years 1970 to 9999).
+MAX_ID = 2**31 - 1
+MAX_TIMESTAMP = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp())
+WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
 # How often a parser tells its progress callback how far into the file it is:
 # rarely enough to cost nothing per line, often enough for a bar to move.
 PROGRESS_EVERY_LINES = 10_000
+LOAD_FORMATS = ("movielens", "csv", "parquet")
 
 
 class InputError(ValueError):
@@ -46,14 +59,17 @@ class CsvLayout:
 
 @dataclass
 class LineErrors:
+    """The malformed lines (or, in a Parquet file, rows) of one file, the first few kept."""
+
     path: Path
+    unit: str = "line"
     messages: list[str] = field(default_factory=list)
     count: int = 0
 
     def add(self, line_number: int, reason: str) -> None:
         self.count += 1
         if len(self.messages) < MAX_REPORTED_ERRORS:
-            self.messages.append(f"line {line_number}: {reason}")
+            self.messages.append(f"{self.unit} {line_number}: {reason}")
 
     def raise_if_any(self) -> None:
         if not self.count:
@@ -61,59 +77,134 @@ class LineErrors:
         more = self.count - len(self.messages)
         tail = f"\n  ... and {more} more" if more else ""
         raise InputError(
-            f"{self.path}: {self.count} malformed line(s), nothing loaded:\n  "
+            f"{self.path}: {self.count} malformed {self.unit}(s), nothing loaded:\n  "
             + "\n  ".join(self.messages) + tail
         )
 
 
-def parse_id(text: str, name: str) -> int:
-    value = text.strip()
-    if not value:
-        raise ValueError(f"{name} is missing")
+def file_format_of(path: Path, given: str | None, formats: tuple[str, ...],
+                   default: str | None = None) -> str:
+    """The format named by ``given``, else by the file's extension, else ``default``.
+
+    ``.parquet`` is Parquet and ``.csv`` CSV; anything else needs ``--format``
+    unless there is a default.
+    """
+    if given is None:
+        given = {".parquet": "parquet", ".csv": "csv"}.get(path.suffix.lower(), default)
+        if given is None:
+            raise InputError(f"{path}: cannot tell the format from the extension; "
+                             f"name it with --format ({' or '.join(formats)})")
+    if given not in formats:
+        raise InputError(f"unknown format {given!r}; use {', '.join(formats)}")
+    return given
+
+
+def open_parquet(path: Path) -> pq.ParquetFile:
+    """The Parquet file at ``path``; a missing or unreadable file is an :class:`InputError`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if not path.is_file():
+        raise InputError(f"{path}: not a regular file")
     try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as err:
+        raise InputError(f"{path}: not a readable Parquet file ({err})") from None
+
+
+def parse_id(value: object, name: str) -> int:
+    """An id: a whole number from 1 to 2^31 - 1 (text, or a typed integer or whole float)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValueError(f"{name} is missing")
+    if isinstance(value, str):
+        text = value.strip()
+        # int() alone would also take "1_000" and non-ASCII digits.
+        if not WHOLE_NUMBER.fullmatch(text):
+            raise ValueError(f"{name} {text!r} is not a whole number")
+        number = int(text)
+    elif isinstance(value, bool):
+        raise ValueError(f"{name} {value!r} is a boolean, not a whole number")
+    elif isinstance(value, numbers.Integral):
         number = int(value)
-    except ValueError:
-        raise ValueError(f"{name} {value!r} is not a whole number") from None
+    elif isinstance(value, float):
+        if not (math.isfinite(value) and value.is_integer()):
+            raise ValueError(f"{name} {value!r} is not a whole number")
+        number = int(value)
+    else:
+        raise ValueError(f"{name} {value!r} is a {type(value).__name__}, not a whole number")
     if number <= 0:
         raise ValueError(f"{name} {number} is not a positive integer")
+    if number > MAX_ID:
+        raise ValueError(f"{name} {number} is not below 2^31 (at most {MAX_ID})")
     return number
 
 
-def parse_rating(text: str, name: str = "rating") -> float:
-    value = text.strip()
-    if not value:
+def parse_rating(value: object, name: str = "rating") -> float:
+    """A rating: a positive finite number (text, or a typed number)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
         raise ValueError(f"{name} is missing")
-    try:
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(f"{name} {text!r} is not a number") from None
+    elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} {value!r} is a {type(value).__name__}, not a number")
+    else:
         number = float(value)
-    except ValueError:
-        raise ValueError(f"{name} {value!r} is not a number") from None
+        text = repr(number)
     if not math.isfinite(number):
-        raise ValueError(f"{name} {value!r} is not a finite number")
+        raise ValueError(f"{name} {text!r} is not a finite number")
     if number <= 0:
         raise ValueError(f"{name} {number:g} is not positive")
     return number
 
 
-def parse_timestamp(text: str, name: str = "timestamp") -> int:
-    """Unix seconds, or an ISO 8601 date-time (UTC when no offset is given)."""
-    value = text.strip()
-    if not value:
+def parse_timestamp(value: object, name: str = "timestamp") -> int:
+    """Whole Unix seconds from 1970 to the end of 9999: given as seconds, as an ISO 8601
+    date-time (UTC when no offset is given) or as a typed date-time."""
+    if value is None or (isinstance(value, str) and not value.strip()):
         raise ValueError(f"{name} is missing")
-    try:
+    shown = str(value)
+    if isinstance(value, str):
+        text = value.strip()
+        shown = text
+        if WHOLE_NUMBER.fullmatch(text):
+            seconds = int(text)
+        else:
+            try:
+                moment = datetime.fromisoformat(text)
+            except ValueError:
+                raise ValueError(
+                    f"{name} {text!r} is neither Unix seconds nor an ISO 8601 date-time"
+                ) from None
+            seconds = _epoch_seconds(moment)
+            shown = repr(text)
+    elif isinstance(value, datetime):
+        seconds = _epoch_seconds(value)
+    elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} {value!r} is a {type(value).__name__}, "
+                         "not Unix seconds or a date-time")
+    elif isinstance(value, numbers.Integral) or (math.isfinite(value)
+                                                 and float(value).is_integer()):
         seconds = int(value)
-    except ValueError:
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(
-                f"{name} {value!r} is neither Unix seconds nor an ISO 8601 date-time"
-            ) from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return int(moment.timestamp())
+    else:
+        raise ValueError(f"{name} {value!r} is not whole Unix seconds")
     if seconds < 0:
-        raise ValueError(f"{name} {seconds} is before 1970")
+        raise ValueError(f"{name} {shown} is before 1970")
+    if seconds > MAX_TIMESTAMP:
+        raise ValueError(f"{name} {shown} is after 9999 (at most {MAX_TIMESTAMP})")
     return seconds
+
+
+def _epoch_seconds(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    # Whole seconds, as from Unix seconds; floor, so that 1969-12-31T23:59:59.5 stays before 1970.
+    return math.floor(moment.timestamp())
 
 
 def _open_lines(path: Path, bytes_read: Callable[[int], None] | None = None
@@ -211,28 +302,115 @@ def parse_csv(path: Path, layout: CsvLayout, bytes_read: Callable[[int], None] |
     errors.raise_if_any()
 
 
+def read_parquet_frame(path: Path) -> pd.DataFrame:
+    """A Parquet file as a pandas frame, as it is but for its time and integer columns.
+
+    A Parquet timestamp column becomes whole Unix seconds (UTC when it has no
+    time zone; nulls stay null), the form the contracts and the tables expect;
+    an integer column of any width becomes int64 (float64 when its values do
+    not fit) and a floating-point one float64, the types the contracts know.
+    A file that is not Parquet is an :class:`InputError`.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    source = open_parquet(path)
+    try:
+        table = source.read()
+        for position, column in enumerate(table.schema):
+            if pa.types.is_timestamp(column.type):
+                # Floor to the second: 10:00:00.9 happened at 10:00:00, not 10:00:01.
+                seconds = pc.floor_temporal(table.column(position), unit="second")
+                seconds = seconds.cast(pa.timestamp("s", column.type.tz)).cast(pa.int64())
+                table = table.set_column(position, column.name, seconds)
+            elif pa.types.is_integer(column.type) and column.type != pa.int64():
+                try:
+                    widened = table.column(position).cast(pa.int64())
+                except pa.ArrowInvalid:  # a uint64 beyond int64: the range checks name it
+                    widened = table.column(position).cast(pa.float64(), safe=False)
+                table = table.set_column(position, column.name, widened)
+            elif pa.types.is_floating(column.type) and column.type != pa.float64():
+                table = table.set_column(position, column.name,
+                                         table.column(position).cast(pa.float64()))
+        return table.to_pandas()
+    except (pa.ArrowException, OSError) as err:
+        raise InputError(f"{path}: not a readable Parquet file ({err})") from None
+
+
+def parse_parquet(path: Path, layout: CsvLayout, rows_read: Callable[[int], None] | None = None
+                  ) -> Iterator[tuple[int, int, float, int]]:
+    """Rows of a Parquet file with the columns named in ``layout``, checked as a CSV
+    file's are; errors name the row by its index in the file (the first row is 0).
+
+    Ids may be integer or whole floating-point columns, ratings any numeric
+    column, timestamps Unix seconds or a Parquet timestamp type (UTC when it
+    has no time zone). ``rows_read`` is told the rows read so far.
+    """
+    import pyarrow as pa
+
+    source = open_parquet(path)
+    wanted = [layout.user_col, layout.item_col, layout.rating_col, layout.timestamp_col]
+    names = source.schema_arrow.names
+    missing = [col for col in wanted if col not in names]
+    if missing:
+        raise InputError(
+            f"{path}: lacks column(s) {missing}; found {names}. "
+            "Name the columns with --user-col, --item-col, --rating-col, --timestamp-col"
+        )
+    errors = LineErrors(path, unit="row")
+    row = 0
+    try:
+        for batch in source.iter_batches(columns=wanted):
+            # Python values, not numpy's: a nanosecond timestamp becomes a datetime.
+            columns = [batch.column(name).to_pylist() for name in wanted]
+            for user, item, rating, moment in zip(*columns, strict=True):
+                try:
+                    yield (
+                        parse_id(user, layout.user_col),
+                        parse_id(item, layout.item_col),
+                        parse_rating(rating, layout.rating_col),
+                        parse_timestamp(moment, layout.timestamp_col),
+                    )
+                except ValueError as err:
+                    errors.add(row, str(err))
+                row += 1
+            if rows_read is not None:
+                rows_read(row)
+    except (pa.ArrowException, OSError) as err:
+        raise InputError(f"{path}: not a readable Parquet file ({err})") from None
+    errors.raise_if_any()
+
+
 def load_file(
     engine: Engine,
     path: Path,
     *,
-    file_format: str,
+    file_format: str | None = None,
     layout: CsvLayout | None = None,
     replace: bool = False,
 ) -> int:
-    """Check every line of ``path``, then load all of it in one transaction.
+    """Check every line (or Parquet row) of ``path``, then load all of it in one transaction.
 
-    Both passes show their progress (see :mod:`jobs.platform.progress`): the
-    check in bytes of the file read, the load in rows sent to the database.
+    ``file_format`` is movielens, csv or parquet (None: from the extension).
+    ``layout`` names the columns of a csv or parquet file. Both passes show
+    their progress (see :mod:`jobs.platform.progress`): the check in bytes of
+    the file read (rows, for Parquet), the load in rows sent to the database.
     """
-    if file_format not in ("movielens", "csv"):
-        raise InputError(f"unknown format {file_format!r}; use movielens or csv")
-    # A missing file is reported by the parser, with the other input errors.
-    size = path.stat().st_size if path.is_file() else None
+    file_format = file_format_of(path, file_format, LOAD_FORMATS)
+    layout = layout or CsvLayout()
     with tempfile.TemporaryFile("w+", encoding="utf-8") as staged:
-        with progress(f"checking {path.name}", size, "B", verb="read", scale=True) as read:
-            rows = (parse_movielens(path, read) if file_format == "movielens"
-                    else parse_csv(path, layout or CsvLayout(), read))
-            count = rows_to_csv(rows, staged)
+        if file_format == "parquet":
+            source = open_parquet(path)
+            with progress(f"checking {path.name}", source.metadata.num_rows, "rows",
+                          verb="read") as read:
+                count = rows_to_csv(parse_parquet(path, layout, read), staged)
+        else:
+            # A missing file is reported by the parser, with the other input errors.
+            size = path.stat().st_size if path.is_file() else None
+            with progress(f"checking {path.name}", size, "B", verb="read", scale=True) as read:
+                rows = (parse_movielens(path, read) if file_format == "movielens"
+                        else parse_csv(path, layout, read))
+                count = rows_to_csv(rows, staged)
         if count == 0:
             raise InputError(f"{path}: no interactions found, nothing loaded")
         staged.seek(0)

@@ -81,7 +81,7 @@ def validate_inputs(**context: Any) -> dict[str, Any]:
         home=settings.home,
         k=int(params.get("k") or settings.top_k),
         input_path=Path(params["input_path"]) if params.get("input_path") else None,
-        input_format=params.get("input_format") or "csv",
+        input_format=params.get("input_format") or None,
         model_version=params.get("model_version"),
         serve_older_date=bool(params.get("serve_older_date")),
         canary_version=params.get("canary_version"),

@@ -109,7 +109,8 @@ class NightlyConfig:
     k: int
     spark_master: str | None = None
     input_path: Path | None = None
-    input_format: str = "csv"
+    # csv, movielens or parquet; None: from the file's extension.
+    input_format: str | None = None
     model_version: int | None = None
     serve_older_date: bool = False
     # Score this version beside the served one, serving nothing (a shadow run).
@@ -135,7 +136,7 @@ class RunState:
     home: str
     work_dir: str
     input_path: str | None = None
-    input_format: str = "csv"
+    input_format: str | None = None
     serve_older_date: bool = False
     stats: dict[str, Any] = field(default_factory=dict)
     publish_id: int | None = None

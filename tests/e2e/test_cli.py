@@ -140,6 +140,17 @@ def test_servers_database_and_data_commands(home, capsys, tmp_path) -> None:
                    f"3,4,2.0,{run_date}T11:00:00Z\n")
     assert run(capsys, "data", "load", str(day), "--format", "csv") == (
         f"loaded 2 interactions from {day}\n")
+    # Every item of the sample data and of the generated set below: the nightly run later
+    # in this module checks its events against this catalogue.
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title\n" + "".join(f"{item},Item {item}\n"
+                                                 for item in range(1, 801)))
+    assert run(capsys, "data", "load-items", str(items)) == (
+        f"loaded 800 items from {items}: 800 new, 0 updated\n")
+    users = tmp_path / "users.csv"
+    users.write_text('user_id,attributes\n1,"{""plan"": ""free""}"\n')
+    assert run(capsys, "data", "load-users", str(users), "--replace") == (
+        f"loaded 1 users from {users}: 1 new, 0 updated; batchscore.users replaced\n")
     assert run(capsys, "data", "generate", "--users", "40", "--items", "30", "--days", "2",
                "--end-date", run_date.isoformat(), "--seed", "3").startswith("loaded ")
     error = run(capsys, "data", "generate", "--users", "0", "--items", "30", "--days", "2",

@@ -62,9 +62,30 @@ def test_csv_with_other_column_names(engine, tmp_path: Path) -> None:
     assert table(engine) == [(5, 50, 2.0, 1000)]
 
 
+def test_parquet_with_other_column_names(engine, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "export.parquet"
+    pq.write_table(pa.table({"uid": pa.array([5, 6], pa.int16()), "iid": [50, 60],
+                             "score": pa.array([2.0, 0.5], pa.float32()),
+                             "ts": pa.array([1000, 2000], pa.int64()), "device": ["a", "b"]}),
+                   path)
+    with pytest.raises(InputError, match=r"lacks column\(s\) \['user_id', 'item_id', 'rating',"
+                                         r" 'timestamp'\]; found \['uid', 'iid', 'score', 'ts',"
+                                         r" 'device'\]\. Name the columns with --user-col"):
+        load_file(engine, path)
+    layout = CsvLayout(user_col="uid", item_col="iid", rating_col="score", timestamp_col="ts")
+    assert load_file(engine, path, layout=layout) == 2
+    assert table(engine) == [(5, 50, 2.0, 1000), (6, 60, 0.5, 2000)]
+
+
 def test_unknown_format_is_named(engine, tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="unknown format 'parquet'"):
-        load_file(engine, write_lines(tmp_path / "x", GOOD), file_format="parquet")
+    with pytest.raises(InputError, match="unknown format 'xml'; use movielens, csv, parquet"):
+        load_file(engine, write_lines(tmp_path / "x", GOOD), file_format="xml")
+    with pytest.raises(InputError, match="cannot tell the format from the extension; name it"
+                                         " with --format"):
+        load_file(engine, write_lines(tmp_path / "x.txt", GOOD))
 
 
 class Terminal(io.StringIO):
