@@ -20,21 +20,27 @@ from jobs.platform.config import Settings
 from jobs.platform.provenance import current_user
 from jobs.training import train
 
+# Training options of `batchscore train`: option, default, help.
+TRAIN_OPTIONS = (
+    ("--holdout-days", train.DEFAULT_HOLDOUT_DAYS, "the last days held out to evaluate on"),
+    ("--rank", train.DEFAULT_RANK, "ALS latent factors"),
+    ("--reg-param", train.DEFAULT_REG_PARAM, "ALS regularisation"),
+    ("--alpha", train.DEFAULT_ALPHA, "ALS implicit-feedback confidence"),
+    ("--max-iter", train.DEFAULT_MAX_ITER, "ALS iterations"),
+)
+
 
 def add_commands(commands: Commands) -> None:
     trainer = commands.add("train", cmd_train, "train ALS and register a model version")
     trainer.add_argument("--as-of", type=parse_date, default=None,
                          help="train on events up to this date (default: the newest event's)")
-    trainer.add_argument("--holdout-days", type=int, default=train.DEFAULT_HOLDOUT_DAYS,
-                         help="the last days held out to evaluate on")
-    trainer.add_argument("--rank", type=int, default=train.DEFAULT_RANK,
-                         help="ALS latent factors")
-    trainer.add_argument("--reg-param", type=float, default=train.DEFAULT_REG_PARAM,
-                         help="ALS regularisation")
-    trainer.add_argument("--alpha", type=float, default=train.DEFAULT_ALPHA,
-                         help="ALS implicit-feedback confidence")
-    trainer.add_argument("--max-iter", type=int, default=train.DEFAULT_MAX_ITER,
-                         help="ALS iterations")
+    # No defaults here: --reproduce refuses any of them given, the version's own are used.
+    for option, default, text in TRAIN_OPTIONS:
+        trainer.add_argument(option, type=type(default), default=None,
+                             help=f"{text} (default: {default})")
+    trainer.add_argument("--reproduce", type=int, default=None, metavar="VERSION",
+                         help="train again on VERSION's kept training set with its as-of date "
+                              "and parameters; registered as a candidate that says so")
     models = commands.subgroup("models", "the model registry")
     models_list = models.add("list", cmd_models_list, "list model versions")
     models_list.add_argument("--json", action="store_true")
@@ -52,17 +58,55 @@ def add_commands(commands: Commands) -> None:
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     engine = database(settings)
+    if args.reproduce is not None:
+        given = [option for option, _, _ in TRAIN_OPTIONS
+                 if getattr(args, dest(option)) is not None]
+        if args.as_of is not None:
+            given.insert(0, "--as-of")
+        if given:
+            raise CommandError(f"--reproduce uses version {args.reproduce}'s recorded as-of "
+                               f"date and parameters; drop {', '.join(given)}")
+        original = registry.get(engine, args.reproduce)
+        config = train.TrainConfig.reproducing(original, services.database_url(settings),
+                                               settings.home, settings.spark_master)
+        reproduced = train.run(config)
+        describe_model(reproduced)
+        describe_reproduction(original, reproduced)
+        return 0
+    chosen = {dest(option): default if getattr(args, dest(option)) is None
+              else getattr(args, dest(option)) for option, default, _ in TRAIN_OPTIONS}
     try:
         config = train.TrainConfig(
             database_url=services.database_url(settings), home=settings.home,
             as_of=run_date_or_newest(engine, args.as_of), spark_master=settings.spark_master,
-            als=train.AlsParams(rank=args.rank, reg_param=args.reg_param, alpha=args.alpha,
-                                max_iter=args.max_iter),
-            holdout_days=args.holdout_days)
+            als=train.AlsParams(rank=chosen["rank"], reg_param=chosen["reg_param"],
+                                alpha=chosen["alpha"], max_iter=chosen["max_iter"]),
+            holdout_days=chosen["holdout_days"])
     except ValueError as err:
         raise CommandError(str(err)) from None
     describe_model(train.run(config))
     return 0
+
+
+def dest(option: str) -> str:
+    return option.removeprefix("--").replace("-", "_")
+
+
+def describe_reproduction(original: Any, reproduced: Any) -> None:
+    """The reproduction's data hash and holdout metrics next to the original's."""
+    report = reproduced.reports["reproduction"]
+    print(f"  reproduces version {original.version}: data hash {report['content_hash']} "
+          f"(v{original.version}: {report['original_content_hash']})")
+    print(f"  holdout @{reproduced.params['eval_k']}:     precision  recall  ndcg    map     "
+          "coverage")
+    for model in ("als", "popularity"):
+        for label, version in ((f"v{original.version}", original),
+                               (f"v{reproduced.version}", reproduced)):
+            metrics = version.metrics[model]
+            print(f"  {label + ' ' + model:<14} {metrics['precision_at_k']:.4f}     "
+                  f"{metrics['recall_at_k']:.4f}  {metrics['ndcg_at_k']:.4f}  "
+                  f"{metrics.get('map_at_k', float('nan')):.4f}  {metrics['catalog_coverage']:.3f}")
+    print(f"  largest difference in a holdout metric: {report['largest_metric_difference']:.2g}")
 
 
 def describe_model(version: Any) -> None:
@@ -118,6 +162,11 @@ def cmd_models_show(settings: Settings, args: argparse.Namespace) -> int:
     for artifact in version.artifacts or [{"kind": "model", "uri": version.artifact_uri}]:
         print(f"  artifact {artifact['kind']}: {artifact['uri']}"
               + (f" sha256 {artifact['sha256']}" if "sha256" in artifact else ""))
+    reproduction = version.reports.get("reproduction")
+    if reproduction:
+        print(f"  reproduces version {reproduction['of_version']} on its kept training set; "
+              f"largest difference in a holdout metric "
+              f"{reproduction['largest_metric_difference']:.2g}")
     fairness = version.reports.get("fairness")
     if fairness:
         print(f"  quality by segment (NDCG@{fairness['k']}):")

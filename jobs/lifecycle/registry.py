@@ -36,6 +36,10 @@ class ModelVersion:
         record["trained_as_of"] = self.trained_as_of.isoformat()
         return record
 
+    def artifact(self, kind: str) -> dict[str, Any] | None:
+        """The recorded artifact of this ``kind`` (e.g. ``training_set``), or None."""
+        return next((record for record in self.artifacts if record["kind"] == kind), None)
+
 
 @dataclass(frozen=True)
 class NewModel:

@@ -4,6 +4,10 @@
 run: extract the interactions, fit ALS on all but the last ``holdout_days``,
 evaluate it and a popularity baseline on those days, refit on everything, save
 the Spark model and register the version with its metrics and provenance.
+
+The interactions are exported once, as a Parquet training set that training
+reads and that is kept in the model's folder; ``--reproduce VERSION`` trains
+again on a version's kept training set with its recorded parameters.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
 import uuid
@@ -23,14 +28,14 @@ import numpy as np
 
 from jobs.bundles.export import export_als
 from jobs.data.load import InputError
-from jobs.data.store import day_end, export_interactions
-from jobs.lifecycle.registry import ModelVersion, NewModel, register, serving_or_none
-from jobs.platform.artifacts import artifact_path, artifact_record
+from jobs.data.store import day_end, export_training_set
+from jobs.lifecycle.registry import ModelVersion, NewModel, get, register, serving_or_none
+from jobs.platform.artifacts import artifact_path, artifact_record, sha256_of
 from jobs.platform.config import Settings
 from jobs.platform.db import engine_for, ensure_schema
 from jobs.platform.progress import spark_progress
 from jobs.platform.provenance import code_version, current_user
-from jobs.scoring.model import MODEL_METADATA_FILE, read_interactions
+from jobs.scoring.model import MODEL_METADATA_FILE
 from jobs.training.gates import GateConfig, judge
 from jobs.training.holdout import summary
 
@@ -50,6 +55,15 @@ DEFAULT_ALPHA = 2.0
 DEFAULT_MAX_ITER = 10
 DEFAULT_HOLDOUT_DAYS = 7
 DEFAULT_EVAL_K = 10
+
+# The artifact kind of the interactions a version was trained on, and its file, kept in
+# the Spark model's folder so that it goes when the model's artifacts go.
+TRAINING_SET = "training_set"
+TRAINING_SET_FILE = "training_set.parquet"
+
+
+class TrainingSetError(InputError):
+    """A version's kept training set is missing or not the one recorded: no reproduction."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +85,8 @@ class TrainConfig:
     holdout_days: int = DEFAULT_HOLDOUT_DAYS
     eval_k: int = DEFAULT_EVAL_K
     promote_if_first: bool = True
+    # The version whose kept training set this run trains on again, if any.
+    reproduces: int | None = None
 
     def __post_init__(self) -> None:
         for name, value in (("rank", self.als.rank), ("max-iter", self.als.max_iter),
@@ -80,12 +96,27 @@ class TrainConfig:
         if self.als.alpha <= 0 or self.als.reg_param < 0:
             raise ValueError("--alpha must be positive and --reg-param not negative")
 
+    @classmethod
+    def reproducing(cls, version: ModelVersion, database_url: str, home: Path,
+                    spark_master: str | None) -> TrainConfig:
+        """Train ``version`` again as it was trained: on its kept training set, with its
+        as-of date, holdout days, K and ALS parameters (the seed too); never promoted."""
+        params = version.params
+        return cls(database_url=database_url, home=home, as_of=version.trained_as_of,
+                   spark_master=spark_master,
+                   als=AlsParams(**{name: params[name] for name in AlsParams.__dataclass_fields__}),
+                   holdout_days=params["holdout_days"], eval_k=params["eval_k"],
+                   promote_if_first=False, reproduces=version.version)
+
 
 def parse_args(argv: list[str]) -> TrainConfig:
     settings = Settings.from_env()
     parser = argparse.ArgumentParser(prog="train", description=__doc__.splitlines()[0])
-    parser.add_argument("--as-of", type=date.fromisoformat, required=True,
+    parser.add_argument("--as-of", type=date.fromisoformat, default=None,
                         help="train on interactions up to the end of this date (YYYY-MM-DD)")
+    parser.add_argument("--reproduce", type=int, default=None, metavar="VERSION",
+                        help="train again on VERSION's kept training set, with its parameters "
+                             "(instead of --as-of and the ALS options)")
     parser.add_argument("--database-url", default=settings.database_url,
                         help="default: BATCHSCORE_DATABASE_URL (keeps it off the command line)")
     parser.add_argument("--home", type=Path, default=settings.home,
@@ -104,6 +135,18 @@ def parse_args(argv: list[str]) -> TrainConfig:
     args = parser.parse_args(argv)
     if not args.database_url:
         parser.error("give --database-url or set BATCHSCORE_DATABASE_URL")
+    if args.reproduce is not None:
+        given = [f"--{name.replace('_', '-')}" for name, value in vars(args).items()
+                 if name not in ("reproduce", "database_url", "home", "spark_master")
+                 and value != parser.get_default(name)]
+        if given:
+            parser.error(f"--reproduce uses the version's recorded as-of date and parameters; "
+                         f"drop {', '.join(given)}")
+        return TrainConfig.reproducing(get(engine_for(args.database_url), args.reproduce),
+                                       args.database_url, args.home.absolute(),
+                                       args.spark_master)
+    if args.as_of is None:
+        parser.error("give --as-of DATE (or --reproduce VERSION)")
     try:
         return TrainConfig(
             database_url=args.database_url,
@@ -130,31 +173,43 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(config: TrainConfig, spark: SparkSession | None = None) -> ModelVersion:
-    """Train, evaluate, gate, save, export and register one model version."""
+    """Train, evaluate, gate, save, export and register one model version.
+
+    With ``config.reproduces``, the training set is that version's kept one,
+    checked against its recorded SHA-256 and content hash before anything is
+    fitted (:class:`TrainingSetError` otherwise); the new version records which
+    version it reproduces and how far its holdout metrics are from the original's.
+    """
     from jobs.platform.spark import spark_session
 
     engine = engine_for(config.database_url)
     ensure_schema(engine)
-    work_dir = config.home / "staging" / f"train-{config.as_of.isoformat()}"
-    export_path = work_dir / "interactions.csv"
+    name = f"als-{config.as_of.isoformat()}-{uuid.uuid4().hex[:8]}"
+    work_dir = config.home / "staging" / f"train-{name}"
+    training_set = work_dir / TRAINING_SET_FILE
     # Extract
-    rows = export_interactions(engine, config.as_of, export_path)
-    if rows == 0:
-        raise InputError(f"no interactions up to {config.as_of}; load or generate data first")
-    serving = serving_or_none(engine)
-    gate_config = GateConfig.load()
-    spark = spark or spark_session("batchscore-train", config.spark_master)
+    original = get(engine, config.reproduces) if config.reproduces is not None else None
     try:
-        interactions = read_interactions(spark, export_path).cache()
+        if original is not None:
+            stage_training_set(original, training_set)
+        elif export_training_set(engine, config.as_of, training_set) == 0:
+            raise InputError(f"no interactions up to {config.as_of}; load or generate data first")
+        serving = serving_or_none(engine)
+        gate_config = GateConfig.load()
+        spark = spark or spark_session("batchscore-train", config.spark_master)
+        interactions = read_training_set(spark, training_set).cache()
         with spark_progress(spark, "reading interactions"):
             snapshot = data_snapshot(interactions)
+        if original is not None:
+            check_content_hash(original, snapshot)
         check_als_ids(snapshot)
         serving_model = load_model(serving) if serving is not None else None
         # Transform
         metrics, fairness = evaluate(engine, interactions, config, serving, serving_model)
         logger.info("holdout NDCG@%d: ALS %.4f, popularity %.4f", config.eval_k,
                     metrics["als"]["ndcg_at_k"], metrics["popularity"]["ndcg_at_k"])
-        logger.info("refitting ALS on all %d interactions up to %s", rows, config.as_of)
+        logger.info("refitting ALS on all %d interactions up to %s", snapshot["rows"],
+                    config.as_of)
         model = fit_als(interactions, config.als, "ALS fit (all events)")
         differential = None
         if serving_model is not None:
@@ -163,9 +218,11 @@ def run(config: TrainConfig, spark: SparkSession | None = None) -> ModelVersion:
                                                     config.eval_k,
                                                     gate_config.differential.sample_users)
         # Load
-        artifact = config.home / "models" / f"als-{config.as_of.isoformat()}-{uuid.uuid4().hex[:8]}"
+        artifact = config.home / "models" / name
         with spark_progress(spark, "saving the model"):
             model.save(str(artifact))
+            # Spark's files only: the training set and the metadata file join them later.
+            model_record = artifact_record("spark_als_model", artifact)
             try:
                 # Raises when the bundle does not score like Spark: nothing is registered.
                 bundle = export_als(model, artifact.with_name(artifact.name + ".mleap"))
@@ -173,10 +230,14 @@ def run(config: TrainConfig, spark: SparkSession | None = None) -> ModelVersion:
                 shutil.rmtree(artifact, ignore_errors=True)
                 raise
         interactions.unpersist()
+        kept = Path(shutil.move(training_set, artifact / TRAINING_SET_FILE))
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     gates = judge(metrics, differential, serving.version if serving else None, gate_config)
     logger.info("gates: %s", gates["reason"])
+    reports: dict[str, Any] = {"fairness": fairness}
+    if original is not None:
+        reports["reproduction"] = reproduction_report(original, metrics, snapshot)
     new_model = NewModel(
         created_by=current_user(),
         trained_as_of=config.as_of,
@@ -186,15 +247,77 @@ def run(config: TrainConfig, spark: SparkSession | None = None) -> ModelVersion:
         data_snapshot=snapshot,
         code_version=code_version(),
         artifact_uri=artifact.as_uri(),
-        artifacts=[artifact_record("spark_als_model", artifact),
+        artifacts=[model_record,
                    {"kind": "mleap_bundle", "uri": bundle.path.absolute().as_uri(),
-                    **bundle.to_json()}],
+                    **bundle.to_json()},
+                   {**artifact_record(TRAINING_SET, kept), "rows": snapshot["rows"]}],
         gates=gates,
-        reports={"fairness": fairness},
+        reports=reports,
     )
     version = register(engine, new_model, promote_if_first=config.promote_if_first)
     (artifact / MODEL_METADATA_FILE).write_text(json.dumps({"model_version": version.version}))
     return version
+
+
+def read_training_set(spark: SparkSession, path: Path) -> DataFrame:
+    """The training set as Spark reads it, with the columns of the interactions export."""
+    from jobs.scoring.transforms import INTERACTIONS_SCHEMA
+
+    return spark.read.schema(INTERACTIONS_SCHEMA).parquet(str(path))
+
+
+def stage_training_set(original: ModelVersion, target: Path) -> None:
+    """Put ``original``'s kept training set at ``target``, refusing when it is gone or its
+    SHA-256 is not the recorded one."""
+    record = original.artifact(TRAINING_SET)
+    if record is None:
+        raise TrainingSetError(
+            f"model version {original.version} has no kept training set (it was trained "
+            "before training sets were kept), so it cannot be reproduced")
+    path = artifact_path(record["uri"])
+    if not path.is_file():
+        raise TrainingSetError(
+            f"the training set of model version {original.version} is missing: {path} is "
+            "gone (removed with the version's artifacts?), so it cannot be reproduced")
+    found = sha256_of(path)
+    if found != record["sha256"]:
+        raise TrainingSetError(
+            f"the training set of model version {original.version} was changed: {path} has "
+            f"SHA-256 {found}, the registry recorded {record['sha256']}; not reproducing")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # The same bytes under both versions, without a second copy on disk.
+        os.link(path, target)
+    except OSError:
+        shutil.copyfile(path, target)
+
+
+def check_content_hash(original: ModelVersion, snapshot: dict[str, Any]) -> None:
+    """Refuse a training set whose rows are not the ones ``original`` was trained on."""
+    recorded = original.data_snapshot["content_hash"]
+    if snapshot["content_hash"] != recorded:
+        raise TrainingSetError(
+            f"the training set of model version {original.version} hashes to "
+            f"{snapshot['content_hash']} ({snapshot['rows']} rows), but the version was "
+            f"trained on {recorded} ({original.data_snapshot['rows']} rows); not reproducing")
+
+
+# The holdout metrics a reproduction is compared on, for the model and the baseline.
+COMPARED_METRICS = ("precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k",
+                    "catalog_coverage")
+
+
+def reproduction_report(original: ModelVersion, metrics: dict[str, Any],
+                        snapshot: dict[str, Any]) -> dict[str, Any]:
+    """What a reproduction records: the version reproduced, both data hashes, and the
+    largest difference between its holdout metrics and the original's."""
+    differences = [abs(metrics[model][name] - original.metrics[model][name])
+                   for model in ("als", "popularity") for name in COMPARED_METRICS
+                   if name in original.metrics.get(model, {})]
+    return {"of_version": original.version,
+            "original_content_hash": original.data_snapshot["content_hash"],
+            "content_hash": snapshot["content_hash"],
+            "largest_metric_difference": max(differences, default=0.0)}
 
 
 def holdout_start(config: TrainConfig) -> date:

@@ -74,7 +74,7 @@ def test_version_two_passes_its_gates_against_the_serving_model(world, capsys) -
                                                 "map_at_k", "catalog_coverage"}
     assert shown["metrics"]["serving"]["version"] == 1
     kinds = {artifact["kind"]: artifact for artifact in shown["artifacts"]}
-    assert set(kinds) == {"spark_als_model", "mleap_bundle"}
+    assert set(kinds) == {"spark_als_model", "mleap_bundle", "training_set"}
     assert kinds["mleap_bundle"]["uri"].endswith(".zip")
     assert all(len(artifact["sha256"]) == 64 for artifact in kinds.values())
     fairness = shown["reports"]["fairness"]

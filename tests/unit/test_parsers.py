@@ -108,3 +108,22 @@ def test_the_scoring_job_reads_empty_canary_options_as_no_canary() -> None:
     assert (plain.canary_model_path, plain.canary_fraction) == (None, None)
     canary = parse_args([*base, "--canary-model-path", "c", "--canary-fraction", "0.25"])
     assert (str(canary.canary_model_path), canary.canary_fraction) == ("c", 0.25)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--reproduce", "3", "--rank", "8", "--seed", "1"],
+         "train: error: --reproduce uses the version's recorded as-of date and parameters; "
+         "drop --rank, --seed"),
+        ([], "train: error: give --as-of DATE (or --reproduce VERSION)"),
+    ],
+)
+def test_the_training_job_refuses_options_reproduce_would_ignore(extra, message,
+                                                                  capsys) -> None:
+    from jobs.training.train import parse_args
+
+    with pytest.raises(SystemExit) as stopped:
+        parse_args(["--database-url", "postgresql://nowhere/none", *extra])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == message
