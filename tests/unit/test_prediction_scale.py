@@ -195,3 +195,12 @@ def test_clean_passes_and_each_degenerate_kind_fails_by_name(
                          if f"expect_column_values_to_be_between({column})" in line), None)
             assert line is not None and setting in line and "expected at least" in line, \
                 (kind, column, message)
+
+
+def test_the_issues_case_a_few_hundred_users_200_items_k_50_passes(validator) -> None:
+    world = World.make(300, 200, seed=13)
+    users, summary = run_checks(world, score(world, "clean", 50), 50)
+    # A quarter of the catalogue per list: a popular item rightly reaches most lists.
+    assert summary.k / summary.catalog_items >= 0.25
+    assert all(report.success for report in check_predictions(validator, users, summary,
+                                                               MODEL_VERSION))
