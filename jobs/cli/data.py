@@ -144,7 +144,9 @@ def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
         raise CommandError(str(err)) from None
     print(f"prediction contract passed for {checked.label}: {checked.users} users, "
           f"coverage {checked.summary.catalog_coverage:.3f}, top item share "
-          f"{checked.summary.top_item_share:.3f}")
+          f"{checked.summary.top_item_share:.3f}, exposure spread "
+          f"{checked.summary.exposure_spread:.2f}, history gain "
+          f"{checked.summary.history_gain:.2f}")
     for report in checked.reports:
         print(f"  Data Docs ({report.suite}): {report.docs_url}")
     return 0

@@ -37,7 +37,14 @@ from jobs.contracts.inputs import (
     read_input_file,
     table_batch,
 )
-from jobs.contracts.predictions import PredictionSummary, check_predictions, summary_stats
+from jobs.contracts.predictions import (
+    ExposureTotals,
+    HistoryTotals,
+    PredictionSummary,
+    check_predictions,
+    summarize,
+    summary_stats,
+)
 from jobs.data.load import InputError
 from jobs.data.store import export_interactions
 from jobs.lifecycle import registry
@@ -658,15 +665,10 @@ def fail(engine: Engine, state: RunState, error: BaseException | str,
 
 
 def prediction_summary(scored: ScoreStats) -> PredictionSummary:
-    return PredictionSummary(
-        catalog_coverage=(scored.recommended_items / scored.catalog_items
-                          if scored.catalog_items else 0.0),
-        top_item_share=(scored.top_item_users / scored.scored_users
-                        if scored.scored_users else 0.0),
-        model_version=scored.model_version,
-        active_users=scored.active_users,
-        k=scored.k,
-    )
+    return summarize(ExposureTotals(**scored.exposure), HistoryTotals(**scored.history),
+                     model_version=scored.model_version, active_users=scored.active_users,
+                     scored_users=scored.scored_users, catalog_items=scored.catalog_items,
+                     k=scored.k)
 
 
 def model_path(artifact_uri: str) -> str:

@@ -65,8 +65,10 @@ class ScoreStats:
     catalog_items: int
     k: int
     model_version: int | None
-    recommended_items: int
-    top_item_users: int
+    # The totals the prediction contract's summary is computed from
+    # (jobs.contracts.predictions.ExposureTotals and HistoryTotals).
+    exposure: dict[str, float]
+    history: dict[str, float]
     canary_users: int = 0
 
     @classmethod
@@ -118,8 +120,10 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
     from jobs.platform.spark import spark_session
     from jobs.scoring.model import item_matrix, read_interactions
     from jobs.scoring.transforms import (
+        catalog_popularity,
         events_before,
-        item_exposure,
+        exposure_totals,
+        history_totals,
         most_popular,
         prediction_checks,
         seen_items,
@@ -177,19 +181,20 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
     logger.info("recommendations written; computing the prediction checks")
     with spark_progress(spark, "scoring: checks"):
         written = spark.read.parquet(str(config.output / RECOMMENDATIONS_DIR))
-        prediction_checks(written, seen).toPandas().to_parquet(
-            config.output / CHECKS_FILE, index=False)
+        checks = prediction_checks(written, seen, config.k, len(item_ids),
+                                   catalog_popularity(interactions, item_ids)).cache()
+        checks.toPandas().to_parquet(config.output / CHECKS_FILE, index=False)
+        history = history_totals(checks, len(item_ids), config.k).first().asDict()
+        checks.unpersist()
         logger.info("prediction checks written; counting item exposure")
-        exposure = item_exposure(written).agg(
-            F.count("*").alias("items"), F.max("users").alias("top")).first()
+        exposure = exposure_totals(written).first().asDict()
         scored = written.count()
         active = seen.count()
     stats = ScoreStats(active_users=active, scored_users=scored,
                        users_without_factors=active - scored,
                        catalog_items=len(item_ids), k=config.k,
                        model_version=model_version_of(config.model_path),
-                       recommended_items=int(exposure["items"]),
-                       top_item_users=int(exposure["top"] or 0),
+                       exposure=exposure, history=history,
                        canary_users=canary_users)
     (config.output / STATS_FILE).write_text(json.dumps(asdict(stats)))
     seen.unpersist()

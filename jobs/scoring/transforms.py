@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.contracts import redis as redis_contract
+from jobs.contracts.predictions import PopularityRanking
 
 INTERACTIONS_SCHEMA = T.StructType([
     T.StructField("user_id", T.LongType(), nullable=False),
@@ -32,10 +33,14 @@ RECOMMENDATIONS_SCHEMA = T.StructType([
     T.StructField("scores", T.ArrayType(T.FloatType(), containsNull=False), nullable=False),
 ])
 
-# The scoring job's output also carries each user's Redis value.
+# The scoring job's output also carries each user's Redis value, and what the
+# prediction contract's history check needs: the user's seen items the model
+# knows, and how many of them it scores above the user's K-th recommendation.
 SCORED_SCHEMA = T.StructType([
     *RECOMMENDATIONS_SCHEMA.fields,
     T.StructField(redis_contract.VALUE_COLUMN, T.StringType(), nullable=False),
+    T.StructField("n_seen_known", T.LongType(), nullable=False),
+    T.StructField("n_seen_above", T.LongType(), nullable=False),
 ])
 
 RECOMMENDATIONS_ARROW_SCHEMA = pa.schema([
@@ -43,6 +48,12 @@ RECOMMENDATIONS_ARROW_SCHEMA = pa.schema([
     pa.field("items", pa.list_(pa.field("element", pa.int64(), nullable=False)), nullable=False),
     pa.field("scores", pa.list_(pa.field("element", pa.float32(), nullable=False)),
              nullable=False),
+])
+# score_arrow_block's rows with the history counts.
+HISTORY_ARROW_SCHEMA = pa.schema([
+    *RECOMMENDATIONS_ARROW_SCHEMA,
+    pa.field("n_seen_known", pa.int64(), nullable=False),
+    pa.field("n_seen_above", pa.int64(), nullable=False),
 ])
 
 # Users are scored in blocks so that one block's score matrix stays near this size:
@@ -125,7 +136,8 @@ def top_k_unseen(
     Returns :data:`RECOMMENDATIONS_SCHEMA` rows, best first, equal scores in
     item id order; a user who has seen nearly the whole catalogue gets fewer
     than ``k`` items. With ``redis_values`` the rows are :data:`SCORED_SCHEMA`:
-    each user's list also encoded as its Redis value.
+    each user's list also encoded as its Redis value, and the history counts of
+    :func:`score_arrow_block`.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -145,10 +157,11 @@ def top_k_unseen(
         for batch in batches:
             # Many small blocks in, one batch out: each batch handed back to
             # the JVM has a fixed cost.
-            scored = [score_arrow_block(batch.slice(start, block_rows), items, k)
+            scored = [score_arrow_block(batch.slice(start, block_rows), items, k,
+                                        history=redis_values)
                       for start in range(0, batch.num_rows, block_rows)]
-            for out in pa.Table.from_batches(scored, schema=RECOMMENDATIONS_ARROW_SCHEMA
-                                             ).combine_chunks().to_batches():
+            schema = HISTORY_ARROW_SCHEMA if redis_values else RECOMMENDATIONS_ARROW_SCHEMA
+            for out in pa.Table.from_batches(scored, schema=schema).combine_chunks().to_batches():
                 yield with_redis_value(out) if redis_values else out
 
     schema = SCORED_SCHEMA if redis_values else RECOMMENDATIONS_SCHEMA
@@ -159,9 +172,9 @@ def with_redis_value(batch: pa.RecordBatch) -> pa.RecordBatch:
     """A (user_id, items, scores) batch with each user's Redis value added."""
     value = redis_contract.encode_items_block(batch.column("items"), batch.column("scores"))
     return pa.RecordBatch.from_arrays(
-        [*batch.columns, value],
-        schema=batch.schema.append(
-            pa.field(redis_contract.VALUE_COLUMN, pa.string(), nullable=False)))
+        [*batch.columns[:3], value, *batch.columns[3:]],
+        schema=batch.schema.insert(
+            3, pa.field(redis_contract.VALUE_COLUMN, pa.string(), nullable=False)))
 
 
 @dataclass(frozen=True)
@@ -197,22 +210,38 @@ class ItemCatalog:
         return int(self.ids.nbytes + self.factors.nbytes)
 
 
-def score_arrow_block(batch: pa.RecordBatch, catalog: ItemCatalog, k: int) -> pa.RecordBatch:
-    """Score one block of (user_id, features, seen) rows; see :func:`top_k_unseen`."""
+def score_arrow_block(batch: pa.RecordBatch, catalog: ItemCatalog, k: int,
+                      history: bool = False) -> pa.RecordBatch:
+    """Score one block of (user_id, features, seen) rows; see :func:`top_k_unseen`.
+
+    With ``history`` the rows also carry ``n_seen_known`` (the user's seen items in
+    the catalogue) and ``n_seen_above`` (how many of them score above the user's
+    K-th recommendation; 0 when the user got fewer than K), for the prediction
+    contract's history check.
+    """
     user_ids = batch.column("user_id").to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     scores = block_scores(user_matrix(batch.column("features"), catalog.factors.shape[1]),
                           catalog)
-    exclude_seen(scores, batch.column("seen"), catalog.ids)
+    seen_rows, seen_columns = seen_positions(batch.column("seen"), catalog.ids)
+    seen_scores = scores[seen_rows, seen_columns]
+    scores[seen_rows, seen_columns] = -np.inf
     rows, columns, best = top_k_columns(scores, k, catalog.chunk)
     lengths = np.bincount(rows, minlength=len(user_ids))
     offsets = np.zeros(len(user_ids) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
-    return pa.RecordBatch.from_arrays(
-        [pa.array(user_ids, type=pa.int64()),
-         pa.ListArray.from_arrays(pa.array(offsets), pa.array(catalog.ids[columns])),
-         pa.ListArray.from_arrays(pa.array(offsets), pa.array(best, type=pa.float32()))],
-        schema=RECOMMENDATIONS_ARROW_SCHEMA,
-    )
+    arrays = [pa.array(user_ids, type=pa.int64()),
+              pa.ListArray.from_arrays(pa.array(offsets), pa.array(catalog.ids[columns])),
+              pa.ListArray.from_arrays(pa.array(offsets), pa.array(best, type=pa.float32()))]
+    if not history:
+        return pa.RecordBatch.from_arrays(arrays, schema=RECOMMENDATIONS_ARROW_SCHEMA)
+    kth = np.full(len(user_ids), np.inf, dtype=np.float32)
+    full = lengths == k
+    kth[full] = best[offsets[1:][full] - 1]
+    above = seen_scores > kth[seen_rows]
+    arrays += [pa.array(np.bincount(seen_rows, minlength=len(user_ids)), type=pa.int64()),
+               pa.array(np.bincount(seen_rows[above], minlength=len(user_ids)),
+                        type=pa.int64())]
+    return pa.RecordBatch.from_arrays(arrays, schema=HISTORY_ARROW_SCHEMA)
 
 
 def user_matrix(features: pa.Array, rank: int) -> np.ndarray:
@@ -231,15 +260,15 @@ def block_scores(users: np.ndarray, catalog: ItemCatalog) -> np.ndarray:
     return scores
 
 
-def exclude_seen(scores: np.ndarray, seen: pa.Array, sorted_ids: np.ndarray) -> None:
-    """Set the scores of the items each user has already seen to ``-inf``, in place."""
+def seen_positions(seen: pa.Array, sorted_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns) in the score matrix of the items each user has already seen."""
     if len(sorted_ids) == 0 or pc.sum(pc.list_value_length(seen)).as_py() in (None, 0):
-        return
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     rows = pc.list_parent_indices(seen).to_numpy()
     wanted = pc.list_flatten(seen).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     positions = np.minimum(np.searchsorted(sorted_ids, wanted), len(sorted_ids) - 1)
     known = sorted_ids[positions] == wanted
-    scores[rows[known], positions[known]] = -np.inf
+    return rows[known].astype(np.int64), positions[known]
 
 
 def top_k_columns(scores: np.ndarray, k: int, chunk: int
@@ -304,29 +333,80 @@ def positions_of(sorted_ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return positions[sorted_ids[positions] == wanted]
 
 
-def prediction_checks(recommendations: DataFrame, seen: DataFrame) -> DataFrame:
+def prediction_checks(recommendations: DataFrame, seen: DataFrame, k: int, catalog_size: int,
+                      ranking: PopularityRanking) -> DataFrame:
     """Per user: what the prediction contract checks, computed from the lists themselves.
 
-    ``seen`` is :func:`seen_items` of the interactions scored. Columns:
-    user_id, n_items, n_distinct, n_seen (distinct recommended items the user
-    had already interacted with), scores_finite, scores_sorted (best first).
+    ``recommendations`` is the scoring job's output (:data:`SCORED_SCHEMA`), ``seen``
+    :func:`seen_items` of the interactions scored, ``ranking`` the catalogue's
+    popularity ranking. Columns: user_id, n_items, n_wanted (K, or the catalogue
+    items the user has not seen when fewer), n_distinct, n_seen (distinct
+    recommended items the user had already interacted with), scores_finite,
+    scores_sorted (best first), n_seen_known, n_seen_above and
+    baseline_seen_above (see :func:`jobs.contracts.predictions.history_counts`).
     One join on the user, no per-item rows: it stays cheap at 50 items x
     millions of users.
     """
+    from jobs.contracts.predictions import history_counts
+
     finite = F.forall("scores", lambda s: ~F.isnan(s) & (F.abs(s) != F.lit(float("inf"))))
-    return (
+    checked = (
         recommendations.join(seen, "user_id", "left")
         .select(
             "user_id",
             F.size("items").alias("n_items"),
+            F.least(F.lit(k), F.lit(catalog_size) - F.col("n_seen_known")).cast("long")
+            .alias("n_wanted"),
             F.size(F.array_distinct("items")).alias("n_distinct"),
             F.size(F.array_intersect(
                 "items", F.coalesce("seen", F.array().cast("array<long>")))
             ).cast("long").alias("n_seen"),
             F.coalesce(finite, F.lit(True)).alias("scores_finite"),
             (F.col("scores") == F.sort_array("scores", asc=False)).alias("scores_sorted"),
+            "n_seen_known", "n_seen_above",
+            F.coalesce("seen", F.array().cast("array<long>")).alias("seen"),
         )
     )
+    schema = T.StructType([*[field for field in checked.schema.fields if field.name != "seen"],
+                           T.StructField("baseline_seen_above", T.LongType(), nullable=False)])
+
+    def add_baseline(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            seen_lists = batch.column("seen")
+            _, above = history_counts(
+                pc.list_parent_indices(seen_lists).to_numpy(),
+                pc.list_flatten(seen_lists).to_numpy(zero_copy_only=False),
+                batch.num_rows, ranking, k)
+            kept = [name for name in batch.schema.names if name != "seen"]
+            yield pa.RecordBatch.from_arrays(
+                [*(batch.column(name) for name in kept), pa.array(above, type=pa.int64())],
+                names=[*kept, "baseline_seen_above"])
+
+    return checked.mapInArrow(add_baseline, schema)
+
+
+def catalog_popularity(interactions: DataFrame, item_ids: np.ndarray) -> PopularityRanking:
+    """The catalogue's popularity ranking (distinct users per item), collected: one row
+    per catalogue item."""
+    from jobs.contracts.predictions import popularity_ranking as rank
+
+    popularity = item_popularity(interactions).toPandas()
+    catalog = pd.DataFrame({"item_id": np.asarray(item_ids, dtype=np.int64)})
+    frame = catalog.merge(popularity, on="item_id", how="left").fillna({"score": 0.0})
+    return rank(frame.rename(columns={"score": "users"}))
+
+
+def history_totals(checks: DataFrame, catalog_size: int, k: int) -> DataFrame:
+    """One row of :class:`jobs.contracts.predictions.HistoryTotals` over ``checks``
+    (:func:`prediction_checks`): the users with more than K unseen catalogue items."""
+    room = checks.where((F.lit(catalog_size) - F.col("n_seen_known") > F.lit(k))
+                        & (F.col("n_seen_known") > 0))
+    return room.agg(
+        F.count("*").alias("users"),
+        F.coalesce(F.sum(F.col("n_seen_above") / F.col("n_seen_known")), F.lit(0.0))
+        .alias("model_recall_sum"),
+        F.coalesce(F.sum(F.col("baseline_seen_above") / F.col("n_seen_known")), F.lit(0.0))
+        .alias("baseline_recall_sum"))
 
 
 def item_exposure(recommendations: DataFrame) -> DataFrame:
@@ -336,6 +416,16 @@ def item_exposure(recommendations: DataFrame) -> DataFrame:
     # every (item, user) pair).
     return (recommendations.select(F.explode(F.array_distinct("items")).alias("item_id"))
             .groupBy("item_id").agg(F.count("*").alias("users")))
+
+
+def exposure_totals(recommendations: DataFrame) -> DataFrame:
+    """One row of :class:`jobs.contracts.predictions.ExposureTotals` over the lists."""
+    return item_exposure(recommendations).agg(
+        F.count("*").alias("items"),
+        F.coalesce(F.max("users"), F.lit(0)).alias("top"),
+        F.coalesce(F.sum("users"), F.lit(0)).alias("total"),
+        F.coalesce(F.sum(F.col("users") * F.log(F.col("users"))), F.lit(0.0))
+        .alias("entropy_sum"))
 
 
 def split_canary(users: DataFrame, fraction: float) -> tuple[DataFrame, DataFrame]:

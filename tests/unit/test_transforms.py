@@ -1,10 +1,21 @@
 """The pure Spark transforms, on tiny hand-made inputs."""
 
+import math
+
 import numpy as np
+import pandas as pd
 import pytest
 
+from jobs.contracts.predictions import (
+    ExposureTotals,
+    HistoryTotals,
+    history_columns,
+    popularity_ranking,
+)
 from jobs.scoring.transforms import (
     INTERACTIONS_SCHEMA,
+    exposure_totals,
+    history_totals,
     item_exposure,
     most_popular,
     positions_of,
@@ -104,21 +115,62 @@ def test_seen_items_and_most_popular(spark) -> None:
     assert popular == [(20, 3.0), (30, 2.0), (5, 1.0)]
 
 
+# A catalogue of 8 items with hand-set popularity: ranked 10, 20, 5, 30, then 6, 7,
+# 40 (tied, by id), then 50.
+POPULARITY = pd.DataFrame({"item_id": [5, 6, 7, 10, 20, 30, 40, 50],
+                           "users": [3, 1, 1, 5, 4, 2, 1, 0]})
+SEEN = [(1, [5, 6]), (2, [40, 10, 7]), (4, [5, 6, 7, 10, 20, 30, 99])]
+
+
 def test_prediction_checks_count_what_the_contract_checks(spark) -> None:
     recommendations = spark.createDataFrame(
-        [(1, [10, 20, 30], [0.9, 0.5, 0.1]),  # fine
-         (2, [10, 10, 40], [0.2, 0.7, float("nan")]),  # a duplicate, unsorted, NaN
-         (3, [50], [1.0])],  # no interactions seen
-        "user_id long, items array<long>, scores array<float>")
-    seen = spark.createDataFrame([(1, [5, 6]), (2, [40, 10, 7])],
-                                 "user_id long, seen array<long>")
+        [(1, [10, 20, 30], [0.9, 0.5, 0.1], 2, 1),  # fine
+         (2, [10, 10, 40], [0.2, 0.7, float("nan")], 3, 0),  # a duplicate, unsorted, NaN
+         (3, [50], [1.0], 0, 0),  # no interactions seen
+         (4, [40, 50], [0.3, 0.2], 6, 0)],  # 2 unseen catalogue items left (99 is not in it)
+        "user_id long, items array<long>, scores array<float>, n_seen_known long,"
+        " n_seen_above long")
+    seen = spark.createDataFrame(SEEN, "user_id long, seen array<long>")
     rows = {row["user_id"]: row.asDict() for row in
-            prediction_checks(recommendations, seen).collect()}
-    assert rows[1] == {"user_id": 1, "n_items": 3, "n_distinct": 3, "n_seen": 0,
-                       "scores_finite": True, "scores_sorted": True}
-    assert rows[2] == {"user_id": 2, "n_items": 3, "n_distinct": 2, "n_seen": 2,
-                       "scores_finite": False, "scores_sorted": False}
-    assert rows[3]["n_seen"] == 0 and rows[3]["n_items"] == 1
+            prediction_checks(recommendations, seen, 3, 8, popularity_ranking(POPULARITY)
+                              ).collect()}
+    # User 1 has not seen 10, 20, 30, ...: the baseline's 3rd is 30 (2 users), and of
+    # the seen items only 5 (3 users) is more popular.
+    assert rows[1] == {"user_id": 1, "n_items": 3, "n_wanted": 3, "n_distinct": 3, "n_seen": 0,
+                       "scores_finite": True, "scores_sorted": True, "n_seen_known": 2,
+                       "n_seen_above": 1, "baseline_seen_above": 1}
+    # User 2's unseen: 20, 5, 30 (the 3rd, 2 users): only 10 (5 users) is above it.
+    assert rows[2] == {"user_id": 2, "n_items": 3, "n_wanted": 3, "n_distinct": 2, "n_seen": 2,
+                       "scores_finite": False, "scores_sorted": False, "n_seen_known": 3,
+                       "n_seen_above": 0, "baseline_seen_above": 1}
+    assert (rows[3]["n_seen"], rows[3]["n_items"], rows[3]["n_wanted"]) == (0, 1, 3)
+    # Fewer unseen items than K: the list is forced, the baseline has no K-th item.
+    assert (rows[4]["n_wanted"], rows[4]["baseline_seen_above"]) == (2, 0)
+
+
+def test_history_columns_in_pandas_match_the_spark_checks() -> None:
+    frame = history_columns(pd.DataFrame(SEEN, columns=["user_id", "seen"]),
+                            popularity_ranking(POPULARITY), 3)
+    assert frame.to_dict("list") == {"user_id": [1, 2, 4], "n_seen_known": [2, 3, 6],
+                                     "baseline_seen_above": [1, 1, 0]}
+
+
+def test_summary_totals_in_spark_match_the_pandas_ones(spark) -> None:
+    checks = pd.DataFrame({"user_id": [1, 2, 3, 4], "n_seen_known": [2, 4, 0, 7],
+                           "n_seen_above": [1, 3, 0, 0], "baseline_seen_above": [1, 1, 0, 0]})
+    # C=10, K=3: user 3 has seen nothing, user 4 has 3 unseen items left (no room).
+    totals = history_totals(spark.createDataFrame(checks), 10, 3).first().asDict()
+    assert totals == {"users": 2, "model_recall_sum": pytest.approx(0.5 + 0.75),
+                      "baseline_recall_sum": pytest.approx(0.5 + 0.25)}
+    assert HistoryTotals(**totals) == pytest.approx(HistoryTotals.of(checks, 10, 3))
+    lists = spark.createDataFrame(
+        [(1, [10, 20], [0.9, 0.5]), (2, [10, 30], [0.3, 0.2]), (3, [10], [1.0])],
+        "user_id long, items array<long>, scores array<float>")
+    exposure = ExposureTotals(**exposure_totals(lists).first().asDict())
+    assert exposure == ExposureTotals(items=3, top=3, total=5,
+                                      entropy_sum=pytest.approx(3 * math.log(3)))
+    assert ExposureTotals.of([3, 1, 1]) == ExposureTotals(
+        items=3, top=3, total=5, entropy_sum=pytest.approx(exposure.entropy_sum))
 
 
 def test_item_exposure_counts_users_once_per_item(spark) -> None:
