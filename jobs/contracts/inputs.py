@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -257,11 +258,13 @@ def check_input(
     if baseline is None:
         unavailable.add("history")
     else:
+        # Counts are whole: the bounds are the whole numbers inside the ratios (GX would
+        # truncate a fractional minimum, letting a count just below it pass).
         parameters.update(
-            rows_min=baseline.rows * config["volume_min_ratio"],
-            rows_max=baseline.rows * config["volume_max_ratio"],
-            users_min=baseline.users * config["volume_min_ratio"],
-            users_max=baseline.users * config["volume_max_ratio"],
+            rows_min=math.ceil(baseline.rows * config["volume_min_ratio"]),
+            rows_max=math.floor(baseline.rows * config["volume_max_ratio"]),
+            users_min=math.ceil(baseline.users * config["volume_min_ratio"]),
+            users_max=math.floor(baseline.users * config["volume_max_ratio"]),
         )
     report = validator.validate(SUITE, batch.frame, parameters, unavailable=unavailable,
                                 row_label=batch.row_label, run_name=run_name)
@@ -269,8 +272,8 @@ def check_input(
     fatal = report.failures_at("schema", "volume")
     if fatal:
         if report.failures_at("volume") and baseline is not None:
-            title += (f"; volume baseline: {baseline.rows:g} rows and {baseline.users:g} users"
-                      f" a day, the {baseline.source}")
+            title += (f"; volume baseline: {baseline.rows:.10g} rows and "
+                      f"{baseline.users:.10g} users a day, the {baseline.source}")
         raise ContractError(failure_message(title, fatal, [report]), [report])
     rejected = dict(report.row_failures)
     defective = set(rejected)

@@ -351,8 +351,9 @@ def refuse_future_date(run_date: date, today: date, allowed: bool) -> None:
     if run_date > today and not allowed:
         raise RunRequestError(
             f"run date {run_date} is after today ({today}, UTC): a future date would take "
-            "over serving from every normal run after it; nothing was run. Pass "
-            "--allow-future-date (the DAG param allow_future_date) to run it anyway")
+            "over serving from every normal run after it; nothing was run. Name the date "
+            "with --run-date (the default is the newest event's), or pass --allow-future-date "
+            "(the DAG param allow_future_date) to run it anyway")
 
 
 def trial_model(engine: Engine, version: int | None,

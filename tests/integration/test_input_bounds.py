@@ -186,6 +186,15 @@ def test_the_volume_ratio_bounds_around_recent_runs(engine, tmp_path: Path) -> N
     assert f"{users_bound} (expected 40 to 1000) — observed 1001" in message
 
 
+def test_a_fractional_volume_bound_is_the_whole_count_inside_it(engine, tmp_path: Path
+                                                                ) -> None:
+    record_runs(engine, rows=1001, users=101)  # 0.4x: 400.4 rows and 40.4 users
+    _, outcome = check(engine, tmp_path, good_rows(401, 41))
+    assert outcome.report.success
+    message = refusal(engine, tmp_path, good_rows(400, 41))
+    assert "(expected 401 to 10010) — observed 400" in message
+
+
 def test_the_newest_event_must_fall_on_the_run_date(engine, tmp_path: Path) -> None:
     _, outcome = check(engine, tmp_path, good_rows(200, at=START - 199))  # newest: 00:00:00
     assert outcome.report.success

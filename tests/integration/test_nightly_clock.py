@@ -52,8 +52,9 @@ def test_a_date_after_today_is_refused_by_name() -> None:
     nightly.refuse_future_date(today + timedelta(days=1), today, allowed=True)
     with pytest.raises(nightly.RunRequestError, match=re.escape(
             "run date 2026-12-03 is after today (2026-12-02, UTC): a future date would take "
-            "over serving from every normal run after it; nothing was run. Pass "
-            "--allow-future-date (the DAG param allow_future_date) to run it anyway")):
+            "over serving from every normal run after it; nothing was run. Name the date "
+            "with --run-date (the default is the newest event's), or pass --allow-future-date "
+            "(the DAG param allow_future_date) to run it anyway")):
         nightly.refuse_future_date(today + timedelta(days=1), today, allowed=False)
 
 
