@@ -10,6 +10,7 @@ publishes the top-K lists to PostgreSQL (`bi.recommendations`) and Redis.
   makes one run per day, each scored as of its own date.
 * **Params**: `run_date` (override the day), `model_version` (pin a model, e.g.
   for a backfill), `serve_older_date` (let a backfilled date take over serving),
+  `allow_future_date` (run a date after today, UTC, which is refused otherwise),
   `k`, `input_path`/`input_format` (a day's file to validate and load first),
   `canary_version`/`canary_fraction` or `shadow_version` (a scheduled canary or
   shadow run), `force` with `reason` (serve a rejected or rolled-back model).
@@ -20,6 +21,8 @@ publishes the top-K lists to PostgreSQL (`bi.recommendations`) and Redis.
   advisory lock that CLI runs, backfills and rollbacks take too), so two runs
   never switch at once and an older date never takes the pointer back. Every
   task can be retried after a crash. See `schemas/publishing.md`.
+* A date with no events: `validate_inputs` records the run as skipped
+  ("nothing new to score") and is skipped, and so are the tasks after it.
 * One scheduled run at a time (`max_active_runs=1`).
 """
 
@@ -68,6 +71,9 @@ with DAG(
                                description="pin a model version"),
         "serve_older_date": Param(False, type="boolean",
                                   description="serve this date even if a later one is served"),
+        "allow_future_date": Param(False, type="boolean",
+                                   description="run a date after today (UTC); refused "
+                                               "otherwise, since it would take over serving"),
         "k": Param(50, type="integer", minimum=1, description="items per user"),
         "input_path": Param(None, type=["null", "string"],
                             description="a day's interactions file to validate and load"),

@@ -4,7 +4,6 @@ items and users in, and the contracts run by hand."""
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
 from pathlib import Path
 
 from jobs.cli.common import (
@@ -26,7 +25,8 @@ def add_commands(commands: Commands) -> None:
     gen.add_argument("--days", type=int, required=True)
     gen.add_argument("--seed", type=int, default=0, help="the same seed, the same data")
     gen.add_argument("--end-date", type=parse_date, default=None,
-                     help="last day of events (default: today, UTC)")
+                     help="last day of events (default: yesterday, UTC: the last whole day, "
+                          "so that no event is stamped after now)")
     gen.add_argument("--replace", action="store_true", help="empty the table first")
     load = data.add("load", cmd_data_load, "load an interactions file")
     load.add_argument("path", type=Path)
@@ -79,12 +79,12 @@ def add_commands(commands: Commands) -> None:
 
 
 def cmd_data_generate(settings: Settings, args: argparse.Namespace) -> int:
-    from jobs.data.generate import GenerateConfig, generate_and_load
+    from jobs.data.generate import GenerateConfig, generate_and_load, last_whole_day
 
     try:
         config = GenerateConfig(users=args.users, items=args.items, days=args.days,
                                 seed=args.seed,
-                                end_date=args.end_date or datetime.now(UTC).date())
+                                end_date=args.end_date or last_whole_day())
     except ValueError as err:
         raise CommandError(str(err)) from None
     count = generate_and_load(database(settings), config, replace=args.replace)
@@ -123,12 +123,16 @@ def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
     engine = database(settings)
     validator = Validator(settings.home)
     if args.input is not None:
-        from jobs.contracts.inputs import validate_by_hand
+        from jobs.contracts.inputs import NothingToScoreError, validate_by_hand
 
         run_date = run_date_or_newest(engine, args.run_date)
-        batch, outcome = validate_by_hand(validator, engine, run_date,
-                                          Path(args.input) if args.input else None,
-                                          args.input_format)
+        try:
+            batch, outcome = validate_by_hand(validator, engine, run_date,
+                                              Path(args.input) if args.input else None,
+                                              args.input_format)
+        except NothingToScoreError as nothing:
+            print(nothing)
+            return 0
         print(f"input contract passed for {run_date} ({batch.source}): "
               f"{outcome.report.row_count} rows, {len(outcome.rejected)} would be quarantined")
         for index, reasons in sorted(outcome.rejected.items())[:20]:

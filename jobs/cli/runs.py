@@ -38,6 +38,10 @@ def add_commands(commands: Commands) -> None:
                          help="pin a model version (default: the one serving as of the date)")
     nightly.add_argument("--serve-older-date", action="store_true",
                          help="serve this date even if a later date is being served")
+    nightly.add_argument("--allow-future-date", action="store_true",
+                         help="run a date after today (UTC), which is refused otherwise: it "
+                              "would take over serving; its events count as on time up to "
+                              "the end of the date")
     trial = nightly.add_mutually_exclusive_group()
     trial.add_argument("--shadow", type=int, default=None, metavar="VERSION",
                        help="score this model version and store it beside the served one "
@@ -80,6 +84,7 @@ def add_commands(commands: Commands) -> None:
 
 
 def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs.contracts.inputs import NothingToScoreError
     from jobs.orchestration import nightly
 
     engine = database(settings)
@@ -102,16 +107,22 @@ def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
     if args.force and not (args.reason or "").strip():
         raise CommandError("--force needs --reason: why the model serves despite its gates "
                            "is recorded")
-    result = nightly.run(nightly.NightlyConfig(
-        run_date=run_date, database_url=services.database_url(settings),
-        redis_url=services.redis_url(settings), home=settings.home, k=k,
-        spark_master=settings.spark_master,
-        input_path=args.input, input_format=args.input_format,
-        model_version=args.model_version, serve_older_date=args.serve_older_date,
-        shadow_version=args.shadow, canary_version=args.canary,
-        canary_fraction=args.canary_fraction,
-        force=args.force, reason=args.reason,
-    ))
+    try:
+        result = nightly.run(nightly.NightlyConfig(
+            run_date=run_date, database_url=services.database_url(settings),
+            redis_url=services.redis_url(settings), home=settings.home, k=k,
+            spark_master=settings.spark_master,
+            input_path=args.input, input_format=args.input_format,
+            model_version=args.model_version, serve_older_date=args.serve_older_date,
+            allow_future_date=args.allow_future_date,
+            shadow_version=args.shadow, canary_version=args.canary,
+            canary_fraction=args.canary_fraction,
+            force=args.force, reason=args.reason,
+        ))
+    except NothingToScoreError as nothing:
+        # Not a failure: the run is recorded as skipped and the served version stays.
+        print(nothing)
+        return 0
     if result.shadow is not None:
         differential = result.shadow.get("differential")
         print(f"run {result.run_id}: shadow version {result.publish_id} of model "

@@ -4,7 +4,12 @@ The day's batch comes from a file handed to the run (``nightly --input``) or,
 without one, from the interactions table (events on the run date). Schema and
 volume failures fail the run. Row-level failures quarantine the rows into
 ``batchscore.rejects`` while they stay under the configured fraction; above
-it, the run fails. Nothing is loaded or published when the run fails.
+it, the run fails. Nothing is loaded or published when the run fails. A
+batch without events is neither: :class:`NothingToScoreError` says so.
+
+Time is judged against the clock of the caller (``now``, read here only when
+the caller does not pass it): an event stamped after the time of loading is
+quarantined. An event already loaded is a duplicate whichever file it came in.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ import hashlib
 import io
 import json
 import logging
+import math
 import statistics
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +58,20 @@ class InputBatch:
     source: str
     row_label: str
     sha256: str | None = None
+
+
+class NothingToScoreError(RuntimeError):
+    """The run date's batch holds no events: there is nothing new to score, and nothing
+    is published. Not a failure: the run is recorded as skipped."""
+
+
+@dataclass(frozen=True)
+class VolumeBaseline:
+    """The typical day the volume gate compares the run date with, and where it comes from."""
+
+    rows: float
+    users: float
+    source: str
 
 
 @dataclass
@@ -147,7 +167,7 @@ def table_batch(engine: Engine, run_date: date) -> InputBatch:
     return InputBatch(frame=frame, source=TABLE_SOURCE, row_label="event")
 
 
-def volume_baseline(engine: Engine, run_date: date, runs: int) -> tuple[float, float] | None:
+def volume_baseline(engine: Engine, run_date: date, runs: int) -> VolumeBaseline | None:
     """Median input rows and users of the last ``runs`` succeeded nightly runs before the date."""
     with engine.connect() as conn:
         rows = conn.execute(
@@ -161,8 +181,45 @@ def volume_baseline(engine: Engine, run_date: date, runs: int) -> tuple[float, f
         ).all()
     if not rows:
         return None
-    return (statistics.median(row[0] for row in rows),
-            statistics.median(row[1] for row in rows))
+    return VolumeBaseline(rows=statistics.median(row[0] for row in rows),
+                          users=statistics.median(row[1] for row in rows),
+                          source=f"median of the last {len(rows)} succeeded nightly run(s)")
+
+
+def snapshot_baseline(engine: Engine) -> VolumeBaseline | None:
+    """The typical day of the serving model's training snapshot.
+
+    A first night has no earlier runs to compare with; the days the model was
+    trained on are the best evidence of a normal day. A snapshot recorded
+    before it carried daily figures gets them from the interactions table over
+    its date range. None when no model serves or its snapshot has no date
+    range.
+    """
+    with engine.connect() as conn:
+        found = conn.execute(sa.text(
+            "SELECT version, data_snapshot FROM batchscore.model_versions"
+            " WHERE status = 'serving'")).first()
+        if found is None:
+            return None
+        version, snapshot = found
+        if "median_daily_rows" in snapshot and "median_daily_users" in snapshot:
+            days, rows, users = (snapshot.get("days"), snapshot["median_daily_rows"],
+                                 snapshot["median_daily_users"])
+        elif "first_event" in snapshot and "last_event" in snapshot:
+            days, rows, users = conn.execute(sa.text(
+                "SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY rows),"
+                " percentile_cont(0.5) WITHIN GROUP (ORDER BY users)"
+                " FROM (SELECT count(*) AS rows, count(DISTINCT user_id) AS users"
+                "  FROM batchscore.interactions WHERE event_at >= :first AND event_at <= :last"
+                "  GROUP BY (event_at AT TIME ZONE 'UTC')::date) AS daily"),
+                {"first": snapshot["first_event"], "last": snapshot["last_event"]}).one()
+            if not days:
+                return None
+        else:
+            return None
+    return VolumeBaseline(rows=float(rows), users=float(users),
+                          source=f"median day of model version {version}'s training snapshot"
+                                 + (f" ({days} days)" if days else ""))
 
 
 def known_items(engine: Engine) -> list[int] | None:
@@ -173,18 +230,33 @@ def known_items(engine: Engine) -> list[int] | None:
 
 def check_input(
     validator: Validator, engine: Engine, run_date: date, batch: InputBatch,
-    run_name: str | None = None,
+    run_name: str | None = None, *, now: datetime | None = None, future_allowed: bool = False,
 ) -> InputOutcome:
-    """Run the input contract; raise :class:`ContractError` when the run must stop."""
+    """Run the input contract; raise :class:`ContractError` when the run must stop, and
+    :class:`NothingToScoreError` when the batch has no events.
+
+    ``now`` is the time of loading (default: the clock, UTC): later events are
+    quarantined. With ``future_allowed`` (a run date after today, allowed on
+    purpose) events up to the end of the run date count as on time. With no
+    earlier runs, the serving model's training snapshot is the volume baseline.
+    """
+    if batch.frame.empty and list(batch.frame.columns) == COLUMNS:
+        raise NothingToScoreError(
+            f"nothing new to score for {run_date}: {batch.source} holds no events; "
+            "nothing was published, the served version stays")
     config = load_contracts_config()["input"]
+    now = now or datetime.now(UTC)
     end = int(day_end(run_date).timestamp())
+    loaded_at = int(now.timestamp())
+    if future_allowed:
+        loaded_at = max(loaded_at, end - 1)
     parameters: dict[str, Any] = {
         "rating_min": config["rating_min"],
         "rating_max": config["rating_max"],
         "latest_timestamp": end - 1,
-        "earliest_timestamp": end - int(config["max_event_age_days"]) * 86_400,
+        "loaded_at_timestamp": loaded_at,
+        "earliest_timestamp": end - (1 + int(config["max_event_age_days"])) * 86_400,
         "freshest_timestamp": end - 86_400,
-        "unique_event_fraction": 1.0 - float(config["duplicate_tolerance"]),
     }
     unavailable = set()
     items = known_items(engine)
@@ -192,39 +264,113 @@ def check_input(
         unavailable.add("items")
     else:
         parameters["known_items"] = items
-    baseline = volume_baseline(engine, run_date, int(config["volume_history_runs"]))
+    baseline = (volume_baseline(engine, run_date, int(config["volume_history_runs"]))
+                or snapshot_baseline(engine))
     if baseline is None:
         unavailable.add("history")
     else:
-        rows, users = baseline
+        # Counts are whole: the bounds are the whole numbers inside the ratios (GX would
+        # truncate a fractional minimum, letting a count just below it pass).
         parameters.update(
-            rows_min=rows * config["volume_min_ratio"], rows_max=rows * config["volume_max_ratio"],
-            users_min=users * config["volume_min_ratio"],
-            users_max=users * config["volume_max_ratio"],
+            rows_min=math.ceil(baseline.rows * config["volume_min_ratio"]),
+            rows_max=math.floor(baseline.rows * config["volume_max_ratio"]),
+            users_min=math.ceil(baseline.users * config["volume_min_ratio"]),
+            users_max=math.floor(baseline.users * config["volume_max_ratio"]),
         )
     report = validator.validate(SUITE, batch.frame, parameters, unavailable=unavailable,
                                 row_label=batch.row_label, run_name=run_name)
     title = f"input contract failed for {run_date} ({batch.source})"
-    fatal = report.failures_at("schema", "volume", "duplicates")
+    fatal = report.failures_at("schema", "volume")
     if fatal:
+        if report.failures_at("volume") and baseline is not None:
+            title += (f"; volume baseline: {baseline.rows:.10g} rows and "
+                      f"{baseline.users:.10g} users a day, the {baseline.source}")
         raise ContractError(failure_message(title, fatal, [report]), [report])
     rejected = dict(report.row_failures)
+    defective = set(rejected)
     duplicated = batch.frame.duplicated(subset=COLUMNS, keep="first")
     for index in batch.frame.index[duplicated.to_numpy()]:
         rejected.setdefault(index, []).append("exact duplicate of an earlier event")
+    already = loaded_before(engine, run_date, batch, exclude=defective)
+    for index, event_id in already.items():
+        rejected.setdefault(index, []).append(
+            f"exact duplicate of an event already loaded (event {event_id})")
+    # A duplicate loses nothing when it is dropped, so duplicates have a bound of their
+    # own; max_reject_fraction bounds the defective rows, whose events would be lost.
+    duplicates = set(rejected) - defective
+    tolerance = float(config["duplicate_tolerance"])
+    if report.row_count and len(duplicates) / report.row_count > tolerance:
+        examples = "; ".join(
+            f"{batch.row_label} {index} = event {already[index]}" if index in already
+            else f"{batch.row_label} {index} repeats an earlier {batch.row_label}"
+            for index in sorted(duplicates)[:3])
+        raise ContractError(
+            f"{title}: {len(duplicates)} of {report.row_count} rows are exact duplicates "
+            f"({len(already)} of them of events already loaded), more than the "
+            f"{tolerance:.1%} that duplicate_tolerance allows; e.g. {examples}. Was the file, "
+            "or part of it, sent before?"
+            + "".join(f"\n  Data Docs: {url}" for url in [report.docs_url] if url),
+            [report])
     limit = float(config["max_reject_fraction"])
-    if report.row_count and len(rejected) / report.row_count > limit:
+    if report.row_count and len(defective) / report.row_count > limit:
         row_failures = report.failures_at("row")
         raise ContractError(
             failure_message(
-                f"{title}: {len(rejected)} of {report.row_count} rows are defective, more than "
-                f"the {limit:.1%} that may be quarantined", row_failures, [report]),
+                f"{title}: {len(defective)} of {report.row_count} rows are defective, more "
+                f"than the {limit:.1%} that may be quarantined (max_reject_fraction)",
+                row_failures, [report]),
             [report],
         )
     if rejected:
         logger.warning("input contract: %d of %d rows quarantined", len(rejected),
                        report.row_count)
     return InputOutcome(report=report, rejected=rejected)
+
+
+def loaded_before(engine: Engine, run_date: date, batch: InputBatch,
+                  exclude: set[Any]) -> dict[Any, int]:
+    """The batch's rows (by index) that repeat an event already in the interactions table,
+    each with the id of the loaded event; rows in ``exclude`` are not looked up.
+
+    Only a file can repeat history: the table's batch is every event of the
+    date, so a copy of one of its events is in the batch itself, and the copy
+    loaded first (the lowest event id) is the one kept. The date's own earlier
+    load is not history: a re-run replaces it, or skips the same file.
+
+    The batch's rows go to a temporary table and are joined with the events of
+    the batch's users in its time range, which the indexes on ``user_id`` and
+    ``event_at`` find; only the matches come back.
+    """
+    if batch.source == TABLE_SOURCE:
+        return {}
+    frame = batch.frame.drop(index=list(exclude))[COLUMNS].dropna()
+    if frame.empty:
+        return {}
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    for index, (user_id, item_id, rating, seconds) in zip(
+            frame.index, frame.itertuples(index=False), strict=True):
+        writer.writerow((int(index), int(user_id), int(item_id), repr(float(rating)),
+                         epoch_to_sql(int(seconds))))
+    buffer.seek(0)
+    with cursor(engine) as cur:
+        cur.execute("CREATE TEMPORARY TABLE batch_events (row_key bigint, user_id bigint,"
+                    " item_id bigint, rating double precision, event_at timestamptz)"
+                    " ON COMMIT DROP")
+        cur.copy_expert("COPY batch_events FROM STDIN WITH (FORMAT csv)", buffer)
+        cur.execute("ANALYZE batch_events")
+        cur.execute(
+            "SELECT b.row_key, min(i.event_id) FROM batch_events AS b"
+            " JOIN batchscore.interactions AS i USING (user_id, item_id, rating, event_at)"
+            " WHERE i.user_id = ANY(%(users)s) AND i.event_at BETWEEN %(first)s AND %(last)s"
+            " AND (i.load_id IS NULL OR i.load_id NOT IN (SELECT load_id"
+            "  FROM batchscore.input_loads WHERE run_date = %(run_date)s))"
+            " GROUP BY b.row_key",
+            {"users": sorted({int(user) for user in frame["user_id"]}),
+             "first": epoch_to_sql(int(frame["timestamp"].min())),
+             "last": epoch_to_sql(int(frame["timestamp"].max())), "run_date": run_date})
+        matches = cur.fetchall()
+    return {int(key): int(event_id) for key, event_id in matches}
 
 
 def json_row(values: pd.Series) -> str:

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import IO
 
 import numpy as np
@@ -26,6 +26,12 @@ logger = logging.getLogger(__name__)
 SECONDS_PER_DAY = 86_400
 # Events are assigned topics in chunks so memory stays flat for millions of users.
 CHUNK_EVENTS = 1_000_000
+
+
+def last_whole_day() -> date:
+    """Yesterday (UTC), the default last day of generated events: they fill whole days,
+    and the input contract quarantines events stamped after the time of loading."""
+    return datetime.now(UTC).date() - timedelta(days=1)
 
 
 @dataclass(frozen=True)

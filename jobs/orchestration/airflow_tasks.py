@@ -68,7 +68,14 @@ def reconcile(**context: Any) -> dict[str, Any]:
 
 
 def validate_inputs(**context: Any) -> dict[str, Any]:
-    """Begin the run, check and load its input, export what the scoring job reads."""
+    """Begin the run, check and load its input, export what the scoring job reads.
+
+    A date with no events is recorded as skipped and this task is skipped, so
+    that the tasks after it are skipped too rather than failed.
+    """
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from jobs.contracts.inputs import NothingToScoreError
     from jobs.orchestration import nightly
     from jobs.platform import runs
 
@@ -84,6 +91,7 @@ def validate_inputs(**context: Any) -> dict[str, Any]:
         input_format=params.get("input_format") or None,
         model_version=params.get("model_version"),
         serve_older_date=bool(params.get("serve_older_date")),
+        allow_future_date=bool(params.get("allow_future_date")),
         canary_version=params.get("canary_version"),
         canary_fraction=params.get("canary_fraction"),
         shadow_version=params.get("shadow_version"),
@@ -96,6 +104,9 @@ def validate_inputs(**context: Any) -> dict[str, Any]:
         state = nightly.begin(engine, config, run_id, lease_seconds=RUN_LEASE_SECONDS)
         try:
             nightly.validate_inputs(engine, state)
+        except NothingToScoreError as nothing:
+            nightly.skip(engine, state, nothing)
+            raise AirflowSkipException(str(nothing)) from None
         except BaseException as err:
             nightly.fail(engine, state, err, config.redis_url)
             raise

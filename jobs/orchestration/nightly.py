@@ -20,7 +20,7 @@ import logging
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from sqlalchemy.engine import Engine
 from jobs.contracts import redis as contract
 from jobs.contracts.engine import ContractError, Validator
 from jobs.contracts.inputs import (
+    NothingToScoreError,
     batch_stats,
     check_input,
     quarantine_and_load,
@@ -120,6 +121,8 @@ class NightlyConfig:
     input_format: str | None = None
     model_version: int | None = None
     serve_older_date: bool = False
+    # Run a date after today (UTC): refused without it, since it would take over serving.
+    allow_future_date: bool = False
     # Score this version beside the served one, serving nothing (a shadow run).
     shadow_version: int | None = None
     # Serve this version to canary_fraction of the users (a canary run).
@@ -145,6 +148,7 @@ class RunState:
     input_path: str | None = None
     input_format: str | None = None
     serve_older_date: bool = False
+    allow_future_date: bool = False
     stats: dict[str, Any] = field(default_factory=dict)
     publish_id: int | None = None
     switch: dict[str, Any] | None = None
@@ -254,6 +258,9 @@ def execute(config: NightlyConfig, prepare: Callable[[Engine, RunState], None]) 
             prepare(engine, state)
             publish(engine, config.redis_url, state)
             finish(engine, state)
+        except NothingToScoreError as err:
+            skip(engine, state, err)
+            raise
         except BaseException as err:
             clear = store_lost(err)
             fail(engine, state, clear or err, config.redis_url)
@@ -296,6 +303,7 @@ def begin(engine: Engine, config: NightlyConfig, run_id: str | None = None,
     it before reconcile counts it gone.
     """
     ensure_schema(engine)
+    refuse_future_date(config.run_date, datetime.now(UTC).date(), config.allow_future_date)
     if config.shadow_version is not None and config.canary_version is not None:
         raise RunRequestError("a run is a shadow run or a canary run, not both")
     if config.force and not (config.reason or "").strip():
@@ -324,7 +332,7 @@ def begin(engine: Engine, config: NightlyConfig, run_id: str | None = None,
         work_dir=str(config.home / "staging" / run_id),
         input_path=str(config.input_path) if config.input_path else None,
         input_format=config.input_format, serve_older_date=config.serve_older_date,
-        stats={"k": config.k, "data_docs": {}},
+        allow_future_date=config.allow_future_date, stats={"k": config.k, "data_docs": {}},
         kind="shadow" if shadow else "canary" if canary else "serve",
         lock_wait_seconds=config.lock_wait_seconds,
     )
@@ -339,6 +347,21 @@ def begin(engine: Engine, config: NightlyConfig, run_id: str | None = None,
                 f" (canary: version {canary.version} for {state.canary_fraction:.0%} of users)"
                 if canary else "")
     return state.save()
+
+
+def refuse_future_date(run_date: date, today: date, allowed: bool) -> None:
+    """Refuse a run date after ``today`` (UTC) unless ``allowed``.
+
+    A date ahead of the clock (a typo, or events stamped years ahead picked as
+    the newest date) would take over serving, and no normal run would serve
+    again until someone passed --serve-older-date.
+    """
+    if run_date > today and not allowed:
+        raise RunRequestError(
+            f"run date {run_date} is after today ({today}, UTC): a future date would take "
+            "over serving from every normal run after it; nothing was run. Name the date "
+            "with --run-date (the default is the newest event's), or pass --allow-future-date "
+            "(the DAG param allow_future_date) to run it anyway")
 
 
 def trial_model(engine: Engine, version: int | None,
@@ -363,13 +386,19 @@ def canary_fraction(fraction: float | None) -> float:
 
 
 def validate_inputs(engine: Engine, state: RunState) -> RunState:
-    """The input contract, then the export the scoring job reads."""
+    """The input contract, then the export the scoring job reads.
+
+    Raises :class:`NothingToScoreError` when the date has no events; the caller
+    records the run as skipped (:func:`skip`).
+    """
     validator = Validator(Path(state.home), state.run_id)
     run_date = state.logical_date
     batch = (read_input_file(Path(state.input_path), state.input_format)
              if state.input_path else table_batch(engine, run_date))
     try:
-        outcome = check_input(validator, engine, run_date, batch, run_name=state.run_id)
+        # The time of loading: events stamped after it are quarantined.
+        outcome = check_input(validator, engine, run_date, batch, run_name=state.run_id,
+                              now=datetime.now(UTC), future_allowed=state.allow_future_date)
     except ContractError as err:
         state.stats["data_docs"].update(err.docs_urls)
         state.save()
@@ -637,6 +666,13 @@ def finish(engine: Engine, state: RunState) -> RunState:
     runs.succeed(engine, state.run_id, state.stats)
     shutil.rmtree(state.folder, ignore_errors=True)
     return state
+
+
+def skip(engine: Engine, state: RunState, reason: BaseException | str) -> None:
+    """Record a run that had nothing new to score; it staged nothing, so nothing is
+    discarded but its folder."""
+    runs.skip(engine, state.run_id, str(reason), state.stats)
+    shutil.rmtree(state.folder, ignore_errors=True)
 
 
 def fail(engine: Engine, state: RunState, error: BaseException | str,

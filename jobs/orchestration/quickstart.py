@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 
 import sqlalchemy as sa
 
-from jobs.data.generate import GenerateConfig, generate_and_load
+from jobs.data.generate import GenerateConfig, generate_and_load, last_whole_day
 from jobs.data.store import newest_event_date
 from jobs.lifecycle import registry
 from jobs.orchestration import local_airflow, nightly
@@ -35,7 +35,7 @@ def quickstart(settings: Settings, *, through_airflow: bool = True,
     engine = services.database(settings)
     run_date = newest_event_date(engine)
     if run_date is None:
-        config = GenerateConfig(**SAMPLE, end_date=datetime.now(UTC).date())
+        config = GenerateConfig(**SAMPLE, end_date=last_whole_day())
         say(f"1/3 generating a sample data set: {config.users} users x {config.items} items "
             f"over {config.days} days")
         generate_and_load(engine, config)

@@ -144,6 +144,12 @@ def fail(engine: Engine, run_id: str, error: str, stats: dict[str, Any] | None =
     logger.error("run %s failed: %s", run_id, error)
 
 
+def skip(engine: Engine, run_id: str, reason: str, stats: dict[str, Any] | None = None) -> None:
+    """Record a run that had nothing to do (no events for its date); ``reason`` says so."""
+    _finish(engine, run_id, "skipped", stats or {}, reason)
+    logger.info("run %s skipped: %s", run_id, reason)
+
+
 def list_runs(engine: Engine, limit: int = 50) -> list[Run]:
     with engine.connect() as conn:
         rows = conn.execute(

@@ -402,7 +402,8 @@ def user_attributes(engine: Engine, users: list[int]) -> dict[int, dict[str, Any
 
 
 def data_snapshot(interactions: DataFrame) -> dict[str, Any]:
-    """Row count, id ranges, date range and an order-independent content hash."""
+    """Row count, id ranges, date range, an order-independent content hash, and the days
+    with events and the median rows and active users of such a day."""
     from pyspark.sql import functions as F
 
     row = interactions.agg(
@@ -417,6 +418,11 @@ def data_snapshot(interactions: DataFrame) -> dict[str, Any]:
         F.sum(F.xxhash64("user_id", "item_id", "rating", "event_at").cast("decimal(38,0)"))
         .alias("hash_sum"),
     ).first()
+    # The typical day (UTC), the volume gate's baseline on a night with no earlier runs.
+    daily = interactions.groupBy(F.floor(F.col("event_at") / 86_400)).agg(
+        F.count("*").alias("rows"), F.countDistinct("user_id").alias("users"),
+    ).agg(F.count("*").alias("days"), F.median("rows").alias("rows"),
+          F.median("users").alias("users")).first()
     return {
         "rows": int(row["rows"]),
         "users": int(row["users"]),
@@ -426,6 +432,9 @@ def data_snapshot(interactions: DataFrame) -> dict[str, Any]:
         "first_event": datetime.fromtimestamp(row["first_event"], UTC).isoformat(),
         "last_event": datetime.fromtimestamp(row["last_event"], UTC).isoformat(),
         "content_hash": f"xxhash64-sum:{int(row['hash_sum']) % 2**64:016x}",
+        "days": int(daily["days"]),
+        "median_daily_rows": float(daily["rows"]),
+        "median_daily_users": float(daily["users"]),
     }
 
 

@@ -52,7 +52,10 @@ def test_nightly_task_graph(dagbag: DagBag) -> None:
                        "--canary-model-path", "--canary-fraction"]
     assert score.application.endswith("jobs/scoring/score.py")
     assert all(task.on_failure_callback for task in dag.tasks)
-    assert set(dag.params) == {"run_date", "model_version", "serve_older_date", "k",
+    # A date with no events skips validate_inputs; all_success skips every task after it.
+    assert {task.trigger_rule for task in dag.tasks} == {"all_success"}
+    assert set(dag.params) == {"run_date", "model_version", "serve_older_date",
+                               "allow_future_date", "k",
                                "input_path", "input_format", "canary_version",
                                "canary_fraction", "shadow_version", "force", "reason"}
 

@@ -195,9 +195,11 @@ def test_a_failing_gate_fails_the_task_with_the_contract_in_its_log(airflow_env,
     with engine.connect() as conn:
         before = conn.execute(sa.text(
             "SELECT publish_id, status FROM batchscore.prediction_versions ORDER BY 1")).all()
+    # A day's volume (the first night's baseline is the training snapshot's median day,
+    # about 280 rows and 200 users), every rating out of range.
     bad = tmp_path / "day.csv"
     bad.write_text("user_id,item_id,rating,timestamp\n"
-                   + "".join(f"{n},{n},9,1795132800\n" for n in range(1, 50)))
+                   + "".join(f"{n},{n % 200 + 1},9,1795132800\n" for n in range(1, 501)))
     params = f'{{"input_path": "{bad}", "model_version": 1}}'
     result = airflow(env, "tasks", "test", "batchscore_nightly", "validate_inputs",
                      "2026-11-15", "-t", params)

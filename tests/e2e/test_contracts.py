@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import csv
 import io
+import math
+import statistics
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -152,11 +154,12 @@ CORPUS = [
     ("out_of_range_ratings",
      "expect_column_values_to_be_between(rating): rating within the configured range"),
     ("future_timestamps", "no event after the end of the run date"),
-    ("absurdly_old_timestamps", "no absurdly old event"),
-    ("duplicate_flood", "exact duplicate events stay under the tolerance"),
-    ("empty_data", "at least one interaction"),
-    ("volume_drop", "the day's row count is within bounds of recent runs"),
-    ("volume_jump", "the day's row count is within bounds of recent runs"),
+    ("absurdly_old_timestamps", "a late event at most max_event_age_days before the run date"),
+    ("duplicate_flood", "that duplicate_tolerance allows"),
+    ("volume_drop", "the day's row count is within volume_min_ratio..volume_max_ratio of the "
+                    "volume baseline (expected"),
+    ("volume_jump", "the day's row count is within volume_min_ratio..volume_max_ratio of the "
+                    "volume baseline (expected"),
     ("stale_data", "the newest event falls on the run date"),
     ("unknown_items", "expect_column_values_to_be_in_set(item_id): item_id is in batchscore.items"),
     ("mixed_encodings", "not UTF-8 text"),
@@ -216,7 +219,7 @@ def test_a_few_bad_rows_are_quarantined_and_the_run_goes_on(world, tmp_path: Pat
             "SELECT DISTINCT logical_date FROM bi.recommendations")).scalar()
     last_line = len(rows) + 1
     assert [(r.row_number, r.reasons) for r in rejects] == [
-        (5, ["rating within the configured range"]),
+        (5, ["rating within the configured range (rating_min..rating_max)"]),
         (12, ["user_id is present"]),
         (last_line, ["exact duplicate of an earlier event"]),
     ]
@@ -244,3 +247,91 @@ def test_validate_command_runs_the_same_gates_by_hand(world, tmp_path: Path, cap
     assert main(["validate", "--input", str(path), "--run-date", RUN_DATE]) == 1
     assert "no event after the end of the run date" in capsys.readouterr().err
     assert snapshot(engine, client) == before
+
+
+def runs_of(engine, day: str) -> list[tuple[str, str | None]]:
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(sa.text(
+            "SELECT status, error FROM batchscore.runs WHERE logical_date = :d"
+            " ORDER BY started_at"), {"d": day})]
+
+
+def test_a_day_without_events_has_nothing_new_to_score(world, tmp_path: Path, capsys) -> None:
+    engine, client, good = world
+    path = make("empty_data", tmp_path, good)
+    day = "2026-11-25"
+    before = snapshot(engine, client)
+    capsys.readouterr()
+    assert main(["nightly", "--run-date", day, "--k", "10", "--input", str(path)]) == 0
+    message = ("nothing new to score for 2026-11-25: file:empty_data.csv holds no events; "
+               "nothing was published, the served version stays")
+    assert capsys.readouterr().out.strip() == message
+    assert snapshot(engine, client) == before
+    assert runs_of(engine, day) == [("skipped", message)]
+    assert main(["validate", "--input", str(path), "--run-date", day]) == 0
+    assert capsys.readouterr().out.strip() == message
+
+
+def test_a_run_date_after_today_is_refused_unless_allowed(world, tmp_path: Path, capsys
+                                                          ) -> None:
+    engine, client, good = world
+    today = datetime.now(UTC).date()
+    tomorrow = (today + timedelta(days=1)).isoformat()
+    before = snapshot(engine, client)
+    capsys.readouterr()
+    assert main(["nightly", "--run-date", tomorrow, "--k", "10"]) == 1
+    assert (
+        f"error: run date {tomorrow} is after today ({today}, UTC): a future date would take "
+        "over serving from every normal run after it; nothing was run. Name the date with "
+        "--run-date (the default is the newest event's), or pass --allow-future-date (the DAG "
+        "param allow_future_date) to run it anyway\n") in capsys.readouterr().err
+    assert runs_of(engine, tomorrow) == []
+    # Allowed, the date gets past the clock to the contract (here: a day with no events).
+    path = make("empty_data", tmp_path, good)
+    assert main(["nightly", "--run-date", tomorrow, "--k", "10", "--input", str(path),
+                 "--allow-future-date"]) == 0
+    assert f"nothing new to score for {tomorrow}" in capsys.readouterr().out
+    assert snapshot(engine, client) == before
+
+
+def test_a_file_resending_loaded_events_is_refused_by_name(world, tmp_path: Path, capsys
+                                                           ) -> None:
+    engine, client, good = world
+    # The history day's events, already in the table, sent again a day later (late
+    # arrivals by their stamps), with one new event of the day.
+    history = [[u, i, r, t - DAY] for u, i, r, t in good]
+    path = write_csv(tmp_path / "resent.csv", [*history, [1, 1, 4.0, RUN_DAY_START + 5]])
+    before = snapshot(engine, client)
+    capsys.readouterr()
+    assert main(["nightly", "--run-date", RUN_DATE, "--k", "10", "--input", str(path)]) == 1
+    error = capsys.readouterr().err
+    assert (f"input contract failed for {RUN_DATE} (file:resent.csv): {len(history)} of "
+            f"{len(history) + 1} rows are exact duplicates ({len(history)} of them of events "
+            "already loaded), more than the 5.0% that duplicate_tolerance allows; e.g. "
+            "line 2 = event ") in error
+    assert "Was the file, or part of it, sent before?" in error
+    assert snapshot(engine, client) == before
+
+
+def test_the_first_night_compares_volume_with_the_training_snapshot(world, tmp_path: Path,
+                                                                    capsys) -> None:
+    engine, _, good = world
+    # No run before the history date: its baseline is the model's training snapshot, whose
+    # median day is worked out here from the table the model was trained on.
+    with engine.connect() as conn:
+        daily = conn.execute(sa.text(
+            "SELECT count(*), count(DISTINCT user_id) FROM batchscore.interactions"
+            " WHERE event_at < CAST(:d AS date) + 1"
+            " GROUP BY (event_at AT TIME ZONE 'UTC')::date"), {"d": HISTORY_DATE}).all()
+    rows = statistics.median(day[0] for day in daily)
+    users = statistics.median(day[1] for day in daily)
+    history = [[u, i, r, t - DAY] for u, i, r, t in good]
+    path = write_csv(tmp_path / "drop.csv", history[: int(len(history) * 0.3)])
+    capsys.readouterr()
+    assert main(["validate", "--input", str(path), "--run-date", HISTORY_DATE]) == 1
+    error = capsys.readouterr().err
+    assert (f"volume baseline: {rows:.10g} rows and {users:.10g} users a day, the median day of "
+            f"model version 1's training snapshot ({len(daily)} days)") in error
+    # The bounds are the whole counts inside 0.4x and 10x the baseline.
+    assert (f"(expected {math.ceil(rows * 0.4)} to {math.floor(rows * 10)}) — observed "
+            f"{int(len(history) * 0.3)}") in error, error

@@ -197,20 +197,28 @@ def test_bad_runs_publish_nothing(pipeline, tmp_path: Path, capsys) -> None:
     assert main(["nightly", "--run-date", "2020-01-01"]) == 1
     assert ("no model trained as of 2020-01-01 or earlier has served (the serving version 1 was"
             " trained as of 2026-11-20); pin one with --model-version") in capsys.readouterr().err
-    assert main(["nightly", "--run-date", "2020-01-01", "--model-version", "1"]) == 1
+    # A date without events has nothing new to score: recorded as skipped, not a failure.
+    assert main(["nightly", "--run-date", "2020-01-01", "--model-version", "1"]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "nothing new to score for 2020-01-01: table holds no events; nothing was published, "
+        "the served version stays")
+    bad = write_lines(tmp_path / "day.csv", ["user,item,rating,timestamp", "1,2,3.0,1577836800"])
+    assert main(["nightly", "--run-date", "2020-01-01", "--model-version", "1",
+                 "--input", str(bad)]) == 1
     error = capsys.readouterr().err
-    assert "input contract failed for 2020-01-01 (table)" in error
-    assert ("expect_table_row_count_to_be_between: at least one interaction (expected at least 1)"
-            " — observed 0") in error
+    assert "input contract failed for 2020-01-01 (file:day.csv)" in error
+    assert "expect_table_columns_to_match_set: exactly the columns" in error
     assert store_contents(engine, client) == before
     with engine.connect() as conn:
-        failed = conn.execute(sa.text(
-            "SELECT error, stats FROM batchscore.runs WHERE status = 'failed'")).all()
-    assert len(failed) == 1
-    assert failed[0].error.startswith("ContractError: input contract failed for 2020-01-01")
-    docs = Path(failed[0].stats["data_docs"]["interactions"].removeprefix("file://"))
+        ended = conn.execute(sa.text(
+            "SELECT status, error, stats FROM batchscore.runs WHERE logical_date = '2020-01-01'"
+            " ORDER BY started_at")).all()
+    assert [run.status for run in ended] == ["skipped", "failed"]
+    failed = ended[1]
+    assert failed.error.startswith("ContractError: input contract failed for 2020-01-01")
+    docs = Path(failed.stats["data_docs"]["interactions"].removeprefix("file://"))
     page = " ".join(re.sub(r"<[^>]+>", " ", docs.read_text()).split())
-    assert "nightly-2020-01-01" in page and "Must have greater than or equal to 1 rows" in page
+    assert "nightly-2020-01-01" in page and "Must have exactly these columns" in page
 
 
 def test_quickstart_reuses_what_is_there(pipeline, capsys) -> None:

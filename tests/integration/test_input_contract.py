@@ -40,7 +40,8 @@ def test_table_defects_are_quarantined_by_moving_the_rows(engine, tmp_path) -> N
         before = conn.execute(sa.text("SELECT count(*) FROM batchscore.interactions")).scalar()
     batch = table_batch(engine, END)
     outcome = check_input(Validator(tmp_path), engine, END, batch)
-    assert outcome.rejected == {event_id: ["rating within the configured range"]}
+    assert outcome.rejected == {
+        event_id: ["rating within the configured range (rating_min..rating_max)"]}
     run_id = runs.start(engine, "nightly", END, None)
     assert quarantine_and_load(engine, run_id, END, batch, outcome) == {"loaded": 0,
                                                                          "rejected": 1}
@@ -50,7 +51,7 @@ def test_table_defects_are_quarantined_by_moving_the_rows(engine, tmp_path) -> N
         row = conn.execute(sa.text("SELECT row_number, row, reasons FROM batchscore.rejects")
                            ).one()
     assert row.row_number == event_id and row.row["rating"] == 50.0
-    assert row.reasons == ["rating within the configured range"]
+    assert row.reasons == ["rating within the configured range (rating_min..rating_max)"]
 
 
 def test_a_files_accepted_rows_are_loaded_with_a_progress_line(engine, tmp_path,
