@@ -66,7 +66,8 @@ def test_a_good_parquet_day_is_checked_and_loaded(engine, tmp_path: Path) -> Non
     (lambda c: {**c, "item_id": pa.array([2.5] * ROWS)},
      "expect_column_values_to_be_in_type_list(item_id): item_id holds whole numbers"),
     (lambda c: {**c, "rating": pa.array([9.0 if n % 5 == 0 else 3.0 for n in range(ROWS)])},
-     "rating within the configured range (expected 0.5 to 5) — 40 of 200 rows fail; e.g. "
+     "rating within the configured range (rating_min..rating_max) (expected 0.5 to 5) — "
+     "40 of 200 rows fail; e.g. "
      "row 0: user_id=1, item_id=7, rating=9, timestamp=1795176000; row 5: "),
     (lambda c: {**c, "item_id": pa.array([2**31 if n % 5 == 0 else 7 for n in range(ROWS)],
                                          pa.int64())},
