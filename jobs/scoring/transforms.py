@@ -64,8 +64,6 @@ SCORE_BLOCK_BYTES = 4 * 1024 * 1024
 BROADCAST_MIN_BYTES = 1024 * 1024
 # Column chunks per wanted item in the top-k selection (see top_k_columns).
 CHUNKS_PER_K = 8
-# ALS keeps ids as 32-bit integers.
-MAX_ALS_ID = 2**31 - 1
 
 
 def events_before(interactions: DataFrame, end_seconds: int) -> DataFrame:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jobs.bundles.export import export_als
-from jobs.data.load import InputError
+from jobs.data.load import MAX_ID, InputError
 from jobs.data.store import day_end, export_training_set
 from jobs.lifecycle.registry import ModelVersion, NewModel, get, register, serving_or_none
 from jobs.platform.artifacts import artifact_path, artifact_record, sha256_of
@@ -439,13 +439,11 @@ def data_snapshot(interactions: DataFrame) -> dict[str, Any]:
 
 
 def check_als_ids(snapshot: dict[str, Any]) -> None:
-    from jobs.scoring.transforms import MAX_ALS_ID
-
     for kind in ("user", "item"):
         largest = snapshot[f"max_{kind}_id"]
-        if largest > MAX_ALS_ID:
+        if largest > MAX_ID:
             raise InputError(
-                f"{kind} id {largest} is too large for ALS, which needs ids up to {MAX_ALS_ID}"
+                f"{kind} id {largest} is too large for ALS, which needs ids up to {MAX_ID}"
             )
 
 
