@@ -7,6 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobs.platform.names import (
+    DEFAULT_BI_SCHEMA,
+    DEFAULT_REDIS_PREFIX,
+    DEFAULT_SCHEMA,
+    InvalidNameError,
+    Names,
+)
+
 DEFAULT_HOME = ".batchscore"
 DEFAULT_SPARK_MASTER = "local[*]"
 DEFAULT_TOP_K = 50
@@ -29,6 +37,7 @@ class Settings:
     redis_url: str | None
     spark_master: str
     top_k: int
+    names: Names = Names()
 
     @property
     def services_dir(self) -> Path:
@@ -64,10 +73,17 @@ class Settings:
             raise ConfigError(
                 f"BATCHSCORE_REDIS_URL must be a redis:// URL, got {redis_url.split('://')[0]!r}"
             )
+        try:
+            names = Names(schema=get("BATCHSCORE_SCHEMA") or DEFAULT_SCHEMA,
+                          bi_schema=get("BATCHSCORE_BI_SCHEMA") or DEFAULT_BI_SCHEMA,
+                          redis_prefix=get("BATCHSCORE_REDIS_PREFIX") or DEFAULT_REDIS_PREFIX)
+        except InvalidNameError as exc:
+            raise ConfigError(str(exc)) from None
         return cls(
             home=Path(get("BATCHSCORE_HOME") or DEFAULT_HOME).expanduser().absolute(),
             database_url=database_url,
             redis_url=redis_url,
             spark_master=get("BATCHSCORE_SPARK_MASTER") or DEFAULT_SPARK_MASTER,
             top_k=top_k,
+            names=names,
         )
