@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.platform.names import (
@@ -37,7 +37,7 @@ class Settings:
     redis_url: str | None
     spark_master: str
     top_k: int
-    names: Names = Names()
+    names: Names = field(default_factory=Names)
 
     @property
     def services_dir(self) -> Path:
