@@ -68,7 +68,8 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
                                f"date and parameters; drop {', '.join(given)}")
         original = registry.get(engine, args.reproduce)
         config = train.TrainConfig.reproducing(original, services.database_url(settings),
-                                               settings.home, settings.spark_master)
+                                               settings.home, settings.spark_master,
+                                               settings.names)
         reproduced = train.run(config)
         describe_model(reproduced)
         describe_reproduction(original, reproduced)
@@ -81,7 +82,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
             as_of=run_date_or_newest(engine, args.as_of), spark_master=settings.spark_master,
             als=train.AlsParams(rank=chosen["rank"], reg_param=chosen["reg_param"],
                                 alpha=chosen["alpha"], max_iter=chosen["max_iter"]),
-            holdout_days=chosen["holdout_days"])
+            holdout_days=chosen["holdout_days"], names=settings.names)
     except ValueError as err:
         raise CommandError(str(err)) from None
     describe_model(train.run(config))

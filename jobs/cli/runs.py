@@ -117,7 +117,7 @@ def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
             allow_future_date=args.allow_future_date,
             shadow_version=args.shadow, canary_version=args.canary,
             canary_fraction=args.canary_fraction,
-            force=args.force, reason=args.reason,
+            force=args.force, reason=args.reason, names=settings.names,
         ))
     except NothingToScoreError as nothing:
         # Not a failure: the run is recorded as skipped and the served version stays.

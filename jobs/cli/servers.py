@@ -34,7 +34,7 @@ def cmd_services_stop(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
     from jobs.platform.db import engine_for, upgrade
 
-    applied = upgrade(engine_for(services.database_url(settings)))
+    applied = upgrade(engine_for(services.database_url(settings), settings.names))
     print(f"applied {len(applied)} migration(s){': ' + ', '.join(applied) if applied else ''}")
     return 0
 

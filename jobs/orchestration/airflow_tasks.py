@@ -47,7 +47,7 @@ def resolve_run_date(run_date_param: str | None, logical_date: datetime | None) 
 def _engine() -> Any:
     from jobs.platform.db import engine_for
 
-    return engine_for(connection_url(POSTGRES_CONN_ID))
+    return engine_for(connection_url(POSTGRES_CONN_ID), Settings.from_env().names)
 
 
 def _state(context: dict[str, Any]) -> Any:
@@ -97,6 +97,7 @@ def validate_inputs(**context: Any) -> dict[str, Any]:
         shadow_version=params.get("shadow_version"),
         force=bool(params.get("force")),
         reason=params.get("reason"),
+        names=settings.names,
     )
     engine = _engine()
     run_id = runs.new_run_id("nightly", config.run_date)

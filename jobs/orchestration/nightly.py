@@ -52,6 +52,7 @@ from jobs.lifecycle import registry
 from jobs.platform import runs
 from jobs.platform.artifacts import artifact_path
 from jobs.platform.db import engine_for, ensure_schema
+from jobs.platform.names import Names
 from jobs.platform.progress import progress
 from jobs.platform.provenance import current_user
 from jobs.publish import POSTGRES_COLUMNS, REDIS_COLUMNS, PublishVersion, protocol, read_blocks
@@ -132,6 +133,8 @@ class NightlyConfig:
     force: bool = False
     reason: str | None = None
     lock_wait_seconds: float = protocol.DEFAULT_LOCK_WAIT_SECONDS
+    # The deployment's schema names (jobs.platform.names).
+    names: Names = field(default_factory=Names)
 
 
 @dataclass
@@ -242,7 +245,7 @@ def execute(config: NightlyConfig, prepare: Callable[[Engine, RunState], None]) 
     The run's lease is held throughout; if anything fails, what the run
     staged is discarded and the failure recorded before the error is raised.
     """
-    engine = engine_for(config.database_url)
+    engine = engine_for(config.database_url, config.names)
     ensure_schema(engine)
     try:
         reconcile(engine, config.redis_url, config.home, config.lock_wait_seconds)

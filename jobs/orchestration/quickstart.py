@@ -49,7 +49,7 @@ def quickstart(settings: Settings, *, through_airflow: bool = True,
         say("2/3 training a model (Spark ALS)")
         model = train.run(train.TrainConfig(
             database_url=services.database_url(settings), home=settings.home, as_of=run_date,
-            spark_master=settings.spark_master, als=train.AlsParams()))
+            spark_master=settings.spark_master, als=train.AlsParams(), names=settings.names))
     with engine.connect() as conn:
         published = conn.execute(sa.text(
             "SELECT publish_id FROM batchscore.prediction_versions"
@@ -64,7 +64,7 @@ def quickstart(settings: Settings, *, through_airflow: bool = True,
         published = nightly.run(nightly.NightlyConfig(
             run_date=run_date, database_url=services.database_url(settings),
             redis_url=services.redis_url(settings), home=settings.home, k=settings.top_k,
-            spark_master=settings.spark_master)).publish_id
+            spark_master=settings.spark_master, names=settings.names)).publish_id
     with engine.connect() as conn:
         user = conn.execute(sa.text(
             "SELECT user_id FROM bi.recommendations ORDER BY user_id LIMIT 1")).scalar()

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from jobs.platform.names import Names
+
 if TYPE_CHECKING:
     # yoyo is imported where it is used: importing it takes tens of milliseconds,
     # which the modules that only connect need not pay.
@@ -35,8 +37,6 @@ SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 # The hand-written runner before yoyo took it too (as a transaction lock), so a
 # process of an older release never migrates at the same time as this one.
 MIGRATION_LOCK_ID = 7_203_114_001
-# Where yoyo keeps its tables.
-MIGRATION_SCHEMA = "batchscore"
 # The checksum of every applied migration file, written by batchscore (yoyo keeps none).
 CHECKSUMS_TABLE = "batchscore.schema_migrations"
 # SQL comments, to tell a statement from a comment on its own.
@@ -140,12 +140,26 @@ def cursor(engine: Engine) -> Iterator[Any]:
         raw.close()
 
 
-def engine_for(database_url: str) -> Engine:
-    """A SQLAlchemy engine (psycopg2 driver) for a ``postgresql://`` URL."""
+def engine_for(database_url: str, names: Names | None = None) -> Engine:
+    """A SQLAlchemy engine (psycopg2 driver) for a ``postgresql://`` URL.
+
+    With ``names`` other than the defaults, every statement sent through the
+    engine, raw psycopg2 cursors and COPY included, names that deployment's
+    schemas and roles (:meth:`Names.sql`); :func:`names_of` gives them back.
+    """
+    names = names or Names()
     url = sa.engine.make_url(database_url)
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg2")
-    return sa.create_engine(url, pool_pre_ping=True)
+    factory = names.cursor_factory()
+    return sa.create_engine(url, pool_pre_ping=True,
+                            connect_args={"cursor_factory": factory} if factory else {},
+                            execution_options={"batchscore_names": names})
+
+
+def names_of(engine: Engine) -> Names:
+    """The deployment names ``engine`` was made for (:func:`engine_for`)."""
+    return engine.get_execution_options().get("batchscore_names") or Names()
 
 
 @dataclass(frozen=True)
@@ -209,7 +223,8 @@ def upgrade(engine: Engine, sql_dir: Path = SQL_DIR) -> list[str]:
     at once: they take turns, and the later ones find nothing to do.
 
     yoyo-migrations splits the files into statements and keeps its record of
-    what is applied in schema ``batchscore`` (``_yoyo_migration``,
+    what is applied in schema ``batchscore`` (the deployment's own, see
+    :mod:`jobs.platform.names`, which also names the schemas in the files) (``_yoyo_migration``,
     ``_yoyo_log``, ``_yoyo_version``, ``yoyo_lock``);
     ``batchscore.schema_migrations`` keeps each applied file's checksum. A
     database migrated before yoyo kept that record has only the checksums: its
@@ -221,7 +236,7 @@ def upgrade(engine: Engine, sql_dir: Path = SQL_DIR) -> list[str]:
             # yoyo connects with search_path set to this schema, so it must exist
             # first; and under the lock, as CREATE SCHEMA IF NOT EXISTS fails when
             # another session creates the schema at the same moment.
-            conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {MIGRATION_SCHEMA}"))
+            conn.execute(sa.text("CREATE SCHEMA IF NOT EXISTS batchscore"))
         backend = _yoyo_backend(engine)
         try:
             applied_now = _apply(backend, source)
@@ -249,17 +264,23 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
 
 
 def _yoyo_backend(engine: Engine) -> DatabaseBackend:
-    """A yoyo backend on a connection of its own to ``engine``'s database."""
+    """A yoyo backend on a connection of its own to ``engine``'s database, translating the
+    migrations' schema and role names as ``engine`` does."""
     from yoyo import get_backend
 
+    names = names_of(engine)
     url = engine.url.set(drivername="postgresql")
     # yoyo's PostgreSQL backend sets search_path to the URL's schema, where it
     # then keeps its tables: keep them beside ours, out of the bi contract. The
     # migrations name their schemas, so the search path does not move them.
-    query = {"schema": MIGRATION_SCHEMA}
+    query = {"schema": names.schema}
     if "application_name" not in url.query:
         query["application_name"] = "batchscore db upgrade"
-    return get_backend(url.update_query_dict(query).render_as_string(hide_password=False))
+    backend = get_backend(url.update_query_dict(query).render_as_string(hide_password=False))
+    factory = names.cursor_factory()
+    if factory is not None:
+        backend.connection.cursor_factory = factory
+    return backend
 
 
 def _apply(backend: DatabaseBackend, source: MigrationList) -> list[str]:

@@ -12,6 +12,7 @@ after a crash at any point and ends in the same state.
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -20,7 +21,8 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from jobs.platform.db import session_lock
+from jobs.platform.db import names_of, session_lock
+from jobs.platform.names import Names
 from jobs.publish import PublishVersion, SwitchOutcome
 from jobs.publish.postgres import DEFAULT_KEEP_VERSIONS, PostgresPublisher, served_publish_id
 from jobs.publish.redis import (
@@ -36,12 +38,20 @@ from jobs.publish.redis import (
 
 logger = logging.getLogger(__name__)
 
-# The advisory lock (class, object) every publisher of this database takes.
-PUBLISH_LOCK_KEY = (72_031, 1)
+# The class of the advisory lock (class, object) every publisher of a deployment takes.
+PUBLISH_LOCK_CLASS = 72_031
 # How long a publisher waits for another one to finish before it gives up.
 DEFAULT_LOCK_WAIT_SECONDS = 300.0
 # Users read back from PostgreSQL at a time when Redis lost a served version.
 REWRITE_BLOCK_USERS = 2_500
+
+
+def publish_lock_key(names: Names) -> tuple[int, int]:
+    """The advisory lock of one deployment's publishers: deployments sharing a
+    database never wait for each other."""
+    if names.is_default:
+        return PUBLISH_LOCK_CLASS, 1
+    return PUBLISH_LOCK_CLASS, zlib.crc32(names.schema.encode()) & 0x7FFF_FFFF
 
 
 @contextmanager
@@ -52,7 +62,8 @@ def publish_lock(engine: Engine, holder: str,
     ``holder`` says who, in ``pg_stat_activity`` and in the error another
     publisher gets when it has waited ``wait_seconds`` in vain.
     """
-    with session_lock(engine, PUBLISH_LOCK_KEY, "the publish lock", wait_seconds,
+    with session_lock(engine, publish_lock_key(names_of(engine)), "the publish lock",
+                      wait_seconds,
                       f"batchscore publish: {holder}"):
         yield
 

@@ -19,7 +19,7 @@ import os
 import shutil
 import sys
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +33,7 @@ from jobs.lifecycle.registry import ModelVersion, NewModel, get, register, servi
 from jobs.platform.artifacts import artifact_path, artifact_record, sha256_of
 from jobs.platform.config import Settings
 from jobs.platform.db import engine_for, ensure_schema
+from jobs.platform.names import Names
 from jobs.platform.progress import spark_progress
 from jobs.platform.provenance import code_version, current_user
 from jobs.scoring.model import MODEL_METADATA_FILE
@@ -87,6 +88,8 @@ class TrainConfig:
     promote_if_first: bool = True
     # The version whose kept training set this run trains on again, if any.
     reproduces: int | None = None
+    # The deployment's schema names (jobs.platform.names).
+    names: Names = field(default_factory=Names)
 
     def __post_init__(self) -> None:
         for name, value in (("rank", self.als.rank), ("max-iter", self.als.max_iter),
@@ -98,7 +101,7 @@ class TrainConfig:
 
     @classmethod
     def reproducing(cls, version: ModelVersion, database_url: str, home: Path,
-                    spark_master: str | None) -> TrainConfig:
+                    spark_master: str | None, names: Names | None = None) -> TrainConfig:
         """Train ``version`` again as it was trained: on its kept training set, with its
         as-of date, holdout days, K and ALS parameters (the seed too); never promoted."""
         params = version.params
@@ -106,7 +109,7 @@ class TrainConfig:
                    spark_master=spark_master,
                    als=AlsParams(**{name: params[name] for name in AlsParams.__dataclass_fields__}),
                    holdout_days=params["holdout_days"], eval_k=params["eval_k"],
-                   promote_if_first=False, reproduces=version.version)
+                   promote_if_first=False, reproduces=version.version, names=names or Names())
 
 
 def parse_args(argv: list[str]) -> TrainConfig:
@@ -142,9 +145,10 @@ def parse_args(argv: list[str]) -> TrainConfig:
         if given:
             parser.error(f"--reproduce uses the version's recorded as-of date and parameters; "
                          f"drop {', '.join(given)}")
-        return TrainConfig.reproducing(get(engine_for(args.database_url), args.reproduce),
+        return TrainConfig.reproducing(get(engine_for(args.database_url, settings.names),
+                                           args.reproduce),
                                        args.database_url, args.home.absolute(),
-                                       args.spark_master)
+                                       args.spark_master, settings.names)
     if args.as_of is None:
         parser.error("give --as-of DATE (or --reproduce VERSION)")
     try:
@@ -158,6 +162,7 @@ def parse_args(argv: list[str]) -> TrainConfig:
             holdout_days=args.holdout_days,
             eval_k=args.eval_k,
             promote_if_first=not args.no_promote,
+            names=settings.names,
         )
     except ValueError as err:
         parser.error(str(err))
@@ -182,7 +187,7 @@ def run(config: TrainConfig, spark: SparkSession | None = None) -> ModelVersion:
     """
     from jobs.platform.spark import spark_session
 
-    engine = engine_for(config.database_url)
+    engine = engine_for(config.database_url, config.names)
     ensure_schema(engine)
     name = f"als-{config.as_of.isoformat()}-{uuid.uuid4().hex[:8]}"
     work_dir = config.home / "staging" / f"train-{name}"

@@ -86,7 +86,7 @@ def database(settings: Settings) -> Engine:
     configured one must already be (``batchscore db upgrade``), or this says so."""
     from jobs.platform.db import engine_for, ensure_schema, upgrade
 
-    engine = engine_for(database_url(settings))
+    engine = engine_for(database_url(settings), settings.names)
     if settings.database_url is None:
         upgrade(engine)
     else:

@@ -1,0 +1,106 @@
+"""Two deployments side by side in one database: each migrates, publishes and rolls back
+in its own schemas, under its own publish lock, without touching the other."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+import sqlalchemy as sa
+
+from jobs.lifecycle import registry
+from jobs.orchestration.rollback import roll_back
+from jobs.platform.db import applied_migrations, engine_for, migrations, upgrade
+from jobs.platform.names import Names
+from jobs.publish.protocol import publish_lock, publish_lock_key
+from tests.integration.test_publish import publish_day
+from tests.integration.test_rollback import new_model
+
+ACME = Names(schema="acme", bi_schema="acme_bi", redis_prefix="acme")
+DAY1, DAY2 = date(2026, 11, 18), date(2026, 11, 19)
+
+
+@pytest.fixture
+def acme(engine, endpoints):
+    """A second deployment in the same database as ``engine``'s, migrated afresh."""
+    other = engine_for(endpoints.database_url, ACME)
+    with other.begin() as conn:
+        # Translated: these drop acme_bi and acme, never bi or batchscore.
+        conn.execute(sa.text("DROP SCHEMA IF EXISTS bi CASCADE"))
+        conn.execute(sa.text("DROP SCHEMA IF EXISTS batchscore CASCADE"))
+    upgrade(other)
+    yield other
+    with other.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA IF EXISTS bi CASCADE"))
+        conn.execute(sa.text("DROP SCHEMA IF EXISTS batchscore CASCADE"))
+    other.dispose()
+
+
+def tables_of(engine, schema: str) -> set[str]:
+    with engine.connect() as conn:
+        return set(conn.execute(sa.text(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = :s"),
+            {"s": schema}).scalars())
+
+
+def served(engine) -> list[tuple]:
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(sa.text(
+            "SELECT user_id, rank, item_id, logical_date FROM bi.recommendations"
+            " ORDER BY user_id, rank"))]
+
+
+def test_a_second_deployment_migrates_into_its_own_schemas(engine, acme):
+    assert applied_migrations(acme) == [m.version for m in migrations()]
+    ours, theirs = tables_of(engine, "batchscore"), tables_of(engine, "acme")
+    assert "runs" in theirs and "schema_migrations" in theirs and "_yoyo_migration" in theirs
+    assert theirs == ours
+    assert tables_of(engine, "acme_bi") == tables_of(engine, "bi")
+    # The view of one deployment reads that deployment's tables.
+    with engine.connect() as conn:
+        definition = conn.execute(sa.text(
+            "SELECT pg_get_viewdef('acme_bi.recommendations'::regclass)")).scalar_one()
+    assert "acme." in definition and "batchscore." not in definition
+    assert upgrade(acme) == []  # and again finds nothing to do
+
+
+def test_publish_and_rollback_in_one_deployment_leave_the_other_alone(
+        engine, acme, redis_client, endpoints):
+    import redis
+
+    # Until keys carry the deployment's prefix in these helpers, each deployment's Redis
+    # side gets a database of its own here; PostgreSQL is what this test shares.
+    acme_redis = redis.Redis.from_url(endpoints.redis_url, db=1)
+    acme_redis.flushdb()
+    ours = new_model(engine, DAY1)
+    publish_day(engine, redis_client, ours, DAY1, {1: [(10, 0.9), (11, 0.5)]})
+    ours_served = served(engine)
+
+    first = new_model(acme, DAY1)
+    publish_day(acme, acme_redis, first, DAY1, {1: [(20, 0.9), (21, 0.5)]})
+    second = new_model(acme, DAY2)
+    registry.promote(acme, second, "test", "gates passed")
+    publish_day(acme, acme_redis, second, DAY2, {1: [(30, 0.9), (31, 0.5)]})
+    assert served(acme) == [(1, 1, 30, DAY2), (1, 2, 31, DAY2)]
+    assert served(engine) == ours_served == [(1, 1, 10, DAY1), (1, 2, 11, DAY1)]
+
+    done = roll_back(acme, acme_redis, "oncall", "acme's second model is wrong")
+    assert done.restored_model == first
+    assert served(acme) == [(1, 1, 20, DAY1), (1, 2, 21, DAY1)]
+    assert served(engine) == ours_served
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM batchscore.serving_history"
+                                    " WHERE action = 'rollback'")).scalar_one() == 0
+        assert conn.execute(sa.text("SELECT count(*) FROM acme.serving_history"
+                                    " WHERE action = 'rollback'")).scalar_one() == 1
+    acme_redis.flushdb()
+    acme_redis.close()
+
+
+def test_each_deployment_has_its_own_publish_lock(engine, acme):
+    assert publish_lock_key(Names()) == (72_031, 1)
+    assert publish_lock_key(ACME) != publish_lock_key(Names())
+    # The other deployment's publisher does not wait for ours.
+    with publish_lock(engine, "ours", wait_seconds=0.1), \
+            publish_lock(acme, "acme's", wait_seconds=0.1):
+        pass
