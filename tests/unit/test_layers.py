@@ -23,10 +23,11 @@ RANKS = {
     "training": 5,
     "publish": 5,
     "client": 5,
-    "orchestration": 6,
-    "cli": 8,
-    "bench": 7,
-    "__main__": 9,
+    "monitoring": 6,
+    "orchestration": 7,
+    "cli": 9,
+    "bench": 8,
+    "__main__": 10,
 }
 
 
