@@ -16,12 +16,13 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
 from sqlalchemy.engine import Engine
 
-from jobs.platform.config import Settings
+from jobs.platform.config import PrometheusSettings
 
 logger = logging.getLogger(__name__)
 
@@ -83,21 +84,22 @@ def collect(run: RunMetrics) -> CollectorRegistry:
     return registry
 
 
-def export(engine: Engine, settings: Settings, run_id: str) -> str:
+def export(engine: Engine, settings: PrometheusSettings, home: Path, run_id: str) -> str:
     """Write ``run_id``'s metrics where Prometheus reads them; returns where (file or URL).
 
     A Pushgateway when ``BATCHSCORE_PUSHGATEWAY_URL`` is set (the job
     ``batchscore_nightly``'s group is replaced); otherwise the textfile
-    ``batchscore.prom`` in the metrics folder, replaced atomically.
+    ``batchscore.prom`` in the metrics folder (default ``home/metrics``), replaced
+    atomically.
     """
     run = read_run_metrics(engine, run_id)
     registry = collect(run)
-    url = settings.prometheus.pushgateway_url
+    url = settings.pushgateway_url
     if url:
         push_to_gateway(url, job=PUSHGATEWAY_JOB, registry=registry, timeout=30)
         where = f"{url} (job {PUSHGATEWAY_JOB})"
     else:
-        folder = settings.metrics_dir
+        folder = settings.folder(home)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / TEXTFILE
         # Written beside the file and renamed: the collector never reads half of it.

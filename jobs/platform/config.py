@@ -54,6 +54,10 @@ class PrometheusSettings:
     textfile_dir: Path | None = None
     pushgateway_url: str | None = None
 
+    def folder(self, home: Path) -> Path:
+        """The textfile's folder for a deployment whose state is in ``home``."""
+        return self.textfile_dir or home / "metrics"
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -75,10 +79,6 @@ class Settings:
     @property
     def services_dir(self) -> Path:
         return self.home / "services"
-
-    @property
-    def metrics_dir(self) -> Path:
-        return self.prometheus.textfile_dir or self.home / "metrics"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jobs.monitoring.prometheus import export, gauge_name
 from jobs.platform import runs
-from jobs.platform.config import Settings
+from jobs.platform.config import PrometheusSettings, Settings
 from jobs.platform.services.ports import free_port
 
 COMPUTED_AT = datetime(2026, 11, 21, 2, 30, tzinfo=UTC)
@@ -74,7 +74,7 @@ def test_the_textfile_holds_the_runs_gauges_and_the_next_run_replaces_it(
     settings = Settings.from_env({"BATCHSCORE_HOME": str(tmp_path)})
     run_id = record_run(engine, model_version, date(2026, 11, 20), METRICS)
 
-    where = export(engine, settings, run_id)
+    where = export(engine, settings.prometheus, settings.home, run_id)
 
     path = tmp_path / "metrics" / "batchscore.prom"
     assert where == str(path)
@@ -83,7 +83,7 @@ def test_the_textfile_holds_the_runs_gauges_and_the_next_run_replaces_it(
     assert families["batchscore_input_item_popularity_psi"].type == "gauge"
 
     later = record_run(engine, model_version, date(2026, 11, 21), [("input.rows", "", 3900.0)])
-    export(engine, settings, later)
+    export(engine, settings.prometheus, settings.home, later)
     assert samples(path.read_text()) == {
         ("batchscore_input_rows", (("segment", ""),)): 3900.0,
         ("batchscore_run_info", (("logical_date", "2026-11-21"),
@@ -98,12 +98,13 @@ def test_a_configured_metrics_folder_is_used(engine, model_version, tmp_path: Pa
     settings = Settings.from_env({"BATCHSCORE_HOME": str(tmp_path / "home"),
                                   "BATCHSCORE_METRICS_DIR": str(tmp_path / "textfiles")})
     run_id = record_run(engine, model_version, date(2026, 11, 20), METRICS[:1])
-    assert export(engine, settings, run_id) == str(tmp_path / "textfiles" / "batchscore.prom")
+    assert export(engine, settings.prometheus, settings.home, run_id) == str(
+        tmp_path / "textfiles" / "batchscore.prom")
 
 
 def test_an_unknown_run_is_named(engine, tmp_path: Path) -> None:
     with pytest.raises(LookupError, match=r"no run nightly-x in batchscore\.runs"):
-        export(engine, Settings.from_env({"BATCHSCORE_HOME": str(tmp_path)}), "nightly-x")
+        export(engine, PrometheusSettings(), tmp_path, "nightly-x")
 
 
 @pytest.fixture
@@ -141,7 +142,8 @@ def test_with_a_pushgateway_configured_the_metrics_are_pushed_to_it(
                                   "BATCHSCORE_PUSHGATEWAY_URL": pushgateway})
     run_id = record_run(engine, model_version, date(2026, 11, 20), METRICS)
 
-    assert export(engine, settings, run_id) == f"{pushgateway} (job batchscore_nightly)"
+    where = export(engine, settings.prometheus, settings.home, run_id)
+    assert where == f"{pushgateway} (job batchscore_nightly)"
 
     with urllib.request.urlopen(f"{pushgateway}/metrics", timeout=10) as response:
         scraped = response.read().decode()

@@ -13,7 +13,7 @@ def test_alerts_default_to_the_log_and_metrics_to_a_textfile_under_home(tmp_path
     assert settings.alerts == AlertSettings(channel="log", emails=(),
                                             smtp_conn_id="smtp_default", from_email=None)
     assert settings.prometheus == PrometheusSettings(textfile_dir=None, pushgateway_url=None)
-    assert settings.metrics_dir == tmp_path / "metrics"
+    assert settings.prometheus.folder(settings.home) == tmp_path / "metrics"
 
 
 def test_every_alert_and_prometheus_setting_is_read(tmp_path: Path) -> None:
@@ -28,7 +28,7 @@ def test_every_alert_and_prometheus_setting_is_read(tmp_path: Path) -> None:
     assert settings.alerts == AlertSettings(
         channel="smtp", emails=("oncall@example.org", "ds@example.org"),
         smtp_conn_id="mail_relay", from_email="batchscore@example.org")
-    assert settings.metrics_dir == tmp_path / "textfiles"
+    assert settings.prometheus.folder(settings.home) == tmp_path / "textfiles"
     assert settings.prometheus.pushgateway_url == "http://127.0.0.1:9091"
 
 
