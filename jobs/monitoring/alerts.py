@@ -133,10 +133,17 @@ def raise_alert(engine: Engine, settings: AlertSettings, run_id: str | None, *,
 
     Sends on ``settings.channel``, then records one ``batchscore.alerts`` row per
     crossing (one for a failure) with whether delivery worked. A delivery
-    failure is logged and recorded, never raised. ``context`` is the Airflow
-    task's, when there is one.
+    failure is logged and recorded, never raised. The alert is sent even when
+    PostgreSQL is out of reach; recording it then raises. ``context`` is the
+    Airflow task's, when there is one.
     """
-    level, subject, body = compose(run_info(engine, run_id), crossings, failure)
+    try:
+        run = run_info(engine, run_id)
+    except Exception as err:  # PostgreSQL may be what failed the run: tell on-call anyway
+        logger.warning("alert for run %s: its date and model are unknown (%s)", run_id,
+                       type(err).__name__)
+        run = RunInfo(run_id, None, None)
+    level, subject, body = compose(run, crossings, failure)
     delivered, error = deliver(settings, subject, body, context or {})
     message = f"{subject}\n\n{body}"
     rows = ([{"level": "failed", "metric": None, "segment": None, "value": None,
