@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 import redis
+import sqlalchemy as sa
+from aiosmtpd.controller import Controller
 
 from jobs.lifecycle import registry
 from jobs.lifecycle.registry import NewModel, register
@@ -32,6 +34,7 @@ from jobs.platform import runs
 from jobs.platform.db import engine_for, upgrade
 from jobs.platform.services.ports import free_port
 from tests.conftest import reset_database
+from tests.integration.test_alerts import Mailbox, body_of, smtp_connection
 from tests.integration.test_publish import publish_day
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,7 +43,8 @@ STARTUP_SECONDS = 240
 WAIT_SECONDS = 240
 DAY = date(2026, 11, 20)
 # The nightly stays paused: the run a re-score asks for is only created.
-UNPAUSED = ("batchscore_rescore", "batchscore_train", "probe_monitor", "probe_promotion")
+UNPAUSED = ("batchscore_rescore", "batchscore_train", "probe_failure", "probe_monitor",
+            "probe_promotion")
 GATES = {"passed": True, "reason": "all gates passed", "serving_version": None, "checks": []}
 
 
@@ -69,6 +73,12 @@ def scheduler(endpoints, tmp_path_factory) -> Iterator[dict]:
     publish_day(engine, client, first, DAY, {1: [(10, 0.9), (11, 0.8)], 2: [(12, 0.7)]})
     nightly_run = runs.start(engine, "nightly", DAY, first)
 
+    mailbox = Mailbox()
+    smtp_port = free_port()
+    smtp = Controller(mailbox, hostname="127.0.0.1", port=smtp_port,
+                      authenticator=mailbox.authenticate, auth_require_tls=False)
+    smtp.start()
+
     home = tmp_path_factory.mktemp("airflow-assets")
     dags = home / "dags"
     dags.mkdir()
@@ -95,6 +105,11 @@ def scheduler(endpoints, tmp_path_factory) -> Iterator[dict]:
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         "AIRFLOW_CONN_BATCHSCORE_POSTGRES": endpoints.database_url,
         "AIRFLOW_CONN_BATCHSCORE_REDIS": endpoints.redis_url,
+        # Alerts by email, through an Airflow SMTP connection to the server above.
+        "BATCHSCORE_ALERT_CHANNEL": "smtp",
+        "BATCHSCORE_ALERT_EMAILS": "oncall@example.org",
+        "BATCHSCORE_ALERT_SMTP_CONN_ID": "batchscore_alerts_smtp",
+        "AIRFLOW_CONN_BATCHSCORE_ALERTS_SMTP": smtp_connection(smtp_port),
         # Refused by the Spark provider at once: the train task fails instead of training.
         "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[1]",
                                                   "extra": {"spark-home": "/nowhere"}}),
@@ -124,7 +139,7 @@ def scheduler(endpoints, tmp_path_factory) -> Iterator[dict]:
             {"state": "failed"})
         assert [run[2] for run in dag_runs(env, "batchscore_train")] == ["failed"]
         yield {"env": env, "engine": engine, "log": log, "nightly_run": nightly_run,
-               "first": first}
+               "first": first, "mailbox": mailbox}
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -132,6 +147,7 @@ def scheduler(endpoints, tmp_path_factory) -> Iterator[dict]:
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=30)
+        smtp.stop()
         engine.dispose()
 
 
@@ -151,7 +167,7 @@ def metadata(env: dict[str, str], query: str, *args) -> list[tuple]:
 def parsed(env: dict[str, str]) -> list[str]:
     try:
         return [row[0] for row in metadata(
-            env, "SELECT dag_id FROM dag WHERE dag_id IN (?, ?, ?, ?, ?)",
+            env, "SELECT dag_id FROM dag WHERE dag_id IN (?, ?, ?, ?, ?, ?)",
             "batchscore_nightly", *UNPAUSED)]
     except sqlite3.OperationalError:  # locked while the scheduler writes
         return []
@@ -227,6 +243,16 @@ def test_a_crossed_retrain_level_starts_training_and_none_starts_nothing(schedul
                                     "level": "retrain", "threshold": 0.25,
                                     "direction": "above"}]}
     assert asset_events(env, "batchscore://signals/retrain") == 1
+    # The alert task mailed the crossing (and was skipped for the run without one).
+    finished(env, "probe_monitor", log, 2)
+    assert metadata(env, "SELECT state FROM task_instance WHERE dag_id = 'probe_monitor'"
+                         " AND task_id = 'alert' ORDER BY id") in (
+        [("skipped",), ("success",)], [("success",), ("skipped",)])
+    [(recipients, message)] = scheduler["mailbox"].messages
+    assert recipients == ["oncall@example.org"]
+    assert f"crossed by run {scheduler['nightly_run']} (2026-11-20" in message["Subject"]
+    assert ("- [retrain] input.item_popularity_psi (vs_training) = 0.41 is above its retrain "
+            "level 0.25") in body_of(message)
 
 
 def test_a_promotion_rescores_the_served_date_with_the_new_model(scheduler) -> None:
@@ -244,3 +270,29 @@ def test_a_promotion_rescores_the_served_date_with_the_new_model(scheduler) -> N
     [(_, nightly_type, _, conf)] = created(env, "batchscore_nightly", log)
     assert nightly_type == "operator_triggered"
     assert json.loads(conf) == {"run_date": "2026-11-20", "model_version": second}
+
+
+def test_a_failed_task_mails_a_failed_alert_without_the_password(scheduler) -> None:
+    env, log, engine, mailbox = (scheduler["env"], scheduler["log"], scheduler["engine"],
+                                 scheduler["mailbox"])
+    before = len(mailbox.messages)
+    failed = airflow(env, "dags", "trigger", "probe_failure")
+    assert failed.returncode == 0, failed.stderr[-3000:]
+    [(dag_run, _, state, _)] = finished(env, "probe_failure", log, 1)
+    assert state == "failed"
+    deadline = time.monotonic() + WAIT_SECONDS
+    while len(mailbox.messages) == before:
+        assert time.monotonic() < deadline, log.read_text()[-5000:]
+        time.sleep(2)
+    [(_, message)] = mailbox.messages[before:]
+    assert message["Subject"] == "batchscore: a nightly before its run began failed"
+    body = body_of(message)
+    assert (f"task publish of DAG run {dag_run} failed: RuntimeError: lost "
+            "postgresql://batchscore:***@db:5432/batchscore") in body
+    assert "pw-in-a-url" not in message.as_string()
+    with engine.connect() as conn:
+        row = conn.execute(sa.text(
+            "SELECT level, channel, delivered, message FROM bi.alerts WHERE level = 'failed'")
+        ).one()
+    assert (row.level, row.channel, row.delivered) == ("failed", "smtp", True)
+    assert "pw-in-a-url" not in row.message

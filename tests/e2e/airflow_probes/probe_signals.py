@@ -1,9 +1,10 @@
 """Probe DAGs for the scheduler test (copied beside the real DAGs in its DAG folder).
 
-`probe_monitor` hands the real `signal_retrain` callable a `monitor` XCom of the
-agreed shape, crossed retrain level or none, as the nightly's monitor would;
-`probe_promotion` updates the serving-model asset as `batchscore_train`'s
-`promote` does after a promotion.
+`probe_monitor` hands the real `signal_retrain` and `alert` callables a `monitor`
+XCom of the agreed shape, crossed retrain level or none, as the nightly's
+monitor would; `probe_promotion` updates the serving-model asset as
+`batchscore_train`'s `promote` does after a promotion; `probe_failure` fails a
+task whose failure callback is the nightly's.
 """
 
 from __future__ import annotations
@@ -33,7 +34,13 @@ with DAG(dag_id="probe_monitor", schedule=None, start_date=START, catchup=False,
 
         return run(**context)
 
-    monitor() >> signal_retrain()
+    @task
+    def alert(**context):
+        from jobs.orchestration.airflow_tasks import alert as run
+
+        return run(**context)
+
+    monitor() >> [signal_retrain(), alert()]
 
 with DAG(dag_id="probe_promotion", schedule=None, start_date=START, catchup=False):
 
@@ -42,3 +49,19 @@ with DAG(dag_id="probe_promotion", schedule=None, start_date=START, catchup=Fals
         return "promoted"
 
     promoted()
+
+
+def _callback(context):
+    from jobs.orchestration.airflow_tasks import record_failure
+
+    record_failure(context)
+
+
+with DAG(dag_id="probe_failure", schedule=None, start_date=START, catchup=False,
+         default_args={"retries": 0, "on_failure_callback": _callback}):
+
+    @task
+    def publish():
+        raise RuntimeError("lost postgresql://batchscore:pw-in-a-url@db:5432/batchscore")
+
+    publish()
