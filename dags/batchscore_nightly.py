@@ -23,6 +23,12 @@ publishes the top-K lists to PostgreSQL (`bi.recommendations`) and Redis.
   task can be retried after a crash. See `schemas/publishing.md`.
 * A date with no events: `validate_inputs` records the run as skipped
   ("nothing new to score") and is skipped, and so are the tasks after it.
+* After the run is recorded and monitored: `alert` raises one alert for the warn
+  and retrain levels it crossed, `signal_retrain` updates the asset
+  `batchscore://signals/retrain` (which starts `batchscore_train`) when a retrain
+  level was crossed, and `export_metrics` writes its metrics for Prometheus; each
+  is skipped when it has nothing to do. A failed task raises a `failed` alert
+  (`on_failure_callback`). Alerts go where `BATCHSCORE_ALERT_CHANNEL` says.
 * One scheduled run at a time (`max_active_runs=1`).
 """
 
@@ -36,6 +42,7 @@ import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, Param, task
 
+from jobs.orchestration.assets import RETRAIN_SIGNAL
 from jobs.orchestration.scheduling import NightlyTimetable
 
 FIRST = "{{ ti.xcom_pull(task_ids='validate_inputs')"
@@ -162,5 +169,26 @@ with DAG(
 
         return run(**context)
 
-    (reconcile() >> validate_inputs() >> score >> validate_predictions() >> publish_postgres()
-     >> publish_redis() >> switch() >> smoke_check() >> record_run())
+    @task
+    def alert(**context):
+        from jobs.orchestration.airflow_tasks import alert as run
+
+        return run(**context)
+
+    @task(outlets=[RETRAIN_SIGNAL])
+    def signal_retrain(**context):
+        from jobs.orchestration.airflow_tasks import signal_retrain as run
+
+        return run(**context)
+
+    @task
+    def export_metrics(**context):
+        from jobs.orchestration.airflow_tasks import export_metrics as run
+
+        return run(**context)
+
+    recorded = (reconcile() >> validate_inputs() >> score >> validate_predictions()
+                >> publish_postgres() >> publish_redis() >> switch() >> smoke_check()
+                >> record_run())
+    # After `monitor`, whose XCom names the crossed levels.
+    recorded >> [alert(), signal_retrain(), export_metrics()]

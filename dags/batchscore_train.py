@@ -7,8 +7,11 @@ holdout, registers the version, and promotes it when the gates pass
 (`jobs.lifecycle.registry.promotion_decision`). A promotion updates the Airflow asset
 `batchscore://models/serving`; a skipped promotion does not.
 
-* **Schedule**: weekly, Sundays 03:00 UTC; trigger it by hand for an on-demand
-  model. **Params**: `as_of` (default: the run's logical date), ALS params.
+* **Schedule**: weekly, Sundays 03:00 UTC, **or** when a nightly crossed a
+  retrain level (the asset `batchscore://signals/retrain`), so a drifted model
+  is retrained the same night; trigger it by hand for an on-demand model.
+  **Params**: `as_of` (default: the run's logical date, or for a run the signal
+  started, the day it started), ALS params.
 * **Connections**: `batchscore_postgres`, `spark_default`.
 """
 
@@ -20,14 +23,16 @@ from importlib.util import find_spec
 
 import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param, task
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, task
 
-SERVING_MODEL = Asset("batchscore://models/serving", group="batchscore")
+from jobs.orchestration.assets import RETRAIN_SIGNAL, SERVING_MODEL
+
 TRAIN_APPLICATION = find_spec("jobs.training.train").origin
 
 with DAG(
     dag_id="batchscore_train",
-    schedule=CronTriggerTimetable("0 3 * * 0", timezone="UTC"),
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * 0", timezone="UTC"),
+                                 assets=[RETRAIN_SIGNAL]),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

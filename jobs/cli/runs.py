@@ -118,6 +118,7 @@ def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
             shadow_version=args.shadow, canary_version=args.canary,
             canary_fraction=args.canary_fraction,
             force=args.force, reason=args.reason, names=settings.names,
+            alerts=settings.alerts, prometheus=settings.prometheus,
         ))
     except NothingToScoreError as nothing:
         # Not a failure: the run is recorded as skipped and the served version stays.

@@ -20,6 +20,10 @@ logger = logging.getLogger(__name__)
 POSTGRES_CONN_ID = "batchscore_postgres"
 REDIS_CONN_ID = "batchscore_redis"
 FIRST_TASK = "validate_inputs"
+# The task whose XCom says which levels the run crossed:
+# {"run_id", "crossings": [{"metric", "segment", "value", "level", "threshold",
+#  "direction"}], "retrain": bool}.
+MONITOR_TASK = "monitor"
 # How long a run may go between tasks (the Spark job, retries with backoff)
 # before reconcile counts its process gone.
 RUN_LEASE_SECONDS = 6 * 3600
@@ -172,21 +176,128 @@ def record_run(**context: Any) -> dict[str, Any]:
 
 
 def record_failure(context: dict[str, Any]) -> None:
-    """on_failure_callback: mark the run failed and discard what it staged."""
+    """on_failure_callback: mark the run failed, discard what it staged, and raise a
+    ``failed`` alert naming the task, the run and the error."""
     from jobs.orchestration import nightly
 
     begun = context["ti"].xcom_pull(task_ids=FIRST_TASK)
+    error = context.get("exception") or f"task {context['ti'].task_id} failed"
     if not begun:
         logger.warning("no batchscore run was begun; nothing to record")
-        return
+    else:
+        try:
+            state = nightly.RunState.load(begun["work_dir"])
+        except FileNotFoundError:
+            logger.warning("run %s has no staging folder left; already recorded",
+                           begun["run_id"])
+        else:
+            nightly.fail(_engine(), state,
+                         error if isinstance(error, BaseException) else str(error),
+                         connection_url(REDIS_CONN_ID))
+    reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     try:
-        state = nightly.RunState.load(begun["work_dir"])
-    except FileNotFoundError:
-        logger.warning("run %s has no staging folder left; already recorded", begun["run_id"])
+        engine = _engine()
+    except Exception as err:  # the task's own failure is what Airflow reports
+        logger.error("no failure alert: PostgreSQL is out of reach (%s)", type(err).__name__)
         return
-    error = context.get("exception") or f"task {context['ti'].task_id} failed"
-    nightly.fail(_engine(), state, error if isinstance(error, BaseException) else str(error),
-                 connection_url(REDIS_CONN_ID))
+    nightly.alert_failed(engine, Settings.from_env().alerts, begun["run_id"] if begun else None,
+                         f"task {context['ti'].task_id} of DAG run "
+                         f"{context.get('run_id') or '?'} failed: {reason}", context)
+
+
+# ---------------------------------------------------------------- after monitor
+
+
+def _monitored(context: dict[str, Any]) -> dict[str, Any] | None:
+    return context["ti"].xcom_pull(task_ids=MONITOR_TASK)
+
+
+def alert(**context: Any) -> dict[str, Any]:
+    """Raise one alert for the warn and retrain levels the run crossed; skip when none."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from jobs.monitoring.alerts import crossing_from_json, raise_alert
+
+    monitored = _monitored(context)
+    if not monitored:
+        raise AirflowSkipException(f"task {MONITOR_TASK} left no result")
+    crossings = [crossing_from_json(record) for record in monitored.get("crossings", [])]
+    if not crossings:
+        raise AirflowSkipException(f"run {monitored['run_id']} crossed no level")
+    raised = raise_alert(_engine(), Settings.from_env().alerts, monitored["run_id"],
+                         crossings=crossings, context=context)
+    return raised.to_json()
+
+
+def signal_retrain(**context: Any) -> dict[str, Any]:
+    """Update the asset ``batchscore://signals/retrain`` when the run crossed a retrain
+    level, which starts ``batchscore_train``; skip (no asset event) otherwise.
+
+    Also skipped when the run's model was trained as of its date or later (a
+    re-score with a fresh model): retraining would see no new events, and
+    would only start the same loop again.
+    """
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from jobs.lifecycle import registry
+    from jobs.monitoring.alerts import run_info
+    from jobs.orchestration.assets import RETRAIN_SIGNAL
+
+    monitored = _monitored(context)
+    if not monitored or not monitored.get("retrain"):
+        raise AirflowSkipException("no retrain level was crossed")
+    engine = _engine()
+    run = run_info(engine, monitored["run_id"])
+    if run.model_version is not None and run.logical_date is not None:
+        model = registry.get(engine, run.model_version)
+        if model.trained_as_of >= date.fromisoformat(run.logical_date):
+            raise AirflowSkipException(
+                f"model version {model.version} was trained as of {model.trained_as_of}, "
+                f"on every event up to {run.logical_date}: retraining sees nothing new")
+    signal = {"run_id": run.run_id, "logical_date": run.logical_date,
+              "model_version": run.model_version,
+              "crossings": [c for c in monitored.get("crossings", [])
+                            if c.get("level") == "retrain"]}
+    context["outlet_events"][RETRAIN_SIGNAL].extra = signal
+    logger.info("run %s crossed a retrain level: %s updated", run.run_id, RETRAIN_SIGNAL.uri)
+    return signal
+
+
+def export_metrics(**context: Any) -> str:
+    """Write the run's metrics for Prometheus (a textfile, or a Pushgateway)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from jobs.monitoring.prometheus import export
+
+    begun = context["ti"].xcom_pull(task_ids=FIRST_TASK)
+    if not begun:
+        raise AirflowSkipException("no batchscore run was begun")
+    settings = Settings.from_env()
+    return export(_engine(), settings.prometheus, settings.home, begun["run_id"])
+
+
+def rescore_plan(**context: Any) -> dict[str, Any]:
+    """What ``batchscore_rescore`` asks of the nightly after a promotion: the served date,
+    scored again with the model that now serves (pinned, since it was trained after
+    that date). Skipped when nothing is served yet or the model already scored it."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from jobs.lifecycle import registry
+    from jobs.publish.postgres import served_version
+
+    engine = _engine()
+    model = registry.serving(engine)
+    served = served_version(engine)
+    if served is None:
+        raise AirflowSkipException(f"nothing is served yet; the next nightly uses model "
+                                   f"version {model.version}")
+    publish_id, served_date, served_model = served
+    if served_model == model.version:
+        raise AirflowSkipException(f"version {publish_id} of {served_date} is already scored "
+                                   f"by model version {model.version}")
+    logger.info("model version %d now serves: re-scoring %s (served by version %d of model "
+                "%d)", model.version, served_date, publish_id, served_model)
+    return {"run_date": served_date.isoformat(), "model_version": model.version}
 
 
 # ---------------------------------------------------------------- training

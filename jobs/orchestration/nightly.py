@@ -49,8 +49,11 @@ from jobs.contracts.predictions import (
 from jobs.data.load import InputError
 from jobs.data.store import export_interactions
 from jobs.lifecycle import registry
+from jobs.monitoring.alerts import crossing_from_json, raise_alert
+from jobs.monitoring.prometheus import export as export_metrics
 from jobs.platform import runs
 from jobs.platform.artifacts import artifact_path
+from jobs.platform.config import AlertSettings, PrometheusSettings
 from jobs.platform.db import engine_for, ensure_schema
 from jobs.platform.names import Names
 from jobs.platform.progress import progress
@@ -135,6 +138,10 @@ class NightlyConfig:
     lock_wait_seconds: float = protocol.DEFAULT_LOCK_WAIT_SECONDS
     # The deployment's schema names (jobs.platform.names).
     names: Names = field(default_factory=Names)
+    # Where a failed run's alert and crossed levels' alerts go (default: the log), and
+    # where the run's metrics are written for Prometheus.
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    prometheus: PrometheusSettings = field(default_factory=PrometheusSettings)
 
 
 @dataclass
@@ -267,6 +274,7 @@ def execute(config: NightlyConfig, prepare: Callable[[Engine, RunState], None]) 
         except BaseException as err:
             clear = store_lost(err)
             fail(engine, state, clear or err, config.redis_url)
+            alert_failed(engine, config.alerts, state.run_id, clear or err)
             if clear is not None:
                 raise clear from err
             raise
@@ -701,6 +709,36 @@ def fail(engine: Engine, state: RunState, error: BaseException | str,
                      "`batchscore reconcile` will", state.run_id, type(err).__name__, err)
     if recorded:
         shutil.rmtree(state.folder, ignore_errors=True)
+
+
+def alert_failed(engine: Engine, settings: AlertSettings, run_id: str | None,
+                 error: BaseException | str, context: dict[str, Any] | None = None) -> None:
+    """Raise the ``failed`` alert of a run. An alert that cannot even be recorded is
+    logged, never raised over the error that failed the run."""
+    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    try:
+        raise_alert(engine, settings, run_id, failure=message, context=context)
+    except Exception as err:
+        logger.error("run %s: its failure alert could not be recorded (%s: %s)", run_id,
+                     type(err).__name__, err)
+
+
+def after_monitor(engine: Engine, config: NightlyConfig, monitored: dict[str, Any]
+                  ) -> dict[str, Any]:
+    """What follows the monitor step in this process: one alert for the levels the run
+    crossed (none when it crossed none) and its metrics written for Prometheus.
+
+    ``monitored`` is the monitor step's result (``run_id``, ``crossings``,
+    ``retrain``). Airflow runs the same as the tasks ``alert`` and
+    ``export_metrics``, and signals a retrain with an asset event; here a crossed
+    retrain level is said in the result, for whoever runs ``batchscore train``.
+    """
+    crossings = [crossing_from_json(record) for record in monitored.get("crossings", [])]
+    raised = (raise_alert(engine, config.alerts, monitored["run_id"], crossings=crossings)
+              if crossings else None)
+    where = export_metrics(engine, config.prometheus, config.home, monitored["run_id"])
+    return {"alert": raised.to_json() if raised else None, "metrics_written_to": where,
+            "retrain": bool(monitored.get("retrain"))}
 
 
 def prediction_summary(scored: ScoreStats) -> PredictionSummary:

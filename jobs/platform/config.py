@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,10 +19,44 @@ from jobs.platform.names import (
 DEFAULT_HOME = ".batchscore"
 DEFAULT_SPARK_MASTER = "local[*]"
 DEFAULT_TOP_K = 50
+ALERT_CHANNELS = ("log", "smtp")
+DEFAULT_SMTP_CONN_ID = "smtp_default"
+# A plain address: something@domain, no spaces, names or angle brackets.
+EMAIL_PATTERN = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+")
 
 
 class ConfigError(ValueError):
     """A setting is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Where alerts go (README, Alerts and the retraining signal).
+
+    ``channel`` ``log`` writes them to the log; ``smtp`` sends them to
+    ``emails`` through the Airflow SMTP connection ``smtp_conn_id``, which
+    holds the server and its credentials (``from_email`` defaults to the
+    connection's).
+    """
+
+    channel: str = "log"
+    emails: tuple[str, ...] = ()
+    smtp_conn_id: str = DEFAULT_SMTP_CONN_ID
+    from_email: str | None = None
+
+
+@dataclass(frozen=True)
+class PrometheusSettings:
+    """Where each run's metrics are written for Prometheus: a Pushgateway when
+    ``pushgateway_url`` is set, else a textfile in ``textfile_dir`` for the node
+    exporter's textfile collector (``None``: ``BATCHSCORE_HOME/metrics``)."""
+
+    textfile_dir: Path | None = None
+    pushgateway_url: str | None = None
+
+    def folder(self, home: Path) -> Path:
+        """The textfile's folder for a deployment whose state is in ``home``."""
+        return self.textfile_dir or home / "metrics"
 
 
 @dataclass(frozen=True)
@@ -38,6 +73,8 @@ class Settings:
     spark_master: str
     top_k: int
     names: Names = field(default_factory=Names)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    prometheus: PrometheusSettings = field(default_factory=PrometheusSettings)
 
     @property
     def services_dir(self) -> Path:
@@ -81,9 +118,44 @@ class Settings:
             raise ConfigError(str(exc)) from None
         return cls(
             home=Path(get("BATCHSCORE_HOME") or DEFAULT_HOME).expanduser().absolute(),
+            alerts=alert_settings(get),
+            prometheus=prometheus_settings(get),
             database_url=database_url,
             redis_url=redis_url,
             spark_master=get("BATCHSCORE_SPARK_MASTER") or DEFAULT_SPARK_MASTER,
             top_k=top_k,
             names=names,
         )
+
+
+def alert_settings(get: Callable[[str], str | None]) -> AlertSettings:
+    channel = (get("BATCHSCORE_ALERT_CHANNEL") or "log").lower()
+    if channel not in ALERT_CHANNELS:
+        raise ConfigError(f"BATCHSCORE_ALERT_CHANNEL must be one of {', '.join(ALERT_CHANNELS)}, "
+                          f"got {channel!r}")
+    emails = tuple(address.strip() for address in (get("BATCHSCORE_ALERT_EMAILS") or "").split(",")
+                   if address.strip())
+    for address in emails:
+        if not EMAIL_PATTERN.fullmatch(address):
+            raise ConfigError(f"BATCHSCORE_ALERT_EMAILS: {address!r} is not an email address "
+                              "(give plain addresses, separated by commas)")
+    if channel == "smtp" and not emails:
+        raise ConfigError("BATCHSCORE_ALERT_CHANNEL=smtp needs BATCHSCORE_ALERT_EMAILS, the "
+                          "addresses alerts go to, separated by commas")
+    from_email = get("BATCHSCORE_ALERT_FROM")
+    if from_email and not EMAIL_PATTERN.fullmatch(from_email):
+        raise ConfigError(f"BATCHSCORE_ALERT_FROM: {from_email!r} is not an email address")
+    return AlertSettings(channel=channel, emails=emails,
+                         smtp_conn_id=get("BATCHSCORE_ALERT_SMTP_CONN_ID") or DEFAULT_SMTP_CONN_ID,
+                         from_email=from_email)
+
+
+def prometheus_settings(get: Callable[[str], str | None]) -> PrometheusSettings:
+    url = get("BATCHSCORE_PUSHGATEWAY_URL")
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError("BATCHSCORE_PUSHGATEWAY_URL must be an http:// or https:// URL, "
+                          f"got {url.split('://')[0]!r}")
+    textfile_dir = get("BATCHSCORE_METRICS_DIR")
+    return PrometheusSettings(
+        textfile_dir=Path(textfile_dir).expanduser().absolute() if textfile_dir else None,
+        pushgateway_url=url)

@@ -96,6 +96,15 @@ def served_publish_id(engine: Engine) -> int | None:
         return conn.execute(sa.text("SELECT publish_id FROM batchscore.serving")).scalar()
 
 
+def served_version(engine: Engine) -> tuple[int, date, int] | None:
+    """What readers are served now: ``(publish_id, logical_date, model_version)``, or None."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.text(
+            "SELECT v.publish_id, v.logical_date, v.model_version FROM batchscore.serving s"
+            " JOIN batchscore.prediction_versions v USING (publish_id)")).first()
+    return None if row is None else (row.publish_id, row.logical_date, row.model_version)
+
+
 def list_versions(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
     """Published versions, newest first, as ``bi.prediction_versions`` shows them: the ids
     ``batchscore rollback --to`` and ``batchscore validate --predictions`` take."""

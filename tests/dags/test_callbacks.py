@@ -1,5 +1,6 @@
 """The nightly DAG's failure callback, against the embedded PostgreSQL."""
 
+import logging
 from datetime import date
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def test_failure_callback_records_the_run_and_discards_the_staged_version(
 
     record_failure({"ti": TaskInstance({FIRST_TASK: {"work_dir": state.work_dir,
                                                       "run_id": state.run_id}}),
+                    "run_id": "scheduled__2026-11-20T00:00:00+00:00",
                     "exception": RuntimeError("redis went away")})
 
     with engine.connect() as conn:
@@ -50,9 +52,33 @@ def test_failure_callback_records_the_run_and_discards_the_staged_version(
     assert (run.status, run.error) == ("failed", "RuntimeError: redis went away")
     assert version == "failed"
     assert not Path(state.work_dir).exists()
+    # The failure is also an alert (on the log channel by default).
+    with engine.connect() as conn:
+        alert = conn.execute(sa.text("SELECT run_id, level, channel, delivered, message"
+                                     " FROM bi.alerts")).one()
+    assert (alert.run_id, alert.level, alert.channel, alert.delivered) == (
+        state.run_id, "failed", "log", True)
+    assert ("task publish_redis of DAG run scheduled__2026-11-20T00:00:00+00:00 failed: "
+            "RuntimeError: redis went away") in alert.message
 
 
-def test_failure_callback_without_a_begun_run_does_nothing(engine) -> None:
+def test_failure_callback_without_a_begun_run_records_only_an_alert(engine, endpoints,
+                                                                     monkeypatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_BATCHSCORE_POSTGRES", endpoints.database_url)
     record_failure({"ti": TaskInstance({}), "exception": RuntimeError("no run")})
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM batchscore.runs")).scalar() == 0
+        alerts = conn.execute(sa.text("SELECT run_id, level FROM bi.alerts")).all()
+    assert [tuple(a) for a in alerts] == [(None, "failed")]
+
+
+def test_failure_callback_with_the_database_out_of_reach_still_alerts(engine, monkeypatch,
+                                                                      caplog) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_BATCHSCORE_POSTGRES", "postgresql://u@127.0.0.1:1/none")
+    with caplog.at_level(logging.WARNING):
+        record_failure({"ti": TaskInstance({}), "exception": RuntimeError("no run")})
+    # Sent on its channel (the log), though it could not be recorded; the callback returns.
+    assert "ALERT batchscore: a nightly before its run began failed" in caplog.text
+    assert "its failure alert could not be recorded (OperationalError" in caplog.text
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM batchscore.alerts")).scalar() == 0

@@ -20,10 +20,11 @@ def dagbag() -> DagBag:
 
 def test_every_dag_imports_without_errors(dagbag: DagBag) -> None:
     assert dagbag.import_errors == {}
-    assert set(dagbag.dag_ids) == {"batchscore_nightly", "batchscore_train"}
+    assert set(dagbag.dag_ids) == {"batchscore_nightly", "batchscore_train", "batchscore_rescore"}
 
 
-@pytest.mark.parametrize("dag_id", ["batchscore_nightly", "batchscore_train"])
+@pytest.mark.parametrize("dag_id", ["batchscore_nightly", "batchscore_train",
+                                    "batchscore_rescore"])
 def test_dags_have_tags_owner_retries_and_docs(dagbag: DagBag, dag_id: str) -> None:
     dag = dagbag.dags[dag_id]
     assert "batchscore" in dag.tags
@@ -42,7 +43,13 @@ def test_nightly_task_graph(dagbag: DagBag) -> None:
              "publish_postgres", "publish_redis", "switch", "smoke_check", "record_run"]
     for upstream, downstream in itertools.pairwise(order):
         assert dag.get_task(upstream).downstream_task_ids == {downstream}
-    assert dag.get_task("record_run").downstream_task_ids == set()
+    assert dag.get_task("record_run").downstream_task_ids == {"alert", "signal_retrain",
+                                                              "export_metrics"}
+    for after in ("alert", "signal_retrain", "export_metrics"):
+        assert dag.get_task(after).downstream_task_ids == set()
+    # Only the retrain signal updates an asset.
+    assert {task.task_id: [asset.uri for asset in task.outlets] for task in dag.tasks
+            if task.outlets} == {"signal_retrain": ["batchscore://signals/retrain"]}
     score = dag.get_task("score")
     assert type(score).__name__ == "SparkSubmitOperator"
     assert score._conn_id == "spark_default"
@@ -70,6 +77,28 @@ def test_train_task_graph_emits_the_serving_model_asset(dagbag: DagBag) -> None:
     train = dag.get_task("train")
     assert not any("conn." in arg for arg in train.application_args)
     assert "conn.batchscore_postgres" in train.env_vars["BATCHSCORE_DATABASE_URL"]
+
+
+def test_train_runs_weekly_or_on_the_retrain_signal(dagbag: DagBag) -> None:
+    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
+
+    schedule = dagbag.dags["batchscore_train"].timetable
+    assert type(schedule).__name__ == AssetOrTimeSchedule.__name__
+    assert type(schedule.timetable).__name__ == CronTriggerTimetable.__name__
+    assert (schedule.timetable.expression, schedule.timetable.timezone) == ("0 3 * * 0", "UTC")
+    assert [asset.uri for asset in schedule.asset_condition.objects] == [
+        "batchscore://signals/retrain"]
+
+
+def test_a_promotion_triggers_a_rescore_of_the_served_date(dagbag: DagBag) -> None:
+    dag = dagbag.dags["batchscore_rescore"]
+    assert [asset.uri for asset in dag.timetable.asset_condition.objects] == [
+        "batchscore://models/serving"]
+    assert dag.get_task("plan").downstream_task_ids == {"rescore"}
+    rescore = dag.get_task("rescore")
+    assert type(rescore).__name__ == "TriggerDagRunOperator"
+    assert rescore.trigger_dag_id == "batchscore_nightly"
+    assert rescore.conf == "{{ ti.xcom_pull(task_ids='plan') | tojson }}"
 
 
 def utc(*args: int) -> pendulum.DateTime:

@@ -91,8 +91,11 @@ def test_dags_test_publishes_and_a_second_run_replaces_the_date(airflow_env) -> 
     assert client.get(contract.pointer_key()) == str(publish_id).encode()
     with engine.connect() as conn:
         run = conn.execute(sa.text(
-            "SELECT status, stats FROM batchscore.runs WHERE kind = 'nightly'")).one()
+            "SELECT run_id, status, stats FROM batchscore.runs WHERE kind = 'nightly'")).one()
     assert run.status == "succeeded" and run.stats["publish_id"] == publish_id
+    # export_metrics wrote the run's gauges for Prometheus' textfile collector.
+    textfile = Path(env["BATCHSCORE_HOME"]) / "metrics" / "batchscore.prom"
+    assert f'run_id="{run.run_id}"' in textfile.read_text()
 
     again = airflow(env, "dags", "test", "batchscore_nightly", "2026-11-20")
     assert again.returncode == 0, (again.stdout + again.stderr)[-5000:]

@@ -1,0 +1,110 @@
+"""Each nightly's metrics for Prometheus: a textfile for the node exporter's textfile
+collector, or a push to a Pushgateway when one is configured.
+
+Every metric of ``batchscore.run_metrics`` becomes a gauge named
+``batchscore_`` + its name with dots as underscores (``input.item_popularity_psi`` ->
+``batchscore_input_item_popularity_psi``), labelled with its ``segment`` ('' for
+the run as a whole). ``batchscore_run_info{run_id, logical_date, model_version}``
+is 1 for the run the values come from, and ``batchscore_run_metrics_timestamp_seconds``
+says when they were computed. Each export replaces the previous one: the values
+are always the last monitored run's.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
+from sqlalchemy.engine import Engine
+
+from jobs.platform.config import PrometheusSettings
+
+logger = logging.getLogger(__name__)
+
+TEXTFILE = "batchscore.prom"
+PUSHGATEWAY_JOB = "batchscore_nightly"
+PREFIX = "batchscore_"
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    """One run's metrics, ``(metric, segment) -> value``, and what they are about."""
+
+    run_id: str
+    logical_date: str
+    model_version: int | None
+    computed_at: datetime | None
+    values: dict[tuple[str, str], float]
+
+
+def gauge_name(metric: str) -> str:
+    """The Prometheus name of a batchscore metric: ``input.rows`` -> ``batchscore_input_rows``."""
+    return PREFIX + re.sub(r"[^a-zA-Z0-9_]", "_", metric)
+
+
+def read_run_metrics(engine: Engine, run_id: str) -> RunMetrics:
+    with engine.connect() as conn:
+        run = conn.execute(sa.text(
+            "SELECT logical_date, model_version FROM batchscore.runs WHERE run_id = :id"),
+            {"id": run_id}).first()
+        if run is None:
+            raise LookupError(f"no run {run_id} in batchscore.runs")
+        rows = conn.execute(sa.text(
+            "SELECT metric, segment, value, computed_at FROM batchscore.run_metrics"
+            " WHERE run_id = :id ORDER BY metric, segment"), {"id": run_id}).all()
+    return RunMetrics(run_id=run_id, logical_date=run.logical_date.isoformat(),
+                      model_version=run.model_version,
+                      computed_at=max((row.computed_at for row in rows), default=None),
+                      values={(row.metric, row.segment): float(row.value) for row in rows})
+
+
+def collect(run: RunMetrics) -> CollectorRegistry:
+    """A registry holding the run's gauges, ready to write or push."""
+    registry = CollectorRegistry()
+    gauges: dict[str, Gauge] = {}
+    for (metric, segment), value in sorted(run.values.items()):
+        name = gauge_name(metric)
+        if name not in gauges:
+            gauges[name] = Gauge(name, f"batchscore run metric {metric}", ["segment"],
+                                 registry=registry)
+        gauges[name].labels(segment=segment).set(value)
+    Gauge("batchscore_run_info", "the run the batchscore metrics are of",
+          ["run_id", "logical_date", "model_version"], registry=registry).labels(
+        run_id=run.run_id, logical_date=run.logical_date,
+        model_version="" if run.model_version is None else str(run.model_version)).set(1)
+    if run.computed_at is not None:
+        Gauge("batchscore_run_metrics_timestamp_seconds",
+              "when the batchscore run's metrics were computed (Unix time)",
+              registry=registry).set(run.computed_at.timestamp())
+    return registry
+
+
+def export(engine: Engine, settings: PrometheusSettings, home: Path, run_id: str) -> str:
+    """Write ``run_id``'s metrics where Prometheus reads them; returns where (file or URL).
+
+    A Pushgateway when ``BATCHSCORE_PUSHGATEWAY_URL`` is set (the job
+    ``batchscore_nightly``'s group is replaced); otherwise the textfile
+    ``batchscore.prom`` in the metrics folder (default ``home/metrics``), replaced
+    atomically.
+    """
+    run = read_run_metrics(engine, run_id)
+    registry = collect(run)
+    url = settings.pushgateway_url
+    if url:
+        push_to_gateway(url, job=PUSHGATEWAY_JOB, registry=registry, timeout=30)
+        where = f"{url} (job {PUSHGATEWAY_JOB})"
+    else:
+        folder = settings.folder(home)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / TEXTFILE
+        # Written beside the file and renamed: the collector never reads half of it.
+        write_to_textfile(str(path), registry)
+        where = str(path)
+    logger.info("prometheus: %d metric value(s) of run %s written to %s", len(run.values),
+                run_id, where)
+    return where
