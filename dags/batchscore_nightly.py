@@ -23,6 +23,9 @@ publishes the top-K lists to PostgreSQL (`bi.recommendations`) and Redis.
   task can be retried after a crash. See `schemas/publishing.md`.
 * A date with no events: `validate_inputs` records the run as skipped
   ("nothing new to score") and is skipped, and so are the tasks after it.
+* `report` writes the run's HTML report (`BATCHSCORE_HOME/reports/RUN_ID.html`)
+  after it is recorded; a failed or skipped run gets its report when it is
+  recorded. A report that cannot be written is logged and fails nothing.
 * One scheduled run at a time (`max_active_runs=1`).
 """
 
@@ -162,5 +165,11 @@ with DAG(
 
         return run(**context)
 
+    @task
+    def report(**context):
+        from jobs.orchestration.airflow_tasks import report as run
+
+        return run(**context)
+
     (reconcile() >> validate_inputs() >> score >> validate_predictions() >> publish_postgres()
-     >> publish_redis() >> switch() >> smoke_check() >> record_run())
+     >> publish_redis() >> switch() >> smoke_check() >> record_run() >> report())

@@ -106,9 +106,11 @@ def validate_inputs(**context: Any) -> dict[str, Any]:
             nightly.validate_inputs(engine, state)
         except NothingToScoreError as nothing:
             nightly.skip(engine, state, nothing)
+            write_report(engine, state.run_id)
             raise AirflowSkipException(str(nothing)) from None
         except BaseException as err:
             nightly.fail(engine, state, err, config.redis_url)
+            write_report(engine, state.run_id)
             raise
     return {"run_id": state.run_id, "work_dir": state.work_dir, "run_date": state.run_date,
             "model_version": state.model_version, "model_path": state.model_path,
@@ -184,8 +186,27 @@ def record_failure(context: dict[str, Any]) -> None:
         logger.warning("run %s has no staging folder left; already recorded", begun["run_id"])
         return
     error = context.get("exception") or f"task {context['ti'].task_id} failed"
-    nightly.fail(_engine(), state, error if isinstance(error, BaseException) else str(error),
+    engine = _engine()
+    nightly.fail(engine, state, error if isinstance(error, BaseException) else str(error),
                  connection_url(REDIS_CONN_ID))
+    write_report(engine, state.run_id)
+
+
+def report(**context: Any) -> dict[str, Any]:
+    """The recorded run's report; one that cannot be written is logged, and neither this
+    task nor the run fails for it."""
+    begun = context["ti"].xcom_pull(task_ids=FIRST_TASK)
+    if not begun:
+        raise RuntimeError(f"task {FIRST_TASK} left no run state")
+    path = write_report(_engine(), begun["run_id"])
+    return {"run_id": begun["run_id"], "report": str(path) if path is not None else None}
+
+
+def write_report(engine: Any, run_id: str) -> Path | None:
+    """``BATCHSCORE_HOME/reports/RUN_ID.html`` for a recorded run, failures logged."""
+    from jobs.monitoring.report import write_report_logged
+
+    return write_report_logged(engine, Settings.from_env().home, run_id)
 
 
 # ---------------------------------------------------------------- training
