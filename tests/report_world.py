@@ -34,6 +34,8 @@ LEVELS = {"monitoring": {"levels": [
     {"metric": "input.item_popularity_psi", "segment": "vs_training", "direction": "above",
      "warn": 0.1, "retrain": 0.25},
     {"metric": "realized.ndcg_share", "direction": "below", "warn": 0.8, "retrain": 0.6},
+    # Of a segment no run has: drawn nowhere.
+    {"metric": "input.rows", "segment": "vs_nothing", "direction": "below", "warn": 10},
 ]}}
 
 

@@ -376,8 +376,10 @@ def trend_plot(lines: Sequence[Trend], held_to: Sequence[Level]) -> str:
                 if threshold is None or (name, threshold) in drawn:
                     continue
                 drawn.add((name, threshold))
+                # The id names the line in the SVG, for a reader's tools and the tests.
                 axes.axhline(threshold, color=style, linestyle="--", linewidth=1,
-                             label=f"{name} level {threshold:g}")
+                             label=f"{name} level {threshold:g}",
+                             gid=f"level-{level.metric}-{name}")
     figure.autofmt_xdate()
     axes.legend(fontsize=7)
     return _svg(figure)

@@ -66,7 +66,11 @@ def test_the_report_page_and_the_index_are_written_and_recorded(engine, redis_cl
     assert page.count("<svg") == 8
     assert "default-src 'none'" in page
     assert not re.search(r"(src|href)=\"https?:", page)
-    assert "warn level 0.1" in page and "retrain level 0.25" in page
+    # The levels are drawn across their metric's plot, each line named in the SVG.
+    for line in ("input.item_popularity_psi-warn", "input.item_popularity_psi-retrain",
+                 "realized.ndcg_share-warn", "realized.ndcg_share-retrain"):
+        assert page.count(f'id="level-{line}"') == 1, line
+    assert 'id="level-input.rows-warn"' not in page
     assert f'href="file:///docs/{newest}/input.html"' in page
     assert "Heat" in page and "No realized quality" not in page
     assert runs.get(engine, newest).stats["report"] == str(path)
@@ -88,7 +92,7 @@ def test_a_first_run_says_what_it_has_no_data_for(engine, redis_client, tmp_path
                      "No monitoring levels are set"):
         assert sentence in page
     # Drawn from the kept predictions alone: the score distribution and the top items.
-    assert page.count("<svg") == 2
+    assert page.count("<svg") == 2 and 'id="level-' not in page
     assert "previous (" not in page
 
 
