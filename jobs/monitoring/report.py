@@ -141,7 +141,7 @@ def write_report(engine: Engine, home: Path, run_id: str | None = None,
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_report(data), encoding="utf-8")
     runs.add_stats(engine, run_id, {"report": str(path)})
-    write_index(engine, home)
+    write_index(engine, home, held_to)
     logger.info("run %s: report written to %s", run_id, path)
     return path
 
@@ -158,17 +158,27 @@ def write_report_logged(engine: Engine, home: Path, run_id: str) -> Path | None:
         return None
 
 
-def write_index(engine: Engine, home: Path) -> Path:
-    """Rewrite ``reports/index.html``: the recent nightly runs with their headline figures."""
+def write_index(engine: Engine, home: Path, held_to: Sequence[Level]) -> Path:
+    """Rewrite ``reports/index.html``: the recent nightly runs with their headline figures,
+    the levels their metrics cross among them."""
+    recent = [run for run in runs.list_runs(engine, limit=HISTORY_RUNS * 4)
+              if run.kind == "nightly"][:HISTORY_RUNS]
+    with engine.connect() as conn:
+        metric_rows = conn.execute(sa.text(
+            "SELECT run_id, metric, segment, value FROM batchscore.run_metrics"
+            " WHERE run_id = ANY(:ids)"), {"ids": [run.run_id for run in recent]}).all()
+    metrics: dict[str, dict[tuple[str, str], float]] = {}
+    for run_id, metric, segment, value in metric_rows:
+        metrics.setdefault(run_id, {})[(metric, segment)] = float(value)
     rows = []
-    for run in runs.list_runs(engine, limit=HISTORY_RUNS * 4):
-        if run.kind != "nightly":
-            continue
+    for run in recent:
         report = report_path(home, run.run_id)
+        crossed = [c.level for c in crossings(metrics.get(run.run_id, {}), list(held_to))]
         rows.append({"run": run, "stats": run.stats,
-                     "report": report.name if report.exists() else None})
-        if len(rows) == HISTORY_RUNS:
-            break
+                     "report": report.name if report.exists() else None,
+                     "crossed": ", ".join(f"{crossed.count(level)} {level}"
+                                          for level in ("retrain", "warn")
+                                          if level in crossed)})
     path = index_path(home)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(_template("index.html.j2").render(rows=rows), encoding="utf-8")

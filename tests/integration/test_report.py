@@ -81,6 +81,8 @@ def test_the_report_page_and_the_index_are_written_and_recorded(engine, redis_cl
     assert f'<a href="{newest}.html">' in index
     assert f'<a href="{world.run_ids[0]}.html">' not in index
     assert "1,200" not in index and ">400<" in index
+    # The levels each run's metrics cross: drift 0.2 and share 0.7, drift 0.15, none.
+    assert re.findall(r'<td class="warn">([^<]*)</td>', index) == ["2 warn", "1 warn", ""]
 
 
 def test_a_first_run_says_what_it_has_no_data_for(engine, redis_client, tmp_path) -> None:
