@@ -1,8 +1,8 @@
 """The ``batchscore`` command line: a thin layer over the library.
 
 One module per group of commands (``servers``, ``data``, ``models``, ``runs``,
-``reports``, ``tools``). A handler parses, calls one library function with typed arguments
-and prints its result; it never calls another command's handler.
+``reports``, ``tools``). A handler parses, calls one library function with typed
+arguments and prints its result; it never calls another command's handler.
 """
 
 from __future__ import annotations
