@@ -29,6 +29,9 @@ publishes the top-K lists to PostgreSQL (`bi.recommendations`) and Redis.
   level was crossed, and `export_metrics` writes its metrics for Prometheus; each
   is skipped when it has nothing to do. A failed task raises a `failed` alert
   (`on_failure_callback`). Alerts go where `BATCHSCORE_ALERT_CHANNEL` says.
+* `report` writes the run's HTML report (`BATCHSCORE_HOME/reports/RUN_ID.html`)
+  after it is recorded; a failed or skipped run gets its report when it is
+  recorded. A report that cannot be written is logged and fails nothing.
 * One scheduled run at a time (`max_active_runs=1`).
 """
 
@@ -187,8 +190,14 @@ with DAG(
 
         return run(**context)
 
+    @task
+    def report(**context):
+        from jobs.orchestration.airflow_tasks import report as run
+
+        return run(**context)
+
     recorded = (reconcile() >> validate_inputs() >> score >> validate_predictions()
                 >> publish_postgres() >> publish_redis() >> switch() >> smoke_check()
                 >> record_run())
     # After `monitor`, whose XCom names the crossed levels.
-    recorded >> [alert(), signal_retrain(), export_metrics()]
+    recorded >> [alert(), signal_retrain(), export_metrics(), report()]

@@ -1,8 +1,8 @@
 """The ``batchscore`` command line: a thin layer over the library.
 
 One module per group of commands (``servers``, ``data``, ``models``, ``runs``,
-``tools``). A handler parses, calls one library function with typed arguments
-and prints its result; it never calls another command's handler.
+``reports``, ``tools``). A handler parses, calls one library function with typed
+arguments and prints its result; it never calls another command's handler.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from jobs.cli import data, models, runs, servers, tools
+from jobs.cli import data, models, reports, runs, servers, tools
 from jobs.cli.common import CommandError, Commands
 from jobs.platform.config import ConfigError, Settings
 
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Nightly per-user recommendations, published to Postgres and Redis.",
     )
     commands = Commands(parser.add_subparsers(title="commands", metavar="COMMAND"))
-    for group in (servers, data, models, runs, tools):
+    for group in (servers, data, models, runs, reports, tools):
         group.add_commands(commands)
     return parser
 
@@ -60,6 +60,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
         PromotionRefusedError,
         UnknownVersionError,
     )
+    from jobs.monitoring.report import ReportError
     from jobs.orchestration.local_airflow import AirflowError
     from jobs.orchestration.nightly import RunRequestError, StoreUnavailableError
     from jobs.platform.db import LockWaitError, MigrationError
@@ -70,7 +71,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
             NoPublishedVersionError, ContractError, FileNotFoundError, AirflowError,
             RollbackError, MissingVersionError, UnknownVersionError, RunRequestError,
             LockWaitError, LockTimeoutError, VersionStateError, PointerMovedError,
-            StoreUnavailableError, PromotionRefusedError, MissingToolError)
+            StoreUnavailableError, PromotionRefusedError, MissingToolError, ReportError)
 
 
 if __name__ == "__main__":

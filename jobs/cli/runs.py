@@ -137,6 +137,7 @@ def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
                   f"{differential['score_ks']:.3f}")
         else:
             print("  nothing served to compare with")
+        print_report(result.report)
         return 0
     print(f"run {result.run_id}: published version {result.publish_id} for {run_date} "
           f"(model {result.model_version}): {result.stats.scored_users} users, "
@@ -153,7 +154,13 @@ def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
               f"(bi.rejects, run_id = '{result.run_id}')")
     for suite, url in result.data_docs.items():
         print(f"  {suite} validation: {url}")
+    print_report(result.report)
     return 0
+
+
+def print_report(path: str | None) -> None:
+    print(f"  report: {path}" if path else "  report: not written (see the log); "
+          f"`{command_name()} report` tries again")
 
 
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:

@@ -111,9 +111,11 @@ def validate_inputs(**context: Any) -> dict[str, Any]:
             nightly.validate_inputs(engine, state)
         except NothingToScoreError as nothing:
             nightly.skip(engine, state, nothing)
+            write_report(engine, state.run_id)
             raise AirflowSkipException(str(nothing)) from None
         except BaseException as err:
             nightly.fail(engine, state, err, config.redis_url)
+            write_report(engine, state.run_id)
             raise
     return {"run_id": state.run_id, "work_dir": state.work_dir, "run_date": state.run_date,
             "model_version": state.model_version, "model_path": state.model_path,
@@ -176,8 +178,8 @@ def record_run(**context: Any) -> dict[str, Any]:
 
 
 def record_failure(context: dict[str, Any]) -> None:
-    """on_failure_callback: mark the run failed, discard what it staged, and raise a
-    ``failed`` alert naming the task, the run and the error."""
+    """on_failure_callback: mark the run failed, discard what it staged, write its report,
+    and raise a ``failed`` alert naming the task, the run and the error."""
     from jobs.orchestration import nightly
 
     begun = context["ti"].xcom_pull(task_ids=FIRST_TASK)
@@ -191,9 +193,11 @@ def record_failure(context: dict[str, Any]) -> None:
             logger.warning("run %s has no staging folder left; already recorded",
                            begun["run_id"])
         else:
-            nightly.fail(_engine(), state,
+            engine = _engine()
+            nightly.fail(engine, state,
                          error if isinstance(error, BaseException) else str(error),
                          connection_url(REDIS_CONN_ID))
+            write_report(engine, state.run_id)
     reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     try:
         engine = _engine()
@@ -298,6 +302,23 @@ def rescore_plan(**context: Any) -> dict[str, Any]:
     logger.info("model version %d now serves: re-scoring %s (served by version %d of model "
                 "%d)", model.version, served_date, publish_id, served_model)
     return {"run_date": served_date.isoformat(), "model_version": model.version}
+
+
+def report(**context: Any) -> dict[str, Any]:
+    """The recorded run's report; one that cannot be written is logged, and neither this
+    task nor the run fails for it."""
+    begun = context["ti"].xcom_pull(task_ids=FIRST_TASK)
+    if not begun:
+        raise RuntimeError(f"task {FIRST_TASK} left no run state")
+    path = write_report(_engine(), begun["run_id"])
+    return {"run_id": begun["run_id"], "report": str(path) if path is not None else None}
+
+
+def write_report(engine: Any, run_id: str) -> Path | None:
+    """``BATCHSCORE_HOME/reports/RUN_ID.html`` for a recorded run, failures logged."""
+    from jobs.monitoring.report import write_report_logged
+
+    return write_report_logged(engine, Settings.from_env().home, run_id)
 
 
 # ---------------------------------------------------------------- training

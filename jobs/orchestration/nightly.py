@@ -4,9 +4,9 @@ reconcile -> begin -> validate inputs (quarantine or fail; load a day's file;
 export the interactions up to the run date) -> score (Spark job
 ``jobs/scoring/score.py``) -> validate predictions -> write the version aside in
 PostgreSQL -> write it aside in Redis -> switch both (under the publish lock)
--> smoke check -> finish (record the run). A step reads and writes the run's
-state in its staging folder, so each can run in its own process, and holds
-the run's lease while it works. Every step can be run again after a crash
+-> smoke check -> finish (record the run) -> the run report. A step reads and
+writes the run's state in its staging folder, so each can run in its own
+process, and holds the run's lease while it works. Every step can be run again after a crash
 and converges; nothing is switched unless every step before it succeeded.
 ``fail`` discards what a failed run staged and records why, and the previous
 version keeps being served.
@@ -221,19 +221,27 @@ class NightlyResult:
     data_docs: dict[str, str | None]
     shadow: dict[str, Any] | None = None
     canary: dict[str, Any] | None = None
+    # The run report's path; None if it could not be written (logged).
+    report: str | None = None
 
 
 def run(config: NightlyConfig) -> NightlyResult:
     """All steps in this process, the way ``batchscore nightly`` runs them."""
     scored: list[ScoreStats] = []
+    begun: list[str] = []
 
     def prepare(engine: Engine, state: RunState) -> None:
+        begun.append(state.run_id)
         validate_inputs(engine, state)
         score_in_process(state, config.spark_master)
         scored.append(ScoreStats.read(state.folder))
         validate_predictions(state)
 
-    state = execute(config, prepare)
+    try:
+        state = execute(config, prepare)
+    finally:
+        # Every recorded run gets its report, a failed or skipped one too.
+        report = write_run_report(config, begun[0]) if begun else None
     assert state.publish_id is not None and state.switch is not None
     return NightlyResult(
         run_id=state.run_id, publish_id=state.publish_id, model_version=state.model_version,
@@ -242,7 +250,20 @@ def run(config: NightlyConfig) -> NightlyResult:
         input_rejected=int(state.stats.get("rejected", 0)),
         data_docs=dict(state.stats.get("data_docs", {})),
         shadow=state.stats.get("shadow"), canary=state.stats.get("canary"),
+        report=str(report) if report is not None else None,
     )
+
+
+def write_run_report(config: NightlyConfig, run_id: str) -> Path | None:
+    """The run's report (``BATCHSCORE_HOME/reports/RUN_ID.html``), after the run is
+    recorded; one that fails is logged and leaves the run as it is."""
+    from jobs.monitoring.report import write_report_logged
+
+    engine = engine_for(config.database_url)
+    try:
+        return write_report_logged(engine, config.home, run_id)
+    finally:
+        engine.dispose()
 
 
 def execute(config: NightlyConfig, prepare: Callable[[Engine, RunState], None]) -> RunState:

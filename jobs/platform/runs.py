@@ -150,6 +150,20 @@ def skip(engine: Engine, run_id: str, reason: str, stats: dict[str, Any] | None 
     logger.info("run %s skipped: %s", run_id, reason)
 
 
+def get(engine: Engine, run_id: str) -> Run | None:
+    with engine.connect() as conn:
+        row = conn.execute(sa.text(f"SELECT {COLUMNS} FROM batchscore.runs WHERE run_id = :id"),
+                           {"id": run_id}).first()
+    return Run(*row) if row is not None else None
+
+
+def add_stats(engine: Engine, run_id: str, stats: dict[str, Any]) -> None:
+    """Merge ``stats`` into a run's recorded stats, whatever its status."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE batchscore.runs SET stats = stats || CAST(:stats AS jsonb)"
+                             " WHERE run_id = :id"), {"stats": json.dumps(stats), "id": run_id})
+
+
 def list_runs(engine: Engine, limit: int = 50) -> list[Run]:
     with engine.connect() as conn:
         rows = conn.execute(

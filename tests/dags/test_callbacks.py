@@ -8,7 +8,8 @@ import sqlalchemy as sa
 
 from jobs.lifecycle.registry import NewModel, register
 from jobs.orchestration import nightly
-from jobs.orchestration.airflow_tasks import FIRST_TASK, record_failure
+from jobs.orchestration.airflow_tasks import FIRST_TASK, record_failure, report
+from jobs.platform import runs
 from jobs.publish.postgres import PostgresPublisher
 
 
@@ -28,6 +29,7 @@ def test_failure_callback_records_the_run_and_discards_the_staged_version(
         engine, endpoints, settings, monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_BATCHSCORE_POSTGRES", endpoints.database_url)
     monkeypatch.setenv("AIRFLOW_CONN_BATCHSCORE_REDIS", endpoints.redis_url)
+    monkeypatch.setenv("BATCHSCORE_HOME", str(tmp_path / "home"))
     artifact = tmp_path / "model"
     artifact.mkdir()
     register(engine, NewModel(created_by="test", trained_as_of=date(2026, 11, 1), params={},
@@ -60,6 +62,27 @@ def test_failure_callback_records_the_run_and_discards_the_staged_version(
         state.run_id, "failed", "log", True)
     assert ("task publish_redis of DAG run scheduled__2026-11-20T00:00:00+00:00 failed: "
             "RuntimeError: redis went away") in alert.message
+    # The failed run has its report, which names the error.
+    page = (tmp_path / "home" / "reports" / f"{state.run_id}.html").read_text()
+    assert "RuntimeError: redis went away" in page
+
+
+def test_the_report_task_writes_the_recorded_run_s_report(engine, endpoints, monkeypatch,
+                                                         tmp_path: Path) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_BATCHSCORE_POSTGRES", endpoints.database_url)
+    monkeypatch.setenv("BATCHSCORE_HOME", str(tmp_path))
+    version = register(engine, NewModel(
+        created_by="test", trained_as_of=date(2026, 11, 1), params={}, metrics={},
+        data_snapshot={}, code_version="test", artifact_uri="file:///nowhere")).version
+    run_id = runs.start(engine, "nightly", date(2026, 11, 20), version)
+    runs.succeed(engine, run_id, {"rows": 0})
+
+    done = report(ti=TaskInstance({FIRST_TASK: {"run_id": run_id}}))
+
+    path = tmp_path / "reports" / f"{run_id}.html"
+    assert done == {"run_id": run_id, "report": str(path)}
+    assert path.exists() and (tmp_path / "reports" / "index.html").exists()
+    assert runs.get(engine, run_id).stats == {"rows": 0, "report": str(path)}
 
 
 def test_failure_callback_without_a_begun_run_records_only_an_alert(engine, endpoints,

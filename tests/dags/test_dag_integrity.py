@@ -44,8 +44,8 @@ def test_nightly_task_graph(dagbag: DagBag) -> None:
     for upstream, downstream in itertools.pairwise(order):
         assert dag.get_task(upstream).downstream_task_ids == {downstream}
     assert dag.get_task("record_run").downstream_task_ids == {"alert", "signal_retrain",
-                                                              "export_metrics"}
-    for after in ("alert", "signal_retrain", "export_metrics"):
+                                                              "export_metrics", "report"}
+    for after in ("alert", "signal_retrain", "export_metrics", "report"):
         assert dag.get_task(after).downstream_task_ids == set()
     # Only the retrain signal updates an asset.
     assert {task.task_id: [asset.uri for asset in task.outlets] for task in dag.tasks

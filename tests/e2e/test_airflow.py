@@ -96,6 +96,9 @@ def test_dags_test_publishes_and_a_second_run_replaces_the_date(airflow_env) -> 
     # export_metrics wrote the run's gauges for Prometheus' textfile collector.
     textfile = Path(env["BATCHSCORE_HOME"]) / "metrics" / "batchscore.prom"
     assert f'run_id="{run.run_id}"' in textfile.read_text()
+    # The DAG's last task wrote the run's report and recorded where.
+    report = Path(env["BATCHSCORE_HOME"]) / "reports" / f"{run.run_id}.html"
+    assert run.stats["report"] == str(report) and "<svg" in report.read_text()
 
     again = airflow(env, "dags", "test", "batchscore_nightly", "2026-11-20")
     assert again.returncode == 0, (again.stdout + again.stderr)[-5000:]
@@ -218,3 +221,9 @@ def test_a_failing_gate_fails_the_task_with_the_contract_in_its_log(airflow_env,
             "SELECT count(*) FROM batchscore.runs WHERE logical_date = '2026-11-15'"
             " AND status = 'failed'")).scalar()
     assert after == before and failed == 1
+    with engine.connect() as conn:
+        recorded = conn.execute(sa.text(
+            "SELECT stats->>'report' FROM batchscore.runs WHERE logical_date = '2026-11-15'"
+            " AND status = 'failed'")).scalar()
+    # The failed run has its report too, naming the contract that stopped it.
+    assert "input contract failed for 2026-11-15" in Path(recorded).read_text()

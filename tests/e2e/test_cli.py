@@ -105,6 +105,19 @@ def test_reading_commands_show_what_was_published(home, capsys) -> None:
     runs = json.loads(run(capsys, "runs", "list", "--json"))
     assert [run_["status"] for run_ in runs] == ["succeeded"]
     assert runs[0]["run_id"] in run(capsys, "runs", "list", "--limit", "5")
+    # The nightly wrote its report and recorded where; `report` writes it again.
+    report = home / "reports" / f"{runs[0]['run_id']}.html"
+    assert runs[0]["stats"]["report"] == str(report) and report.exists()
+    assert run(capsys, "report") == f"{report}\n"
+    assert run(capsys, "report", runs[0]["run_id"]) == f"{report}\n"
+    assert "<svg" in report.read_text() and (home / "reports" / "index.html").exists()
+    opened = home / "opened.txt"
+    with pytest.MonkeyPatch.context() as patch:  # the browser webbrowser runs: one that notes
+        patch.setenv("BROWSER", f"sh -c 'echo \"$0\" > {opened}' %s")
+        assert run(capsys, "report", "--open") == f"{report}\n"
+    assert opened.read_text() == f"{report.as_uri()}\n"
+    assert run(capsys, "report", "nightly-nope", code=1) == ""
+    assert "there is no run 'nightly-nope'" in STDERR[0]
     versions = json.loads(run(capsys, "versions", "list", "--json"))
     assert [(v["publish_id"], v["status"], v["is_serving"]) for v in versions] == [
         (1, "published", True)]
@@ -166,6 +179,7 @@ def test_train_promote_nightly_and_roll_back(home, capsys) -> None:
     assert promoted == "model version 2 now serving; the next nightly run uses it\n"
     published = run(capsys, "nightly", "--run-date", run_date, "--k", "10")
     assert f"published version 2 for {run_date} (model 2)" in published
+    assert f"  report: {home / 'reports'}/nightly-{run_date}-" in published
     rolled = run(capsys, "rollback", "--reason", "the CLI test rolls back")
     assert rolled.startswith("rolled back version 2; version 1 (model 1) is served again")
     assert json.loads(run(capsys, "status", "--json"))["postgres_served"]["publish_id"] == 1

@@ -1,0 +1,469 @@
+"""The run report: one self-contained HTML page per nightly run, and an index of recent runs.
+
+gather (the run's record, its published version, the last 30 runs' metrics,
+the score distribution against the previous version, the most recommended
+items) -> render (plots drawn by matplotlib as inline SVG, into a Jinja2
+template) -> write ``BATCHSCORE_HOME/reports/<run_id>.html`` and rewrite
+``BATCHSCORE_HOME/reports/index.html``. The page fetches nothing: its
+Content-Security-Policy allows no network source at all, so a plot that
+needed one would show as an error in the browser, not as a silent fetch.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from jobs.monitoring.thresholds import Crossing, Level, crossings, levels
+from jobs.platform import runs
+
+logger = logging.getLogger(__name__)
+
+REPORTS_DIR = "reports"
+INDEX_FILE = "index.html"
+# How many runs the trends and the index go back.
+HISTORY_RUNS = 30
+TOP_ITEMS = 15
+SCORE_BINS = 40
+# Segments of the realized metrics (the names agreed with the metrics step).
+MODEL_SEGMENT = re.compile(r"^model:(\d+)/publish:(\d+)(?:/arm:(canary|control))?$")
+POPULARITY_SEGMENT = re.compile(r"^popularity/publish:(\d+)$")
+
+# The trend plots: title, then the (metric, segment) lines drawn in it.
+INPUT_PLOTS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("Input rows", (("input.rows", ""),)),
+    ("Active users", (("input.active_users", ""),)),
+    ("New users and items (share)", (("input.new_user_share", ""),
+                                     ("input.new_item_share", ""))),
+    *((title, ((metric, "vs_training"), (metric, "vs_previous_day")))
+      for title, metric in (
+          ("Item popularity drift (PSI)", "input.item_popularity_psi"),
+          ("Item popularity drift (Jensen-Shannon)", "input.item_popularity_js"),
+          ("User activity drift (PSI)", "input.user_activity_psi"),
+          ("User activity drift (Jensen-Shannon)", "input.user_activity_js"))),
+)
+PREDICTION_PLOTS = (
+    ("Score drift vs the previous version (PSI)",
+     (("predictions.score_psi", "vs_previous_version"),)),
+    ("List churn vs the previous version (1 - overlap@K)",
+     (("predictions.list_churn", "vs_previous_version"),)),
+)
+COVERAGE_PLOTS = (
+    ("Catalogue coverage", (("predictions.catalog_coverage", ""),)),
+    ("Exposure concentration", (("predictions.top_item_share", ""),
+                                ("predictions.exposure_gini", ""))),
+)
+REALIZED_METRICS = (("realized.ndcg", "NDCG"), ("realized.hit_rate", "hit rate"),
+                    ("realized.recall", "recall"))
+
+
+class ReportError(LookupError):
+    """The report asked for cannot be made (no such run, no run yet)."""
+
+
+@dataclass(frozen=True)
+class Trend:
+    """One line of a trend plot: a metric's value per run, by the run's date."""
+
+    metric: str
+    segment: str
+    points: tuple[tuple[date, float], ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.metric} ({self.segment})" if self.segment else self.metric
+
+
+@dataclass(frozen=True)
+class Realized:
+    """A realized metric of one published version, as last measured."""
+
+    metric: str
+    # "model 3", "model 4 (canary arm)", or "popularity".
+    served_by: str
+    publish_id: int
+    published_for: date
+    value: float
+
+
+@dataclass(frozen=True)
+class ScoreHistogram:
+    edges: tuple[float, ...]
+    counts: tuple[int, ...]
+    previous_counts: tuple[int, ...] | None
+    previous_publish_id: int | None
+
+
+@dataclass
+class ReportData:
+    """Everything one run's report shows, read from the database."""
+
+    run: runs.Run
+    version: dict[str, Any] | None
+    history: list[tuple[str, date]]
+    trends: dict[tuple[str, str], Trend]
+    current: dict[tuple[str, str], float]
+    held_to: list[Level]
+    crossed: list[Crossing]
+    realized: list[Realized]
+    scores: ScoreHistogram | None
+    top_items: list[dict[str, Any]]
+    model_gates: dict[str, Any] = field(default_factory=dict)
+
+
+def report_path(home: Path, run_id: str) -> Path:
+    return home / REPORTS_DIR / f"{run_id}.html"
+
+
+def index_path(home: Path) -> Path:
+    return home / REPORTS_DIR / INDEX_FILE
+
+
+def write_report(engine: Engine, home: Path, run_id: str | None = None,
+                 contracts: Mapping[str, Any] | None = None) -> Path:
+    """Write the report of ``run_id`` (default: the newest nightly run), rewrite the index,
+    and record the report's path in the run's stats (``report``); returns the path."""
+    from jobs.contracts.engine import load_contracts_config
+
+    run_id = run_id or newest_run_id(engine)
+    held_to = levels(load_contracts_config() if contracts is None else contracts)
+    data = gather(engine, run_id, held_to)
+    path = report_path(home, run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_report(data), encoding="utf-8")
+    runs.add_stats(engine, run_id, {"report": str(path)})
+    write_index(engine, home, held_to)
+    logger.info("run %s: report written to %s", run_id, path)
+    return path
+
+
+def write_report_logged(engine: Engine, home: Path, run_id: str) -> Path | None:
+    """:func:`write_report`, for the nightly: a report that fails is logged, never raised,
+    so that it neither fails nor unpublishes the run."""
+    try:
+        return write_report(engine, home, run_id)
+    except Exception as err:
+        logger.error("run %s: its report could not be written (%s: %s); the run stands; "
+                     "`batchscore report %s` tries again", run_id, type(err).__name__, err,
+                     run_id)
+        return None
+
+
+def write_index(engine: Engine, home: Path, held_to: Sequence[Level]) -> Path:
+    """Rewrite ``reports/index.html``: the recent nightly runs with their headline figures,
+    the levels their metrics cross among them."""
+    recent = [run for run in runs.list_runs(engine, limit=HISTORY_RUNS * 4)
+              if run.kind == "nightly"][:HISTORY_RUNS]
+    with engine.connect() as conn:
+        metric_rows = conn.execute(sa.text(
+            "SELECT run_id, metric, segment, value FROM batchscore.run_metrics"
+            " WHERE run_id = ANY(:ids)"), {"ids": [run.run_id for run in recent]}).all()
+    metrics: dict[str, dict[tuple[str, str], float]] = {}
+    for run_id, metric, segment, value in metric_rows:
+        metrics.setdefault(run_id, {})[(metric, segment)] = float(value)
+    rows = []
+    for run in recent:
+        report = report_path(home, run.run_id)
+        crossed = [c.level for c in crossings(metrics.get(run.run_id, {}), list(held_to))]
+        rows.append({"run": run, "stats": run.stats,
+                     "report": report.name if report.exists() else None,
+                     "crossed": ", ".join(f"{crossed.count(level)} {level}"
+                                          for level in ("retrain", "warn")
+                                          if level in crossed)})
+    path = index_path(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_template("index.html.j2").render(rows=rows), encoding="utf-8")
+    return path
+
+
+def newest_run_id(engine: Engine) -> str:
+    with engine.connect() as conn:
+        run_id = conn.execute(sa.text(
+            "SELECT run_id FROM batchscore.runs WHERE kind = 'nightly'"
+            " ORDER BY started_at DESC LIMIT 1")).scalar()
+    if run_id is None:
+        raise ReportError("there is no nightly run yet to report on; run `batchscore nightly`")
+    return str(run_id)
+
+
+# ---------------------------------------------------------------- gather
+
+
+def gather(engine: Engine, run_id: str, held_to: list[Level]) -> ReportData:
+    """Read what the report of ``run_id`` shows."""
+    run = runs.get(engine, run_id)
+    if run is None:
+        raise ReportError(f"there is no run {run_id!r} (`batchscore runs list` shows them)")
+    with engine.connect() as conn:
+        version = conn.execute(sa.text(
+            "SELECT publish_id, model_version, logical_date, k, status, users, rows,"
+            " canary_model_version, canary_fraction FROM batchscore.prediction_versions"
+            " WHERE run_id = :id AND status NOT IN ('staged', 'failed')"
+            " ORDER BY publish_id DESC LIMIT 1"), {"id": run_id}).mappings().first()
+        history = [(str(r), d) for r, d in conn.execute(sa.text(
+            "SELECT run_id, logical_date FROM ("
+            "  SELECT DISTINCT ON (logical_date) run_id, logical_date, started_at"
+            "  FROM batchscore.runs WHERE kind = 'nightly' AND logical_date <= :d"
+            "   AND (run_id = :id OR (status = 'succeeded' AND logical_date < :d))"
+            "  ORDER BY logical_date, run_id = :id DESC, started_at DESC) latest"
+            " ORDER BY logical_date DESC LIMIT :n"),
+            {"id": run_id, "d": run.logical_date, "n": HISTORY_RUNS})][::-1]
+        metric_rows = conn.execute(sa.text(
+            "SELECT m.run_id, r.logical_date, m.metric, m.segment, m.value"
+            " FROM batchscore.run_metrics m JOIN batchscore.runs r USING (run_id)"
+            " WHERE m.run_id = ANY(:ids) ORDER BY r.logical_date"),
+            {"ids": [r for r, _ in history]}).all()
+        published_for = dict(conn.execute(sa.text(
+            "SELECT publish_id, logical_date FROM batchscore.prediction_versions")).all())
+        gates = conn.execute(sa.text(
+            "SELECT gates FROM batchscore.model_versions WHERE version = :v"),
+            {"v": run.model_version}).scalar() if run.model_version is not None else None
+    trends = collect_trends(metric_rows)
+    current = {(metric, segment): value for rid, _, metric, segment, value in metric_rows
+               if rid == run_id}
+    scores = top_items = None
+    if version is not None:
+        scores = score_histogram(engine, int(version["publish_id"]), version["logical_date"])
+        top_items = most_recommended(engine, int(version["publish_id"]))
+    return ReportData(
+        run=run, version=dict(version) if version is not None else None, history=history,
+        trends=trends, current=current, held_to=held_to,
+        crossed=crossings(current, held_to),
+        realized=latest_realized(metric_rows, published_for), scores=scores,
+        top_items=top_items or [], model_gates=dict(gates or {}),
+    )
+
+
+def collect_trends(rows: Sequence[Any]) -> dict[tuple[str, str], Trend]:
+    """``(run_id, logical_date, metric, segment, value)`` rows, in date order, as trends."""
+    points: dict[tuple[str, str], list[tuple[date, float]]] = {}
+    for _, logical_date, metric, segment, value in rows:
+        points.setdefault((metric, segment), []).append((logical_date, float(value)))
+    return {key: Trend(key[0], key[1], tuple(found)) for key, found in points.items()}
+
+
+def latest_realized(rows: Sequence[Any], published_for: Mapping[int, date]) -> list[Realized]:
+    """The realized metrics of every published version, each as last measured, by the
+    version's date; segments not in the agreed shape are left out."""
+    latest: dict[tuple[str, str], float] = {}
+    for _, _, metric, segment, value in rows:
+        if metric.startswith("realized.") and metric != "realized.ndcg_share":
+            latest[(metric, segment)] = float(value)
+    found = []
+    for (metric, segment), value in latest.items():
+        model, popularity = MODEL_SEGMENT.match(segment), POPULARITY_SEGMENT.match(segment)
+        if model:
+            arm = f" ({model[3]} arm)" if model[3] else ""
+            served_by, publish_id = f"model {model[1]}{arm}", int(model[2])
+        elif popularity:
+            served_by, publish_id = "popularity", int(popularity[1])
+        else:
+            continue
+        if publish_id in published_for:
+            found.append(Realized(metric, served_by, publish_id, published_for[publish_id],
+                                  value))
+    return sorted(found, key=lambda r: (r.metric, r.served_by, r.published_for))
+
+
+def score_histogram(engine: Engine, publish_id: int, logical_date: date
+                    ) -> ScoreHistogram | None:
+    """This version's scores, and the previous kept version's, counted in the same bins."""
+    with engine.connect() as conn:
+        previous = conn.execute(sa.text(
+            "SELECT publish_id FROM batchscore.prediction_versions"
+            " WHERE publish_id < :id AND logical_date <= :d AND dropped_at IS NULL"
+            "  AND status IN ('published', 'superseded', 'rolled_back')"
+            " ORDER BY logical_date DESC, publish_id DESC LIMIT 1"),
+            {"id": publish_id, "d": logical_date}).scalar()
+        ids = [publish_id] + ([previous] if previous is not None else [])
+        low, high = conn.execute(sa.text(
+            "SELECT min(score), max(score) FROM batchscore.predictions"
+            " WHERE publish_id = ANY(:ids)"), {"ids": ids}).one()
+        if low is None:
+            return None
+        # width_bucket needs an upper bound above every score, the maximum included.
+        top = float(high) + max(abs(float(high)) * 1e-6, 1e-6)
+        counted = conn.execute(sa.text(
+            "SELECT publish_id, width_bucket(CAST(score AS double precision), :lo, :hi, :n),"
+            " count(*) FROM batchscore.predictions WHERE publish_id = ANY(:ids)"
+            " GROUP BY 1, 2"), {"ids": ids, "lo": float(low), "hi": top, "n": SCORE_BINS}).all()
+    counts = {pid: [0] * SCORE_BINS for pid in ids}
+    for pid, bucket, count in counted:
+        counts[pid][int(bucket) - 1] = int(count)
+    step = (top - float(low)) / SCORE_BINS
+    has_previous = previous is not None and any(counts[previous])
+    return ScoreHistogram(
+        edges=tuple(float(low) + step * i for i in range(SCORE_BINS + 1)),
+        counts=tuple(counts[publish_id]),
+        previous_counts=tuple(counts[previous]) if has_previous else None,
+        previous_publish_id=previous if has_previous else None)
+
+
+def most_recommended(engine: Engine, publish_id: int, limit: int = TOP_ITEMS
+                     ) -> list[dict[str, Any]]:
+    """The items in the most users' lists of a version, with their titles when known."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT p.item_id, i.title, count(*) AS users, avg(p.rank) AS mean_rank"
+            " FROM batchscore.predictions p LEFT JOIN batchscore.items i USING (item_id)"
+            " WHERE p.publish_id = :id GROUP BY p.item_id, i.title"
+            " ORDER BY users DESC, p.item_id LIMIT :n"), {"id": publish_id, "n": limit}
+        ).mappings().all()
+    return [{"item_id": int(r["item_id"]), "title": r["title"], "users": int(r["users"]),
+             "mean_rank": float(r["mean_rank"])} for r in rows]
+
+
+# ---------------------------------------------------------------- render
+
+
+def render_report(data: ReportData) -> str:
+    """The report page: every section, its plots drawn, or a sentence where there is no
+    data yet."""
+    sections = [
+        ("input", "Input volume and drift",
+         trend_plots(INPUT_PLOTS, data.trends, data.held_to),
+         "No input metrics recorded yet for these runs."),
+        ("predictions", "Predictions against the previous version",
+         ([("Score distribution", score_plot(data.scores))] if data.scores else [])
+         + trend_plots(PREDICTION_PLOTS, data.trends, data.held_to),
+         "No predictions kept for this run, and no prediction metrics yet."),
+        ("realized", "Realized quality per model version and canary arm",
+         realized_plots(data.realized)
+         + trend_plots((("Realized NDCG against the first week of serving",
+                         tuple((m, s) for m, s in data.trends
+                               if m == "realized.ndcg_share")),),
+                       data.trends, data.held_to),
+         "No realized quality measured yet: it needs events after a published version's "
+         "date."),
+        ("coverage", "Coverage and the most recommended items",
+         trend_plots(COVERAGE_PLOTS, data.trends, data.held_to)
+         + ([("Most recommended items", top_items_plot(data.top_items))]
+            if data.top_items else []),
+         "No coverage metrics or kept predictions for this run yet."),
+    ]
+    stats = data.run.stats
+    return _template("report.html.j2").render(
+        run=data.run, stats=stats, version=data.version, crossed=data.crossed,
+        sections=sections, history=data.history, top_items=data.top_items,
+        data_docs=dict(stats.get("data_docs") or {}), gates=data.model_gates,
+        has_levels=bool(data.held_to), index=INDEX_FILE)
+
+
+def trend_plots(specs: Sequence[tuple[str, Sequence[tuple[str, str]]]],
+                trends: Mapping[tuple[str, str], Trend], held_to: Sequence[Level]
+                ) -> list[tuple[str, str]]:
+    """``(title, svg)`` of each plot with at least one recorded line."""
+    plots = []
+    for title, keys in specs:
+        lines = [trends[key] for key in keys if key in trends]
+        if lines:
+            plots.append((title, trend_plot(lines, held_to)))
+    return plots
+
+
+def trend_plot(lines: Sequence[Trend], held_to: Sequence[Level]) -> str:
+    """Each trend by run date, with the warn and retrain levels that apply drawn across."""
+    figure, axes = _figure()
+    for trend in lines:
+        days, values = zip(*trend.points, strict=True)
+        axes.plot(days, values, marker="o", markersize=3, label=trend.label)
+    drawn = set()
+    for trend in lines:
+        for level in held_to:
+            if level.metric != trend.metric or level.segment not in (None, trend.segment):
+                continue
+            for name, threshold, style in (("warn", level.warn, "#e69f00"),
+                                           ("retrain", level.retrain, "#d55e00")):
+                if threshold is None or (name, threshold) in drawn:
+                    continue
+                drawn.add((name, threshold))
+                # The id names the line in the SVG, for a reader's tools and the tests.
+                axes.axhline(threshold, color=style, linestyle="--", linewidth=1,
+                             label=f"{name} level {threshold:g}",
+                             gid=f"level-{level.metric}-{name}")
+    figure.autofmt_xdate()
+    axes.legend(fontsize=7)
+    return _svg(figure)
+
+
+def realized_plots(found: Sequence[Realized]) -> list[tuple[str, str]]:
+    plots = []
+    for metric, name in REALIZED_METRICS:
+        mine = [r for r in found if r.metric == metric]
+        if not mine:
+            continue
+        figure, axes = _figure()
+        for served_by in sorted({r.served_by for r in mine}, key=lambda s: (s == "popularity", s)):
+            points = sorted((r.published_for, r.value) for r in mine if r.served_by == served_by)
+            days, values = zip(*points, strict=True)
+            axes.plot(days, values, marker="o", markersize=3, label=served_by,
+                      **({"color": "grey", "linestyle": ":"} if served_by == "popularity"
+                         else {}))
+        axes.set_xlabel("published for", fontsize=8)
+        figure.autofmt_xdate()
+        axes.legend(fontsize=7)
+        plots.append((f"Realized {name} by published date", _svg(figure)))
+    return plots
+
+
+def score_plot(scores: ScoreHistogram) -> str:
+    figure, axes = _figure()
+    edges = list(scores.edges)
+    axes.stairs(scores.counts, edges, label="this version", fill=True, alpha=0.5)
+    if scores.previous_counts is not None:
+        axes.stairs(scores.previous_counts, edges, label=f"previous ({scores.previous_publish_id})",
+                    linewidth=1.5)
+    axes.set_xlabel("score", fontsize=8)
+    axes.set_ylabel("recommendations", fontsize=8)
+    axes.legend(fontsize=7)
+    return _svg(figure)
+
+
+def top_items_plot(items: Sequence[dict[str, Any]]) -> str:
+    figure, axes = _figure(height=max(2.5, 0.22 * len(items) + 0.8))
+    names = [f"{item['item_id']} {item['title'] or ''}".strip()[:32] for item in items][::-1]
+    axes.barh(names, [item["users"] for item in items][::-1], color="#0072b2")
+    axes.set_xlabel("users it is recommended to", fontsize=8)
+    axes.tick_params(axis="y", labelsize=7)
+    return _svg(figure)
+
+
+def _figure(height: float = 2.6) -> tuple[Any, Any]:
+    # A Figure without pyplot: no global state, no GUI backend.
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5.2, height), layout="constrained")
+    axes = figure.add_subplot()
+    axes.tick_params(labelsize=7)
+    axes.grid(alpha=0.3)
+    return figure, axes
+
+
+def _svg(figure: Any) -> str:
+    """The figure as an inline ``<svg>`` element: text drawn as paths, so no font is
+    fetched."""
+    import matplotlib
+
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "path"}):
+        figure.savefig(buffer, format="svg")
+    text = buffer.getvalue()
+    return text[text.index("<svg"):]
+
+
+def _template(name: str) -> Any:
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+    environment = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
+                              autoescape=select_autoescape(["j2", "html"]),
+                              undefined=StrictUndefined)
+    return environment.get_template(name)
