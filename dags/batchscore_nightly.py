@@ -21,6 +21,8 @@ publishes the top-K lists to PostgreSQL (`bi.recommendations`) and Redis.
   advisory lock that CLI runs, backfills and rollbacks take too), so two runs
   never switch at once and an older date never takes the pointer back. Every
   task can be retried after a crash. See `schemas/publishing.md`.
+  `monitor`, after `record_run`, stores the run's metrics (`bi.run_metrics`)
+  and returns the levels they cross; its failure unpublishes nothing.
 * A date with no events: `validate_inputs` records the run as skipped
   ("nothing new to score") and is skipped, and so are the tasks after it.
 * One scheduled run at a time (`max_active_runs=1`).
@@ -162,5 +164,11 @@ with DAG(
 
         return run(**context)
 
+    @task
+    def monitor(**context):
+        from jobs.orchestration.airflow_tasks import monitor as run
+
+        return run(**context)
+
     (reconcile() >> validate_inputs() >> score >> validate_predictions() >> publish_postgres()
-     >> publish_redis() >> switch() >> smoke_check() >> record_run())
+     >> publish_redis() >> switch() >> smoke_check() >> record_run() >> monitor())

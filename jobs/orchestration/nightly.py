@@ -4,8 +4,10 @@ reconcile -> begin -> validate inputs (quarantine or fail; load a day's file;
 export the interactions up to the run date) -> score (Spark job
 ``jobs/scoring/score.py``) -> validate predictions -> write the version aside in
 PostgreSQL -> write it aside in Redis -> switch both (under the publish lock)
--> smoke check -> finish (record the run). A step reads and writes the run's
-state in its staging folder, so each can run in its own process, and holds
+-> smoke check -> finish (record the run) -> monitor (the run's metrics,
+``jobs.monitoring``; a failure there is recorded and unpublishes nothing). A
+step reads and writes the run's state in its staging folder, so each can run
+in its own process, and holds
 the run's lease while it works. Every step can be run again after a crash
 and converges; nothing is switched unless every step before it succeeded.
 ``fail`` discards what a failed run staged and records why, and the previous
@@ -211,6 +213,9 @@ class NightlyResult:
     data_docs: dict[str, str | None]
     shadow: dict[str, Any] | None = None
     canary: dict[str, Any] | None = None
+    # The monitor step's record (jobs.monitoring.monitor.MonitorResult.to_json), with
+    # "error" when monitoring failed.
+    monitoring: dict[str, Any] | None = None
 
 
 def run(config: NightlyConfig) -> NightlyResult:
@@ -225,6 +230,11 @@ def run(config: NightlyConfig) -> NightlyResult:
 
     state = execute(config, prepare)
     assert state.publish_id is not None and state.switch is not None
+    engine = engine_for(config.database_url)
+    try:
+        monitoring = monitor(engine, state.run_id)
+    finally:
+        engine.dispose()
     return NightlyResult(
         run_id=state.run_id, publish_id=state.publish_id, model_version=state.model_version,
         logical_date=state.logical_date, served=bool(state.switch["served"]),
@@ -232,6 +242,7 @@ def run(config: NightlyConfig) -> NightlyResult:
         input_rejected=int(state.stats.get("rejected", 0)),
         data_docs=dict(state.stats.get("data_docs", {})),
         shadow=state.stats.get("shadow"), canary=state.stats.get("canary"),
+        monitoring=monitoring,
     )
 
 
@@ -666,6 +677,34 @@ def finish(engine: Engine, state: RunState) -> RunState:
     runs.succeed(engine, state.run_id, state.stats)
     shutil.rmtree(state.folder, ignore_errors=True)
     return state
+
+
+def monitor(engine: Engine, run_id: str, raise_errors: bool = False) -> dict[str, Any]:
+    """The monitor step of a recorded, succeeded run (see :mod:`jobs.monitoring.monitor`).
+
+    A failure unpublishes nothing: it is logged and kept in the run's stats as
+    ``monitoring_error``, and the record returned says so (``error``); with
+    ``raise_errors`` (the DAG task, which Airflow retries) it is raised after that.
+    """
+    from jobs.monitoring.monitor import monitor as measure
+
+    try:
+        result = measure(engine, run_id).to_json()
+        runs.annotate(engine, run_id, {"monitoring": {"crossings": len(result["crossings"]),
+                                                      "retrain": result["retrain"]}},
+                      drop=("monitoring_error",))
+        return result
+    except Exception as err:
+        message = f"{type(err).__name__}: {err}"
+        logger.error("run %s: monitoring failed (%s); the run stays published", run_id,
+                     message)
+        try:
+            runs.annotate(engine, run_id, {"monitoring_error": message})
+        except Exception as lost:  # the monitoring error is the one to report
+            logger.error("run %s: could not record the monitoring failure (%s)", run_id, lost)
+        if raise_errors:
+            raise
+        return {"run_id": run_id, "crossings": [], "retrain": False, "error": message}
 
 
 def skip(engine: Engine, state: RunState, reason: BaseException | str) -> None:

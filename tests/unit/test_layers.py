@@ -23,6 +23,7 @@ RANKS = {
     "training": 5,
     "publish": 5,
     "client": 5,
+    "monitoring": 5,
     "orchestration": 6,
     "cli": 8,
     "bench": 7,
