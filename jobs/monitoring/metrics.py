@@ -1,9 +1,9 @@
 """The measures monitoring computes, as pure functions of counts already aggregated in
 PostgreSQL (see :mod:`jobs.monitoring.monitor`).
 
-Distributions are compared over bins: for item popularity, the reference's items
-ranked by popularity and cut into :data:`POPULARITY_BINS` bins of equal event
-mass, plus one bin for items the reference never saw; for user activity, a
+Distributions are compared over bins: for item popularity, the training
+snapshot's items ranked by popularity and cut into :data:`POPULARITY_BINS` bins
+of equal event mass, plus one bin for items it never saw; for user activity, a
 user's events in a day, in the doubling bins of :data:`ACTIVITY_EDGES`.
 Comparing a day with a reference item by item would mostly measure the noise
 of a small day's counts; equal-mass bins keep a normal day near zero and still
@@ -59,29 +59,27 @@ def js_divergence(expected: Sequence[float], actual: Sequence[float]) -> float:
     return float(jensenshannon(shares(expected), shares(actual), base=2) ** 2)
 
 
-def popularity_bins(reference: Mapping[int, float], current: Mapping[int, float],
-                    bins: int = POPULARITY_BINS) -> tuple[list[float], list[float]]:
-    """Both sides' events per bin: the reference's items by popularity (ties by item id)
-    in ``bins`` bins of equal reference mass, then one bin for items new to the reference."""
+def popularity_bins(ranking: Mapping[int, float], counts: Mapping[int, float],
+                    bins: int = POPULARITY_BINS) -> list[float]:
+    """``counts`` (events per item) per bin: the items of ``ranking`` by popularity (ties by
+    item id) cut into ``bins`` bins of equal ``ranking`` mass, then one bin for items
+    ``ranking`` does not hold. Every side of a comparison is binned by the same ranking."""
     if bins < 1:
         raise ValueError(f"bins must be at least 1, got {bins}")
-    ranked = sorted(reference, key=lambda item: (-reference[item], item))
-    total = float(sum(reference[item] for item in ranked))
+    ranked = sorted(ranking, key=lambda item: (-ranking[item], item))
+    total = float(sum(ranking[item] for item in ranked))
     if total <= 0:
-        raise ValueError("the reference distribution has no events")
+        raise ValueError("the ranking distribution has no events")
     bin_of: dict[int, int] = {}
     running = 0.0
     for item in ranked:
-        # The bin the item's first event falls in, by cumulative reference mass.
+        # The bin the item's first event falls in, by cumulative mass.
         bin_of[item] = min(bins - 1, int(running / total * bins))
-        running += reference[item]
-    expected = [0.0] * (bins + 1)
-    actual = [0.0] * (bins + 1)
-    for item, count in reference.items():
-        expected[bin_of[item]] += count
-    for item, count in current.items():
-        actual[bin_of.get(item, bins)] += count
-    return expected, actual
+        running += ranking[item]
+    histogram = [0.0] * (bins + 1)
+    for item, count in counts.items():
+        histogram[bin_of.get(item, bins)] += count
+    return histogram
 
 
 def activity_bin(events: int) -> int:

@@ -106,7 +106,7 @@ def monitor(engine: Engine, run_id: str, config: MonitorConfig | None = None) ->
         conn.execute(sa.text("DELETE FROM batchscore.run_metrics WHERE run_id = :id"),
                      {"id": run_id})
         store(conn, run_id, found)
-        share = ndcg_share(conn, facts.model_version)
+        share = ndcg_share(conn, facts.model_version, facts.logical_date)
         if share is not None:
             found[("realized.ndcg_share", f"model:{facts.model_version}")] = share
             store(conn, run_id, {("realized.ndcg_share", f"model:{facts.model_version}"): share})
@@ -200,9 +200,13 @@ def input_metrics(conn: Connection, facts: RunFacts) -> Metrics:
     if today:
         found[("input.new_item_share", "")] = (
             sum(1 for i, _, _, n, seen in items if n and not seen) / len(today))
+    if today and training:
+        # Binned by the training snapshot's popularity: a single previous day is too
+        # small a sample to rank a catalogue by.
+        actual = measures.popularity_bins(training, today)
         for segment, reference in (("vs_training", training), ("vs_previous_day", previous)):
             if reference:
-                expected, actual = measures.popularity_bins(reference, today)
+                expected = measures.popularity_bins(training, reference)
                 found[("input.item_popularity_psi", segment)] = measures.psi(expected, actual)
                 found[("input.item_popularity_js", segment)] = measures.js_divergence(
                     expected, actual)
@@ -387,11 +391,13 @@ def realized_metrics(conn: Connection, facts: RunFacts, window_days: int) -> Met
     return found
 
 
-def ndcg_share(conn: Connection, model_version: int) -> float | None:
-    """The model's newest version's realized NDCG over the mean of its first week's.
+def ndcg_share(conn: Connection, model_version: int, as_of: date) -> float | None:
+    """The realized NDCG of the model's newest version over the mean of its first week's,
+    from the runs up to ``as_of``.
 
-    Each version counts with its first measurement (the day after its date), so
-    every value covers the same one day of events; None until both exist.
+    Each version counts with its first measurement (by the run of the day after
+    its date), so every value covers the same one day of events; None until one
+    exists.
     """
     row = conn.execute(sa.text(
         "WITH first_measured AS ("
@@ -399,14 +405,15 @@ def ndcg_share(conn: Connection, model_version: int) -> float | None:
         "   CAST(split_part(m.segment, 'publish:', 2) AS bigint) AS publish_id"
         "  FROM batchscore.run_metrics m JOIN batchscore.runs r USING (run_id)"
         "  WHERE m.metric = 'realized.ndcg' AND m.segment LIKE :prefix"
-        "   AND m.segment NOT LIKE '%/arm:%'"
+        "   AND m.segment NOT LIKE '%/arm:%' AND r.logical_date <= :as_of"
         "  ORDER BY m.segment, r.logical_date, m.computed_at),"
         " dated AS (SELECT f.value, v.logical_date FROM first_measured f"
         "  JOIN batchscore.prediction_versions v USING (publish_id))"
         " SELECT (SELECT value FROM dated ORDER BY logical_date DESC LIMIT 1),"
         "  (SELECT avg(value) FROM dated"
         "   WHERE logical_date < (SELECT min(logical_date) FROM dated) + :days)"),
-        {"prefix": f"model:{model_version}/publish:%", "days": FIRST_WEEK_DAYS}).one()
+        {"prefix": f"model:{model_version}/publish:%", "days": FIRST_WEEK_DAYS,
+         "as_of": as_of}).one()
     latest, first_week = row
     if latest is None or not first_week:
         return None

@@ -176,13 +176,15 @@ def test_realized_quality_and_drift_over_two_normal_days_and_a_shifted_one(
                    "input.user_activity_psi", "input.user_activity_js"):
         for segment in ("vs_training", "vs_previous_day"):
             assert crossed[(metric, segment)] == "retrain", (metric, segment)
-    assert crossed[("predictions.score_psi", "vs_previous_version")] == "retrain"
+    assert crossed[("predictions.score_psi", "vs_previous_version")] == "warn"
     assert crossed[("realized.ndcg_share", f"model:{model}")] == "retrain"
     assert third.retrain and third.to_json()["retrain"] is True
 
-    # Run again, the run's rows are replaced, not added to.
+    # Run again, the run's rows are replaced, not added to; an earlier run measured again
+    # sees only the runs up to its date.
     again = monitor(engine, run3, levels)
     assert again.metrics == third.metrics
+    assert monitor(engine, run2, levels).metrics == second.metrics
     with engine.connect() as conn:
         stored = conn.execute(sa.text(
             "SELECT count(*) FROM bi.run_metrics WHERE run_id = :r"), {"r": run3}).scalar()
