@@ -91,8 +91,14 @@ def test_dags_test_publishes_and_a_second_run_replaces_the_date(airflow_env) -> 
     assert client.get(contract.pointer_key()) == str(publish_id).encode()
     with engine.connect() as conn:
         run = conn.execute(sa.text(
-            "SELECT status, stats FROM batchscore.runs WHERE kind = 'nightly'")).one()
+            "SELECT run_id, status, stats FROM batchscore.runs WHERE kind = 'nightly'")).one()
+        monitored = conn.execute(sa.text(
+            "SELECT metric, value FROM bi.run_metrics WHERE run_id = :r AND segment = ''"),
+            {"r": run.run_id}).all()
     assert run.status == "succeeded" and run.stats["publish_id"] == publish_id
+    # The monitor task ran after record_run and stored the run's metrics.
+    assert "monitoring" in run.stats and "monitoring_error" not in run.stats
+    assert dict(monitored)["predictions.rows"] > 0
 
     again = airflow(env, "dags", "test", "batchscore_nightly", "2026-11-20")
     assert again.returncode == 0, (again.stdout + again.stderr)[-5000:]
