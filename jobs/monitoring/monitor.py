@@ -110,10 +110,12 @@ def monitor(engine: Engine, run_id: str, config: MonitorConfig | None = None) ->
         conn.execute(sa.text("DELETE FROM batchscore.run_metrics WHERE run_id = :id"),
                      {"id": run_id})
         store(conn, run_id, found)
+        # Read back from what is stored, this run's first measurements included.
         share = ndcg_share(conn, facts.model_version, facts.logical_date)
         if share is not None:
-            found[("realized.ndcg_share", f"model:{facts.model_version}")] = share
-            store(conn, run_id, {("realized.ndcg_share", f"model:{facts.model_version}"): share})
+            key = ("realized.ndcg_share", f"model:{facts.model_version}")
+            found[key] = share
+            store(conn, run_id, {key: share})
     crossed = crossings(found, config.levels)
     logger.info("run %s: %d metrics stored, %d level(s) crossed%s", run_id, len(found),
                 len(crossed), "; retrain" if any(c.level == "retrain" for c in crossed) else "")
@@ -156,6 +158,8 @@ def run_facts(conn: Connection, run_id: str) -> RunFacts:
     status, logical_date, model_version, trained_as_of, publish_id = row
     if status != "succeeded":
         raise MonitorError(f"run {run_id} is {status}: only a succeeded run is monitored")
+    if model_version is None or trained_as_of is None:
+        raise MonitorError(f"run {run_id} records no model version it served with")
     k = None
     if publish_id is not None:
         k = conn.execute(sa.text("SELECT k FROM batchscore.prediction_versions"
