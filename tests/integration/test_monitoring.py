@@ -235,8 +235,14 @@ def test_only_a_succeeded_run_is_monitored_and_a_failure_unpublishes_nothing(
     runs.fail(engine, failed, "boom")
     with pytest.raises(MonitorError, match=f"run {failed} is failed"):
         monitor(engine, failed)
+    skipped = runs.start(engine, "nightly", DAY2, history)
+    runs.skip(engine, skipped, "nothing new to score")
+    with pytest.raises(MonitorError, match=f"run {skipped} is skipped"):
+        monitor(engine, skipped)
     with pytest.raises(MonitorError, match="no run 'nightly-missing'"):
         monitor(engine, "nightly-missing")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM batchscore.run_metrics")).scalar() == 0
     events(engine, normal_day(DAY1))
     run1, p1 = publish_day(engine, redis_client, history, DAY1, LISTS)
     with engine.begin() as conn:  # monitoring breaks: its table is gone
