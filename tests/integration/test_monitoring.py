@@ -262,3 +262,23 @@ def test_only_a_succeeded_run_is_monitored_and_a_failure_unpublishes_nothing(
         conn.execute(sa.text("ALTER TABLE batchscore.run_metrics_gone RENAME TO run_metrics"))
     assert nightly.monitor(engine, run1)["crossings"] == []
     assert "monitoring_error" not in runs.get(engine, run1).stats
+
+
+def test_realized_quality_is_measured_on_a_fixed_sample_of_users(engine, redis_client, history,
+                                                                  monkeypatch):
+    from jobs.monitoring import monitor as monitoring
+
+    events(engine, normal_day(DAY1))
+    _, p1 = publish_day(engine, redis_client, history, DAY1, LISTS)
+    # Users 1 and 2 miss; user 3 finds item 1, its list's first.
+    events(engine, [*normal_day(DAY2), (1, 9, at(DAY2, 1)), (2, 8, at(DAY2, 2)),
+                    (3, 1, at(DAY2, 3))])
+    run2, _ = publish_day(engine, redis_client, history, DAY2, LISTS)
+    served = f"model:{history}/publish:{p1}"
+    every = monitor(engine, run2, MonitorConfig.load()).metrics
+    assert every[("realized.users", served)] == 3
+    assert every[("realized.ndcg", served)] == pytest.approx(1 / 3)
+    # Three listed users for a sample of one: the stride is 3, so only user 3 counts.
+    monkeypatch.setattr(monitoring, "REALIZED_SAMPLE_USERS", 1)
+    sampled = monitor(engine, run2, MonitorConfig.load()).metrics
+    assert (sampled[("realized.users", served)], sampled[("realized.ndcg", served)]) == (1, 1.0)
