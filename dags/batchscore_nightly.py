@@ -21,6 +21,8 @@ publishes the top-K lists to PostgreSQL (`bi.recommendations`) and Redis.
   advisory lock that CLI runs, backfills and rollbacks take too), so two runs
   never switch at once and an older date never takes the pointer back. Every
   task can be retried after a crash. See `schemas/publishing.md`.
+  `monitor`, after `record_run`, stores the run's metrics (`bi.run_metrics`)
+  and returns the levels they cross; its failure unpublishes nothing.
 * A date with no events: `validate_inputs` records the run as skipped
   ("nothing new to score") and is skipped, and so are the tasks after it.
 * After the run is recorded and monitored: `alert` raises one alert for the warn
@@ -196,8 +198,14 @@ with DAG(
 
         return run(**context)
 
-    recorded = (reconcile() >> validate_inputs() >> score >> validate_predictions()
-                >> publish_postgres() >> publish_redis() >> switch() >> smoke_check()
-                >> record_run())
+    @task
+    def monitor(**context):
+        from jobs.orchestration.airflow_tasks import monitor as run
+
+        return run(**context)
+
+    monitored = (reconcile() >> validate_inputs() >> score >> validate_predictions()
+                 >> publish_postgres() >> publish_redis() >> switch() >> smoke_check()
+                 >> record_run() >> monitor())
     # After `monitor`, whose XCom names the crossed levels.
-    recorded >> [alert(), signal_retrain(), export_metrics(), report()]
+    monitored >> [alert(), signal_retrain(), export_metrics(), report()]

@@ -1,4 +1,4 @@
-"""`batchscore nightly`, `status`, `runs list`, `versions list`, `reconcile` and
+"""`batchscore nightly`, `status`, `runs list`, `runs show`, `versions list`, `reconcile` and
 `rollback`: running the nightly, and what it served."""
 
 from __future__ import annotations
@@ -69,6 +69,11 @@ def add_commands(commands: Commands) -> None:
     runs_list = runs.add("list", cmd_runs_list, "list recent runs")
     runs_list.add_argument("--json", action="store_true")
     runs_list.add_argument("--limit", type=int, default=20, help="runs at most")
+    runs_show = runs.add("show", cmd_runs_show,
+                         "one run's record and its monitoring metrics (bi.run_metrics), the "
+                         "levels they cross marked")
+    runs_show.add_argument("run_id", metavar="RUN_ID")
+    runs_show.add_argument("--json", action="store_true")
     versions = commands.subgroup("versions", "published versions of the predictions")
     versions_list = versions.add("list", cmd_versions_list,
                                  "published versions, newest first: the ids rollback --to and "
@@ -154,6 +159,7 @@ def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
               f"(bi.rejects, run_id = '{result.run_id}')")
     for suite, url in result.data_docs.items():
         print(f"  {suite} validation: {url}")
+    print_monitoring(result.run_id, result.monitoring)
     print_report(result.report)
     return 0
 
@@ -161,6 +167,21 @@ def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
 def print_report(path: str | None) -> None:
     print(f"  report: {path}" if path else "  report: not written (see the log); "
           f"`{command_name()} report` tries again")
+
+
+def print_monitoring(run_id: str, monitoring: dict[str, Any] | None) -> None:
+    """The monitor step's outcome for a person: what failed, or the levels crossed."""
+    from jobs.monitoring.thresholds import Crossing
+
+    if not monitoring:
+        return
+    if monitoring.get("error"):
+        print(f"  monitoring failed, the version stays published: {monitoring['error']}")
+        return
+    for crossing in monitoring["crossings"]:
+        print(f"  {crossing['level'].upper()}: {Crossing(**crossing).describe()}")
+    print(f"  metrics: `{command_name()} runs show {run_id}`"
+          + ("; a retrain level is crossed" if monitoring["retrain"] else ""))
 
 
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
@@ -218,6 +239,41 @@ def cmd_runs_list(settings: Settings, args: argparse.Namespace) -> int:
     for run in records:
         print(f"{run['run_id']:<40} {run['status']:<10} model {run['model_version'] or '-':<4}"
               f" {run['error'] or ''}")
+    return 0
+
+
+def cmd_runs_show(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs.monitoring.monitor import MonitorError, run_record
+
+    try:
+        record = run_record(database(settings), args.run_id)
+    except MonitorError as err:
+        raise CommandError(str(err)) from None
+    if args.json:
+        print_json(record)
+        return 0
+    run = record["run"]
+    print(f"run:       {run['run_id']} ({run['status']})")
+    print(f"date:      {run['logical_date']}, model {run['model_version'] or '-'}")
+    print(f"started:   {run['started_at']} by {run['started_by']}")
+    print(f"finished:  {run['finished_at'] or '-'}")
+    if run["error"]:
+        print(f"error:     {run['error']}")
+    if run["stats"].get("monitoring_error"):
+        print(f"monitoring failed: {run['stats']['monitoring_error']}")
+    if not record["metrics"]:
+        print("metrics:   none stored (only a succeeded run is monitored)")
+        return 0
+    width = max(len(row["metric"]) for row in record["metrics"])
+    segment_width = max(len(row["segment"]) for row in record["metrics"])
+    print("metrics:")
+    for row in record["metrics"]:
+        mark = (f"  <- {row['level'].upper()} ({row['direction']} {row['threshold']:g})"
+                if row["level"] else "")
+        print(f"  {row['metric']:<{width}}  {row['segment']:<{segment_width}}"
+              f"  {row['value']:>12.6g}{mark}")
+    if record["retrain"]:
+        print("a retrain level is crossed: the serving model should be retrained")
     return 0
 
 

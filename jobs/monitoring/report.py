@@ -140,7 +140,7 @@ def write_report(engine: Engine, home: Path, run_id: str | None = None,
     path = report_path(home, run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_report(data), encoding="utf-8")
-    runs.add_stats(engine, run_id, {"report": str(path)})
+    runs.annotate(engine, run_id, {"report": str(path)})
     write_index(engine, home, held_to)
     logger.info("run %s: report written to %s", run_id, path)
     return path

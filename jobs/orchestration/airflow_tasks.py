@@ -177,6 +177,18 @@ def record_run(**context: Any) -> dict[str, Any]:
             "served": bool(state.switch and state.switch["served"])}
 
 
+def monitor(**context: Any) -> dict[str, Any]:
+    """The recorded run's metrics, stored and held to their levels: ``{"run_id",
+    "crossings": [...], "retrain"}``. A failure is recorded on the run (which stays
+    published) and fails the task, so that Airflow retries it."""
+    from jobs.orchestration import nightly
+
+    recorded = context["ti"].xcom_pull(task_ids="record_run")
+    if not recorded:
+        raise RuntimeError("task record_run left no run id")
+    return nightly.monitor(_engine(), recorded["run_id"], raise_errors=True)
+
+
 def record_failure(context: dict[str, Any]) -> None:
     """on_failure_callback: mark the run failed, discard what it staged, write its report,
     and raise a ``failed`` alert naming the task, the run and the error."""

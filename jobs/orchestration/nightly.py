@@ -4,9 +4,12 @@ reconcile -> begin -> validate inputs (quarantine or fail; load a day's file;
 export the interactions up to the run date) -> score (Spark job
 ``jobs/scoring/score.py``) -> validate predictions -> write the version aside in
 PostgreSQL -> write it aside in Redis -> switch both (under the publish lock)
--> smoke check -> finish (record the run) -> the run report. A step reads and
-writes the run's state in its staging folder, so each can run in its own
-process, and holds the run's lease while it works. Every step can be run again after a crash
+-> smoke check -> finish (record the run) -> monitor (the run's metrics,
+``jobs.monitoring``; a failure there is recorded and unpublishes nothing) ->
+alerts for the levels crossed, the metrics for Prometheus -> the run report. A
+step reads and writes the run's state in its staging folder, so each can run
+in its own process, and holds the run's lease while it works. Every step can
+be run again after a crash
 and converges; nothing is switched unless every step before it succeeded.
 ``fail`` discards what a failed run staged and records why, and the previous
 version keeps being served.
@@ -223,6 +226,9 @@ class NightlyResult:
     canary: dict[str, Any] | None = None
     # The run report's path; None if it could not be written (logged).
     report: str | None = None
+    # The monitor step's record (jobs.monitoring.monitor.MonitorResult.to_json), with
+    # "error" when monitoring failed.
+    monitoring: dict[str, Any] | None = None
 
 
 def run(config: NightlyConfig) -> NightlyResult:
@@ -237,12 +243,22 @@ def run(config: NightlyConfig) -> NightlyResult:
         scored.append(ScoreStats.read(state.folder))
         validate_predictions(state)
 
+    engine = engine_for(config.database_url, config.names)
     try:
-        state = execute(config, prepare)
+        try:
+            state = execute(config, prepare)
+        except BaseException:
+            # Every recorded run gets its report, a failed or skipped one too.
+            if begun:
+                write_run_report(engine, config, begun[0])
+            raise
+        assert state.publish_id is not None and state.switch is not None
+        monitoring = monitor(engine, state.run_id)
+        if "error" not in monitoring:
+            monitoring["after"] = after_monitor_logged(engine, config, monitoring)
+        report = write_run_report(engine, config, state.run_id)
     finally:
-        # Every recorded run gets its report, a failed or skipped one too.
-        report = write_run_report(config, begun[0]) if begun else None
-    assert state.publish_id is not None and state.switch is not None
+        engine.dispose()
     return NightlyResult(
         run_id=state.run_id, publish_id=state.publish_id, model_version=state.model_version,
         logical_date=state.logical_date, served=bool(state.switch["served"]),
@@ -251,19 +267,28 @@ def run(config: NightlyConfig) -> NightlyResult:
         data_docs=dict(state.stats.get("data_docs", {})),
         shadow=state.stats.get("shadow"), canary=state.stats.get("canary"),
         report=str(report) if report is not None else None,
+        monitoring=monitoring,
     )
 
 
-def write_run_report(config: NightlyConfig, run_id: str) -> Path | None:
+def write_run_report(engine: Engine, config: NightlyConfig, run_id: str) -> Path | None:
     """The run's report (``BATCHSCORE_HOME/reports/RUN_ID.html``), after the run is
-    recorded; one that fails is logged and leaves the run as it is."""
+    recorded and monitored; one that fails is logged and leaves the run as it is."""
     from jobs.monitoring.report import write_report_logged
 
-    engine = engine_for(config.database_url)
+    return write_report_logged(engine, config.home, run_id)
+
+
+def after_monitor_logged(engine: Engine, config: NightlyConfig, monitored: dict[str, Any]
+                         ) -> dict[str, Any]:
+    """:func:`after_monitor`, whose failure (an alert or metrics file that could not be
+    written) is logged and returned: the run stays recorded and published."""
     try:
-        return write_report_logged(engine, config.home, run_id)
-    finally:
-        engine.dispose()
+        return after_monitor(engine, config, monitored)
+    except Exception as err:
+        logger.error("run %s: alerting or writing its metrics failed (%s: %s)",
+                     monitored["run_id"], type(err).__name__, err)
+        return {"error": f"{type(err).__name__}: {err}"}
 
 
 def execute(config: NightlyConfig, prepare: Callable[[Engine, RunState], None]) -> RunState:
@@ -698,6 +723,34 @@ def finish(engine: Engine, state: RunState) -> RunState:
     runs.succeed(engine, state.run_id, state.stats)
     shutil.rmtree(state.folder, ignore_errors=True)
     return state
+
+
+def monitor(engine: Engine, run_id: str, raise_errors: bool = False) -> dict[str, Any]:
+    """The monitor step of a recorded, succeeded run (see :mod:`jobs.monitoring.monitor`).
+
+    A failure unpublishes nothing: it is logged and kept in the run's stats as
+    ``monitoring_error``, and the record returned says so (``error``); with
+    ``raise_errors`` (the DAG task, which Airflow retries) it is raised after that.
+    """
+    from jobs.monitoring.monitor import monitor as measure
+
+    try:
+        result = measure(engine, run_id).to_json()
+        runs.annotate(engine, run_id, {"monitoring": {"crossings": len(result["crossings"]),
+                                                      "retrain": result["retrain"]}},
+                      drop=("monitoring_error",))
+        return result
+    except Exception as err:
+        message = f"{type(err).__name__}: {err}"
+        logger.error("run %s: monitoring failed (%s); the run stays published", run_id,
+                     message)
+        try:
+            runs.annotate(engine, run_id, {"monitoring_error": message})
+        except Exception as lost:  # the monitoring error is the one to report
+            logger.error("run %s: could not record the monitoring failure (%s)", run_id, lost)
+        if raise_errors:
+            raise
+        return {"run_id": run_id, "crossings": [], "retrain": False, "error": message}
 
 
 def skip(engine: Engine, state: RunState, reason: BaseException | str) -> None:

@@ -150,18 +150,23 @@ def skip(engine: Engine, run_id: str, reason: str, stats: dict[str, Any] | None 
     logger.info("run %s skipped: %s", run_id, reason)
 
 
+def annotate(engine: Engine, run_id: str, stats: dict[str, Any],
+             drop: tuple[str, ...] = ()) -> None:
+    """Merge ``stats`` into a finished run's stats, removing the keys in ``drop``; the
+    run's status is left as it is."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE batchscore.runs SET stats = (stats - CAST(:drop AS text[]))"
+                    " || CAST(:stats AS jsonb) WHERE run_id = :run_id"),
+            {"stats": json.dumps(stats), "drop": list(drop), "run_id": run_id},
+        )
+
+
 def get(engine: Engine, run_id: str) -> Run | None:
     with engine.connect() as conn:
         row = conn.execute(sa.text(f"SELECT {COLUMNS} FROM batchscore.runs WHERE run_id = :id"),
                            {"id": run_id}).first()
     return Run(*row) if row is not None else None
-
-
-def add_stats(engine: Engine, run_id: str, stats: dict[str, Any]) -> None:
-    """Merge ``stats`` into a run's recorded stats, whatever its status."""
-    with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE batchscore.runs SET stats = stats || CAST(:stats AS jsonb)"
-                             " WHERE run_id = :id"), {"stats": json.dumps(stats), "id": run_id})
 
 
 def list_runs(engine: Engine, limit: int = 50) -> list[Run]:

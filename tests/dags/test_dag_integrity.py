@@ -40,11 +40,12 @@ def test_dags_have_tags_owner_retries_and_docs(dagbag: DagBag, dag_id: str) -> N
 def test_nightly_task_graph(dagbag: DagBag) -> None:
     dag = dagbag.dags["batchscore_nightly"]
     order = ["reconcile", "validate_inputs", "score", "validate_predictions",
-             "publish_postgres", "publish_redis", "switch", "smoke_check", "record_run"]
+             "publish_postgres", "publish_redis", "switch", "smoke_check", "record_run",
+             "monitor"]
     for upstream, downstream in itertools.pairwise(order):
         assert dag.get_task(upstream).downstream_task_ids == {downstream}
-    assert dag.get_task("record_run").downstream_task_ids == {"alert", "signal_retrain",
-                                                              "export_metrics", "report"}
+    assert dag.get_task("monitor").downstream_task_ids == {"alert", "signal_retrain",
+                                                           "export_metrics", "report"}
     for after in ("alert", "signal_retrain", "export_metrics", "report"):
         assert dag.get_task(after).downstream_task_ids == set()
     # Only the retrain signal updates an asset.

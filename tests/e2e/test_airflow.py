@@ -92,13 +92,20 @@ def test_dags_test_publishes_and_a_second_run_replaces_the_date(airflow_env) -> 
     with engine.connect() as conn:
         run = conn.execute(sa.text(
             "SELECT run_id, status, stats FROM batchscore.runs WHERE kind = 'nightly'")).one()
+        monitored = conn.execute(sa.text(
+            "SELECT metric, value FROM bi.run_metrics WHERE run_id = :r AND segment = ''"),
+            {"r": run.run_id}).all()
     assert run.status == "succeeded" and run.stats["publish_id"] == publish_id
     # export_metrics wrote the run's gauges for Prometheus' textfile collector.
     textfile = Path(env["BATCHSCORE_HOME"]) / "metrics" / "batchscore.prom"
     assert f'run_id="{run.run_id}"' in textfile.read_text()
+    assert "batchscore_predictions_rows" in textfile.read_text()
     # The DAG's last task wrote the run's report and recorded where.
     report = Path(env["BATCHSCORE_HOME"]) / "reports" / f"{run.run_id}.html"
     assert run.stats["report"] == str(report) and "<svg" in report.read_text()
+    # The monitor task ran after record_run and stored the run's metrics.
+    assert "monitoring" in run.stats and "monitoring_error" not in run.stats
+    assert dict(monitored)["predictions.rows"] > 0
 
     again = airflow(env, "dags", "test", "batchscore_nightly", "2026-11-20")
     assert again.returncode == 0, (again.stdout + again.stderr)[-5000:]

@@ -118,6 +118,15 @@ def test_reading_commands_show_what_was_published(home, capsys) -> None:
     assert opened.read_text() == f"{report.as_uri()}\n"
     assert run(capsys, "report", "nightly-nope", code=1) == ""
     assert "there is no run 'nightly-nope'" in STDERR[0]
+    # The nightly's monitor step stored its metrics; a first night of the sample
+    # crosses no level.
+    shown = json.loads(run(capsys, "runs", "show", runs[0]["run_id"], "--json"))
+    assert shown["run"]["status"] == "succeeded"
+    assert (shown["crossings"], shown["retrain"]) == ([], False)
+    metrics = {(m["metric"], m["segment"]): m["value"] for m in shown["metrics"]}
+    assert metrics[("predictions.users", "")] == 3000
+    assert 0 <= metrics[("input.item_popularity_psi", "vs_training")] < 0.1
+    assert "predictions.exposure_gini" in run(capsys, "runs", "show", runs[0]["run_id"])
     versions = json.loads(run(capsys, "versions", "list", "--json"))
     assert [(v["publish_id"], v["status"], v["is_serving"]) for v in versions] == [
         (1, "published", True)]
