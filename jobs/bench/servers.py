@@ -68,9 +68,11 @@ def resolve(settings: Settings) -> Servers:
         admin = "postgresql://postgres@{}:{}/postgres".format(*SYSTEM_POSTGRES)
         where = "system PostgreSQL and Redis on 127.0.0.1"
     else:
-        endpoints = services.resolve(replace(settings, database_url=None, redis_url=None))
-        admin = endpoints.database_url
-        redis_url = endpoints.redis_url.rsplit("/", 1)[0] + f"/{BENCH_REDIS_DB}"
+        embedded = replace(settings, database_url=None, redis_url=None, redis_reader_url=None)
+        admin = services.resolve(embedded).database_url
+        # The benchmark owns its database of the embedded Redis, as the administrator.
+        redis_url = (services.redis_url(embedded, "admin").rsplit("/", 1)[0]
+                     + f"/{BENCH_REDIS_DB}")
         where = "embedded PostgreSQL and Redis"
     database_url = create_database(admin, BENCH_DATABASE)
     if where.startswith("system"):

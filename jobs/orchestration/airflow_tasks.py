@@ -61,9 +61,12 @@ def _state(context: dict[str, Any]) -> Any:
 
 def reconcile(**context: Any) -> dict[str, Any]:
     """Repair what earlier runs left, before this one begins (see jobs.publish.reconcile)."""
+    from jobs.contracts.redis import Keyspace
     from jobs.orchestration import nightly
 
-    report = nightly.reconcile(_engine(), connection_url(REDIS_CONN_ID), Settings.from_env().home)
+    settings = Settings.from_env()
+    report = nightly.reconcile(_engine(), connection_url(REDIS_CONN_ID),
+                               Keyspace(settings.names.redis_prefix), settings.home)
     return report.to_json()
 
 
@@ -85,6 +88,7 @@ def validate_inputs(**context: Any) -> dict[str, Any]:
         run_date=resolve_run_date(params.get("run_date"), context.get("logical_date")),
         database_url=connection_url(POSTGRES_CONN_ID),
         redis_url=connection_url(REDIS_CONN_ID),
+        redis_prefix=settings.names.redis_prefix,
         home=settings.home,
         k=int(params.get("k") or settings.top_k),
         input_path=Path(params["input_path"]) if params.get("input_path") else None,

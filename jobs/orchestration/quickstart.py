@@ -63,7 +63,8 @@ def quickstart(settings: Settings, *, through_airflow: bool = True,
         say(f"3/3 nightly run for {run_date}")
         published = nightly.run(nightly.NightlyConfig(
             run_date=run_date, database_url=services.database_url(settings),
-            redis_url=services.redis_url(settings), home=settings.home, k=settings.top_k,
+            redis_url=services.redis_url(settings, "writer"),
+            redis_prefix=settings.names.redis_prefix, home=settings.home, k=settings.top_k,
             spark_master=settings.spark_master)).publish_id
     with engine.connect() as conn:
         user = conn.execute(sa.text(

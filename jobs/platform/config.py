@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +29,9 @@ class Settings:
     """Where batchscore keeps its state and which servers it talks to.
 
     ``database_url`` and ``redis_url`` are ``None`` when the embedded servers
-    under ``home`` should be used.
+    under ``home`` should be used. ``redis_url`` is the writer's (publishing,
+    reconcile, rollback, status), ``redis_reader_url`` the reader's
+    (``batchscore recs``, product services), each with its user's credentials.
     """
 
     home: Path
@@ -38,6 +40,7 @@ class Settings:
     spark_master: str
     top_k: int
     names: Names = field(default_factory=Names)
+    redis_reader_url: str | None = None
 
     @property
     def services_dir(self) -> Path:
@@ -68,11 +71,12 @@ class Settings:
                 "BATCHSCORE_DATABASE_URL must be a postgresql:// URL, "
                 f"got {database_url.split('://')[0]!r}"
             )
-        redis_url = get("BATCHSCORE_REDIS_URL")
-        if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(
-                f"BATCHSCORE_REDIS_URL must be a redis:// URL, got {redis_url.split('://')[0]!r}"
-            )
+        redis_url = redis_setting(get, "BATCHSCORE_REDIS_URL")
+        redis_reader_url = redis_setting(get, "BATCHSCORE_REDIS_READER_URL")
+        if redis_reader_url and not redis_url:
+            raise ConfigError("BATCHSCORE_REDIS_READER_URL is set but BATCHSCORE_REDIS_URL is "
+                              "not: set both for a configured Redis, or neither for the "
+                              "embedded one")
         try:
             names = Names(schema=get("BATCHSCORE_SCHEMA") or DEFAULT_SCHEMA,
                           bi_schema=get("BATCHSCORE_BI_SCHEMA") or DEFAULT_BI_SCHEMA,
@@ -86,4 +90,14 @@ class Settings:
             spark_master=get("BATCHSCORE_SPARK_MASTER") or DEFAULT_SPARK_MASTER,
             top_k=top_k,
             names=names,
+            redis_reader_url=redis_reader_url,
         )
+
+
+def redis_setting(get: Callable[[str], str | None], name: str) -> str | None:
+    """A Redis URL setting, checked for its scheme (the message never shows the URL: it
+    may hold a password)."""
+    url = get(name)
+    if url and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{name} must be a redis:// URL, got {url.split('://')[0]!r}")
+    return url

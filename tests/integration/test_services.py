@@ -10,6 +10,7 @@ import redis
 from jobs.platform import services
 from jobs.platform.config import Settings
 from jobs.platform.db import engine_for, migrations, upgrade
+from jobs.platform.redis_client import connect
 
 
 def test_embedded_servers_start_persist_and_stop(tmp_path: Path) -> None:
@@ -19,7 +20,7 @@ def test_embedded_servers_start_persist_and_stop(tmp_path: Path) -> None:
     with psycopg2.connect(first.database_url) as conn, conn.cursor() as cur:
         cur.execute("CREATE TABLE kept (n int)")
         cur.execute("INSERT INTO kept VALUES (42)")
-    redis.Redis.from_url(first.redis_url).set("kept", "yes")
+    connect(services.redis_url(settings, "admin")).set("kept", "yes")
 
     # A second command finds the same running servers.
     assert services.resolve(settings) == first
@@ -32,7 +33,7 @@ def test_embedded_servers_start_persist_and_stop(tmp_path: Path) -> None:
     with psycopg2.connect(again.database_url) as conn, conn.cursor() as cur:
         cur.execute("SELECT n FROM kept")
         assert cur.fetchone() == (42,)
-    assert redis.Redis.from_url(again.redis_url).get("kept") == b"yes"
+    assert connect(services.redis_url(settings, "admin")).get("kept") == b"yes"
     services.stop_embedded(settings)
 
 

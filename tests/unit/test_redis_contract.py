@@ -1,19 +1,22 @@
 import pytest
 
 from jobs.contracts import redis as contract
+from jobs.contracts.redis import Keyspace
+
+KEYS = Keyspace()  # the default prefix's keys
 
 
 def test_keys_byte_for_byte() -> None:
-    assert contract.pointer_key() == b"batchscore:recs:current"
-    assert contract.meta_key(12) == b"batchscore:recs:v12:meta"
-    assert contract.popular_key(12) == b"batchscore:recs:v12:popular"
-    assert contract.user_key(12, 345) == b"batchscore:recs:v12:u:345"
-    assert contract.version_pattern(12) == b"batchscore:recs:v12:*"
+    assert KEYS.pointer_key() == b"batchscore:recs:current"
+    assert KEYS.meta_key(12) == b"batchscore:recs:v12:meta"
+    assert KEYS.popular_key(12) == b"batchscore:recs:v12:popular"
+    assert KEYS.user_key(12, 345) == b"batchscore:recs:v12:u:345"
+    assert KEYS.version_pattern(12) == b"batchscore:recs:v12:*"
 
 
 def test_a_version_pattern_does_not_match_a_longer_version_number() -> None:
     # v1:* must not reach v12's keys: the colon closes the version number.
-    assert not contract.user_key(12, 3).startswith(contract.version_prefix(1))
+    assert not KEYS.user_key(12, 3).startswith(KEYS.version_prefix(1))
 
 
 def test_items_are_encoded_as_pairs_best_first_with_float32_scores() -> None:
