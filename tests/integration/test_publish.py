@@ -32,7 +32,7 @@ def block(recs: dict[int, list[tuple[int, float]]]) -> pa.RecordBatch:
 
 
 def publish_day(engine, redis_client, model_version: int, day: date,
-                recs: dict[int, list[tuple[int, float]]], blocks=None):
+                recs: dict[int, list[tuple[int, float]]], blocks=None, keys: Keyspace = KEYS):
     """What the nightly's publish steps do: both stores written aside, then switched."""
     run_id = runs.start(engine, "nightly", day, model_version)
     postgres = PostgresPublisher(engine, keep_versions=2)
@@ -46,14 +46,14 @@ def publish_day(engine, redis_client, model_version: int, day: date,
     except BaseException:
         postgres.abort()
         raise
-    redis_publisher = RedisPublisher(redis_client, KEYS)
+    redis_publisher = RedisPublisher(redis_client, keys)
     redis_publisher.prepare(version)
     for each in blocks if blocks is not None else [block(recs)]:
         redis_publisher.write(each)
     redis_publisher.write_fallback(POPULAR)
     redis_publisher.write_meta()
     with publish_lock(engine, "test"):
-        outcome = switch(engine, redis_client, KEYS, version.publish_id, keep_versions=2)
+        outcome = switch(engine, redis_client, keys, version.publish_id, keep_versions=2)
     runs.succeed(engine, run_id, {})
     return version, outcome
 
