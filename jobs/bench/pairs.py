@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import statistics
 import subprocess
@@ -373,13 +374,14 @@ class RedisBench:
 
     def redis_cli_pipe(self, path: Path) -> float:
         host, port, db = self.servers.redis_host_port_db
+        user, auth = self.servers.redis_cli_auth
         command = [require_tool("redis-cli"), "-h", host, "-p", str(port), "-n", str(db),
-                   "--pipe"]
+                   *user, "--pipe"]
         self.clear()
         with path.open("rb") as source:
             start = time.perf_counter()
             done = subprocess.run(command, stdin=source, check=True, capture_output=True,
-                                  text=True)
+                                  text=True, env={**os.environ, **auth})
             seconds = time.perf_counter() - start
         if "errors: 0" not in done.stdout:
             raise RuntimeError(f"redis-cli --pipe reported errors: {done.stdout[-500:]}")

@@ -12,7 +12,7 @@ import shutil
 import socket
 from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import psycopg2
 from psycopg2 import sql
@@ -43,6 +43,16 @@ class Servers:
         parts = urlsplit(self.redis_url)
         return parts.hostname or "127.0.0.1", parts.port or 6379, int(
             (parts.path or "/0").lstrip("/") or 0)
+
+    @property
+    def redis_cli_auth(self) -> tuple[list[str], dict[str, str]]:
+        """redis-cli's arguments and environment for the URL's user: the password goes in
+        ``REDISCLI_AUTH``, never on the command line."""
+        parts = urlsplit(self.redis_url)
+        if not parts.password:
+            return [], {}
+        return (["--user", unquote(parts.username or "default")],
+                {"REDISCLI_AUTH": unquote(parts.password)})
 
     @property
     def jdbc_url(self) -> str:
