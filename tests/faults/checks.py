@@ -17,7 +17,14 @@ import sqlalchemy as sa
 
 from jobs.client import RecommendationClient
 from jobs.contracts.redis import Keyspace
-from tests.faults.publisher import USERS, K, Target, expected_items, version_tag
+from tests.faults.publisher import (
+    REDIS_URL_VARIABLE,
+    USERS,
+    K,
+    Target,
+    expected_items,
+    version_tag,
+)
 
 KEYS = Keyspace()  # the default prefix's keys
 
@@ -111,12 +118,14 @@ def start_publisher(target: Target, run_date: date, tag: int, pause: str | None,
     """A publishing process of its own process group, stopping at ``pause``."""
     marker.unlink(missing_ok=True)
     command = [sys.executable, "-m", "tests.faults.publisher",
-               "--database-url", target.database_url, "--redis-url", target.redis_url,
+               "--database-url", target.database_url,
                "--home", str(target.home), "--run-date", run_date.isoformat(),
                "--tag", str(tag), *extra]
     if pause is not None:
         command += ["--pause", pause, "--marker", str(marker)]
-    return subprocess.Popen(command, cwd=REPO, start_new_session=True,
+    # The Redis URL holds the writer's password: in the environment, not on a command line.
+    env = {**os.environ, REDIS_URL_VARIABLE: target.redis_url}
+    return subprocess.Popen(command, cwd=REPO, start_new_session=True, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
