@@ -6,10 +6,12 @@ import json
 import logging
 import os
 import random
+import secrets
 import statistics
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -51,6 +53,8 @@ logger = logging.getLogger(__name__)
 BENCH_DATE = date(2000, 1, 1)
 # Redis publish ids far from any real one (the bench uses its own Redis database too).
 REDIS_BENCH_PUBLISH_ID = 900_000_001
+# The user redis-benchmark reads as, for the length of its run (see benchmark_user).
+BENCH_USER = "batchscore_bench"
 PEER_TABLE = "bench_peer"
 WARM_UP_USERS = 2_000
 REDIS_REPEATS = 3
@@ -424,6 +428,23 @@ def redis_pairs(bench: RedisBench, reader_requests: int) -> tuple[list[Pair], di
     return pairs, {"redis_memory": memory, "redis_encode_seconds": encode_seconds}
 
 
+@contextmanager
+def benchmark_user(client: redis.Redis, servers: Servers, key: str) -> Iterator[list[str]]:
+    """redis-benchmark's credentials on a server that asks for them: it reads no password
+    from its environment, so it gets a user of its own, allowed only GET of ``key``, with a
+    password made for this run and dropped with the user afterwards."""
+    if not servers.redis_cli_auth[0]:
+        yield []
+        return
+    password = secrets.token_urlsafe(16)
+    client.execute_command("ACL", "SETUSER", BENCH_USER, "reset", "on", f">{password}",
+                           f"~{key}", "-@all", "+get", "+ping", "+select")
+    try:
+        yield ["--user", BENCH_USER, "-a", password]
+    finally:
+        client.execute_command("ACL", "DELUSER", BENCH_USER)
+
+
 def reader_pairs(bench: RedisBench, users: int, requests: int) -> list[Pair]:
     """``get_recommendations`` latency vs ``redis-benchmark`` GET, one connection each."""
     from jobs.client import RecommendationClient
@@ -448,9 +469,10 @@ def reader_pairs(bench: RedisBench, users: int, requests: int) -> list[Pair]:
     ours_p50, ours_p99 = (float(np.percentile(latencies, q)) * 1000 for q in (50, 99))
     host, port, db = bench.servers.redis_host_port_db
     key = bench.keys.user_key(bench.publish_id, 1).decode()
-    done = subprocess.run([require_tool("redis-benchmark"), "-h", host, "-p", str(port),
-                           "--dbnum", str(db), "-c", "1", "-n", str(requests), "--csv",
-                           "GET", key], check=True, capture_output=True, text=True)
+    with benchmark_user(client, bench.servers, key) as auth:
+        done = subprocess.run([require_tool("redis-benchmark"), "-h", host, "-p", str(port),
+                               "--dbnum", str(db), *auth, "-c", "1", "-n", str(requests),
+                               "--csv", "GET", key], check=True, capture_output=True, text=True)
     header, row = [line for line in done.stdout.splitlines() if line.strip()][-2:]
     fields = dict(zip(json.loads(f"[{header}]"), json.loads(f"[{row}]"), strict=True))
     peer_p50, peer_p99 = float(fields["p50_latency_ms"]), float(fields["p99_latency_ms"])
