@@ -33,7 +33,9 @@ USER_KEY = KEYS.user_key(7, 1)
 META_KEY = KEYS.meta_key(7)
 VERSIONS = KEYS.versions_key()
 # Keys outside the deployment: another prefix, one that only starts like it, no prefix.
-OUTSIDE = [b"other:recs:current", b"acltest2:recs:current", b"plain"]
+OUTSIDE = [b"acltest_other:recs:current", b"acltest2:recs:current", b"acltest_plain"]
+# Only the keys these tests make are removed: the other server may hold other data.
+MADE = [*OUTSIDE, POINTER, USER_KEY, META_KEY, VERSIONS, KEYS.user_key(8, 1)]
 SYSTEM_REDIS_URL = os.environ.get("BATCHSCORE_SYSTEM_REDIS_URL", "").strip()
 
 
@@ -80,7 +82,7 @@ def server(request, settings: Settings) -> Iterator[Server]:
         pytest.skip("BATCHSCORE_SYSTEM_REDIS_URL is not set")
     made = embedded(settings) if request.param == "embedded" else system()
     found = next(made)
-    found.admin.flushdb()
+    found.admin.delete(*MADE)
     for key in OUTSIDE:
         found.admin.set(key, b"not yours")
     found.admin.set(POINTER, b"7")
@@ -89,7 +91,7 @@ def server(request, settings: Settings) -> Iterator[Server]:
     found.admin.sadd(VERSIONS, 7)
     found.admin.acl_log_reset()
     yield found
-    found.admin.flushdb()
+    found.admin.delete(*MADE)
     made.close()
 
 
