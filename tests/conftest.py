@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from jobs.platform import services
 from jobs.platform.config import Settings
 from jobs.platform.db import engine_for, upgrade
+from jobs.platform.redis_client import connect
 
 
 @pytest.fixture(scope="session")
@@ -57,9 +58,20 @@ def engine(endpoints: services.Endpoints) -> Iterator[sa.engine.Engine]:
 
 
 @pytest.fixture
-def redis_client(endpoints: services.Endpoints) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(endpoints.redis_url)
+def redis_admin(settings: Settings, endpoints: services.Endpoints) -> Iterator[redis.Redis]:
+    """The embedded Redis's administrator; the server is emptied for each test."""
+    client = connect(services.redis_url(settings, "admin"))
     client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def redis_client(endpoints: services.Endpoints, redis_admin: redis.Redis
+                 ) -> Iterator[redis.Redis]:
+    """The writer, as publishing connects: the default prefix's keys and publishing's
+    commands only, so every test that publishes also checks the writer's ACL."""
+    client = connect(endpoints.redis_url)
     yield client
     client.close()
 

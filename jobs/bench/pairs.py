@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+import secrets
 import statistics
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,9 +27,11 @@ from sqlalchemy.engine import Engine
 from jobs.bench.results import Pair
 from jobs.bench.servers import JDBC_HINT, JDBC_JAR, Servers, require_tool
 from jobs.contracts import redis as contract
+from jobs.contracts.redis import Keyspace
 from jobs.lifecycle import registry
 from jobs.platform import runs
 from jobs.platform.db import cursor
+from jobs.platform.redis_client import connect
 from jobs.publish import REDIS_COLUMNS, PublishVersion, read_blocks
 from jobs.publish.postgres import PostgresPublisher
 from jobs.publish.redis import (
@@ -48,6 +53,8 @@ logger = logging.getLogger(__name__)
 BENCH_DATE = date(2000, 1, 1)
 # Redis publish ids far from any real one (the bench uses its own Redis database too).
 REDIS_BENCH_PUBLISH_ID = 900_000_001
+# The user redis-benchmark reads as, for the length of its run (see benchmark_user).
+BENCH_USER = "batchscore_bench"
 PEER_TABLE = "bench_peer"
 WARM_UP_USERS = 2_000
 REDIS_REPEATS = 3
@@ -289,10 +296,12 @@ class RedisBench:
     recommendations: Path
     work: Path
     publish_id: int = REDIS_BENCH_PUBLISH_ID
+    # The benchmark's own database holds one deployment's keys, under the default prefix.
+    keys: Keyspace = field(default_factory=Keyspace)
 
     @property
     def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.servers.redis_url)
+        return connect(self.servers.redis_url)
 
     def version(self) -> PublishVersion:
         return PublishVersion(publish_id=self.publish_id, run_id="bench",
@@ -302,8 +311,8 @@ class RedisBench:
         """Delete the benchmark's keys and wait until Redis has freed them in the
         background, so that the next load does not share the server with that."""
         client = self.client
-        expire_version(client, self.publish_id, 0)
-        client.delete(contract.pointer_key())
+        expire_version(client, self.keys, self.publish_id, 0)
+        client.delete(self.keys.pointer_key())
         deadline = time.monotonic() + timeout
         while (int(client.info("memory").get("lazyfree_pending_objects", 0))
                and time.monotonic() < deadline):
@@ -313,7 +322,7 @@ class RedisBench:
         client = self.client
         self.clear()
         before = int(client.info("memory")["used_memory"])
-        publisher = RedisPublisher(client)
+        publisher = RedisPublisher(client, self.keys)
         publisher.prepare(self.version())
         seconds = timed(lambda: publisher.write_blocks(
             read_blocks(self.recommendations, columns=REDIS_COLUMNS)))
@@ -335,8 +344,8 @@ class RedisBench:
         picked = sorted(rng.sample(range(1, users + 1), min(sample, users)))
         pipe = client.pipeline(transaction=False)
         for user in picked:
-            pipe.memory_usage(contract.user_key(self.publish_id, user), samples=0)
-            pipe.get(contract.user_key(self.publish_id, user))
+            pipe.memory_usage(self.keys.user_key(self.publish_id, user), samples=0)
+            pipe.get(self.keys.user_key(self.publish_id, user))
         replies = pipe.execute()
         ours = replies[0::2]
         values = replies[1::2]
@@ -360,7 +369,7 @@ class RedisBench:
         path = self.work / "keys.resp"
         with path.open("wb") as out:
             for block in read_blocks(self.recommendations, columns=REDIS_COLUMNS):
-                keys = contract.user_keys(self.publish_id, block.column("user_id"))
+                keys = self.keys.user_keys(self.publish_id, block.column("user_id"))
                 for chunk, _ in set_with_expiry_commands(
                         keys, block.column(contract.VALUE_COLUMN), STAGED_TTL_SECONDS,
                         PIPELINE_BATCH):
@@ -369,13 +378,14 @@ class RedisBench:
 
     def redis_cli_pipe(self, path: Path) -> float:
         host, port, db = self.servers.redis_host_port_db
+        user, auth = self.servers.redis_cli_auth
         command = [require_tool("redis-cli"), "-h", host, "-p", str(port), "-n", str(db),
-                   "--pipe"]
+                   *user, "--pipe"]
         self.clear()
         with path.open("rb") as source:
             start = time.perf_counter()
             done = subprocess.run(command, stdin=source, check=True, capture_output=True,
-                                  text=True)
+                                  text=True, env={**os.environ, **auth})
             seconds = time.perf_counter() - start
         if "errors: 0" not in done.stdout:
             raise RuntimeError(f"redis-cli --pipe reported errors: {done.stdout[-500:]}")
@@ -418,18 +428,35 @@ def redis_pairs(bench: RedisBench, reader_requests: int) -> tuple[list[Pair], di
     return pairs, {"redis_memory": memory, "redis_encode_seconds": encode_seconds}
 
 
+@contextmanager
+def benchmark_user(client: redis.Redis, servers: Servers, key: str) -> Iterator[list[str]]:
+    """redis-benchmark's credentials on a server that asks for them: it reads no password
+    from its environment, so it gets a user of its own, allowed only GET of ``key``, with a
+    password made for this run and dropped with the user afterwards."""
+    if not servers.redis_cli_auth[0]:
+        yield []
+        return
+    password = secrets.token_urlsafe(16)
+    client.execute_command("ACL", "SETUSER", BENCH_USER, "reset", "on", f">{password}",
+                           f"~{key}", "-@all", "+get", "+ping", "+select")
+    try:
+        yield ["--user", BENCH_USER, "-a", password]
+    finally:
+        client.execute_command("ACL", "DELUSER", BENCH_USER)
+
+
 def reader_pairs(bench: RedisBench, users: int, requests: int) -> list[Pair]:
     """``get_recommendations`` latency vs ``redis-benchmark`` GET, one connection each."""
     from jobs.client import RecommendationClient
 
     client = bench.client
-    publisher = RedisPublisher(client)
+    publisher = RedisPublisher(client, bench.keys)
     publisher.prepare(bench.version())
     publisher.users = users
     publisher.write_fallback(pa.table({"item_id": [1, 2, 3], "score": [3.0, 2.0, 1.0]}))
     publisher.write_meta()
-    serve(client, bench.publish_id, expected_keys=users + 2)
-    reader = RecommendationClient(client)
+    serve(client, bench.keys, bench.publish_id, expected_keys=users + 2)
+    reader = RecommendationClient(client, bench.keys)
     rng = random.Random(2)
     latencies = []
     for _ in range(requests):
@@ -441,10 +468,11 @@ def reader_pairs(bench: RedisBench, users: int, requests: int) -> list[Pair]:
             raise RuntimeError(f"user {user} was not found in the benchmark's version")
     ours_p50, ours_p99 = (float(np.percentile(latencies, q)) * 1000 for q in (50, 99))
     host, port, db = bench.servers.redis_host_port_db
-    key = contract.user_key(bench.publish_id, 1).decode()
-    done = subprocess.run([require_tool("redis-benchmark"), "-h", host, "-p", str(port),
-                           "--dbnum", str(db), "-c", "1", "-n", str(requests), "--csv",
-                           "GET", key], check=True, capture_output=True, text=True)
+    key = bench.keys.user_key(bench.publish_id, 1).decode()
+    with benchmark_user(client, bench.servers, key) as auth:
+        done = subprocess.run([require_tool("redis-benchmark"), "-h", host, "-p", str(port),
+                               "--dbnum", str(db), *auth, "-c", "1", "-n", str(requests),
+                               "--csv", "GET", key], check=True, capture_output=True, text=True)
     header, row = [line for line in done.stdout.splitlines() if line.strip()][-2:]
     fields = dict(zip(json.loads(f"[{header}]"), json.loads(f"[{row}]"), strict=True))
     peer_p50, peer_p99 = float(fields["p50_latency_ms"]), float(fields["p99_latency_ms"])

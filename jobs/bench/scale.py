@@ -20,18 +20,18 @@ from typing import Any
 
 import numpy as np
 import psycopg2
-import redis
 from psycopg2 import sql
 
 from jobs.bench.memory import PeakMemory
 from jobs.bench.pairs import PostgresBench, RedisBench
 from jobs.bench.servers import BENCH_DATABASE, Servers, resolve
-from jobs.contracts import redis as contract
+from jobs.contracts.redis import Keyspace
 from jobs.data.store import day_end
 from jobs.lifecycle import registry
 from jobs.orchestration import nightly
 from jobs.platform.config import Settings
 from jobs.platform.db import engine_for, upgrade
+from jobs.platform.redis_client import connect
 from jobs.publish.redis import expire_version
 from jobs.scoring.model import MODEL_METADATA_FILE
 from jobs.scoring.score import RECOMMENDATIONS_DIR
@@ -203,11 +203,11 @@ def matmul_floor(model_path: Path, users: int, items: int) -> None:
 
 def clean_up(servers: Servers, publish_id: int | None, engine: Any) -> None:
     """Remove what the scale run published: its Redis keys and the bench database."""
-    client = redis.Redis.from_url(servers.redis_url)
+    client = connect(servers.redis_url)
+    keys = Keyspace()
     if publish_id is not None:
-        expire_version(client, publish_id, 0)
-    for key in (contract.pointer_key(),):
-        client.delete(key)
+        expire_version(client, keys, publish_id, 0)
+    client.delete(keys.pointer_key())
     engine.dispose()
     admin = servers.database_url.rsplit("/", 1)[0] + "/postgres"
     connection = psycopg2.connect(admin)

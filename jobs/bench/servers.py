@@ -12,7 +12,7 @@ import shutil
 import socket
 from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import psycopg2
 from psycopg2 import sql
@@ -45,6 +45,16 @@ class Servers:
             (parts.path or "/0").lstrip("/") or 0)
 
     @property
+    def redis_cli_auth(self) -> tuple[list[str], dict[str, str]]:
+        """redis-cli's arguments and environment for the URL's user: the password goes in
+        ``REDISCLI_AUTH``, never on the command line."""
+        parts = urlsplit(self.redis_url)
+        if not parts.password:
+            return [], {}
+        return (["--user", unquote(parts.username or "default")],
+                {"REDISCLI_AUTH": unquote(parts.password)})
+
+    @property
     def jdbc_url(self) -> str:
         parts = urlsplit(self.database_url)
         query = f"user={parts.username or 'postgres'}"
@@ -68,9 +78,11 @@ def resolve(settings: Settings) -> Servers:
         admin = "postgresql://postgres@{}:{}/postgres".format(*SYSTEM_POSTGRES)
         where = "system PostgreSQL and Redis on 127.0.0.1"
     else:
-        endpoints = services.resolve(replace(settings, database_url=None, redis_url=None))
-        admin = endpoints.database_url
-        redis_url = endpoints.redis_url.rsplit("/", 1)[0] + f"/{BENCH_REDIS_DB}"
+        embedded = replace(settings, database_url=None, redis_url=None, redis_reader_url=None)
+        admin = services.resolve(embedded).database_url
+        # The benchmark owns its database of the embedded Redis, as the administrator.
+        redis_url = (services.redis_url(embedded, "admin").rsplit("/", 1)[0]
+                     + f"/{BENCH_REDIS_DB}")
         where = "embedded PostgreSQL and Redis"
     database_url = create_database(admin, BENCH_DATABASE)
     if where.startswith("system"):

@@ -64,6 +64,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     from jobs.orchestration.local_airflow import AirflowError
     from jobs.orchestration.nightly import RunRequestError, StoreUnavailableError
     from jobs.platform.db import LockWaitError, MigrationError
+    from jobs.platform.redis_client import RedisAccessError
     from jobs.publish.postgres import LockTimeoutError, RollbackError, VersionStateError
     from jobs.publish.redis import MissingVersionError, PointerMovedError
 
@@ -71,7 +72,8 @@ def expected_errors() -> tuple[type[BaseException], ...]:
             NoPublishedVersionError, ContractError, FileNotFoundError, AirflowError,
             RollbackError, MissingVersionError, UnknownVersionError, RunRequestError,
             LockWaitError, LockTimeoutError, VersionStateError, PointerMovedError,
-            StoreUnavailableError, PromotionRefusedError, MissingToolError, ReportError)
+            StoreUnavailableError, PromotionRefusedError, MissingToolError, ReportError,
+            RedisAccessError)
 
 
 if __name__ == "__main__":

@@ -115,7 +115,8 @@ def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
     try:
         result = nightly.run(nightly.NightlyConfig(
             run_date=run_date, database_url=services.database_url(settings),
-            redis_url=services.redis_url(settings), home=settings.home, k=k,
+            redis_url=services.redis_url(settings, "writer"),
+            home=settings.home, k=k,
             spark_master=settings.spark_master,
             input_path=args.input, input_format=args.input_format,
             model_version=args.model_version, serve_older_date=args.serve_older_date,
@@ -185,9 +186,11 @@ def print_monitoring(run_id: str, monitoring: dict[str, Any] | None) -> None:
 
 
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs.contracts.redis import Keyspace
     from jobs.orchestration import nightly
 
-    report = nightly.reconcile(database(settings), services.redis_url(settings), settings.home)
+    report = nightly.reconcile(database(settings), services.redis_url(settings, "writer"),
+                               Keyspace(settings.names.redis_prefix), settings.home)
     if args.json:
         print_json(report.to_json())
         return 0
@@ -213,7 +216,8 @@ def print_status(record: dict[str, Any]) -> None:
     print(f"home:      {record['home']}")
     print(f"postgres:  {record['database_url']}"
           f"{' (embedded)' if record['embedded']['postgres'] else ''}")
-    print(f"redis:     {record['redis_url']}{' (embedded)' if record['embedded']['redis'] else ''}")
+    print(f"redis:     {record['redis_url']}{' (embedded)' if record['embedded']['redis'] else ''}"
+          f", key prefix {record['redis_prefix']!r}")
     print(f"data:      {record['interactions']} interactions")
     print(f"model:     {record['serving_model'] or 'none serving'}")
     served = record["postgres_served"]
@@ -297,15 +301,16 @@ def cmd_versions_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
-    import redis
-
+    from jobs.contracts.redis import Keyspace
     from jobs.orchestration.rollback import roll_back
     from jobs.platform.provenance import current_user
+    from jobs.platform.redis_client import connect
 
     if not args.reason.strip():
         raise CommandError("--reason must say why; it is recorded")
-    done = roll_back(database(settings), redis.Redis.from_url(services.redis_url(settings)),
-                     current_user(), args.reason, to=args.to)
+    done = roll_back(database(settings), connect(services.redis_url(settings, "writer")),
+                     Keyspace(settings.names.redis_prefix), current_user(), args.reason,
+                     to=args.to)
     print(f"rolled back version {done.rolled_back}; version {done.restored} (model "
           f"{done.restored_model}) is served again in postgres and redis")
     for model in done.rolled_back_models:

@@ -1,4 +1,5 @@
-"""`batchscore services ...` and `batchscore db ...`: the servers and the database."""
+"""`batchscore services ...`, `batchscore db ...` and `batchscore redis ...`: the servers,
+the database and the Redis users."""
 
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ def add_commands(commands: Commands) -> None:
     db = commands.subgroup("db", "the batchscore database")
     db.add("upgrade", cmd_db_upgrade, "apply the migrations in sql/")
     db.add("url", cmd_db_url, "print the URL of the database in use")
+    redis_group = commands.subgroup("redis", "the Redis users")
+    redis_url = redis_group.add("url", cmd_redis_url,
+                                "print the URL a Redis user connects with, its password "
+                                "included: the writer publishes, the reader serves products")
+    redis_url.add_argument("--role", choices=("writer", "reader"), required=True,
+                           help="whose URL")
 
 
 def cmd_services_start(settings: Settings, args: argparse.Namespace) -> int:
@@ -41,4 +48,9 @@ def cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_db_url(settings: Settings, args: argparse.Namespace) -> int:
     print(services.database_url(settings))
+    return 0
+
+
+def cmd_redis_url(settings: Settings, args: argparse.Namespace) -> int:
+    print(services.redis_url(settings, args.role))
     return 0

@@ -63,8 +63,9 @@ def cmd_recs(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise CommandError(f"-k must be at least 1, got {args.k}")
-    recs = RecommendationClient.from_url(services.redis_url(settings)).get_recommendations(
-        args.user_id, args.k)
+    recs = RecommendationClient.from_url(services.redis_url(settings, "reader"),
+                                         settings.names.redis_prefix
+                                         ).get_recommendations(args.user_id, args.k)
     if args.json:
         print_json(recs.to_json())
         return 0

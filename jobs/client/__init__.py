@@ -1,8 +1,13 @@
 """The read client product services import: one user's recommendations from Redis.
 
     from jobs.client import RecommendationClient
-    client = RecommendationClient.from_url("redis://cache:6379/0")
+    client = RecommendationClient.from_url("redis://batchscore_reader:PASSWORD@cache:6379/0")
     recs = client.get_recommendations(user_id=42, k=10)
+
+The URL is the reader's (``batchscore redis url --role reader`` prints it);
+``prefix`` is the deployment's ``BATCHSCORE_REDIS_PREFIX`` when it is not
+the default. The reader may only GET the serving keys, which is all this
+client does.
 
 Reads follow the contract in ``schemas/redis.md``: the pointer names the
 served version, and a user without predictions gets that version's
@@ -21,6 +26,9 @@ import redis
 
 from jobs.contracts import redis as contract
 from jobs.contracts.canary import in_canary
+from jobs.contracts.redis import Keyspace
+from jobs.platform.names import DEFAULT_REDIS_PREFIX
+from jobs.platform.redis_client import connect
 
 # Reads retried when the pointer moves under one (each move is a switch or rollback).
 READ_ATTEMPTS = 5
@@ -49,12 +57,13 @@ class Recommendations:
 
 
 class RecommendationClient:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, keys: Keyspace) -> None:
         self.client = client
+        self.keys = keys
 
     @classmethod
-    def from_url(cls, url: str) -> RecommendationClient:
-        return cls(redis.Redis.from_url(url, socket_timeout=1.0))
+    def from_url(cls, url: str, prefix: str = DEFAULT_REDIS_PREFIX) -> RecommendationClient:
+        return cls(connect(url, socket_timeout=1.0), Keyspace(prefix))
 
     def get_recommendations(self, user_id: int, k: int = 10) -> Recommendations:
         """The best ``k`` items for a user, best first, in two round trips.
@@ -65,7 +74,7 @@ class RecommendationClient:
         """
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
-        pointer = self.client.get(contract.pointer_key())
+        pointer = self.client.get(self.keys.pointer_key())
         for _ in range(READ_ATTEMPTS):
             if pointer is None:
                 raise NoPublishedVersionError(
@@ -73,10 +82,10 @@ class RecommendationClient:
                     "`batchscore nightly`")
             publish_id = int(pointer)
             pipe = self.client.pipeline(transaction=False)
-            pipe.get(contract.user_key(publish_id, user_id))
-            pipe.get(contract.meta_key(publish_id))
-            pipe.get(contract.popular_key(publish_id))
-            pipe.get(contract.pointer_key())
+            pipe.get(self.keys.user_key(publish_id, user_id))
+            pipe.get(self.keys.meta_key(publish_id))
+            pipe.get(self.keys.popular_key(publish_id))
+            pipe.get(self.keys.pointer_key())
             user_value, meta_value, popular_value, pointer_after = pipe.execute()
             if pointer_after == pointer:
                 break

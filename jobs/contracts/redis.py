@@ -1,6 +1,8 @@
 """The Redis key and value contract shared by the publisher and the read client.
 
-Documented in ``schemas/redis.md``; every key is built here and nowhere else.
+Documented in ``schemas/redis.md``; every key is built here and nowhere else, by a
+:class:`Keyspace` for the deployment's prefix (``batchscore`` unless
+``BATCHSCORE_REDIS_PREFIX`` says otherwise; below, as by default):
 
 - ``batchscore:recs:current`` -> the served ``publish_id`` as decimal text.
 - ``batchscore:recs:v{publish_id}:meta`` -> JSON object: run_id, model_version,
@@ -16,58 +18,78 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-NAMESPACE = "batchscore:recs"
+from jobs.platform.names import DEFAULT_REDIS_PREFIX, checked
+
 # The scoring output's column holding each user's value, encoded where the
 # scoring runs (see jobs.scoring.transforms.top_k_unseen), so that publishing only sends it.
 VALUE_COLUMN = "redis_value"
 
 
-def pointer_key() -> bytes:
-    return f"{NAMESPACE}:current".encode()
+@dataclass(frozen=True)
+class Keyspace:
+    """Every key of one deployment, under its prefix (``BATCHSCORE_REDIS_PREFIX``).
 
+    Built once from the settings and handed to the publisher, reconcile, the
+    read client and status, so that two deployments sharing one Redis never
+    name each other's keys. The prefix is checked by
+    :func:`jobs.platform.names.checked`: it carries no glob character into a
+    SCAN pattern or an ACL rule.
+    """
 
-def versions_key() -> bytes:
-    return f"{NAMESPACE}:versions".encode()
+    prefix: str = DEFAULT_REDIS_PREFIX
 
+    def __post_init__(self) -> None:
+        checked("BATCHSCORE_REDIS_PREFIX", self.prefix)
 
-def version_prefix(publish_id: int) -> bytes:
-    return f"{NAMESPACE}:v{int(publish_id)}:".encode()
+    @property
+    def namespace(self) -> str:
+        return f"{self.prefix}:recs"
 
+    def pointer_key(self) -> bytes:
+        return f"{self.namespace}:current".encode()
 
-def version_pattern(publish_id: int) -> bytes:
-    """A SCAN pattern matching every key of one published version."""
-    return version_prefix(publish_id) + b"*"
+    def versions_key(self) -> bytes:
+        return f"{self.namespace}:versions".encode()
 
+    def version_prefix(self, publish_id: int) -> bytes:
+        return f"{self.namespace}:v{int(publish_id)}:".encode()
 
-def version_pattern_of_meta() -> bytes:
-    """A SCAN pattern matching the meta key of every version."""
-    return f"{NAMESPACE}:v*:meta".encode()
+    def version_pattern(self, publish_id: int) -> bytes:
+        """A SCAN pattern matching every key of one published version."""
+        return self.version_prefix(publish_id) + b"*"
 
+    def meta_pattern(self) -> bytes:
+        """A SCAN pattern matching the meta key of every version."""
+        return f"{self.namespace}:v*:meta".encode()
 
-def publish_id_of(key: bytes) -> int:
-    """The publish id in one of a version's keys."""
-    prefix = f"{NAMESPACE}:v".encode()
-    if not key.startswith(prefix):
-        raise ValueError(f"{key!r} is not a key of a published version")
-    return int(key[len(prefix):].split(b":", 1)[0])
+    def publish_id_of(self, key: bytes) -> int:
+        """The publish id in one of a version's keys."""
+        prefix = f"{self.namespace}:v".encode()
+        if not key.startswith(prefix):
+            raise ValueError(f"{key!r} is not a key of a published version")
+        return int(key[len(prefix):].split(b":", 1)[0])
 
+    def meta_key(self, publish_id: int) -> bytes:
+        return self.version_prefix(publish_id) + b"meta"
 
-def meta_key(publish_id: int) -> bytes:
-    return version_prefix(publish_id) + b"meta"
+    def popular_key(self, publish_id: int) -> bytes:
+        return self.version_prefix(publish_id) + b"popular"
 
+    def user_key(self, publish_id: int, user_id: int) -> bytes:
+        return self.version_prefix(publish_id) + f"u:{int(user_id)}".encode()
 
-def popular_key(publish_id: int) -> bytes:
-    return version_prefix(publish_id) + b"popular"
-
-
-def user_key(publish_id: int, user_id: int) -> bytes:
-    return version_prefix(publish_id) + f"u:{int(user_id)}".encode()
+    def user_keys(self, publish_id: int, user_ids: pa.Array) -> pa.StringArray:
+        """:meth:`user_key` for many users at once, byte for byte the same."""
+        prefix = (self.version_prefix(publish_id) + b"u:").decode()
+        return pc.binary_join_element_wise(
+            prefix, pc.cast(user_ids, pa.int64()).cast(pa.string()), "")
 
 
 def encode_items(items: Sequence[int], scores: Sequence[float]) -> bytes:
@@ -92,13 +114,6 @@ def encode_meta(meta: dict[str, Any]) -> bytes:
 
 def decode_meta(value: bytes | str) -> dict[str, Any]:
     return dict(json.loads(value))
-
-
-def user_keys(publish_id: int, user_ids: pa.Array) -> pa.StringArray:
-    """:func:`user_key` for many users at once, byte for byte the same."""
-    prefix = (version_prefix(publish_id) + b"u:").decode()
-    return pc.binary_join_element_wise(prefix, pc.cast(user_ids, pa.int64()).cast(pa.string()),
-                                       "")
 
 
 def encode_items_block(items: pa.Array, scores: pa.Array) -> pa.StringArray:

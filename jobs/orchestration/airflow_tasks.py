@@ -65,9 +65,12 @@ def _state(context: dict[str, Any]) -> Any:
 
 def reconcile(**context: Any) -> dict[str, Any]:
     """Repair what earlier runs left, before this one begins (see jobs.publish.reconcile)."""
+    from jobs.contracts.redis import Keyspace
     from jobs.orchestration import nightly
 
-    report = nightly.reconcile(_engine(), connection_url(REDIS_CONN_ID), Settings.from_env().home)
+    settings = Settings.from_env()
+    report = nightly.reconcile(_engine(), connection_url(REDIS_CONN_ID),
+                               Keyspace(settings.names.redis_prefix), settings.home)
     return report.to_json()
 
 

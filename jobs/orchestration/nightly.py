@@ -49,6 +49,7 @@ from jobs.contracts.predictions import (
     summarize,
     summary_stats,
 )
+from jobs.contracts.redis import Keyspace
 from jobs.data.load import InputError
 from jobs.data.store import export_interactions
 from jobs.lifecycle import registry
@@ -58,9 +59,10 @@ from jobs.platform import runs
 from jobs.platform.artifacts import artifact_path
 from jobs.platform.config import AlertSettings, PrometheusSettings
 from jobs.platform.db import engine_for, ensure_schema
-from jobs.platform.names import Names
+from jobs.platform.names import DEFAULT_REDIS_PREFIX, Names
 from jobs.platform.progress import progress
 from jobs.platform.provenance import current_user
+from jobs.platform.redis_client import RedisAccessError, connect
 from jobs.publish import POSTGRES_COLUMNS, REDIS_COLUMNS, PublishVersion, protocol, read_blocks
 from jobs.publish.postgres import (
     SWITCHED,
@@ -104,6 +106,8 @@ def store_lost(err: BaseException) -> StoreUnavailableError | None:
     if isinstance(err, psycopg2.OperationalError | psycopg2.InterfaceError
                   | sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
         store = "PostgreSQL"
+    elif isinstance(err, RedisAccessError):
+        return None  # its message already says what to do
     elif isinstance(err, redis.ConnectionError | redis.TimeoutError):
         store = "Redis"
     else:
@@ -171,6 +175,7 @@ class RunState:
     canary_model_path: str | None = None
     canary_fraction: float | None = None
     lock_wait_seconds: float = protocol.DEFAULT_LOCK_WAIT_SECONDS
+    redis_prefix: str = DEFAULT_REDIS_PREFIX
 
     @property
     def logical_date(self) -> date:
@@ -179,6 +184,10 @@ class RunState:
     @property
     def folder(self) -> Path:
         return Path(self.work_dir)
+
+    @property
+    def keys(self) -> Keyspace:
+        return Keyspace(self.redis_prefix)
 
     def save(self) -> RunState:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -301,7 +310,8 @@ def execute(config: NightlyConfig, prepare: Callable[[Engine, RunState], None]) 
     engine = engine_for(config.database_url, config.names)
     ensure_schema(engine)
     try:
-        reconcile(engine, config.redis_url, config.home, config.lock_wait_seconds)
+        reconcile(engine, config.redis_url, Keyspace(config.names.redis_prefix), config.home,
+                  config.lock_wait_seconds)
     except Exception as err:
         clear = store_lost(err)
         if clear is not None:
@@ -342,12 +352,12 @@ def run_stage(engine: Engine, redis_url: str, state: RunState, stage: str) -> Ru
     return state
 
 
-def reconcile(engine: Engine, redis_url: str, home: Path,
+def reconcile(engine: Engine, redis_url: str, keys: Keyspace, home: Path,
               lock_wait_seconds: float = protocol.DEFAULT_LOCK_WAIT_SECONDS) -> Any:
     """Repair what earlier runs left (see :mod:`jobs.publish.reconcile`); its report."""
     from jobs.publish.reconcile import reconcile as repair
 
-    return repair(engine, redis.Redis.from_url(redis_url), home / "staging",
+    return repair(engine, connect(redis_url), keys, home / "staging",
                   wait_seconds=lock_wait_seconds)
 
 
@@ -391,7 +401,7 @@ def begin(engine: Engine, config: NightlyConfig, run_id: str | None = None,
         input_format=config.input_format, serve_older_date=config.serve_older_date,
         allow_future_date=config.allow_future_date, stats={"k": config.k, "data_docs": {}},
         kind="shadow" if shadow else "canary" if canary else "serve",
-        lock_wait_seconds=config.lock_wait_seconds,
+        lock_wait_seconds=config.lock_wait_seconds, redis_prefix=config.names.redis_prefix,
     )
     if canary is not None:
         state.canary_model_version = canary.version
@@ -580,7 +590,7 @@ def publish_redis(engine: Engine, redis_url: str, state: RunState) -> RunState:
     if status != "staged":
         raise VersionStateError(f"version {state.publish_id} is {status}: run "
                                 "publish_postgres again before writing it to Redis")
-    publisher = RedisPublisher(redis.Redis.from_url(redis_url))
+    publisher = RedisPublisher(connect(redis_url), state.keys)
     publisher.prepare(state.publish_version())
     write_scored(publisher, "redis", REDIS_COLUMNS, state)
     publisher.write_fallback(pq.read_table(state.folder / POPULAR_FILE))
@@ -593,7 +603,7 @@ def switch(engine: Engine, redis_url: str, state: RunState) -> RunState:
 
     Safe to run again.
     """
-    return switched(engine, state, redis.Redis.from_url(redis_url), shadow=False)
+    return switched(engine, state, connect(redis_url), shadow=False)
 
 
 def keep_aside(engine: Engine, redis_url: str, state: RunState) -> RunState:
@@ -606,7 +616,7 @@ def switched(engine: Engine, state: RunState, client: redis.Redis | None,
     if state.publish_id is None:
         raise RuntimeError(f"run {state.run_id} has no version written to Postgres yet")
     with protocol.publish_lock(engine, f"run {state.run_id}", state.lock_wait_seconds):
-        outcome = protocol.switch(engine, client, state.publish_id, shadow=shadow,
+        outcome = protocol.switch(engine, client, state.keys, state.publish_id, shadow=shadow,
                                   force_serve=state.serve_older_date)
     state.switch = asdict(outcome)
     state.stats.update({"publish_id": state.publish_id, "served": outcome.served})
@@ -617,7 +627,8 @@ def smoke_check(engine: Engine, redis_url: str, state: RunState) -> RunState:
     """Read a sample of users back from both stores, and check they serve the same version."""
     import sqlalchemy as sa
 
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)
+    keys = state.keys
     publish_id = state.publish_id
     with engine.connect() as conn:
         status = conn.execute(sa.text(
@@ -629,7 +640,7 @@ def smoke_check(engine: Engine, redis_url: str, state: RunState) -> RunState:
             "  WHERE publish_id = :id AND rank = 1 ORDER BY user_id LIMIT :n)"
             " GROUP BY user_id"), {"id": publish_id, "n": SMOKE_SAMPLE_USERS}).all()
     served = served_publish_id(engine)
-    pointer = client.get(contract.pointer_key())
+    pointer = client.get(keys.pointer_key())
     problems = []
     if status != "published":
         problems.append(f"postgres: version {publish_id} is {status!r}, not published")
@@ -639,7 +650,7 @@ def smoke_check(engine: Engine, redis_url: str, state: RunState) -> RunState:
     if not sample:
         problems.append(f"postgres has no rows for version {publish_id}")
     for user_id, items in sample:
-        value = client.get(contract.user_key(publish_id, user_id))
+        value = client.get(keys.user_key(publish_id, user_id))
         stored = [item for item, _ in contract.decode_items(value)] if value else None
         if stored != list(items):
             problems.append(f"user {user_id}: postgres has {list(items)[:5]}..., "
@@ -777,7 +788,7 @@ def fail(engine: Engine, state: RunState, error: BaseException | str,
         runs.fail(engine, state.run_id, message, state.stats)
         recorded = True
         if discarded and redis_url is not None:
-            expire_version(redis.Redis.from_url(redis_url), state.publish_id, 0)
+            expire_version(connect(redis_url), state.keys, state.publish_id, 0)
     except Exception as err:  # the run's own error matters more; reconcile finishes this
         logger.error("run %s: could not clean up after its failure (%s: %s); "
                      "`batchscore reconcile` will", state.run_id, type(err).__name__, err)

@@ -63,8 +63,9 @@ def quickstart(settings: Settings, *, through_airflow: bool = True,
         say(f"3/3 nightly run for {run_date}")
         published = nightly.run(nightly.NightlyConfig(
             run_date=run_date, database_url=services.database_url(settings),
-            redis_url=services.redis_url(settings), home=settings.home, k=settings.top_k,
-            spark_master=settings.spark_master, names=settings.names)).publish_id
+            redis_url=services.redis_url(settings, "writer"), home=settings.home,
+            k=settings.top_k, spark_master=settings.spark_master,
+            names=settings.names)).publish_id
     with engine.connect() as conn:
         user = conn.execute(sa.text(
             "SELECT user_id FROM bi.recommendations ORDER BY user_id LIMIT 1")).scalar()

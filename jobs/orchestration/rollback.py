@@ -15,6 +15,7 @@ import logging
 import redis
 from sqlalchemy.engine import Connection, Engine
 
+from jobs.contracts.redis import Keyspace
 from jobs.lifecycle import registry
 from jobs.publish.postgres import PostgresPublisher, Rollback
 from jobs.publish.protocol import DEFAULT_LOCK_WAIT_SECONDS, follow_postgres, publish_lock
@@ -23,7 +24,8 @@ from jobs.publish.redis import require_version_keys
 logger = logging.getLogger(__name__)
 
 
-def roll_back(engine: Engine, client: redis.Redis, changed_by: str, reason: str,
+def roll_back(engine: Engine, client: redis.Redis, keys: Keyspace, changed_by: str,
+              reason: str,
               to: int | None = None,
               wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS) -> Rollback:
     """Switch both stores back to the previously served version (or ``to``)."""
@@ -41,9 +43,9 @@ def roll_back(engine: Engine, client: redis.Redis, changed_by: str, reason: str,
         done = PostgresPublisher(engine).rollback(
             changed_by, reason, to=to,
             # Refuse before anything changes if Redis no longer has the target's keys.
-            before_switch=lambda publish_id: require_version_keys(client, publish_id),
+            before_switch=lambda publish_id: require_version_keys(client, keys, publish_id),
             in_transaction=mark_models)
-        follow_postgres(engine, client)
+        follow_postgres(engine, client, keys)
     logger.info("rolled back version %d; version %d is served again", done.rolled_back,
                 done.restored)
     return done

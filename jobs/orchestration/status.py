@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
 import sqlalchemy as sa
 
-from jobs.contracts.redis import decode_meta, meta_key, pointer_key
+from jobs.contracts.redis import Keyspace, decode_meta
 from jobs.lifecycle import registry
 from jobs.platform import runs, services
 from jobs.platform.config import Settings
 from jobs.platform.db import applied_migrations, migrations
+from jobs.platform.redis_client import connect
 from jobs.publish.reconcile import disagreement
 
 
@@ -27,6 +27,7 @@ def status(settings: Settings) -> dict[str, Any]:
                      "redis": settings.redis_url is None},
         "database_url": services.redacted(endpoints.database_url),
         "redis_url": services.redacted(endpoints.redis_url),
+        "redis_prefix": settings.names.redis_prefix,
         "migrations": {"applied": applied,
                        "pending": [m.version for m in migrations() if m.version not in applied]},
     }
@@ -40,16 +41,17 @@ def status(settings: Settings) -> dict[str, Any]:
         record["interactions"] = conn.execute(
             sa.text("SELECT count(*) FROM batchscore.interactions")).scalar_one()
     record["postgres_served"] = dict(served) if served else None
-    client = redis.Redis.from_url(endpoints.redis_url)
-    pointer = client.get(pointer_key())
+    client = connect(endpoints.redis_url)
+    keys = Keyspace(settings.names.redis_prefix)
+    pointer = client.get(keys.pointer_key())
     record["redis_served"] = None
     if pointer is not None:
-        meta = client.get(meta_key(int(pointer)))
+        meta = client.get(keys.meta_key(int(pointer)))
         record["redis_served"] = {"publish_id": int(pointer),
                                   **(decode_meta(meta) if meta else {})}
     last = runs.list_runs(engine, limit=1)
     record["last_run"] = last[0].to_json() if last else None
-    record["stores_disagree"] = disagreement(engine, client)
+    record["stores_disagree"] = disagreement(engine, client, keys)
     client.close()
     engine.dispose()
     return record

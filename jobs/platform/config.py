@@ -64,7 +64,9 @@ class Settings:
     """Where batchscore keeps its state and which servers it talks to.
 
     ``database_url`` and ``redis_url`` are ``None`` when the embedded servers
-    under ``home`` should be used.
+    under ``home`` should be used. ``redis_url`` is the writer's (publishing,
+    reconcile, rollback, status), ``redis_reader_url`` the reader's
+    (``batchscore recs``, product services), each with its user's credentials.
     """
 
     home: Path
@@ -75,6 +77,7 @@ class Settings:
     names: Names = field(default_factory=Names)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     prometheus: PrometheusSettings = field(default_factory=PrometheusSettings)
+    redis_reader_url: str | None = None
 
     @property
     def services_dir(self) -> Path:
@@ -105,11 +108,12 @@ class Settings:
                 "BATCHSCORE_DATABASE_URL must be a postgresql:// URL, "
                 f"got {database_url.split('://')[0]!r}"
             )
-        redis_url = get("BATCHSCORE_REDIS_URL")
-        if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(
-                f"BATCHSCORE_REDIS_URL must be a redis:// URL, got {redis_url.split('://')[0]!r}"
-            )
+        redis_url = redis_setting(get, "BATCHSCORE_REDIS_URL")
+        redis_reader_url = redis_setting(get, "BATCHSCORE_REDIS_READER_URL")
+        if redis_reader_url and not redis_url:
+            raise ConfigError("BATCHSCORE_REDIS_READER_URL is set but BATCHSCORE_REDIS_URL is "
+                              "not: set both for a configured Redis, or neither for the "
+                              "embedded one")
         try:
             names = Names(schema=get("BATCHSCORE_SCHEMA") or DEFAULT_SCHEMA,
                           bi_schema=get("BATCHSCORE_BI_SCHEMA") or DEFAULT_BI_SCHEMA,
@@ -125,6 +129,7 @@ class Settings:
             spark_master=get("BATCHSCORE_SPARK_MASTER") or DEFAULT_SPARK_MASTER,
             top_k=top_k,
             names=names,
+            redis_reader_url=redis_reader_url,
         )
 
 
@@ -159,3 +164,10 @@ def prometheus_settings(get: Callable[[str], str | None]) -> PrometheusSettings:
     return PrometheusSettings(
         textfile_dir=Path(textfile_dir).expanduser().absolute() if textfile_dir else None,
         pushgateway_url=url)
+def redis_setting(get: Callable[[str], str | None], name: str) -> str | None:
+    """A Redis URL setting, checked for its scheme (the message never shows the URL: it
+    may hold a password)."""
+    url = get(name)
+    if url and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{name} must be a redis:// URL, got {url.split('://')[0]!r}")
+    return url

@@ -21,6 +21,7 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from jobs.contracts.redis import Keyspace
 from jobs.platform.db import names_of, session_lock
 from jobs.platform.names import Names
 from jobs.publish import PublishVersion, SwitchOutcome
@@ -68,7 +69,7 @@ def publish_lock(engine: Engine, holder: str,
         yield
 
 
-def switch(engine: Engine, client: redis.Redis | None, publish_id: int, *,
+def switch(engine: Engine, client: redis.Redis | None, keys: Keyspace, publish_id: int, *,
            force_serve: bool = False, shadow: bool = False,
            keep_versions: int = DEFAULT_KEEP_VERSIONS,
            retention_seconds: int = DEFAULT_RETENTION_SECONDS) -> SwitchOutcome:
@@ -86,20 +87,20 @@ def switch(engine: Engine, client: redis.Redis | None, publish_id: int, *,
         outcome = postgres.switch(publish_id, force_serve=force_serve)
         if client is None:
             raise ValueError("switching a served version in needs the Redis client")
-        previous = pointer(client)
-        follow_postgres(engine, client, retention_seconds)
+        previous = pointer(client, keys)
+        follow_postgres(engine, client, keys, retention_seconds)
         for replaced in outcome.superseded:
             # A replaced version that was served stays as a rollback target.
             if replaced != previous:
-                expire_version(client, replaced, SUPERSEDED_GRACE_SECONDS)
+                expire_version(client, keys, replaced, SUPERSEDED_GRACE_SECONDS)
         if not outcome.served:
             # Written for an older date: kept, not pointed to, for the retention period.
-            expire_version(client, publish_id, retention_seconds)
+            expire_version(client, keys, publish_id, retention_seconds)
     postgres.cleanup()
     return outcome
 
 
-def follow_postgres(engine: Engine, client: redis.Redis,
+def follow_postgres(engine: Engine, client: redis.Redis, keys: Keyspace,
                     retention_seconds: int = DEFAULT_RETENTION_SECONDS) -> ServeOutcome | None:
     """Point Redis at the version PostgreSQL serves; the caller holds the publish lock.
 
@@ -113,11 +114,11 @@ def follow_postgres(engine: Engine, client: redis.Redis,
     version, users = version_record(engine, served)
     expected = users + 2 if users is not None else None  # meta and popular keys too
     try:
-        return serve(client, served, expected, retention_seconds)
+        return serve(client, keys, served, expected, retention_seconds)
     except MissingVersionError as err:
         logger.warning("redis: %s; writing version %d again from postgres", err, served)
-    rewrite_from_postgres(engine, client, version)
-    return serve(client, served, expected, retention_seconds)
+    rewrite_from_postgres(engine, client, keys, version)
+    return serve(client, keys, served, expected, retention_seconds)
 
 
 def version_record(engine: Engine, publish_id: int) -> tuple[PublishVersion, int | None]:
@@ -133,9 +134,10 @@ def version_record(engine: Engine, publish_id: int) -> tuple[PublishVersion, int
                           canary_fraction=row.canary_fraction), row.users
 
 
-def rewrite_from_postgres(engine: Engine, client: redis.Redis, version: PublishVersion) -> int:
+def rewrite_from_postgres(engine: Engine, client: redis.Redis, keys: Keyspace,
+                          version: PublishVersion) -> int:
     """Write a version's keys to Redis aside again from its PostgreSQL partition; the users."""
-    publisher = RedisPublisher(client)
+    publisher = RedisPublisher(client, keys)
     publisher.prepare(version)
     with engine.connect() as conn:
         popular = conn.execute(sa.text(

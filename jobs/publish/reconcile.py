@@ -28,7 +28,7 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from jobs.contracts import redis as contract
+from jobs.contracts.redis import Keyspace
 from jobs.platform import runs
 from jobs.publish.postgres import PostgresPublisher, partition_name, served_publish_id
 from jobs.publish.protocol import DEFAULT_LOCK_WAIT_SECONDS, follow_postgres, publish_lock
@@ -100,7 +100,7 @@ def join(values: list[Any]) -> str:
     return ", ".join(str(value) for value in values)
 
 
-def reconcile(engine: Engine, client: redis.Redis, staging_dir: Path, *,
+def reconcile(engine: Engine, client: redis.Redis, keys: Keyspace, staging_dir: Path, *,
               retention_seconds: int = DEFAULT_RETENTION_SECONDS,
               wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS) -> ReconcileReport:
     """Repair both stores and the run history; see the module's docstring."""
@@ -113,16 +113,16 @@ def reconcile(engine: Engine, client: redis.Redis, staging_dir: Path, *,
         for publish_id in staged_of_finished_runs(engine):
             if postgres.discard(publish_id):
                 report.versions_discarded.append(publish_id)
-            expire_version(client, publish_id, 0)
+            expire_version(client, keys, publish_id, 0)
         report.tables_dropped = drop_stale_tables(engine, postgres)
-        report.redis_pointer_before = pointer(client)
+        report.redis_pointer_before = pointer(client, keys)
         report.postgres_serves = served_publish_id(engine)
         persistent = (report.postgres_serves is not None
-                      and meta_is_persistent(client, report.postgres_serves))
-        follow_postgres(engine, client, retention_seconds)
-        report.redis_pointer = pointer(client)
+                      and meta_is_persistent(client, keys, report.postgres_serves))
+        follow_postgres(engine, client, keys, retention_seconds)
+        report.redis_pointer = pointer(client, keys)
         report.redis_keys_persisted = (report.postgres_serves is not None and not persistent)
-        expiring, deleted = settle_other_versions(engine, client, report.postgres_serves,
+        expiring, deleted = settle_other_versions(engine, client, keys, report.postgres_serves,
                                                   retention_seconds)
         report.redis_versions_expiring, report.redis_versions_deleted = expiring, deleted
     report.folders_removed = remove_stale_folders(engine, staging_dir)
@@ -162,11 +162,12 @@ def drop_stale_tables(engine: Engine, postgres: PostgresPublisher) -> list[str]:
     return stale
 
 
-def settle_other_versions(engine: Engine, client: redis.Redis, served: int | None,
+def settle_other_versions(engine: Engine, client: redis.Redis, keys: Keyspace,
+                          served: int | None,
                           retention_seconds: int) -> tuple[list[int], list[int]]:
     """Versions in Redis other than the served one: expiring, or deleted if they failed."""
-    others = sorted(known_versions(client) - {served} if served is not None
-                    else known_versions(client))
+    others = sorted(known_versions(client, keys) - {served} if served is not None
+                    else known_versions(client, keys))
     if not others:
         return [], []
     with engine.connect() as conn:
@@ -179,15 +180,15 @@ def settle_other_versions(engine: Engine, client: redis.Redis, served: int | Non
         if status == "staged":
             continue  # a live run is writing it; its keys expire by themselves
         if status in (None, "failed"):
-            if expire_version(client, publish_id, 0):
+            if expire_version(client, keys, publish_id, 0):
                 deleted.append(publish_id)
             continue
-        if client.exists(contract.meta_key(publish_id), contract.popular_key(publish_id)) == 0:
-            client.srem(contract.versions_key(), publish_id)
+        if client.exists(keys.meta_key(publish_id), keys.popular_key(publish_id)) == 0:
+            client.srem(keys.versions_key(), publish_id)
             continue
-        if not meta_is_persistent(client, publish_id):
+        if not meta_is_persistent(client, keys, publish_id):
             continue
-        expire_version(client, publish_id, retention_seconds)
+        expire_version(client, keys, publish_id, retention_seconds)
         expiring.append(publish_id)
     return expiring, deleted
 
@@ -205,14 +206,14 @@ def remove_stale_folders(engine: Engine, staging_dir: Path) -> list[str]:
     return removed
 
 
-def disagreement(engine: Engine, client: redis.Redis) -> str | None:
+def disagreement(engine: Engine, client: redis.Redis, keys: Keyspace) -> str | None:
     """Why the stores do not serve the same version, or None when they do."""
     served = served_publish_id(engine)
-    at = pointer(client)
+    at = pointer(client, keys)
     if served is None:
         return None if at is None else f"postgres serves nothing, the redis pointer names {at}"
     if at != served:
         return f"postgres serves version {served}, the redis pointer names {at}"
-    if not meta_is_persistent(client, served):
+    if not meta_is_persistent(client, keys, served):
         return f"the served version {served}'s redis keys still expire"
     return None

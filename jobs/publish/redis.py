@@ -28,6 +28,8 @@ from redis.client import Pipeline
 from redis.connection import Connection
 
 from jobs.contracts import redis as contract
+from jobs.contracts.redis import Keyspace
+from jobs.platform.redis_client import permission_error
 from jobs.publish import PublishVersion, read_ahead
 
 logger = logging.getLogger(__name__)
@@ -76,11 +78,12 @@ class ServeOutcome:
 class RedisPublisher:
     """Writes one version aside; :func:`serve` makes it the one readers get."""
 
-    def __init__(self, client: redis.Redis, staged_ttl_seconds: int = STAGED_TTL_SECONDS
-                 ) -> None:
+    def __init__(self, client: redis.Redis, keys: Keyspace,
+                 staged_ttl_seconds: int = STAGED_TTL_SECONDS) -> None:
         if staged_ttl_seconds < 1:
             raise ValueError(f"staged_ttl_seconds must be at least 1, got {staged_ttl_seconds}")
         self.client = client
+        self.keys = keys
         self.staged_ttl_seconds = staged_ttl_seconds
         self.version: PublishVersion | None = None
         self.users = 0
@@ -90,7 +93,7 @@ class RedisPublisher:
         version left are overwritten, never deleted: they may be served."""
         self.version = version
         self.users = 0
-        self.client.sadd(contract.versions_key(), version.publish_id)
+        self.client.sadd(self.keys.versions_key(), version.publish_id)
 
     def write(self, block: pa.RecordBatch) -> int:
         """Write one block's user keys; see :meth:`write_blocks`."""
@@ -125,7 +128,7 @@ class RedisPublisher:
 
     def _commands(self, version: PublishVersion, block: pa.RecordBatch
                   ) -> list[tuple[memoryview, int]]:
-        keys = contract.user_keys(version.publish_id, block.column("user_id"))
+        keys = self.keys.user_keys(version.publish_id, block.column("user_id"))
         if contract.VALUE_COLUMN in block.schema.names:
             values = block.column(contract.VALUE_COLUMN)
         else:
@@ -135,7 +138,7 @@ class RedisPublisher:
     def write_fallback(self, popular: pa.Table) -> None:
         version = self._require_version()
         self.client.set(
-            contract.popular_key(version.publish_id),
+            self.keys.popular_key(version.publish_id),
             contract.encode_items(popular.column("item_id").to_pylist(),
                                   popular.column("score").to_pylist()),
             ex=self.staged_ttl_seconds,
@@ -155,7 +158,7 @@ class RedisPublisher:
         if version.canary_model_version is not None:
             meta["canary"] = {"model_version": version.canary_model_version,
                               "fraction": version.canary_fraction}
-        self.client.set(contract.meta_key(version.publish_id), contract.encode_meta(meta),
+        self.client.set(self.keys.meta_key(version.publish_id), contract.encode_meta(meta),
                         ex=self.staged_ttl_seconds)
         logger.info("redis: version %d written aside (%d users), expiring in %ds unless served",
                     version.publish_id, self.users, self.staged_ttl_seconds)
@@ -166,13 +169,13 @@ class RedisPublisher:
         return self.version
 
 
-def pointer(client: redis.Redis) -> int | None:
+def pointer(client: redis.Redis, keys: Keyspace) -> int | None:
     """The publish id the pointer names, or None."""
-    value = client.get(contract.pointer_key())
+    value = client.get(keys.pointer_key())
     return int(value) if value is not None else None
 
 
-def serve(client: redis.Redis, publish_id: int, expected_keys: int | None,
+def serve(client: redis.Redis, keys: Keyspace, publish_id: int, expected_keys: int | None,
           retention_seconds: int = DEFAULT_RETENTION_SECONDS) -> ServeOutcome:
     """Make ``publish_id`` the version readers get; the caller holds the publish lock.
 
@@ -182,33 +185,34 @@ def serve(client: redis.Redis, publish_id: int, expected_keys: int | None,
     compare-and-set from the version it held, and that version's keys expire
     after ``retention_seconds``. Running it again changes nothing more.
     """
-    previous = pointer(client)
-    if previous == publish_id and meta_is_persistent(client, publish_id):
+    previous = pointer(client, keys)
+    if previous == publish_id and meta_is_persistent(client, keys, publish_id):
         return ServeOutcome(publish_id, previous, expected_keys or 0, moved=False)
-    if client.exists(contract.meta_key(publish_id)) == 0:
+    if client.exists(keys.meta_key(publish_id)) == 0:
         raise MissingVersionError(f"version {publish_id} has no meta key in Redis: it was "
                                   "never written whole, or its keys expired")
-    keys = persist_version(client, publish_id)
-    if expected_keys is not None and keys < expected_keys:
+    found = persist_version(client, keys, publish_id)
+    if expected_keys is not None and found < expected_keys:
         # Put the expiry back: a version that is not served must not live forever.
-        expire_version(client, publish_id, SUPERSEDED_GRACE_SECONDS)
-        raise MissingVersionError(f"version {publish_id} has {keys} of its {expected_keys} keys "
+        expire_version(client, keys, publish_id, SUPERSEDED_GRACE_SECONDS)
+        raise MissingVersionError(f"version {publish_id} has {found} of its {expected_keys} keys "
                                   "in Redis; write it again (batchscore reconcile does)")
-    moved = compare_and_set_pointer(client, previous, publish_id)
+    moved = compare_and_set_pointer(client, keys, previous, publish_id)
     if previous is not None and previous != publish_id:
-        expire_version(client, previous, retention_seconds)
+        expire_version(client, keys, previous, retention_seconds)
     logger.info("redis: pointer %s version %d (%d keys kept); version %s expires in %ds",
-                "moved to" if moved else "already at", publish_id, keys, previous,
+                "moved to" if moved else "already at", publish_id, found, previous,
                 retention_seconds)
-    return ServeOutcome(publish_id, previous, keys, moved)
+    return ServeOutcome(publish_id, previous, found, moved)
 
 
-def compare_and_set_pointer(client: redis.Redis, expected: int | None, new: int) -> bool:
+def compare_and_set_pointer(client: redis.Redis, keys: Keyspace, expected: int | None,
+                            new: int) -> bool:
     """Move the pointer to ``new`` only if it holds ``expected``; whether it moved.
 
     Raises :class:`PointerMovedError` if it holds something else.
     """
-    result = client.eval(COMPARE_AND_SET_SCRIPT, 1, contract.pointer_key(),
+    result = client.eval(COMPARE_AND_SET_SCRIPT, 1, keys.pointer_key(),
                          "" if expected is None else str(expected), str(new))
     if result == 1:
         return expected != new
@@ -219,43 +223,44 @@ def compare_and_set_pointer(client: redis.Redis, expected: int | None, new: int)
                             f"as expected; another publisher moved it")
 
 
-def meta_is_persistent(client: redis.Redis, publish_id: int) -> bool:
+def meta_is_persistent(client: redis.Redis, keys: Keyspace, publish_id: int) -> bool:
     """Whether the version's meta key exists without an expiry (its persist pass finished)."""
-    return client.ttl(contract.meta_key(publish_id)) == -1
+    return client.ttl(keys.meta_key(publish_id)) == -1
 
 
-def require_version_keys(client: redis.Redis, publish_id: int) -> None:
+def require_version_keys(client: redis.Redis, keys: Keyspace, publish_id: int) -> None:
     """Raise :class:`MissingVersionError` unless the version's meta and fallback keys exist."""
-    if client.exists(contract.meta_key(publish_id), contract.popular_key(publish_id)) < 2:
+    if client.exists(keys.meta_key(publish_id), keys.popular_key(publish_id)) < 2:
         raise MissingVersionError(
             f"version {publish_id}'s keys are gone from Redis (expired after the retention "
             f"period); publish its date again instead of rolling back")
 
 
-def persist_version(client: redis.Redis, publish_id: int) -> int:
+def persist_version(client: redis.Redis, keys: Keyspace, publish_id: int) -> int:
     """Remove the expiry of every key of a version, the meta key last; the key count."""
-    return for_each_key(client, publish_id, lambda pipe, key: pipe.persist(key))
+    return for_each_key(client, keys, publish_id, lambda pipe, key: pipe.persist(key))
 
 
-def expire_version(client: redis.Redis, publish_id: int, seconds: int) -> int:
+def expire_version(client: redis.Redis, keys: Keyspace, publish_id: int, seconds: int) -> int:
     """Expire every key of a version in ``seconds``, the meta key last (0 deletes them now,
     and forgets the version); the key count."""
     if seconds > 0:
-        return for_each_key(client, publish_id, lambda pipe, key: pipe.expire(key, seconds))
-    count = for_each_key(client, publish_id, lambda pipe, key: pipe.unlink(key))
-    client.srem(contract.versions_key(), publish_id)
+        return for_each_key(client, keys, publish_id,
+                            lambda pipe, key: pipe.expire(key, seconds))
+    count = for_each_key(client, keys, publish_id, lambda pipe, key: pipe.unlink(key))
+    client.srem(keys.versions_key(), publish_id)
     return count
 
 
-def for_each_key(client: redis.Redis, publish_id: int,
+def for_each_key(client: redis.Redis, keys: Keyspace, publish_id: int,
                  command: Callable[[Pipeline, bytes], object]) -> int:
     """Queue ``command`` for every key of a version in pipelined batches, the meta key
     after all others; the key count."""
-    meta = contract.meta_key(publish_id)
+    meta = keys.meta_key(publish_id)
     count = 0
     has_meta = False
     pipe = client.pipeline(transaction=False)
-    for key in client.scan_iter(match=contract.version_pattern(publish_id), count=SCAN_COUNT):
+    for key in client.scan_iter(match=keys.version_pattern(publish_id), count=SCAN_COUNT):
         if key == meta:
             has_meta = True
             continue
@@ -271,17 +276,17 @@ def for_each_key(client: redis.Redis, publish_id: int,
     return count
 
 
-def known_versions(client: redis.Redis) -> set[int]:
+def known_versions(client: redis.Redis, keys: Keyspace) -> set[int]:
     """Every publish id with keys written, from the versions set; seeded by one scan of
     the meta keys when the set does not exist yet (data written by an older release)."""
-    members = client.smembers(contract.versions_key())
+    members = client.smembers(keys.versions_key())
     if members:
         return {int(member) for member in members}
     found = set()
-    for key in client.scan_iter(match=contract.version_pattern_of_meta(), count=SCAN_COUNT):
-        found.add(contract.publish_id_of(key))
+    for key in client.scan_iter(match=keys.meta_pattern(), count=SCAN_COUNT):
+        found.add(keys.publish_id_of(key))
     if found:
-        client.sadd(contract.versions_key(), *found)
+        client.sadd(keys.versions_key(), *found)
     return found
 
 
@@ -343,7 +348,10 @@ def read_ok_replies(connection: Connection, count: int) -> None:
     while b"\r\n" not in replies[start:]:
         replies += _receive(sock, 1)
     message = bytes(replies[start:replies.index(b"\r\n", start)]).decode(errors="replace")
-    raise redis.ResponseError(message.removeprefix("-"))
+    message = message.removeprefix("-")
+    if message.startswith("NOPERM"):
+        raise permission_error(connection, "set", message)
+    raise redis.ResponseError(message)
 
 
 def _receive(sock: Any, size: int) -> bytearray:

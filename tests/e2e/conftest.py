@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from jobs.platform import services
 from jobs.platform.config import Settings
 from jobs.platform.db import engine_for
+from jobs.platform.redis_client import connect
 from tests.conftest import reset_database
 
 
@@ -25,8 +26,8 @@ def cli_world(settings: Settings, endpoints: services.Endpoints
     monkeypatch.delenv("BATCHSCORE_REDIS_URL", raising=False)
     engine = engine_for(endpoints.database_url)
     reset_database(engine)
-    client = redis.Redis.from_url(endpoints.redis_url)
-    client.flushdb()
+    connect(services.redis_url(settings, "admin")).flushdb()
+    client = connect(endpoints.redis_url)
     try:
         yield engine, client
     finally:

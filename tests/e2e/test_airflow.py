@@ -17,9 +17,11 @@ import pytest
 import sqlalchemy as sa
 
 from jobs.cli import main
-from jobs.contracts import redis as contract
+from jobs.contracts.redis import Keyspace
 from jobs.platform.services.ports import free_port
 from tests.e2e.conftest import cli_world
+
+KEYS = Keyspace()  # the default prefix's keys
 
 pytestmark = pytest.mark.spark
 
@@ -88,7 +90,7 @@ def test_dags_test_publishes_and_a_second_run_replaces_the_date(airflow_env) -> 
     assert published(engine) == [("2026-11-20", 1)]
     publish_id, day = served(engine)
     assert day == "2026-11-20"
-    assert client.get(contract.pointer_key()) == str(publish_id).encode()
+    assert client.get(KEYS.pointer_key()) == str(publish_id).encode()
     with engine.connect() as conn:
         run = conn.execute(sa.text(
             "SELECT run_id, status, stats FROM batchscore.runs WHERE kind = 'nightly'")).one()
@@ -112,7 +114,7 @@ def test_dags_test_publishes_and_a_second_run_replaces_the_date(airflow_env) -> 
     assert published(engine) == [("2026-11-20", 1)]
     new_id, _ = served(engine)
     assert new_id != publish_id
-    assert client.get(contract.pointer_key()) == str(new_id).encode()
+    assert client.get(KEYS.pointer_key()) == str(new_id).encode()
 
 
 def test_a_backfill_publishes_one_version_per_date_without_taking_over(airflow_env) -> None:

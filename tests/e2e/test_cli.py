@@ -154,6 +154,10 @@ def test_reading_commands_show_what_was_published(home, capsys) -> None:
 def test_servers_database_and_data_commands(home, capsys, tmp_path) -> None:
     assert run(capsys, "services", "start").startswith("postgres: postgresql://")
     assert run(capsys, "db", "url").startswith("postgresql://")
+    assert run(capsys, "redis", "url", "--role", "writer").startswith(
+        "redis://batchscore_writer:")
+    assert run(capsys, "redis", "url", "--role", "reader").startswith(
+        "redis://batchscore_reader:")
     assert run(capsys, "db", "upgrade") == "applied 0 migration(s)\n"
     run_date = date.fromisoformat(
         json.loads(run(capsys, "status", "--json"))["postgres_served"]["logical_date"])

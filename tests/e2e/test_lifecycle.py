@@ -17,9 +17,11 @@ import sqlalchemy as sa
 
 from jobs.cli import main
 from jobs.client import RecommendationClient
-from jobs.contracts import redis as contract
 from jobs.contracts.canary import in_canary
+from jobs.contracts.redis import Keyspace
 from tests.e2e.conftest import cli_world
+
+KEYS = Keyspace()  # the default prefix's keys
 
 pytestmark = pytest.mark.spark
 
@@ -54,9 +56,9 @@ def served_rows(engine) -> list[tuple]:
 
 def redis_state(client) -> dict[bytes, bytes]:
     """Every key of the served version and the pointer, with their values."""
-    pointer = client.get(contract.pointer_key())
-    keys = sorted(client.scan_iter(match=contract.version_pattern(int(pointer))))
-    return {contract.pointer_key(): pointer, **dict(zip(keys, client.mget(keys), strict=True))}
+    pointer = client.get(KEYS.pointer_key())
+    keys = sorted(client.scan_iter(match=KEYS.version_pattern(int(pointer))))
+    return {KEYS.pointer_key(): pointer, **{key: client.get(key) for key in keys}}
 
 
 def test_version_two_passes_its_gates_against_the_serving_model(world, capsys) -> None:
@@ -107,9 +109,9 @@ def test_a_shadow_run_stores_predictions_and_changes_nothing_served(world, capsy
             "SELECT stats FROM bi.runs WHERE stats -> 'shadow' IS NOT NULL")).scalar_one()
     assert shadow.model_version == 2 and not shadow.is_serving
     assert history_rows == shadow.users * K
-    assert not client.keys(contract.version_pattern(shadow.publish_id))
+    assert not list(client.scan_iter(match=KEYS.version_pattern(shadow.publish_id)))
     differential = stats["shadow"]["differential"]
-    assert stats["shadow"]["compared_with"] == int(redis_before[contract.pointer_key()])
+    assert stats["shadow"]["compared_with"] == int(redis_before[KEYS.pointer_key()])
     assert 0 <= differential["overlap_at_k"] <= 1 and differential["users"] > 0
     assert model_statuses(engine)[2] == "shadow"
 
@@ -147,7 +149,7 @@ def test_a_canary_serves_a_stable_fraction_in_both_stores(world) -> None:
             by_user[user].append(item)
     assert recorded == {user: 2 for user, v in expected.items() if v == 2}
     assert tuple(canary) == (2, FRACTION)
-    reader = RecommendationClient(client)
+    reader = RecommendationClient(client, KEYS)
     for user in users[:60].tolist():
         recs = reader.get_recommendations(user, k=K)
         assert recs.model_version == expected[user]
@@ -173,7 +175,7 @@ def test_rollback_steps_back_through_the_canary_runs(world, capsys) -> None:
     # Back to the first canary run: it used model 2 too, so model 2 stays a canary.
     assert main(["rollback", "--reason", "second canary run looks off"]) == 0
     assert last_switch(engine) == (first_canary, second_canary, "rollback")
-    assert int(client.get(contract.pointer_key())) == first_canary
+    assert int(client.get(KEYS.pointer_key())) == first_canary
     assert model_statuses(engine) == {1: "serving", 2: "canary"}
     capsys.readouterr()
 
@@ -182,12 +184,12 @@ def test_rollback_steps_back_through_the_canary_runs(world, capsys) -> None:
     assert main(["rollback", "--reason", "canary hurts watch time"]) == 0
     assert "model version 2 marked rolled back" in capsys.readouterr().out
     assert last_switch(engine) == (before_canary, first_canary, "rollback")
-    assert int(client.get(contract.pointer_key())) == before_canary
+    assert int(client.get(KEYS.pointer_key())) == before_canary
     with engine.connect() as conn:
         models = conn.execute(sa.text(
             "SELECT DISTINCT model_version FROM bi.recommendations")).scalars().all()
     assert models == [1]
-    assert RecommendationClient(client).get_recommendations(1).model_version == 1
+    assert RecommendationClient(client, KEYS).get_recommendations(1).model_version == 1
     assert model_statuses(engine) == {1: "serving", 2: "rolled_back"}
     assert main(["models", "promote", "2"]) == 1
     assert "was rolled back" in capsys.readouterr().err

@@ -16,8 +16,11 @@ import sqlalchemy as sa
 
 from jobs.cli import main
 from jobs.contracts import redis as contract
+from jobs.contracts.redis import Keyspace
 from tests.conftest import write_lines
 from tests.e2e.conftest import cli_world
+
+KEYS = Keyspace()  # the default prefix's keys
 
 pytestmark = pytest.mark.spark
 
@@ -77,22 +80,22 @@ def test_postgres_and_redis_agree(pipeline) -> None:
         publish_id, run_id, model_version = conn.execute(sa.text(
             "SELECT publish_id, run_id, model_version FROM bi.prediction_versions"
             " WHERE is_serving")).one()
-    assert client.get(contract.pointer_key()) == str(publish_id).encode()
-    meta = contract.decode_meta(client.get(contract.meta_key(publish_id)))
+    assert client.get(KEYS.pointer_key()) == str(publish_id).encode()
+    meta = contract.decode_meta(client.get(KEYS.meta_key(publish_id)))
     assert (meta["run_id"], meta["model_version"], meta["k"]) == (run_id, model_version, K)
     recs = served(engine)
     for user_id, pairs in recs.items():
-        stored = contract.decode_items(client.get(contract.user_key(publish_id, user_id)))
+        stored = contract.decode_items(client.get(KEYS.user_key(publish_id, user_id)))
         assert [item for item, _ in stored] == [item for item, _ in pairs]
         # Postgres keeps float32 (real); Redis keeps the same float32 in its shortest form.
         assert [np.float32(s) for _, s in stored] == [np.float32(s) for _, s in pairs]
-    user_keys = list(client.scan_iter(match=contract.version_prefix(publish_id) + b"u:*"))
+    user_keys = list(client.scan_iter(match=KEYS.version_prefix(publish_id) + b"u:*"))
     assert len(user_keys) == len(recs)
     with engine.connect() as conn:
         popular = conn.execute(sa.text("SELECT item_id FROM bi.popular_items ORDER BY rank")
                                ).scalars().all()
     assert [item for item, _ in contract.decode_items(
-        client.get(contract.popular_key(publish_id)))] == popular
+        client.get(KEYS.popular_key(publish_id)))] == popular
 
 
 def test_recs_command_reads_the_published_version(pipeline, capsys) -> None:
@@ -145,7 +148,7 @@ def test_rerunning_the_same_date_leaves_one_version(pipeline) -> None:
     # One served version of the date; the replaced one is kept aside for a rollback.
     assert len(kept) == 1 and history == {"published": 1, "superseded": 1}
     assert served(engine) == before  # same model, same data: same predictions
-    assert client.get(contract.pointer_key()) == str(kept[0]).encode()
+    assert client.get(KEYS.pointer_key()) == str(kept[0]).encode()
 
 
 def store_contents(engine, client) -> tuple:

@@ -16,8 +16,17 @@ import redis
 import sqlalchemy as sa
 
 from jobs.client import RecommendationClient
-from jobs.contracts import redis as contract
-from tests.faults.publisher import USERS, K, Target, expected_items, version_tag
+from jobs.contracts.redis import Keyspace
+from tests.faults.publisher import (
+    REDIS_URL_VARIABLE,
+    USERS,
+    K,
+    Target,
+    expected_items,
+    version_tag,
+)
+
+KEYS = Keyspace()  # the default prefix's keys
 
 # readers, switches, kills, restarts, ...: printed once at the end of the tier.
 TALLY: Counter[str] = Counter()
@@ -59,7 +68,7 @@ def postgres_serves_whole(engine: sa.engine.Engine) -> int:
 
 def redis_serves_whole(client: redis.Redis) -> int:
     """The tag of the version the read client serves every user from, checked whole."""
-    reader = RecommendationClient(client)
+    reader = RecommendationClient(client, KEYS)
     tags = set()
     for user in range(1, USERS + 1):
         recs = reader.get_recommendations(user, k=K)
@@ -92,12 +101,12 @@ def assert_converged(engine: sa.engine.Engine, client: redis.Redis, home: Path) 
     assert (staged, running, loose_tables) == (0, 0, 0), (
         f"left behind: {staged} staged versions, {running} running runs, "
         f"{loose_tables} loose tables")
-    assert int(client.get(contract.pointer_key())) == served
+    assert int(client.get(KEYS.pointer_key())) == served
     assert postgres_serves_whole(engine) == redis_serves_whole(client)
-    prefix = contract.version_prefix(served)
+    prefix = KEYS.version_prefix(served)
     permanent = [key for key in client.scan_iter(count=1_000)
                  if client.ttl(key) == -1 and not key.startswith(prefix)
-                 and key not in (contract.pointer_key(), contract.versions_key())]
+                 and key not in (KEYS.pointer_key(), KEYS.versions_key())]
     assert permanent == [], f"keys without expiry outside the served version: {permanent[:5]}"
     staging = home / "staging"
     assert not staging.exists() or not any(staging.iterdir()), list(staging.iterdir())
@@ -109,12 +118,14 @@ def start_publisher(target: Target, run_date: date, tag: int, pause: str | None,
     """A publishing process of its own process group, stopping at ``pause``."""
     marker.unlink(missing_ok=True)
     command = [sys.executable, "-m", "tests.faults.publisher",
-               "--database-url", target.database_url, "--redis-url", target.redis_url,
+               "--database-url", target.database_url,
                "--home", str(target.home), "--run-date", run_date.isoformat(),
                "--tag", str(tag), *extra]
     if pause is not None:
         command += ["--pause", pause, "--marker", str(marker)]
-    return subprocess.Popen(command, cwd=REPO, start_new_session=True,
+    # The Redis URL holds the writer's password: in the environment, not on a command line.
+    env = {**os.environ, REDIS_URL_VARIABLE: target.redis_url}
+    return subprocess.Popen(command, cwd=REPO, start_new_session=True, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from jobs.platform import services
 from jobs.platform.config import Settings
 from jobs.platform.db import engine_for, upgrade
+from jobs.platform.redis_client import connect
 from tests.conftest import reset_database
 from tests.faults.checks import TALLY
 from tests.faults.publisher import Target
@@ -38,9 +39,9 @@ def target(fault_settings: Settings) -> Target:
     reset_database(engine)
     upgrade(engine)
     engine.dispose()
-    client = redis.Redis.from_url(endpoints.redis_url)
-    client.flushdb()
-    client.close()
+    admin = connect(services.redis_url(fault_settings, "admin"))
+    admin.flushdb()
+    admin.close()
     home = fault_settings.home / "runs"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir()
@@ -56,7 +57,7 @@ def engine(target: Target) -> Iterator[sa.engine.Engine]:
 
 @pytest.fixture
 def client(target: Target) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(target.redis_url)
+    client = connect(target.redis_url)
     yield client
     client.close()
 

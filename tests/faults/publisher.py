@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import functools
 import inspect
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -40,6 +41,8 @@ K = 5
 BLOCK_USERS = 100
 # A paused process waits this long at most for its kill, then exits on its own.
 PAUSE_SECONDS = 120
+# Where the publishing process finds the writer's URL (it holds a password).
+REDIS_URL_VARIABLE = "BATCHSCORE_FAULT_REDIS_URL"
 
 
 def expected_items(tag: int, user: int) -> list[int]:
@@ -154,11 +157,12 @@ def pause_in_key_pass(nth: int, at_key: int, stop: Callable[[], None]) -> None:
     original = redis_module.for_each_key
     passes = 0
 
-    def wrapper(client: Any, publish_id: int, command: Callable[..., object]) -> int:
+    def wrapper(client: Any, keys: Any, publish_id: int, command: Callable[..., object]
+                ) -> int:
         nonlocal passes
         passes += 1
         if passes != nth:
-            return original(client, publish_id, command)
+            return original(client, keys, publish_id, command)
         queued = 0
 
         def counted(pipe: Any, key: bytes) -> object:
@@ -168,7 +172,7 @@ def pause_in_key_pass(nth: int, at_key: int, stop: Callable[[], None]) -> None:
                 stop()
             return command(pipe, key)
 
-        return original(client, publish_id, counted)
+        return original(client, keys, publish_id, counted)
 
     redis_module.for_each_key = wrapper
 
@@ -227,7 +231,8 @@ def small_blocks() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", required=True)
-    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--redis-url", default=os.environ.get(REDIS_URL_VARIABLE),
+                        help=f"the writer's URL (default: ${REDIS_URL_VARIABLE})")
     parser.add_argument("--home", type=Path, required=True)
     parser.add_argument("--run-date", type=date.fromisoformat, required=True)
     parser.add_argument("--tag", type=int, required=True)
@@ -236,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lock-wait", type=float, default=30.0)
     parser.add_argument("--serve-older-date", action="store_true")
     args = parser.parse_args(argv)
+    if not args.redis_url:
+        parser.error(f"--redis-url or {REDIS_URL_VARIABLE} is required")
     small_blocks()
     on_begin = (functools.partial(arm, args.pause, args.marker)
                 if args.pause is not None else None)

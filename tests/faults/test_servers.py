@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+from jobs.contracts.redis import Keyspace
 from jobs.orchestration import nightly
 from jobs.platform import services
 from jobs.publish import postgres as postgres_module
@@ -22,6 +23,8 @@ from jobs.publish.postgres import LOAD_APPLICATION_NAME, PostgresPublisher
 from jobs.publish.reconcile import reconcile
 from tests.faults import checks
 from tests.faults.publisher import BLOCK_USERS, hooked, publish
+
+KEYS = Keyspace()  # the default prefix's keys
 
 DAY1, DAY2 = date(2026, 11, 1), date(2026, 11, 2)
 
@@ -46,7 +49,7 @@ def kill_redis(settings) -> None:
 
 
 def restart_redis(settings) -> None:
-    services.embedded_redis(settings).ensure_running()
+    services.redis_url(settings, "writer")  # started again, with its ACL file
     checks.TALLY["redis restarts"] += 1
 
 
@@ -88,7 +91,7 @@ def test_redis_killed_mid_write_then_restarted(target, engine, client, monkeypat
     # Postgres never switched; Redis came back with the old version whole.
     assert checks.postgres_serves_whole(engine) == 1
     assert checks.redis_serves_whole(client) == 1
-    report = reconcile(engine, client, target.home / "staging")
+    report = reconcile(engine, client, KEYS, target.home / "staging")
     assert report.redis_pointer == report.postgres_serves
     checks.assert_converged(engine, client, target.home)
     monkeypatch.undo()
@@ -108,7 +111,7 @@ def test_redis_killed_between_the_postgres_switch_and_the_flip(target, engine, c
     # Postgres serves the new version, Redis still the old one: each whole.
     assert checks.postgres_serves_whole(engine) == 2
     assert checks.redis_serves_whole(client) == 1
-    report = reconcile(engine, client, target.home / "staging")
+    report = reconcile(engine, client, KEYS, target.home / "staging")
     assert report.redis_pointer == report.postgres_serves != report.redis_pointer_before
     checks.assert_converged(engine, client, target.home)
     assert checks.redis_serves_whole(client) == 2

@@ -13,6 +13,7 @@ import redis as redis_lib
 import sqlalchemy as sa
 
 from jobs.contracts import redis as contract
+from jobs.contracts.redis import Keyspace
 from jobs.lifecycle.registry import NewModel, register
 from jobs.platform import runs
 from jobs.platform.progress import progress
@@ -23,6 +24,8 @@ from jobs.publish.redis import (
     read_ok_replies,
     set_with_expiry_commands,
 )
+
+KEYS = Keyspace()  # the default prefix's keys
 
 DAY = date(2026, 11, 20)
 SCHEMA = pa.schema([("user_id", pa.int64()), ("items", pa.list_(pa.int64())),
@@ -72,22 +75,24 @@ def test_postgres_rows_are_the_scored_lists_with_exact_float32_scores(engine, ve
     assert (publisher.users, publisher.rows) == (2_500, 12_500)
 
 
-def test_redis_values_are_byte_for_byte_encode_items(redis_client, version) -> None:
+def test_redis_values_are_byte_for_byte_encode_items(redis_client, redis_admin, version
+                                                     ) -> None:
     blocks = random_blocks(users=2_300, k=7, per_block=1_000)
-    publisher = RedisPublisher(redis_client)
+    publisher = RedisPublisher(redis_client, KEYS)
     publisher.prepare(version)
     assert sum(publisher.write(block) for block in blocks) == 2_300
     for block in blocks:
         for user, items, scores in zip(*block.to_pydict().values(), strict=True):
-            assert redis_client.get(contract.user_key(version.publish_id, user)) == (
+            assert redis_client.get(KEYS.user_key(version.publish_id, user)) == (
                 contract.encode_items(items, scores))
     # every user key, and the set of versions reconcile reads
-    assert redis_client.dbsize() == 2_300 + 1
+    assert redis_admin.dbsize() == 2_300 + 1
     # written aside: each key expires unless the version is served
-    assert 0 < redis_client.ttl(contract.user_key(version.publish_id, 2_300)) <= 2 * 86_400
+    assert 0 < redis_client.ttl(KEYS.user_key(version.publish_id, 2_300)) <= 2 * 86_400
 
 
-def test_a_failed_reply_raises_with_the_servers_message(redis_client) -> None:
+def test_a_failed_reply_raises_with_the_servers_message(redis_admin) -> None:
+    redis_client = redis_admin  # a list and INCR: beyond what the writer may do
     redis_client.rpush("a-list", "x")
     [(chunk, count)] = set_with_expiry_commands(pa.array(["k1", "k2"]), pa.array(["v", "w"]),
                                                 60, 10)
@@ -108,13 +113,13 @@ def test_redis_sends_the_values_the_scoring_job_encoded(redis_client, version) -
         "user_id": [1, 2, 3],
         "redis_value": ["[[5,0.5]]", "[[6,0.25],[7,0.125]]", "[]"],
     })
-    publisher = RedisPublisher(redis_client)
+    publisher = RedisPublisher(redis_client, KEYS)
     publisher.prepare(version)
     progress = []
     assert publisher.write_blocks([scored.slice(0, 2), scored.slice(2)],
                                   progress=progress.append) == 3
     assert progress == [2, 3]
-    assert [redis_client.get(contract.user_key(version.publish_id, user))
+    assert [redis_client.get(KEYS.user_key(version.publish_id, user))
             for user in (1, 2, 3)] == [b"[[5,0.5]]", b"[[6,0.25],[7,0.125]]", b"[]"]
 
 
@@ -124,7 +129,7 @@ class Terminal(io.StringIO):
 
 
 def test_at_a_terminal_the_redis_bar_moves_with_each_block(redis_client, version) -> None:
-    publisher = RedisPublisher(redis_client)
+    publisher = RedisPublisher(redis_client, KEYS)
     publisher.prepare(version)
     terminal = Terminal()
     with progress("redis", 2_500, "users", verb="written", stream=terminal,
@@ -172,7 +177,7 @@ def test_a_failing_block_stops_the_redis_load_and_leaves_the_pool_usable(redis_c
         yield pa.RecordBatch.from_pydict({"user_id": [1], "redis_value": ["[[5,0.5]]"]})
         raise OSError("the scoring output is unreadable")
 
-    publisher = RedisPublisher(redis_client)
+    publisher = RedisPublisher(redis_client, KEYS)
     publisher.prepare(version)
     with pytest.raises(OSError, match="unreadable"):
         publisher.write_blocks(blocks())

@@ -6,17 +6,24 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+import redis
 import sqlalchemy as sa
 
+from jobs.client import RecommendationClient
+from jobs.contracts.redis import Keyspace
 from jobs.lifecycle import registry
 from jobs.orchestration.rollback import roll_back
+from jobs.platform import services
+from jobs.platform.config import Settings
 from jobs.platform.db import applied_migrations, engine_for, migrations, upgrade
 from jobs.platform.names import Names
+from jobs.platform.redis_client import connect
 from jobs.publish.protocol import publish_lock, publish_lock_key
 from tests.integration.test_publish import publish_day
 from tests.integration.test_rollback import new_model
 
 ACME = Names(schema="acme", bi_schema="acme_bi", redis_prefix="acme")
+ACME_KEYS = Keyspace(ACME.redis_prefix)
 DAY1, DAY2 = date(2026, 11, 18), date(2026, 11, 19)
 
 
@@ -64,36 +71,54 @@ def test_a_second_deployment_migrates_into_its_own_schemas(engine, acme):
     assert upgrade(acme) == []  # and again finds nothing to do
 
 
-def test_publish_and_rollback_in_one_deployment_leave_the_other_alone(
-        engine, acme, redis_client, endpoints):
-    import redis
+def keys_and_values(admin, pattern: str) -> dict[bytes, bytes | set]:
+    found = {}
+    for key in admin.scan_iter(match=pattern, count=1000):
+        found[key] = (admin.smembers(key) if admin.type(key) == b"set" else admin.get(key))
+    return found
 
-    # Until keys carry the deployment's prefix in these helpers, each deployment's Redis
-    # side gets a database of its own here; PostgreSQL is what this test shares.
-    acme_redis = redis.Redis.from_url(endpoints.redis_url, db=1)
-    acme_redis.flushdb()
+
+def test_publish_and_rollback_in_one_deployment_leave_the_other_alone(
+        engine, acme, redis_client, redis_admin, settings):
+    acme_settings = Settings.from_env({
+        "BATCHSCORE_HOME": str(settings.home), "BATCHSCORE_SCHEMA": ACME.schema,
+        "BATCHSCORE_BI_SCHEMA": ACME.bi_schema, "BATCHSCORE_REDIS_PREFIX": ACME.redis_prefix})
+    # One Redis, one database: acme publishes as its own writer, under its own prefix.
+    acme_redis = connect(services.redis_url(acme_settings, "writer"))
     ours = new_model(engine, DAY1)
     publish_day(engine, redis_client, ours, DAY1, {1: [(10, 0.9), (11, 0.5)]})
     ours_served = served(engine)
+    ours_keys = keys_and_values(redis_admin, "batchscore:*")
+    ours_reader = RecommendationClient(redis_client, Keyspace("batchscore"))
+    assert ours_reader.get_recommendations(1).items[0].item_id == 10
 
     first = new_model(acme, DAY1)
-    publish_day(acme, acme_redis, first, DAY1, {1: [(20, 0.9), (21, 0.5)]})
+    publish_day(acme, acme_redis, first, DAY1, {1: [(20, 0.9), (21, 0.5)]}, keys=ACME_KEYS)
     second = new_model(acme, DAY2)
     registry.promote(acme, second, "test", "gates passed")
-    publish_day(acme, acme_redis, second, DAY2, {1: [(30, 0.9), (31, 0.5)]})
+    publish_day(acme, acme_redis, second, DAY2, {1: [(30, 0.9), (31, 0.5)]}, keys=ACME_KEYS)
+    acme_reader = RecommendationClient(acme_redis, ACME_KEYS)
     assert served(acme) == [(1, 1, 30, DAY2), (1, 2, 31, DAY2)]
+    assert acme_reader.get_recommendations(1).items[0].item_id == 30
+    # Same publish ids in both deployments, and yet nothing of ours moved.
     assert served(engine) == ours_served == [(1, 1, 10, DAY1), (1, 2, 11, DAY1)]
+    assert keys_and_values(redis_admin, "batchscore:*") == ours_keys
 
-    done = roll_back(acme, acme_redis, "oncall", "acme's second model is wrong")
+    done = roll_back(acme, acme_redis, ACME_KEYS, "oncall", "acme's second model is wrong")
     assert done.restored_model == first
     assert served(acme) == [(1, 1, 20, DAY1), (1, 2, 21, DAY1)]
+    assert acme_reader.get_recommendations(1).items[0].item_id == 20
     assert served(engine) == ours_served
+    assert keys_and_values(redis_admin, "batchscore:*") == ours_keys
+    assert ours_reader.get_recommendations(1).items[0].item_id == 10
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM batchscore.serving_history"
                                     " WHERE action = 'rollback'")).scalar_one() == 0
         assert conn.execute(sa.text("SELECT count(*) FROM acme.serving_history"
                                     " WHERE action = 'rollback'")).scalar_one() == 1
-    acme_redis.flushdb()
+    # Each writer is held to its own keys by the server.
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        acme_redis.get(Keyspace("batchscore").pointer_key())
     acme_redis.close()
 
 

@@ -7,11 +7,13 @@ import pytest
 import sqlalchemy as sa
 
 from jobs.client import NoPublishedVersionError, RecommendationClient
-from jobs.contracts import redis as contract
+from jobs.contracts.redis import Keyspace
 from jobs.platform import runs
 from jobs.publish.postgres import PostgresPublisher
 from jobs.publish.protocol import publish_lock, switch
 from jobs.publish.redis import RedisPublisher
+
+KEYS = Keyspace()  # the default prefix's keys
 
 DAY1, DAY2, DAY3 = date(2026, 11, 18), date(2026, 11, 19), date(2026, 11, 20)
 POPULAR = pa.table({"rank": [1, 2], "item_id": [100, 200], "score": [9.0, 7.0]})
@@ -30,7 +32,7 @@ def block(recs: dict[int, list[tuple[int, float]]]) -> pa.RecordBatch:
 
 
 def publish_day(engine, redis_client, model_version: int, day: date,
-                recs: dict[int, list[tuple[int, float]]], blocks=None):
+                recs: dict[int, list[tuple[int, float]]], blocks=None, keys: Keyspace = KEYS):
     """What the nightly's publish steps do: both stores written aside, then switched."""
     run_id = runs.start(engine, "nightly", day, model_version)
     postgres = PostgresPublisher(engine, keep_versions=2)
@@ -44,14 +46,14 @@ def publish_day(engine, redis_client, model_version: int, day: date,
     except BaseException:
         postgres.abort()
         raise
-    redis_publisher = RedisPublisher(redis_client)
+    redis_publisher = RedisPublisher(redis_client, keys)
     redis_publisher.prepare(version)
     for each in blocks if blocks is not None else [block(recs)]:
         redis_publisher.write(each)
     redis_publisher.write_fallback(POPULAR)
     redis_publisher.write_meta()
     with publish_lock(engine, "test"):
-        outcome = switch(engine, redis_client, version.publish_id, keep_versions=2)
+        outcome = switch(engine, redis_client, keys, version.publish_id, keep_versions=2)
     runs.succeed(engine, run_id, {})
     return version, outcome
 
@@ -78,9 +80,9 @@ def test_a_published_version_is_served_in_both_stores(engine, redis_client, mode
         (1, 1, 10, 0.5, DAY1), (1, 2, 11, 0.25, DAY1),
         (2, 1, 12, 1.5, DAY1), (2, 2, 10, 1.0, DAY1),
     ]
-    assert redis_client.get(contract.pointer_key()) == str(version.publish_id).encode()
-    assert redis_client.get(contract.user_key(version.publish_id, 1)) == b"[[10,0.5],[11,0.25]]"
-    client = RecommendationClient(redis_client)
+    assert redis_client.get(KEYS.pointer_key()) == str(version.publish_id).encode()
+    assert redis_client.get(KEYS.user_key(version.publish_id, 1)) == b"[[10,0.5],[11,0.25]]"
+    client = RecommendationClient(redis_client, KEYS)
     recs = client.get_recommendations(2, k=1)
     assert (recs.source, [(i.item_id, i.score) for i in recs.items]) == ("predictions",
                                                                          [(12, 1.5)])
@@ -102,8 +104,8 @@ def test_rerunning_a_date_replaces_it(engine, redis_client, model_version) -> No
     # The replaced version stays, superseded, as a rollback target.
     assert history == {first.publish_id: "superseded", second.publish_id: "published"}
     # It was served: its Redis keys stay for the retention period, then expire.
-    assert redis_client.ttl(contract.user_key(first.publish_id, 1)) > 60
-    assert redis_client.ttl(contract.user_key(second.publish_id, 1)) == -1
+    assert redis_client.ttl(KEYS.user_key(first.publish_id, 1)) > 60
+    assert redis_client.ttl(KEYS.user_key(second.publish_id, 1)) == -1
 
 
 def test_a_replaced_version_never_served_expires_at_once(engine, redis_client,
@@ -113,7 +115,7 @@ def test_a_replaced_version_never_served_expires_at_once(engine, redis_client,
     _, outcome = publish_day(engine, redis_client, model_version, DAY1, {1: [(12, 0.5)]})
     assert outcome.superseded == [older.publish_id] and not outcome.served
     # It lingers only for readers mid-request.
-    assert 0 < redis_client.ttl(contract.user_key(older.publish_id, 1)) <= 60
+    assert 0 < redis_client.ttl(KEYS.user_key(older.publish_id, 1)) <= 60
 
 
 def test_an_older_date_is_kept_but_does_not_take_over(engine, redis_client,
@@ -122,8 +124,8 @@ def test_an_older_date_is_kept_but_does_not_take_over(engine, redis_client,
     older, outcome = publish_day(engine, redis_client, model_version, DAY1, {1: [(12, 0.1)]})
     assert not outcome.served
     assert served_rows(engine) == [(1, 1, 10, 0.5, DAY2)]
-    assert redis_client.get(contract.pointer_key()) == str(newer.publish_id).encode()
-    assert redis_client.ttl(contract.user_key(older.publish_id, 1)) > 0
+    assert redis_client.get(KEYS.pointer_key()) == str(newer.publish_id).encode()
+    assert redis_client.ttl(KEYS.user_key(older.publish_id, 1)) > 0
     assert kept_versions(engine) == [(DAY1, "published"), (DAY2, "published")]
 
 
@@ -139,7 +141,7 @@ def test_the_previous_version_is_kept_and_old_ones_are_dropped(engine, redis_cli
         )).scalar()
     assert partitions == 3
     # Redis keeps the previous served version for rollback, expiring.
-    assert redis_client.ttl(contract.user_key(versions[2].publish_id, 1)) > 60
+    assert redis_client.ttl(KEYS.user_key(versions[2].publish_id, 1)) > 60
 
 
 def failing_blocks():
@@ -148,15 +150,16 @@ def failing_blocks():
 
 
 def test_a_failure_mid_publish_leaves_the_served_version_untouched(engine, redis_client,
+                                                                   redis_admin,
                                                                    model_version) -> None:
     good, _ = publish_day(engine, redis_client, model_version, DAY1, {1: [(10, 0.5)]})
     before_rows = served_rows(engine)
-    before_keys = sorted(redis_client.keys("*"))
+    before_keys = sorted(redis_admin.keys("*"))
     with pytest.raises(RuntimeError, match="the scorer died mid-way"):
         publish_day(engine, redis_client, model_version, DAY2, {}, blocks=failing_blocks())
     assert served_rows(engine) == before_rows
-    assert sorted(redis_client.keys("*")) == before_keys
-    assert redis_client.get(contract.pointer_key()) == str(good.publish_id).encode()
+    assert sorted(redis_admin.keys("*")) == before_keys
+    assert redis_client.get(KEYS.pointer_key()) == str(good.publish_id).encode()
     with engine.connect() as conn:
         statuses = dict(conn.execute(sa.text(
             "SELECT logical_date, status FROM batchscore.prediction_versions")).all())
@@ -203,4 +206,4 @@ def publish_day_in_thread(engine, redis_client, model_version) -> None:
 
 def test_no_published_version_is_a_clear_error(redis_client) -> None:
     with pytest.raises(NoPublishedVersionError, match="no recommendations are published"):
-        RecommendationClient(redis_client).get_recommendations(1)
+        RecommendationClient(redis_client, KEYS).get_recommendations(1)

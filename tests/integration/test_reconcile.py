@@ -8,12 +8,14 @@ from datetime import date
 import sqlalchemy as sa
 
 from jobs.cli import main
-from jobs.contracts import redis as contract
+from jobs.contracts.redis import Keyspace
 from jobs.platform import runs
 from jobs.publish.postgres import PostgresPublisher, partition_name
 from jobs.publish.reconcile import GONE_RUN_ERROR, reconcile
 from jobs.publish.redis import RedisPublisher
 from tests.integration.test_publish import POPULAR, block, publish_day
+
+KEYS = Keyspace()  # the default prefix's keys
 
 DAY1, DAY2 = date(2026, 11, 18), date(2026, 11, 19)
 
@@ -34,7 +36,7 @@ def staged_run(engine, redis_client, model_version: int, lease_seconds: int = 0)
     postgres.write(block({1: [(50, 0.5)], 2: [(51, 0.5)]}))
     postgres.write_fallback(POPULAR)
     postgres.finish_load()
-    publisher = RedisPublisher(redis_client)
+    publisher = RedisPublisher(redis_client, KEYS)
     publisher.prepare(version)
     publisher.write(block({1: [(50, 0.5)], 2: [(51, 0.5)]}))
     return run_id, version.publish_id
@@ -47,19 +49,19 @@ def test_reconcile_fails_a_dead_run_and_removes_what_it_staged(engine, redis_cli
     (tmp_path / run_id).mkdir()
     (tmp_path / "nightly-2026-01-01-deadbeef").mkdir()  # a folder no run knows
 
-    report = reconcile(engine, redis_client, tmp_path)
+    report = reconcile(engine, redis_client, KEYS, tmp_path)
 
     assert report.runs_failed == [run_id]
     assert run_status(engine, run_id) == ("failed", GONE_RUN_ERROR)
     assert report.versions_discarded == [staged]
-    assert redis_client.exists(contract.user_key(staged, 1)) == 0
+    assert redis_client.exists(KEYS.user_key(staged, 1)) == 0
     assert sorted(report.folders_removed) == sorted([run_id, "nightly-2026-01-01-deadbeef"])
     assert list(tmp_path.iterdir()) == []
     assert (report.postgres_serves, report.redis_pointer) == (served.publish_id,) * 2
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT to_regclass(:t)"),
                             {"t": f"batchscore.{partition_name(staged)}"}).scalar() is None
-    again = reconcile(engine, redis_client, tmp_path)
+    again = reconcile(engine, redis_client, KEYS, tmp_path)
     assert not again.changed and again.lines() == []
 
 
@@ -79,16 +81,16 @@ def test_reconcile_leaves_live_runs_alone(engine, redis_client, model_version, t
     holder.start()
     assert taken.wait(30)
     try:
-        report = reconcile(engine, redis_client, tmp_path)
+        report = reconcile(engine, redis_client, KEYS, tmp_path)
     finally:
         release.set()
         holder.join(30)
     assert report.runs_failed == [] and report.versions_discarded == []
     assert run_status(engine, held_id)[0] == run_status(engine, leased_id)[0] == "running"
-    assert redis_client.exists(contract.user_key(held_version, 1)) == 1
-    assert redis_client.exists(contract.user_key(leased_version, 1)) == 1
+    assert redis_client.exists(KEYS.user_key(held_version, 1)) == 1
+    assert redis_client.exists(KEYS.user_key(leased_version, 1)) == 1
     # Once its holder let go, the run without a lease is gone.
-    assert reconcile(engine, redis_client, tmp_path).runs_failed == [held_id]
+    assert reconcile(engine, redis_client, KEYS, tmp_path).runs_failed == [held_id]
 
 
 def test_reconcile_expires_a_version_left_without_expiry(engine, redis_client, model_version,
@@ -96,26 +98,26 @@ def test_reconcile_expires_a_version_left_without_expiry(engine, redis_client, m
     first, _ = publish_day(engine, redis_client, model_version, DAY1, {1: [(10, 0.5)]})
     second, _ = publish_day(engine, redis_client, model_version, DAY2, {1: [(20, 0.5)]})
     # As after a crash between the pointer flip and the previous version's expiry.
-    redis_client.persist(contract.user_key(first.publish_id, 1))
-    redis_client.persist(contract.meta_key(first.publish_id))
-    report = reconcile(engine, redis_client, tmp_path)
+    redis_client.persist(KEYS.user_key(first.publish_id, 1))
+    redis_client.persist(KEYS.meta_key(first.publish_id))
+    report = reconcile(engine, redis_client, KEYS, tmp_path)
     assert report.redis_versions_expiring == [first.publish_id]
-    assert redis_client.ttl(contract.user_key(first.publish_id, 1)) > 0
-    assert redis_client.ttl(contract.user_key(second.publish_id, 1)) == -1
+    assert redis_client.ttl(KEYS.user_key(first.publish_id, 1)) > 0
+    assert redis_client.ttl(KEYS.user_key(second.publish_id, 1)) == -1
 
 
 def test_reconcile_writes_a_lost_served_version_again_from_postgres(
-        engine, redis_client, model_version, tmp_path):
+        engine, redis_client, redis_admin, model_version, tmp_path):
     version, _ = publish_day(engine, redis_client, model_version, DAY1,
                              {1: [(10, 0.5), (11, 0.25)], 2: [(12, 1.5), (10, 1.0)]})
-    values = {user: redis_client.get(contract.user_key(version.publish_id, user))
+    values = {user: redis_client.get(KEYS.user_key(version.publish_id, user))
               for user in (1, 2)}
-    redis_client.flushdb()  # a Redis that came back without its data
-    report = reconcile(engine, redis_client, tmp_path)
+    redis_admin.flushdb()  # a Redis that came back without its data
+    report = reconcile(engine, redis_client, KEYS, tmp_path)
     assert report.redis_pointer == version.publish_id
-    assert {user: redis_client.get(contract.user_key(version.publish_id, user))
+    assert {user: redis_client.get(KEYS.user_key(version.publish_id, user))
             for user in (1, 2)} == values == {1: b"[[10,0.5],[11,0.25]]", 2: b"[[12,1.5],[10,1]]"}
-    assert redis_client.ttl(contract.user_key(version.publish_id, 1)) == -1
+    assert redis_client.ttl(KEYS.user_key(version.publish_id, 1)) == -1
 
 
 def test_the_cli_reconciles_and_status_shows_disagreement(engine, redis_client, model_version,
@@ -123,7 +125,7 @@ def test_the_cli_reconciles_and_status_shows_disagreement(engine, redis_client, 
     monkeypatch.setenv("BATCHSCORE_HOME", str(settings.home))
     first, _ = publish_day(engine, redis_client, model_version, DAY1, {1: [(10, 0.5)]})
     second, _ = publish_day(engine, redis_client, model_version, DAY2, {1: [(20, 0.5)]})
-    redis_client.set(contract.pointer_key(), str(first.publish_id))  # Redis fell behind
+    redis_client.set(KEYS.pointer_key(), str(first.publish_id))  # Redis fell behind
     assert main(["status"]) == 0
     assert (f"the stores disagree: postgres serves version {second.publish_id}, the redis "
             f"pointer names {first.publish_id}; run ") in capsys.readouterr().out

@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from jobs.client import RecommendationClient
-from jobs.contracts import redis as contract
+from jobs.contracts.redis import Keyspace
 from jobs.lifecycle import registry
 from jobs.lifecycle.registry import NewModel, register
 from jobs.orchestration.rollback import roll_back
@@ -14,6 +14,8 @@ from jobs.publish.postgres import RollbackError
 from jobs.publish.reconcile import disagreement, reconcile
 from jobs.publish.redis import MissingVersionError, expire_version
 from tests.integration.test_publish import publish_day
+
+KEYS = Keyspace()  # the default prefix's keys
 
 DAY1, DAY2 = date(2026, 11, 18), date(2026, 11, 19)
 GOOD = {1: [(10, 0.9), (11, 0.5)], 2: [(12, 0.8), (10, 0.1)]}
@@ -36,7 +38,7 @@ def served_rows(engine) -> list[tuple]:
 
 
 def redis_reads(redis_client, users) -> list:
-    client = RecommendationClient(redis_client)
+    client = RecommendationClient(redis_client, KEYS)
     return [client.get_recommendations(user, k=5) for user in users]
 
 
@@ -45,26 +47,26 @@ def test_rollback_restores_both_stores_exactly_and_marks_the_model(engine, redis
     publish_day(engine, redis_client, v1, DAY1, GOOD)
     before_rows = served_rows(engine)
     before_reads = redis_reads(redis_client, [1, 2, 3])
-    good_id = int(redis_client.get(contract.pointer_key()))
-    good_values = {user: redis_client.get(contract.user_key(good_id, user)) for user in GOOD}
+    good_id = int(redis_client.get(KEYS.pointer_key()))
+    good_values = {user: redis_client.get(KEYS.user_key(good_id, user)) for user in GOOD}
 
     v2 = new_model(engine, DAY2)
     registry.promote(engine, v2, "test", "gates passed")
     publish_day(engine, redis_client, v2, DAY2, BAD)
-    bad_id = int(redis_client.get(contract.pointer_key()))
+    bad_id = int(redis_client.get(KEYS.pointer_key()))
     assert served_rows(engine) != before_rows
     assert redis_reads(redis_client, [1])[0].items[0].item_id == 90
 
-    done = roll_back(engine, redis_client, "oncall", "v2 recommends junk")
+    done = roll_back(engine, redis_client, KEYS, "oncall", "v2 recommends junk")
 
     assert (done.rolled_back, done.restored) == (bad_id, good_id)
     assert done.rolled_back_models == [v2] and done.restored_model == v1
     assert served_rows(engine) == before_rows
     assert redis_reads(redis_client, [1, 2, 3]) == before_reads  # user 3: the fallback again
-    assert {u: redis_client.get(contract.user_key(good_id, u)) for u in GOOD} == good_values
+    assert {u: redis_client.get(KEYS.user_key(good_id, u)) for u in GOOD} == good_values
     # The restored keys no longer expire; the rolled-back ones do.
-    assert redis_client.ttl(contract.user_key(good_id, 1)) == -1
-    assert redis_client.ttl(contract.user_key(bad_id, 1)) > 0
+    assert redis_client.ttl(KEYS.user_key(good_id, 1)) == -1
+    assert redis_client.ttl(KEYS.user_key(bad_id, 1)) > 0
 
     assert registry.get(engine, v2).status == "rolled_back"
     assert registry.get(engine, v1).status == "serving"
@@ -85,20 +87,20 @@ def test_rollback_restores_both_stores_exactly_and_marks_the_model(engine, redis
 
     # Nothing served before the first version: a second rollback has nowhere to go.
     with pytest.raises(RollbackError, match="no earlier published version"):
-        roll_back(engine, redis_client, "oncall", "again")
+        roll_back(engine, redis_client, KEYS, "oncall", "again")
     assert served_rows(engine) == before_rows
 
 
 def test_rollback_refuses_when_redis_lost_the_previous_version(engine, redis_client):
     v1 = new_model(engine, DAY1)
     publish_day(engine, redis_client, v1, DAY1, GOOD)
-    good_id = int(redis_client.get(contract.pointer_key()))
+    good_id = int(redis_client.get(KEYS.pointer_key()))
     publish_day(engine, redis_client, v1, DAY2, BAD)
     bad_rows = served_rows(engine)
-    expire_version(redis_client, good_id, 0)  # as if the retention period had passed
+    expire_version(redis_client, KEYS, good_id, 0)  # as if the retention period had passed
 
     with pytest.raises(MissingVersionError, match=f"version {good_id}'s keys are gone"):
-        roll_back(engine, redis_client, "oncall", "bad day")
+        roll_back(engine, redis_client, KEYS, "oncall", "bad day")
 
     assert served_rows(engine) == bad_rows  # nothing changed in Postgres
     assert registry.get(engine, v1).status == "serving"
@@ -107,16 +109,16 @@ def test_rollback_refuses_when_redis_lost_the_previous_version(engine, redis_cli
 def test_reconcile_points_redis_at_what_postgres_serves(engine, redis_client, tmp_path):
     v1 = new_model(engine, DAY1)
     publish_day(engine, redis_client, v1, DAY1, GOOD)
-    good_id = int(redis_client.get(contract.pointer_key()))
+    good_id = int(redis_client.get(KEYS.pointer_key()))
     publish_day(engine, redis_client, v1, DAY2, BAD)
-    bad_id = int(redis_client.get(contract.pointer_key()))
+    bad_id = int(redis_client.get(KEYS.pointer_key()))
     with engine.begin() as conn:  # Postgres switched back, Redis did not
         conn.execute(sa.text("UPDATE batchscore.serving SET publish_id = :id"), {"id": good_id})
-    assert disagreement(engine, redis_client) == (
+    assert disagreement(engine, redis_client, KEYS) == (
         f"postgres serves version {good_id}, the redis pointer names {bad_id}")
-    report = reconcile(engine, redis_client, tmp_path)
+    report = reconcile(engine, redis_client, KEYS, tmp_path)
     assert (report.redis_pointer_before, report.redis_pointer) == (bad_id, good_id)
-    assert int(redis_client.get(contract.pointer_key())) == good_id
-    assert redis_client.ttl(contract.user_key(good_id, 1)) == -1
-    assert redis_client.ttl(contract.user_key(bad_id, 1)) > 0
-    assert disagreement(engine, redis_client) is None
+    assert int(redis_client.get(KEYS.pointer_key())) == good_id
+    assert redis_client.ttl(KEYS.user_key(good_id, 1)) == -1
+    assert redis_client.ttl(KEYS.user_key(bad_id, 1)) > 0
+    assert disagreement(engine, redis_client, KEYS) is None

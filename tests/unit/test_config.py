@@ -47,3 +47,41 @@ def test_blank_values_count_as_unset() -> None:
 def test_malformed_settings_are_named(name: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_env({name: value})
+
+
+def test_the_redis_reader_url_comes_with_the_writers() -> None:
+    settings = Settings.from_env({
+        "BATCHSCORE_REDIS_URL": "redis://batchscore_writer:w%40ss@cache:6379/0",
+        "BATCHSCORE_REDIS_READER_URL": "redis://batchscore_reader:r@cache:6379/0",
+    })
+    assert settings.redis_url == "redis://batchscore_writer:w%40ss@cache:6379/0"
+    assert settings.redis_reader_url == "redis://batchscore_reader:r@cache:6379/0"
+    assert Settings.from_env({}).redis_reader_url is None
+
+
+def test_a_reader_url_without_a_writer_url_is_refused() -> None:
+    with pytest.raises(ConfigError, match="BATCHSCORE_REDIS_READER_URL is set but "
+                                          "BATCHSCORE_REDIS_URL is not"):
+        Settings.from_env({"BATCHSCORE_REDIS_READER_URL": "redis://r:p@cache:6379/0"})
+
+
+def test_a_malformed_reader_url_is_named_without_showing_it() -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"BATCHSCORE_REDIS_URL": "redis://cache:6379/0",
+                           "BATCHSCORE_REDIS_READER_URL": "http://r:secret@cache"})
+    assert str(err.value) == "BATCHSCORE_REDIS_READER_URL must be a redis:// URL, got 'http'"
+
+
+def test_a_configured_redis_hands_out_the_urls_it_was_given() -> None:
+    from jobs.platform import services
+
+    both = Settings.from_env({"BATCHSCORE_REDIS_URL": "redis://w:1@cache:6379/0",
+                              "BATCHSCORE_REDIS_READER_URL": "redis://r:2@cache:6379/0"})
+    assert services.redis_url(both, "writer") == "redis://w:1@cache:6379/0"
+    assert services.redis_url(both, "reader") == "redis://r:2@cache:6379/0"
+    with pytest.raises(ConfigError, match="no administrator URL for a configured Redis"):
+        services.redis_url(both, "admin")
+    writer_only = Settings.from_env({"BATCHSCORE_REDIS_URL": "redis://w:1@cache:6379/0"})
+    with pytest.raises(ConfigError, match=r"BATCHSCORE_REDIS_READER_URL is not set: give the "
+                                          r"URL of the reader user \(batchscore_reader\)"):
+        services.redis_url(writer_only, "reader")

@@ -1,9 +1,15 @@
 """What can be checked of docker/ without a Docker engine."""
 
+import hashlib
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import yaml
+
+from jobs.platform.names import Names
+from jobs.platform.services.redis import acl_rules
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
@@ -18,7 +24,9 @@ def test_compose_declares_the_production_like_stack() -> None:
     assert scheduler["command"] == ["airflow", "scheduler"]
     env = scheduler["environment"]
     assert env["AIRFLOW_CONN_BATCHSCORE_POSTGRES"].startswith("postgresql://")
-    assert env["AIRFLOW_CONN_BATCHSCORE_REDIS"] == "redis://redis:6379/0"
+    assert env["AIRFLOW_CONN_BATCHSCORE_REDIS"] == (
+        "redis://${BATCHSCORE_REDIS_PREFIX:-batchscore}_writer:"
+        "${REDIS_WRITER_PASSWORD:?set it in docker/.env}@redis:6379/0")
     assert "spark-master" in env["AIRFLOW_CONN_SPARK_DEFAULT"]
     # Airflow keeps its own metadata database.
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith("/airflow")
@@ -38,3 +46,48 @@ def test_the_image_installs_the_way_ci_does() -> None:
         assert (REPO / source).exists(), f"Dockerfile copies {source}, which does not exist"
     for source in ("setup.cfg", "pyproject.toml", "README.md", "Makefile"):
         assert source in dockerfile
+
+
+def test_compose_redis_requires_passwords_kept_out_of_git() -> None:
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    redis = compose["services"]["redis"]
+    assert redis["entrypoint"] == ["/usr/local/bin/batchscore-redis-start"]
+    assert set(redis["environment"]) >= {"REDIS_ADMIN_PASSWORD", "REDIS_WRITER_PASSWORD",
+                                         "REDIS_READER_PASSWORD"}
+    assert "REDISCLI_AUTH" in " ".join(redis["healthcheck"]["test"])
+    example = (DOCKER / ".env.example").read_text()
+    for name in redis["environment"]:
+        assert re.search(rf"^{name}=", example, flags=re.MULTILINE), name
+    assert "docker/.env" in (REPO / ".gitignore").read_text().splitlines()
+
+
+def test_the_compose_redis_gets_batchscores_users_and_rules(tmp_path: Path) -> None:
+    """docker/redis/start.sh, run with a stand-in for the image's entrypoint, writes the
+    users batchscore gives its embedded server, with hashed passwords, and starts
+    redis-server with that ACL file."""
+    stub = tmp_path / "bin" / "docker-entrypoint.sh"
+    stub.parent.mkdir()
+    stub.write_text('#!/bin/sh\necho "$@"\n')
+    stub.chmod(0o755)
+    acl_file = tmp_path / "users.acl"
+    env = {"PATH": f"{stub.parent}:{os.environ['PATH']}", "REDIS_ADMIN_PASSWORD": "a1",
+           "REDIS_WRITER_PASSWORD": "w2", "REDIS_READER_PASSWORD": "r3",
+           "BATCHSCORE_REDIS_PREFIX": "shop", "REDIS_ACL_FILE": str(acl_file)}
+    done = subprocess.run(["sh", str(DOCKER / "redis" / "start.sh")], env=env, check=True,
+                          capture_output=True, text=True)
+    assert done.stdout.split() == ["redis-server", "--appendonly", "yes", "--aclfile",
+                                   str(acl_file)]
+    names = Names(redis_prefix="shop")
+
+    def line(user: str, password: str, role: str) -> str:
+        digest = hashlib.sha256(password.encode()).hexdigest()
+        return " ".join(["user", user, "on", f"#{digest}", *acl_rules(names, role)])
+
+    assert acl_file.read_text().splitlines() == [
+        line("default", "a1", "admin"), line("shop_writer", "w2", "writer"),
+        line("shop_reader", "r3", "reader")]
+    assert oct(acl_file.stat().st_mode & 0o777) == "0o600"
+    missing = subprocess.run(["sh", str(DOCKER / "redis" / "start.sh")],
+                             env={**env, "REDIS_READER_PASSWORD": ""}, capture_output=True,
+                             text=True)
+    assert missing.returncode != 0 and "REDIS_READER_PASSWORD" in missing.stderr

@@ -7,7 +7,10 @@ import pyarrow as pa
 import pytest
 
 from jobs.contracts import redis as contract
+from jobs.contracts.redis import Keyspace
 from jobs.publish.redis import set_with_expiry_commands
+
+KEYS = Keyspace()  # the default prefix's keys
 
 
 def lists(rows, value_type):
@@ -59,9 +62,9 @@ def test_mismatched_lists_are_refused() -> None:
 
 
 def test_user_keys_match_user_key() -> None:
-    keys = contract.user_keys(12, pa.array([345, 1, 2**40]))
+    keys = KEYS.user_keys(12, pa.array([345, 1, 2**40]))
     assert [key.encode() for key in keys.to_pylist()] == [
-        contract.user_key(12, 345), contract.user_key(12, 1), contract.user_key(12, 2**40)]
+        KEYS.user_key(12, 345), KEYS.user_key(12, 1), KEYS.user_key(12, 2**40)]
 
 
 def test_set_with_expiry_commands_in_the_redis_protocol() -> None:

@@ -1,19 +1,22 @@
 import pytest
 
 from jobs.contracts import redis as contract
+from jobs.contracts.redis import Keyspace
+
+KEYS = Keyspace()  # the default prefix's keys
 
 
 def test_keys_byte_for_byte() -> None:
-    assert contract.pointer_key() == b"batchscore:recs:current"
-    assert contract.meta_key(12) == b"batchscore:recs:v12:meta"
-    assert contract.popular_key(12) == b"batchscore:recs:v12:popular"
-    assert contract.user_key(12, 345) == b"batchscore:recs:v12:u:345"
-    assert contract.version_pattern(12) == b"batchscore:recs:v12:*"
+    assert KEYS.pointer_key() == b"batchscore:recs:current"
+    assert KEYS.meta_key(12) == b"batchscore:recs:v12:meta"
+    assert KEYS.popular_key(12) == b"batchscore:recs:v12:popular"
+    assert KEYS.user_key(12, 345) == b"batchscore:recs:v12:u:345"
+    assert KEYS.version_pattern(12) == b"batchscore:recs:v12:*"
 
 
 def test_a_version_pattern_does_not_match_a_longer_version_number() -> None:
     # v1:* must not reach v12's keys: the colon closes the version number.
-    assert not contract.user_key(12, 3).startswith(contract.version_prefix(1))
+    assert not KEYS.user_key(12, 3).startswith(KEYS.version_prefix(1))
 
 
 def test_items_are_encoded_as_pairs_best_first_with_float32_scores() -> None:
@@ -39,3 +42,51 @@ def test_meta_round_trips() -> None:
         b'{"k":50,"model_version":3,"run_id":"nightly-2026-11-20-ab12cd34"}'
     )
     assert contract.decode_meta(contract.encode_meta(meta)) == meta
+
+
+def test_another_prefix_gives_the_same_keys_under_it_byte_for_byte() -> None:
+    keys = Keyspace("shop_eu")
+    assert keys.pointer_key() == b"shop_eu:recs:current"
+    assert keys.versions_key() == b"shop_eu:recs:versions"
+    assert keys.meta_key(12) == b"shop_eu:recs:v12:meta"
+    assert keys.popular_key(12) == b"shop_eu:recs:v12:popular"
+    assert keys.user_key(12, 345) == b"shop_eu:recs:v12:u:345"
+    assert keys.version_pattern(12) == b"shop_eu:recs:v12:*"
+    assert keys.meta_pattern() == b"shop_eu:recs:v*:meta"
+    assert keys.publish_id_of(b"shop_eu:recs:v12:u:345") == 12
+    with pytest.raises(ValueError, match="is not a key of a published version"):
+        keys.publish_id_of(b"batchscore:recs:v12:u:345")
+
+
+def test_the_default_keyspace_is_the_batchscore_prefix() -> None:
+    assert Keyspace() == Keyspace("batchscore")
+    assert KEYS.versions_key() == b"batchscore:recs:versions"
+    assert KEYS.meta_pattern() == b"batchscore:recs:v*:meta"
+
+
+@pytest.mark.parametrize("prefix", ["", "Shop", "shop:eu", "shop*", "a b", "1shop"])
+def test_a_prefix_that_could_reach_other_keys_is_refused(prefix: str) -> None:
+    with pytest.raises(ValueError, match="BATCHSCORE_REDIS_PREFIX must be 1 to 40"):
+        Keyspace(prefix)
+
+
+def test_the_acl_patterns_cover_exactly_the_keys_each_user_needs() -> None:
+    """The writer's patterns match every key of its prefix; the reader's the keys the read
+    client GETs, not the versions set; neither matches a longer prefix's keys."""
+    from fnmatch import fnmatchcase
+
+    from jobs.platform.names import Names
+    from jobs.platform.services.redis import key_patterns
+
+    names, keys, longer = Names(redis_prefix="shop"), Keyspace("shop"), Keyspace("shop2")
+
+    def matched(role: str, key: bytes) -> bool:
+        return any(fnmatchcase(key.decode(), pattern) for pattern in key_patterns(names, role))
+
+    served = [keys.pointer_key(), keys.meta_key(3), keys.popular_key(3), keys.user_key(3, 9)]
+    assert all(matched("writer", key) for key in [*served, keys.versions_key()])
+    assert all(matched("reader", key) for key in served)
+    assert not matched("reader", keys.versions_key())
+    for role in ("writer", "reader"):
+        assert not any(matched(role, key) for key in (longer.pointer_key(),
+                                                      longer.user_key(3, 9)))

@@ -2,7 +2,10 @@
 
 With URLs configured, those servers are used and nothing is started. Without
 them, real embedded servers are started under ``BATCHSCORE_HOME`` and reused
-by later commands until ``batchscore services stop``.
+by later commands until ``batchscore services stop``. Redis is reached as one of
+three users (:data:`~jobs.platform.services.redis.Role`): the writer publishes,
+the reader serves product services, the administrator (embedded server only)
+starts, stops and resets it.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from jobs.platform.config import Settings
+from jobs.platform.config import ConfigError, Settings
 from jobs.platform.services.postgres import EmbeddedPostgres
-from jobs.platform.services.redis import EmbeddedRedis
+from jobs.platform.services.redis import EmbeddedRedis, Role
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -33,7 +36,7 @@ def embedded_postgres(settings: Settings) -> EmbeddedPostgres:
 
 
 def embedded_redis(settings: Settings) -> EmbeddedRedis:
-    return EmbeddedRedis(settings.services_dir / "redis")
+    return EmbeddedRedis(settings.services_dir / "redis", settings.home)
 
 
 @contextmanager
@@ -56,18 +59,28 @@ def database_url(settings: Settings) -> str:
         return embedded_postgres(settings).ensure_running()
 
 
-def redis_url(settings: Settings) -> str:
-    """The configured Redis URL, or the embedded server's (started if needed)."""
+def redis_url(settings: Settings, role: Role) -> str:
+    """The URL ``role`` connects to Redis with: the configured one, or the embedded
+    server's (started if needed, with this deployment's users)."""
     if settings.redis_url:
-        return settings.redis_url
+        if role == "writer":
+            return settings.redis_url
+        if role == "reader" and settings.redis_reader_url:
+            return settings.redis_reader_url
+        if role == "reader":
+            raise ConfigError("BATCHSCORE_REDIS_READER_URL is not set: give the URL of the "
+                              f"reader user ({settings.names.redis_reader_user}) of the "
+                              "configured Redis")
+        raise ConfigError("batchscore holds no administrator URL for a configured Redis; "
+                          "its administrator manages the server")
     with exclusive(settings):
-        return embedded_redis(settings).ensure_running()
+        return embedded_redis(settings).ensure_running(settings.names, role)
 
 
 def resolve(settings: Settings) -> Endpoints:
     return Endpoints(
         database_url=database_url(settings),
-        redis_url=redis_url(settings),
+        redis_url=redis_url(settings, "writer"),
         embedded=settings.database_url is None or settings.redis_url is None,
     )
 

@@ -1,0 +1,121 @@
+"""Redis clients whose authentication and permission errors say who, where and what to do.
+
+Redis answers a wrong password with ``WRONGPASS``, a missing one with
+``NOAUTH`` and a command its ACL refuses with ``NOPERM``, naming neither the
+user nor (for a key it refuses) the command. Clients made by :func:`connect`
+raise :class:`RedisAuthError` and :class:`RedisPermissionError` instead, with
+the user, the server and the command in the message, never a password.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.exceptions import NoPermissionError
+
+# What each kind of error asks the person to do.
+AUTH_HINT = ("give the user's password in the URL: `batchscore redis url --role writer` or "
+             "`--role reader` prints it for the embedded server; for a configured server set "
+             "BATCHSCORE_REDIS_URL (the writer) or BATCHSCORE_REDIS_READER_URL (the reader), "
+             "or the Airflow connection batchscore_redis")
+PERMISSION_HINT = ("each batchscore Redis user may run only what its role needs (README, "
+                   "'Redis users'); use the writer's URL to publish, the reader's to read")
+
+
+class RedisAccessError(Exception):
+    """Redis refused a user: its password, or a command or key its ACL does not allow."""
+
+
+class RedisAuthError(RedisAccessError, redis.AuthenticationError):
+    """Redis did not accept the user's credentials (or was given none)."""
+
+
+class RedisPermissionError(RedisAccessError, NoPermissionError):
+    """Redis's ACL refused a command or key to the user (``NOPERM``)."""
+
+
+def server_of(connection: Any) -> str:
+    path = getattr(connection, "path", None)
+    return f"unix:{path}" if path else f"{connection.host}:{connection.port}"
+
+
+def user_of(connection: Any) -> str:
+    return connection.username or "default"
+
+
+def auth_error(connection: Any, detail: str) -> RedisAuthError:
+    if connection.password:
+        why = f"its password was refused: {detail}"
+    else:
+        why = "no password was given, and the server requires one"
+    return RedisAuthError(f"Redis at {server_of(connection)} refused user "
+                          f"{user_of(connection)!r} ({why}); {AUTH_HINT}")
+
+
+def permission_error(connection: Any, command: str | None, detail: str) -> RedisPermissionError:
+    what = f"the command {command.upper()!r}" if command else "a command"
+    return RedisPermissionError(
+        f"Redis at {server_of(connection)} refused {what} to user {user_of(connection)!r} "
+        f"(NOPERM: {detail.removeprefix('NOPERM ')}); {PERMISSION_HINT}")
+
+
+class ExplainedErrors:
+    """Mixed into a redis-py connection class: its access errors name user and server."""
+
+    last_command: str | None = None
+
+    def on_connect_check_health(self, check_health: bool = True) -> None:
+        try:
+            super().on_connect_check_health(check_health)  # type: ignore[misc]
+        except RedisAccessError:
+            raise
+        except redis.AuthenticationError as err:
+            raise auth_error(self, str(err)) from None
+
+    def send_command(self, *args: Any, **kwargs: Any) -> None:
+        super().send_command(*args, **kwargs)  # type: ignore[misc]
+        # Only the command's name is kept: AUTH's arguments are a password.
+        self.last_command = str(args[0]) if args else None
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        # A pipeline's commands come packed; redis-py names the failing one itself.
+        self.last_command = None
+        super().send_packed_command(command, check_health)  # type: ignore[misc]
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except RedisAccessError:
+            raise
+        except NoPermissionError as err:
+            raise permission_error(self, self.last_command, str(err)) from None
+        except redis.AuthenticationError as err:
+            raise auth_error(self, str(err)) from None
+
+
+class ExplainedConnection(ExplainedErrors, Connection):
+    pass
+
+
+class ExplainedSSLConnection(ExplainedErrors, SSLConnection):
+    pass
+
+
+class ExplainedUnixConnection(ExplainedErrors, UnixDomainSocketConnection):
+    pass
+
+
+CONNECTION_CLASSES = {"redis": ExplainedConnection, "rediss": ExplainedSSLConnection,
+                      "unix": ExplainedUnixConnection}
+
+
+def connect(url: str, **kwargs: Any) -> redis.Redis:
+    """A client for ``url`` (``redis://``, ``rediss://`` or ``unix://``) as
+    ``redis.Redis.from_url`` makes it, with the errors above."""
+    scheme = urlsplit(url).scheme
+    if scheme not in CONNECTION_CLASSES:
+        raise ValueError(f"not a Redis URL: scheme {scheme!r}")
+    return redis.Redis.from_url(url, connection_class=CONNECTION_CLASSES[scheme], **kwargs)
