@@ -11,6 +11,7 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from jobs.contracts.redis import Keyspace
 from jobs.lifecycle.registry import NewModel, register
 from jobs.platform import runs
 from jobs.publish.postgres import PostgresPublisher
@@ -64,13 +65,13 @@ def publish(engine: Engine, client: redis.Redis, model_version: int, day: date,
     postgres.write(block(lists))
     postgres.write_fallback(POPULAR)
     postgres.finish_load()
-    writer = RedisPublisher(client)
+    writer = RedisPublisher(client, Keyspace())
     writer.prepare(version)
     writer.write(block(lists))
     writer.write_fallback(POPULAR)
     writer.write_meta()
     with publish_lock(engine, "test"):
-        switch(engine, client, version.publish_id)
+        switch(engine, client, Keyspace(), version.publish_id)
     rows = sum(len(pairs) for pairs in lists.values())
     runs.succeed(engine, run_id, {
         "k": 2, "publish_id": version.publish_id, "rows": rows, "served": True,

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from jobs.cli import main
+from jobs.contracts.redis import Keyspace
 from jobs.lifecycle.registry import NewModel, register
 from jobs.monitoring.monitor import MonitorConfig, MonitorError, monitor
 from jobs.orchestration import nightly
@@ -77,13 +78,13 @@ def publish_day(engine, redis_client, model: int, day: date,
         import numpy as np
 
         postgres.record_canary_users(np.array(canary_users), canary.model_version)
-    publisher = RedisPublisher(redis_client)
+    publisher = RedisPublisher(redis_client, Keyspace())
     publisher.prepare(version)
     publisher.write(block(recs))
     publisher.write_fallback(POPULAR)
     publisher.write_meta()
     with publish_lock(engine, "test"):
-        switch(engine, redis_client, version.publish_id)
+        switch(engine, redis_client, Keyspace(), version.publish_id)
     runs.succeed(engine, run_id, {})
     return run_id, version.publish_id
 
