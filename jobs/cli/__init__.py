@@ -62,7 +62,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     )
     from jobs.orchestration.local_airflow import AirflowError
     from jobs.orchestration.nightly import RunRequestError, StoreUnavailableError
-    from jobs.platform.db import LockWaitError, MigrationError
+    from jobs.platform.db import AuthenticationError, LockWaitError, MigrationError
     from jobs.publish.postgres import LockTimeoutError, RollbackError, VersionStateError
     from jobs.publish.redis import MissingVersionError, PointerMovedError
 
@@ -70,7 +70,8 @@ def expected_errors() -> tuple[type[BaseException], ...]:
             NoPublishedVersionError, ContractError, FileNotFoundError, AirflowError,
             RollbackError, MissingVersionError, UnknownVersionError, RunRequestError,
             LockWaitError, LockTimeoutError, VersionStateError, PointerMovedError,
-            StoreUnavailableError, PromotionRefusedError, MissingToolError)
+            StoreUnavailableError, PromotionRefusedError, MissingToolError,
+            AuthenticationError)
 
 
 if __name__ == "__main__":

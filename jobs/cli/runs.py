@@ -109,7 +109,7 @@ def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
                            "is recorded")
     try:
         result = nightly.run(nightly.NightlyConfig(
-            run_date=run_date, database_url=services.database_url(settings),
+            run_date=run_date, database_url=services.database_url(settings, services.WRITER),
             redis_url=services.redis_url(settings), home=settings.home, k=k,
             spark_master=settings.spark_master,
             input_path=args.input, input_format=args.input_format,

@@ -29,7 +29,9 @@ class Settings:
     """Where batchscore keeps its state and which servers it talks to.
 
     ``database_url`` and ``redis_url`` are ``None`` when the embedded servers
-    under ``home`` should be used.
+    under ``home`` should be used. ``database_url`` is the owner's (it applies
+    the migrations); ``writer_database_url`` and ``bi_database_url`` are the
+    logins of the nightly's role and of BI on the same configured server.
     """
 
     home: Path
@@ -38,6 +40,8 @@ class Settings:
     spark_master: str
     top_k: int
     names: Names = field(default_factory=Names)
+    writer_database_url: str | None = None
+    bi_database_url: str | None = None
 
     @property
     def services_dir(self) -> Path:
@@ -62,12 +66,20 @@ class Settings:
         if top_k < 1:
             raise ConfigError(f"BATCHSCORE_TOP_K must be at least 1, got {top_k}")
 
-        database_url = get("BATCHSCORE_DATABASE_URL")
-        if database_url and not database_url.startswith(("postgresql://", "postgres://")):
-            raise ConfigError(
-                "BATCHSCORE_DATABASE_URL must be a postgresql:// URL, "
-                f"got {database_url.split('://')[0]!r}"
-            )
+        database_urls = {}
+        for variable in ("BATCHSCORE_DATABASE_URL", "BATCHSCORE_WRITER_DATABASE_URL",
+                         "BATCHSCORE_BI_DATABASE_URL"):
+            url = get(variable)
+            if url and not url.startswith(("postgresql://", "postgres://")):
+                raise ConfigError(f"{variable} must be a postgresql:// URL, "
+                                  f"got {url.split('://')[0]!r}")
+            database_urls[variable] = url
+        database_url = database_urls["BATCHSCORE_DATABASE_URL"]
+        for variable in ("BATCHSCORE_WRITER_DATABASE_URL", "BATCHSCORE_BI_DATABASE_URL"):
+            if database_urls[variable] and not database_url:
+                raise ConfigError(f"{variable} is set but BATCHSCORE_DATABASE_URL is not: "
+                                  "set the owner's URL too (it applies the migrations), or "
+                                  "neither for the embedded server")
         redis_url = get("BATCHSCORE_REDIS_URL")
         if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(
@@ -86,4 +98,6 @@ class Settings:
             spark_master=get("BATCHSCORE_SPARK_MASTER") or DEFAULT_SPARK_MASTER,
             top_k=top_k,
             names=names,
+            writer_database_url=database_urls["BATCHSCORE_WRITER_DATABASE_URL"],
+            bi_database_url=database_urls["BATCHSCORE_BI_DATABASE_URL"],
         )
