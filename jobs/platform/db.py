@@ -196,12 +196,13 @@ def set_logins(engine: Engine, passwords: dict[str, str]) -> None:
     """Let each role of ``passwords`` log in with its password.
 
     The server is sent each password's SCRAM verifier, never the password itself,
-    so no statement log can show it.
+    so no statement log can show it. Done under the migration lock: two sessions
+    altering one role at once would fail with "tuple concurrently updated".
     """
     from psycopg2 import sql
     from psycopg2.extensions import encrypt_password
 
-    with cursor(engine) as cur:
+    with _migration_lock(engine), cursor(engine) as cur:
         for role, password in passwords.items():
             verifier = encrypt_password(password, role, cur.connection, "scram-sha-256")
             cur.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(

@@ -414,3 +414,18 @@ def test_a_new_server_never_trusts_and_keeps_no_password_file() -> None:
     finally:
         services.stop_embedded(settings)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_logins_set_at_once_by_many_commands_take_turns(settings, engine) -> None:
+    """Every command on the embedded server sets the logins after migrating. Without
+    taking turns, two sessions altering one role fail ("tuple concurrently updated":
+    most of 120 did, 6 at a time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    password = secret(settings.home, "batchscore_bi")
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda _: set_logins(engine, {"batchscore_bi": password}), range(60)))
+    with psycopg2.connect(services.database_url(settings, "bi")) as conn, conn.cursor() as cur:
+        cur.execute("SELECT current_user")
+        assert cur.fetchone() == ("batchscore_bi",)
+    conn.close()
