@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import redis
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine, make_url
 
 from jobs.bench.results import Pair
 from jobs.bench.servers import JDBC_HINT, JDBC_JAR, Servers, require_tool
@@ -242,11 +242,17 @@ class PostgresBench:
     def psql_copy(self, path: Path) -> float:
         psql = require_tool("psql")
         table = self.fresh_peer_table()
-        command = [psql, self.servers.database_url, "-v", "ON_ERROR_STOP=1", "-q", "-c",
+        # The password goes through psql's environment, never its command line.
+        url = make_url(self.servers.database_url)
+        env = {**os.environ, "PGPASSWORD": url.password or ""}
+        without_password = URL.create("postgresql", url.username, None, url.host, url.port,
+                                      url.database).render_as_string()
+        command = [psql, without_password, "-v", "ON_ERROR_STOP=1", "-q", "-c",
                    f"\\copy {table} (publish_id, user_id, rank, item_id, score)"
                    f" FROM '{path}'"]
         try:
-            return timed(lambda: subprocess.run(command, check=True, capture_output=True))
+            return timed(lambda: subprocess.run(command, check=True, capture_output=True,
+                                                env=env))
         finally:
             self.drop_peer_table()
 

@@ -67,9 +67,9 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
             raise CommandError(f"--reproduce uses version {args.reproduce}'s recorded as-of "
                                f"date and parameters; drop {', '.join(given)}")
         original = registry.get(engine, args.reproduce)
-        config = train.TrainConfig.reproducing(original, services.database_url(settings),
-                                               settings.home, settings.spark_master,
-                                               settings.names)
+        config = train.TrainConfig.reproducing(
+            original, services.database_url(settings, services.WRITER), settings.home,
+            settings.spark_master, settings.names)
         reproduced = train.run(config)
         describe_model(reproduced)
         describe_reproduction(original, reproduced)
@@ -78,7 +78,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
               else getattr(args, dest(option)) for option, default, _ in TRAIN_OPTIONS}
     try:
         config = train.TrainConfig(
-            database_url=services.database_url(settings), home=settings.home,
+            database_url=services.database_url(settings, services.WRITER), home=settings.home,
             as_of=run_date_or_newest(engine, args.as_of), spark_master=settings.spark_master,
             als=train.AlsParams(rank=chosen["rank"], reg_param=chosen["reg_param"],
                                 alpha=chosen["alpha"], max_iter=chosen["max_iter"]),

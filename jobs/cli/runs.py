@@ -114,9 +114,8 @@ def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
                            "is recorded")
     try:
         result = nightly.run(nightly.NightlyConfig(
-            run_date=run_date, database_url=services.database_url(settings),
-            redis_url=services.redis_url(settings, "writer"),
-            home=settings.home, k=k,
+            run_date=run_date, database_url=services.database_url(settings, services.WRITER),
+            redis_url=services.redis_url(settings, "writer"), home=settings.home, k=k,
             spark_master=settings.spark_master,
             input_path=args.input, input_format=args.input_format,
             model_version=args.model_version, serve_older_date=args.serve_older_date,

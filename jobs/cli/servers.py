@@ -16,7 +16,10 @@ def add_commands(commands: Commands) -> None:
     svc.add("stop", cmd_services_stop, "stop the embedded servers")
     db = commands.subgroup("db", "the batchscore database")
     db.add("upgrade", cmd_db_upgrade, "apply the migrations in sql/")
-    db.add("url", cmd_db_url, "print the URL of the database in use")
+    url = db.add("url", cmd_db_url, "print the URL (password included) a role connects "
+                 "with: psql \"$(batchscore db url --role bi)\"")
+    url.add_argument("--role", choices=services.ROLES, default=services.OWNER,
+                     help="owner applies migrations, writer runs the jobs, bi reads the views")
     redis_group = commands.subgroup("redis", "the Redis users")
     redis_url = redis_group.add("url", cmd_redis_url,
                                 "print the URL a Redis user connects with, its password "
@@ -39,15 +42,13 @@ def cmd_services_stop(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
-    from jobs.platform.db import engine_for, upgrade
-
-    applied = upgrade(engine_for(services.database_url(settings), settings.names))
+    applied = services.upgrade(settings)
     print(f"applied {len(applied)} migration(s){': ' + ', '.join(applied) if applied else ''}")
     return 0
 
 
 def cmd_db_url(settings: Settings, args: argparse.Namespace) -> int:
-    print(services.database_url(settings))
+    print(services.database_url(settings, args.role))
     return 0
 
 

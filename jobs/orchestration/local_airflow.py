@@ -3,7 +3,7 @@
 Used by ``make airflow`` (``batchscore airflow start``) and by the quick start,
 which runs the nightly DAG once with ``airflow dags test``. Airflow's home is
 ``BATCHSCORE_HOME/airflow``; its connections point at the configured servers,
-or at the embedded ones.
+or at the embedded ones (PostgreSQL as the writer role).
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ def environment(settings: Settings, port: int = DEFAULT_PORT) -> dict[str, str]:
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
     })
-    env.setdefault("AIRFLOW_CONN_BATCHSCORE_POSTGRES", endpoints.database_url)
+    # The DAGs' tasks connect as the writer role, never as the owner.
+    env.setdefault("AIRFLOW_CONN_BATCHSCORE_POSTGRES",
+                   services.database_url(settings, services.WRITER))
     env.setdefault("AIRFLOW_CONN_BATCHSCORE_REDIS", endpoints.redis_url)
     env.setdefault("AIRFLOW_CONN_SPARK_DEFAULT",
                    json.dumps({"conn_type": "spark", "host": settings.spark_master}))

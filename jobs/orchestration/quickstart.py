@@ -48,8 +48,9 @@ def quickstart(settings: Settings, *, through_airflow: bool = True,
     else:
         say("2/3 training a model (Spark ALS)")
         model = train.run(train.TrainConfig(
-            database_url=services.database_url(settings), home=settings.home, as_of=run_date,
-            spark_master=settings.spark_master, als=train.AlsParams(), names=settings.names))
+            database_url=services.database_url(settings, services.WRITER), home=settings.home,
+            as_of=run_date, spark_master=settings.spark_master, als=train.AlsParams(),
+            names=settings.names))
     with engine.connect() as conn:
         published = conn.execute(sa.text(
             "SELECT publish_id FROM batchscore.prediction_versions"
@@ -62,7 +63,7 @@ def quickstart(settings: Settings, *, through_airflow: bool = True,
     else:
         say(f"3/3 nightly run for {run_date}")
         published = nightly.run(nightly.NightlyConfig(
-            run_date=run_date, database_url=services.database_url(settings),
+            run_date=run_date, database_url=services.database_url(settings, services.WRITER),
             redis_url=services.redis_url(settings, "writer"), home=settings.home,
             k=settings.top_k, spark_master=settings.spark_master,
             names=settings.names)).publish_id

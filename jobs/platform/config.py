@@ -64,9 +64,12 @@ class Settings:
     """Where batchscore keeps its state and which servers it talks to.
 
     ``database_url`` and ``redis_url`` are ``None`` when the embedded servers
-    under ``home`` should be used. ``redis_url`` is the writer's (publishing,
-    reconcile, rollback, status), ``redis_reader_url`` the reader's
-    (``batchscore recs``, product services), each with its user's credentials.
+    under ``home`` should be used. ``database_url`` is the owner's (it applies
+    the migrations); ``writer_database_url`` and ``bi_database_url`` are the
+    logins of the nightly's role and of BI on the same configured server.
+    ``redis_url`` is the writer's (publishing, reconcile, rollback, status),
+    ``redis_reader_url`` the reader's (``batchscore recs``, product services),
+    each with its user's credentials.
     """
 
     home: Path
@@ -78,6 +81,8 @@ class Settings:
     alerts: AlertSettings = field(default_factory=AlertSettings)
     prometheus: PrometheusSettings = field(default_factory=PrometheusSettings)
     redis_reader_url: str | None = None
+    writer_database_url: str | None = None
+    bi_database_url: str | None = None
 
     @property
     def services_dir(self) -> Path:
@@ -102,12 +107,20 @@ class Settings:
         if top_k < 1:
             raise ConfigError(f"BATCHSCORE_TOP_K must be at least 1, got {top_k}")
 
-        database_url = get("BATCHSCORE_DATABASE_URL")
-        if database_url and not database_url.startswith(("postgresql://", "postgres://")):
-            raise ConfigError(
-                "BATCHSCORE_DATABASE_URL must be a postgresql:// URL, "
-                f"got {database_url.split('://')[0]!r}"
-            )
+        database_urls = {}
+        for variable in ("BATCHSCORE_DATABASE_URL", "BATCHSCORE_WRITER_DATABASE_URL",
+                         "BATCHSCORE_BI_DATABASE_URL"):
+            url = get(variable)
+            if url and not url.startswith(("postgresql://", "postgres://")):
+                raise ConfigError(f"{variable} must be a postgresql:// URL, "
+                                  f"got {url.split('://')[0]!r}")
+            database_urls[variable] = url
+        database_url = database_urls["BATCHSCORE_DATABASE_URL"]
+        for variable in ("BATCHSCORE_WRITER_DATABASE_URL", "BATCHSCORE_BI_DATABASE_URL"):
+            if database_urls[variable] and not database_url:
+                raise ConfigError(f"{variable} is set but BATCHSCORE_DATABASE_URL is not: "
+                                  "set the owner's URL too (it applies the migrations), or "
+                                  "neither for the embedded server")
         redis_url = redis_setting(get, "BATCHSCORE_REDIS_URL")
         redis_reader_url = redis_setting(get, "BATCHSCORE_REDIS_READER_URL")
         if redis_reader_url and not redis_url:
@@ -130,6 +143,8 @@ class Settings:
             top_k=top_k,
             names=names,
             redis_reader_url=redis_reader_url,
+            writer_database_url=database_urls["BATCHSCORE_WRITER_DATABASE_URL"],
+            bi_database_url=database_urls["BATCHSCORE_BI_DATABASE_URL"],
         )
 
 
@@ -164,6 +179,8 @@ def prometheus_settings(get: Callable[[str], str | None]) -> PrometheusSettings:
     return PrometheusSettings(
         textfile_dir=Path(textfile_dir).expanduser().absolute() if textfile_dir else None,
         pushgateway_url=url)
+
+
 def redis_setting(get: Callable[[str], str | None], name: str) -> str | None:
     """A Redis URL setting, checked for its scheme (the message never shows the URL: it
     may hold a password)."""

@@ -39,12 +39,19 @@ SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 MIGRATION_LOCK_ID = 7_203_114_001
 # The checksum of every applied migration file, written by batchscore (yoyo keeps none).
 CHECKSUMS_TABLE = "batchscore.schema_migrations"
+# The migration that creates the roles: every migration after it runs as the owner
+# role, so what it creates is the owner's and gets the owner's default privileges.
+ROLES_MIGRATION = "009_roles"
 # SQL comments, to tell a statement from a comment on its own.
 _COMMENTS = re.compile(r"/\*.*?\*/|--[^\n]*", re.DOTALL)
 
 
 class MigrationError(RuntimeError):
     """The database's migrations disagree with the files in ``sql/``."""
+
+
+class AuthenticationError(RuntimeError):
+    """PostgreSQL refused a login: no password was given, or a wrong one."""
 
 
 class LockWaitError(RuntimeError):
@@ -146,20 +153,74 @@ def engine_for(database_url: str, names: Names | None = None) -> Engine:
     With ``names`` other than the defaults, every statement sent through the
     engine, raw psycopg2 cursors and COPY included, names that deployment's
     schemas and roles (:meth:`Names.sql`); :func:`names_of` gives them back.
+    A login the server refuses for its password raises
+    :class:`AuthenticationError`, naming the role, the server and what to do.
     """
     names = names or Names()
     url = sa.engine.make_url(database_url)
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg2")
     factory = names.cursor_factory()
-    return sa.create_engine(url, pool_pre_ping=True,
-                            connect_args={"cursor_factory": factory} if factory else {},
-                            execution_options={"batchscore_names": names})
+    engine = sa.create_engine(url, pool_pre_ping=True,
+                              connect_args={"cursor_factory": factory} if factory else {},
+                              execution_options={"batchscore_names": names})
+    sa.event.listen(engine, "do_connect", _connect_explaining_refusals)
+    return engine
 
 
 def names_of(engine: Engine) -> Names:
     """The deployment names ``engine`` was made for (:func:`engine_for`)."""
     return engine.get_execution_options().get("batchscore_names") or Names()
+
+
+def _connect_explaining_refusals(dialect: Any, connection_record: Any, cargs: Any,
+                                 cparams: dict[str, Any]) -> Any:
+    dbapi = dialect.loaded_dbapi
+    try:
+        return dbapi.connect(*cargs, **cparams)
+    except dbapi.OperationalError as exc:
+        refused = login_refusal(str(exc), cparams)
+        if refused is None:
+            raise
+        raise refused from None
+
+
+def login_refusal(message: str, params: dict[str, Any]) -> AuthenticationError | None:
+    """The error to raise for a connection error ``message`` when the server refused the
+    password of the login in ``params`` (user, host, port); None for any other error."""
+    if "no password supplied" in message:
+        what = "asks for a password and none was given"
+    elif "password authentication failed" in message:
+        what = "refused its password"
+    else:
+        return None
+    role = params.get("user") or "(no role given)"
+    where = f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}"
+    return AuthenticationError(
+        f"PostgreSQL at {where} {what} for role {role}. Put the role's password in its URL: "
+        f"for the embedded server `batchscore db url --role owner|writer|bi` prints each "
+        f"(passwords are kept in BATCHSCORE_HOME/secrets); for a configured server, set "
+        f"BATCHSCORE_DATABASE_URL (owner), BATCHSCORE_WRITER_DATABASE_URL or "
+        f"BATCHSCORE_BI_DATABASE_URL, or the Airflow connection batchscore_postgres")
+
+
+def set_logins(engine: Engine, passwords: dict[str, str]) -> None:
+    """Let each role of ``passwords`` log in with its password.
+
+    The server is sent each password's SCRAM verifier, never the password itself,
+    so no statement log can show it. Done under the migration lock: two sessions
+    altering one role at once would fail with "tuple concurrently updated".
+    """
+    from psycopg2 import sql
+    from psycopg2.extensions import encrypt_password
+
+    with _migration_lock(engine), cursor(engine) as cur:
+        for role, password in passwords.items():
+            verifier = encrypt_password(password, role, cur.connection, "scram-sha-256")
+            cur.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(verifier)))
+
+
 
 
 @dataclass(frozen=True)
@@ -328,8 +389,13 @@ def _apply(backend: DatabaseBackend, source: MigrationList) -> list[str]:
                 continue
             _check_applicable(migration)
             logger.info("applying migration %s", migration.id)
+            as_owner = migration.id > ROLES_MIGRATION
             try:
+                if as_owner:
+                    backend.execute("SET ROLE batchscore_owner")
                 migration.process_steps(backend, "apply")
+                if as_owner:
+                    backend.execute("RESET ROLE")
             except backend.DatabaseError as exc:
                 raise MigrationError(f"migration {migration.id} failed, so this upgrade "
                                      f"applied none: {exc}") from exc

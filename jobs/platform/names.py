@@ -25,7 +25,8 @@ DEFAULT_REDIS_PREFIX = "batchscore"
 # their default names; a deployment with other names gets them translated
 # here, at execution (see :meth:`Names.sql`). These are the forms translated:
 # a qualified name, schema or quoted schema before a dot ...
-_QUALIFIED = re.compile(r'(?<![\w."$])("?)(batchscore|bi)\1(?=\.[A-Za-z_"])')
+# (``%`` for a name formatted in by plpgsql's format(): ``batchscore.%I``) ...
+_QUALIFIED = re.compile(r'(?<![\w."$])("?)(batchscore|bi)\1(?=\.[A-Za-z_"%])')
 # ... a schema after SCHEMA (CREATE/DROP/ALTER SCHEMA, ON/IN SCHEMA) ...
 _AFTER_SCHEMA = re.compile(
     r'(?i)(\bSCHEMA\s+(?:IF\s+(?:NOT\s+)?EXISTS\s+)?)"?(batchscore|bi)"?(?![\w.$])')

@@ -1,7 +1,9 @@
 """Publishing predictions to PostgreSQL.
 
 A version is loaded with COPY into its own table and indexed, aside, while
-it is still ``staged``. Switching it in (under the publish lock, see
+it is still ``staged``. The table is created, indexed, attached, detached and
+dropped by functions that run as the owner role (``sql/009_roles.sql``), so
+the writer role that publishes needs no other DDL. Switching it in (under the publish lock, see
 :mod:`jobs.publish.protocol`) attaches it as a partition of
 ``batchscore.predictions`` and makes it the served version by one UPDATE of
 ``batchscore.serving`` in the same transaction. A query of the BI views
@@ -170,11 +172,7 @@ class PostgresPublisher:
         self.version = version
         # The partition's CHECK exists before the load, so every row is checked
         # as it is copied and attaching needs no scan of the table.
-        self._execute(sql.SQL(
-            "CREATE TABLE batchscore.{table} (LIKE batchscore.predictions INCLUDING ALL,"
-            " CHECK (publish_id = {publish_id}))"
-        ).format(table=sql.Identifier(partition_name(version.publish_id)),
-                 publish_id=sql.Literal(version.publish_id)))
+        self._call("create_version_table", version.publish_id)
 
     def write(self, block: pa.RecordBatch) -> int:
         """COPY one block; see :meth:`write_blocks`."""
@@ -267,9 +265,7 @@ class PostgresPublisher:
         Done before the switch, which is then only an attach and two updates.
         """
         version = self._require_version()
-        table = sql.Identifier(partition_name(version.publish_id))
-        self._execute(sql.SQL("CREATE INDEX ON batchscore.{} (user_id, rank)").format(table))
-        self._execute(sql.SQL("ANALYZE batchscore.{}").format(table))
+        self._call("index_version_table", version.publish_id)
         with cursor(self.engine) as cur:
             cur.execute("UPDATE batchscore.prediction_versions SET users = %s, rows = %s"
                         " WHERE publish_id = %s AND status = 'staged'",
@@ -302,10 +298,7 @@ class PostgresPublisher:
         def attach(cur: Any) -> None:
             status = self._lock_version(cur, publish_id)[0]
             if status == "staged" and not self._is_partition(cur, publish_id):
-                cur.execute(sql.SQL(
-                    "ALTER TABLE batchscore.predictions ATTACH PARTITION batchscore.{}"
-                    " FOR VALUES IN ({})"
-                ).format(sql.Identifier(partition_name(publish_id)), sql.Literal(publish_id)))
+                cur.execute("SELECT batchscore.attach_version_table(%s)", (publish_id,))
 
         self._with_lock_retries(f"attaching version {publish_id}", attach)
 
@@ -533,8 +526,7 @@ class PostgresPublisher:
         """Drop a version's table that is not attached (a crash left it behind)."""
         self._with_lock_retries(
             f"dropping table {partition_name(publish_id)}",
-            lambda cur: cur.execute(sql.SQL("DROP TABLE IF EXISTS batchscore.{}").format(
-                sql.Identifier(partition_name(publish_id)))))
+            lambda cur: self._drop_table(cur, publish_id))
 
     @classmethod
     def _drop(cls, cur: Any, publish_id: int) -> None:
@@ -569,15 +561,10 @@ class PostgresPublisher:
             f"{what}: a lock on batchscore.predictions stayed taken through {self.lock_attempts} "
             f"tries of {self.lock_timeout_ms} ms (a long query holds it; see pg_stat_activity)")
 
-    @classmethod
-    def _drop_table(cls, cur: Any, publish_id: int) -> None:
+    @staticmethod
+    def _drop_table(cur: Any, publish_id: int) -> None:
         """Detach a version's table if it is a partition, then drop it."""
-        table = sql.Identifier(partition_name(publish_id))
-        if cls._is_partition(cur, publish_id):
-            cur.execute(sql.SQL(
-                "ALTER TABLE batchscore.predictions DETACH PARTITION batchscore.{}"
-            ).format(table))
-        cur.execute(sql.SQL("DROP TABLE IF EXISTS batchscore.{}").format(table))
+        cur.execute("SELECT batchscore.drop_version_table(%s)", (publish_id,))
 
     @staticmethod
     def _is_partition(cur: Any, publish_id: int) -> bool:
@@ -592,6 +579,9 @@ class PostgresPublisher:
             raise RuntimeError("prepare() a version before writing or switching it")
         return self.version
 
-    def _execute(self, statement: sql.Composable) -> None:
+    def _call(self, function: str, publish_id: int) -> None:
+        """Run one of the publisher's DDL functions (``sql/009_roles.sql``): the writer
+        role may create, index, attach and drop version tables only through them."""
         with cursor(self.engine) as cur:
-            cur.execute(statement)
+            cur.execute(sql.SQL("SELECT batchscore.{}(%s)").format(sql.Identifier(function)),
+                        (publish_id,))

@@ -120,8 +120,10 @@ def parse_args(argv: list[str]) -> TrainConfig:
     parser.add_argument("--reproduce", type=int, default=None, metavar="VERSION",
                         help="train again on VERSION's kept training set, with its parameters "
                              "(instead of --as-of and the ALS options)")
-    parser.add_argument("--database-url", default=settings.database_url,
-                        help="default: BATCHSCORE_DATABASE_URL (keeps it off the command line)")
+    parser.add_argument("--database-url",
+                        default=settings.writer_database_url or settings.database_url,
+                        help="default: BATCHSCORE_WRITER_DATABASE_URL, else "
+                             "BATCHSCORE_DATABASE_URL (keeps it off the command line)")
     parser.add_argument("--home", type=Path, default=settings.home,
                         help="state folder; the model is saved under HOME/models")
     parser.add_argument("--spark-master", default=None,

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from jobs.cli import main
 from jobs.contracts.redis import Keyspace
+from jobs.platform import services
 from jobs.platform.services.ports import free_port
 from tests.e2e.conftest import cli_world
 
@@ -27,7 +28,6 @@ pytestmark = pytest.mark.spark
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-SECRET = "s3cr3t-pw"
 STARTUP_SECONDS = 180
 BACKFILL_SECONDS = 600
 
@@ -42,8 +42,8 @@ def airflow_env(spark, settings, endpoints, tmp_path_factory):
                      "--seed", "9", "--end-date", "2026-11-20"]) == 0
         assert main(["train", "--as-of", "2026-11-18"]) == 0
         home = tmp_path_factory.mktemp("airflow")
-        # The password is ignored by the embedded server (trust) but must never reach a log.
-        database_url = endpoints.database_url.replace("postgres@", f"postgres:{SECRET}@")
+        # The tasks connect as the writer role; its password must never reach a log.
+        database_url = services.database_url(settings, services.WRITER)
         env = {
             **os.environ,
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -58,6 +58,12 @@ def airflow_env(spark, settings, endpoints, tmp_path_factory):
         migrate = airflow(env, "db", "migrate")
         assert migrate.returncode == 0, migrate.stdout[-3000:]
         yield env, engine, client
+
+
+def writer_password(env: dict[str, str]) -> str:
+    password = sa.engine.make_url(env["AIRFLOW_CONN_BATCHSCORE_POSTGRES"]).password
+    assert password
+    return password
 
 
 def airflow(env: dict[str, str], *args: str, timeout: int = 900
@@ -86,7 +92,7 @@ def test_dags_test_publishes_and_a_second_run_replaces_the_date(airflow_env) -> 
     first = airflow(env, "dags", "test", "batchscore_nightly", "2026-11-20")
     output = first.stdout + first.stderr
     assert first.returncode == 0, output[-5000:]
-    assert SECRET not in output
+    assert writer_password(env) not in output
     assert published(engine) == [("2026-11-20", 1)]
     publish_id, day = served(engine)
     assert day == "2026-11-20"
@@ -159,7 +165,7 @@ def test_a_backfill_publishes_one_version_per_date_without_taking_over(airflow_e
     assert published(engine) == [("2026-11-16", 1), ("2026-11-17", 1), ("2026-11-18", 1),
                                  ("2026-11-20", 1)]
     assert served(engine) == served_before
-    assert SECRET not in log.read_text()
+    assert writer_password(env) not in log.read_text()
 
 
 def backfill_runs(engine) -> list[tuple]:
@@ -174,7 +180,7 @@ def test_the_training_dag_registers_and_decides_on_promotion(airflow_env) -> Non
     result = airflow(env, "dags", "test", "batchscore_train", "2026-11-20")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:]
-    assert SECRET not in output
+    assert writer_password(env) not in output
     with engine.connect() as conn:
         versions = conn.execute(sa.text(
             "SELECT version, status, trained_as_of::text FROM batchscore.model_versions"

@@ -27,7 +27,8 @@ def migrate_the_old_way(engine: sa.engine.Engine, applied: list[Migration]) -> N
             " applied_at timestamptz NOT NULL DEFAULT now())"
         ))
         for migration in applied:
-            conn.exec_driver_sql(migration.path.read_text())
+            # Without parameters, so a % in a file (009's format() calls) is itself.
+            conn.connection.driver_connection.cursor().execute(migration.path.read_text())
             conn.execute(
                 sa.text("INSERT INTO batchscore.schema_migrations (version, checksum)"
                         " VALUES (:v, :c)"),

@@ -85,3 +85,33 @@ def test_a_configured_redis_hands_out_the_urls_it_was_given() -> None:
     with pytest.raises(ConfigError, match=r"BATCHSCORE_REDIS_READER_URL is not set: give the "
                                           r"URL of the reader user \(batchscore_reader\)"):
         services.redis_url(writer_only, "reader")
+
+
+def test_the_writer_and_bi_urls_are_read_beside_the_owners() -> None:
+    settings = Settings.from_env({
+        "BATCHSCORE_DATABASE_URL": "postgresql://batchscore_owner:o@db:5432/x",
+        "BATCHSCORE_WRITER_DATABASE_URL": "postgresql://batchscore_writer:w@db:5432/x",
+        "BATCHSCORE_BI_DATABASE_URL": "postgresql://batchscore_bi:b@db:5432/x",
+    })
+    assert settings.database_url == "postgresql://batchscore_owner:o@db:5432/x"
+    assert settings.writer_database_url == "postgresql://batchscore_writer:w@db:5432/x"
+    assert settings.bi_database_url == "postgresql://batchscore_bi:b@db:5432/x"
+    assert Settings.from_env({}).writer_database_url is None
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"BATCHSCORE_DATABASE_URL": "postgresql://o@db/x",
+          "BATCHSCORE_WRITER_DATABASE_URL": "mysql://w@db/x"},
+         "BATCHSCORE_WRITER_DATABASE_URL must be a postgresql:// URL, got 'mysql'"),
+        ({"BATCHSCORE_DATABASE_URL": "postgresql://o@db/x",
+          "BATCHSCORE_BI_DATABASE_URL": "db:5432"},
+         "BATCHSCORE_BI_DATABASE_URL must be a postgresql:// URL, got 'db:5432'"),
+        ({"BATCHSCORE_BI_DATABASE_URL": "postgresql://b@db/x"},
+         "BATCHSCORE_BI_DATABASE_URL is set but BATCHSCORE_DATABASE_URL is not"),
+    ],
+)
+def test_a_role_url_that_cannot_be_used_is_named(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(environ)

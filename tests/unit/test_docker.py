@@ -31,8 +31,8 @@ def test_compose_declares_the_production_like_stack() -> None:
     # Airflow keeps its own metadata database.
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith("/airflow")
     assert "spark://spark-master:7077" in " ".join(services["spark-worker"]["command"])
-    init_sql = (DOCKER / "postgres-init.sql").read_text()
-    assert "CREATE DATABASE airflow" in init_sql and "CREATE DATABASE batchscore" in init_sql
+    init = (DOCKER / "postgres-init.sh").read_text()
+    assert "CREATE DATABASE airflow" in init and "CREATE DATABASE batchscore" in init
 
 
 def test_the_image_installs_the_way_ci_does() -> None:
@@ -91,3 +91,71 @@ def test_the_compose_redis_gets_batchscores_users_and_rules(tmp_path: Path) -> N
                              env={**env, "REDIS_READER_PASSWORD": ""}, capture_output=True,
                              text=True)
     assert missing.returncode != 0 and "REDIS_READER_PASSWORD" in missing.stderr
+
+
+# A compose variable: ${NAME}, ${NAME:?message}, ${NAME:-default}.
+VARIABLE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::?[?-][^}]*)?\}")
+
+
+def test_postgres_asks_every_login_for_a_password_kept_out_of_the_repository() -> None:
+    text = (DOCKER / "compose.yaml").read_text()
+    services = yaml.safe_load(text)["services"]
+    postgres = services["postgres"]["environment"]
+    assert postgres["POSTGRES_HOST_AUTH_METHOD"] == "scram-sha-256"
+    assert postgres["POSTGRES_INITDB_ARGS"].split() == ["--auth-host=scram-sha-256",
+                                                        "--auth-local=scram-sha-256"]
+    # Every password is a variable that must be set (${NAME:?...}), none is written here.
+    assert postgres["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    urls = {value for service in services.values()
+            for value in (service.get("environment") or {}).values()
+            if str(value).startswith("postgresql")}
+    assert len(urls) == 3
+    for url in urls:
+        user, password = re.match(r"[^/]+//([^:@]+):(.+)@[^@]+$", url).groups()
+        assert VARIABLE.fullmatch(password), f"{user}'s password is written in compose.yaml"
+
+    # The tasks connect as the writer, the migrations as the owner.
+    scheduler = services["airflow-scheduler"]["environment"]
+    assert scheduler["AIRFLOW_CONN_BATCHSCORE_POSTGRES"].startswith(
+        "postgresql://batchscore_writer:${BATCHSCORE_WRITER_PASSWORD:?")
+    assert "BATCHSCORE_DATABASE_URL" not in scheduler
+    init = services["airflow-init"]
+    assert init["environment"]["BATCHSCORE_DATABASE_URL"].startswith(
+        "postgresql://batchscore_owner:${BATCHSCORE_OWNER_PASSWORD:?")
+    assert init["environment"]["AIRFLOW_CONN_BATCHSCORE_POSTGRES"] == \
+        scheduler["AIRFLOW_CONN_BATCHSCORE_POSTGRES"]
+    assert "batchscore db upgrade" in " ".join(init["command"])
+
+    # docker/.env holds the values: it is ignored by git, and the example names every
+    # PostgreSQL variable compose reads, with no value.
+    example = dict(line.split("=", 1) for line in (DOCKER / ".env.example").read_text()
+                   .splitlines() if line and not line.startswith("#"))
+    used = {name for name in VARIABLE.findall(text)
+            if name.startswith(("POSTGRES", "BATCHSCORE", "AIRFLOW_DB")) and "REDIS" not in name}
+    assert used == {"POSTGRES_PASSWORD", "BATCHSCORE_OWNER_PASSWORD",
+                    "BATCHSCORE_WRITER_PASSWORD", "BATCHSCORE_BI_PASSWORD",
+                    "AIRFLOW_DB_PASSWORD"}
+    assert used <= set(example) and not any(example[name] for name in used)
+    ignored = subprocess.run(["git", "check-ignore", "-q", "docker/.env"], cwd=REPO,
+                             check=False)
+    assert ignored.returncode == 0, "docker/.env is not ignored by git"
+    tracked = subprocess.run(["git", "ls-files", "docker/.env"], cwd=REPO,
+                             capture_output=True, text=True, check=True)
+    assert tracked.stdout == ""
+
+
+def test_the_init_script_creates_the_logins_from_the_passwords_compose_passes() -> None:
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    postgres = compose["services"]["postgres"]
+    mounted = dict(volume.rsplit(":", 1)[0].split(":") for volume in postgres["volumes"]
+                   if volume.startswith("./"))
+    assert mounted == {"./postgres-init.sh": "/docker-entrypoint-initdb.d/10-batchscore.sh"}
+    init = (DOCKER / "postgres-init.sh").read_text()
+    for role, variable in (("batchscore_owner", "BATCHSCORE_OWNER_PASSWORD"),
+                           ("batchscore_writer", "BATCHSCORE_WRITER_PASSWORD"),
+                           ("batchscore_bi", "BATCHSCORE_BI_PASSWORD"),
+                           ("airflow", "AIRFLOW_DB_PASSWORD")):
+        psql_variable = re.search(rf"\\getenv (\w+) {variable}\n", init).group(1)
+        assert f"CREATE ROLE {role} LOGIN PASSWORD :'{psql_variable}';" in init
+        assert postgres["environment"][variable] == f"${{{variable}:?set it in docker/.env}}"
+    assert "CREATE DATABASE batchscore OWNER batchscore_owner;" in init

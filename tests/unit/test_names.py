@@ -56,6 +56,11 @@ def test_roles_carry_the_core_schema_name():
      " WHERE n.nspname = 'batchscore'",
      "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
      " WHERE n.nspname = 'acme'"),
+    ("EXECUTE format('DROP TABLE IF EXISTS batchscore.%I', 'predictions_p' || id)",
+     "EXECUTE format('DROP TABLE IF EXISTS acme.%I', 'predictions_p' || id)"),
+    ("WHERE c.relnamespace IN ('batchscore'::regnamespace, 'bi'::regnamespace)",
+     "WHERE c.relnamespace IN ('acme'::regnamespace, 'acme_bi'::regnamespace)"),
+    ("SET ROLE batchscore_owner", "SET ROLE acme_owner"),
     ("SELECT to_regclass('batchscore.schema_migrations')",
      "SELECT to_regclass('acme.schema_migrations')"),
     # Not schema names: a column of an alias, longer identifiers, other literals.

