@@ -28,19 +28,31 @@ DAY1, DAY2 = date(2026, 11, 18), date(2026, 11, 19)
 
 
 @pytest.fixture
-def acme(engine, endpoints):
-    """A second deployment in the same database as ``engine``'s, migrated afresh."""
-    other = engine_for(endpoints.database_url, ACME)
-    with other.begin() as conn:
-        # Translated: these drop acme_bi and acme, never bi or batchscore.
-        conn.execute(sa.text("DROP SCHEMA IF EXISTS bi CASCADE"))
-        conn.execute(sa.text("DROP SCHEMA IF EXISTS batchscore CASCADE"))
-    upgrade(other)
-    yield other
-    with other.begin() as conn:
-        conn.execute(sa.text("DROP SCHEMA IF EXISTS bi CASCADE"))
-        conn.execute(sa.text("DROP SCHEMA IF EXISTS batchscore CASCADE"))
-    other.dispose()
+def acme_settings(settings) -> Settings:
+    return Settings.from_env({
+        "BATCHSCORE_HOME": str(settings.home), "BATCHSCORE_SCHEMA": ACME.schema,
+        "BATCHSCORE_BI_SCHEMA": ACME.bi_schema, "BATCHSCORE_REDIS_PREFIX": ACME.redis_prefix})
+
+
+@pytest.fixture
+def acme(engine, endpoints, acme_settings):
+    """A second deployment in the same database as ``engine``'s, migrated afresh, and
+    connected as its own writer role (acme_writer)."""
+    admin = engine_for(endpoints.database_url, ACME)
+
+    def drop() -> None:
+        with admin.begin() as conn:
+            # Translated: these drop acme_bi and acme, never bi or batchscore.
+            conn.execute(sa.text("DROP SCHEMA IF EXISTS bi CASCADE"))
+            conn.execute(sa.text("DROP SCHEMA IF EXISTS batchscore CASCADE"))
+
+    drop()
+    services.upgrade(acme_settings)
+    writer = services.database(acme_settings)
+    yield writer
+    writer.dispose()
+    drop()
+    admin.dispose()
 
 
 def tables_of(engine, schema: str) -> set[str]:
@@ -68,7 +80,27 @@ def test_a_second_deployment_migrates_into_its_own_schemas(engine, acme):
         definition = conn.execute(sa.text(
             "SELECT pg_get_viewdef('acme_bi.recommendations'::regclass)")).scalar_one()
     assert "acme." in definition and "batchscore." not in definition
-    assert upgrade(acme) == []  # and again finds nothing to do
+    assert upgrade(engine_for(str(engine.url.render_as_string(hide_password=False)),
+                              ACME)) == []  # and again finds nothing to do
+
+
+def test_a_deployments_roles_reach_only_its_own_schemas(engine, acme, acme_settings):
+    """acme's writer, connected without translation, is refused our schemas by the server."""
+    url = services.database_url(acme_settings, services.WRITER)
+    assert "acme_writer" in url
+    plain = engine_for(url)  # default names: the SQL below means our schemas
+    try:
+        for statement in ("SELECT count(*) FROM batchscore.runs",
+                          "SELECT count(*) FROM bi.recommendations",
+                          "SELECT batchscore.drop_version_table(1)"):
+            with pytest.raises(sa.exc.ProgrammingError) as refused, plain.connect() as conn:
+                conn.execute(sa.text(statement))
+            assert refused.value.orig.pgcode == "42501", statement
+    finally:
+        plain.dispose()
+    # Its own tables it may use.
+    with acme.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM batchscore.runs")).scalar() == 0
 
 
 def keys_and_values(admin, pattern: str) -> dict[bytes, bytes | set]:
@@ -79,10 +111,7 @@ def keys_and_values(admin, pattern: str) -> dict[bytes, bytes | set]:
 
 
 def test_publish_and_rollback_in_one_deployment_leave_the_other_alone(
-        engine, acme, redis_client, redis_admin, settings):
-    acme_settings = Settings.from_env({
-        "BATCHSCORE_HOME": str(settings.home), "BATCHSCORE_SCHEMA": ACME.schema,
-        "BATCHSCORE_BI_SCHEMA": ACME.bi_schema, "BATCHSCORE_REDIS_PREFIX": ACME.redis_prefix})
+        engine, acme, acme_settings, redis_client, redis_admin):
     # One Redis, one database: acme publishes as its own writer, under its own prefix.
     acme_redis = connect(services.redis_url(acme_settings, "writer"))
     ours = new_model(engine, DAY1)
