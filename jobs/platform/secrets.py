@@ -8,13 +8,13 @@ Two commands creating the same secret at once agree on one value.
 from __future__ import annotations
 
 import os
+import re
 import secrets as random_secrets
 import tempfile
 from pathlib import Path
 
-from jobs.platform.names import checked
-
 SECRET_BYTES = 24
+SECRET_NAME = re.compile(r"[a-z][a-z0-9_]{0,99}")
 
 
 def secrets_dir(home: Path) -> Path:
@@ -23,7 +23,9 @@ def secrets_dir(home: Path) -> Path:
 
 def secret(home: Path, name: str) -> str:
     """The secret ``name`` under ``home``, generated on first use."""
-    checked("secret name", name)
+    if not SECRET_NAME.fullmatch(name):
+        raise ValueError(f"a secret name is lower-case letters, digits and underscores; "
+                         f"got {name!r}")
     folder = secrets_dir(home)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     folder.chmod(0o700)

@@ -90,9 +90,9 @@ def migrated(where: str, settings: Settings, endpoints: services.Endpoints) -> I
     admin = engine_for(url.render_as_string(hide_password=False))
     try:
         upgrade(admin)
-        passwords = {services.role_name(settings, role):
-                     secret(settings.home, services.role_name(settings, role))
-                     for role in services.ROLES}
+        names = [services.role_name(settings, role) for role in services.ROLES]
+        passwords = {name: secret(settings.home, services.postgres_secret(name))
+                     for name in names}
         set_logins(admin, passwords)
         urls = {role: url.set(username=services.role_name(settings, role),
                               password=passwords[services.role_name(settings, role)])
@@ -334,7 +334,8 @@ def test_db_url_prints_each_roles_login(settings, endpoints, engine, capsys,
         assert main(["db", "url", "--role", role]) == 0
         url = capsys.readouterr().out.strip()
         parsed = sa.engine.make_url(url)
-        assert (parsed.username, parsed.password) == (name, secret(settings.home, name))
+        assert (parsed.username, parsed.password) == (
+            name, secret(settings.home, services.postgres_secret(name)))
         with psycopg2.connect(url) as conn, conn.cursor() as cur:
             cur.execute("SELECT current_user")
             assert cur.fetchone() == (name,)
@@ -422,7 +423,7 @@ def test_logins_set_at_once_by_many_commands_take_turns(settings, engine) -> Non
     most of 120 did, 6 at a time)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    password = secret(settings.home, "batchscore_bi")
+    password = secret(settings.home, "postgres_batchscore_bi")
     with ThreadPoolExecutor(6) as pool:
         list(pool.map(lambda _: set_logins(engine, {"batchscore_bi": password}), range(60)))
     with psycopg2.connect(services.database_url(settings, "bi")) as conn, conn.cursor() as cur:

@@ -33,7 +33,7 @@ def run(capsys, *argv: str, code: int = 0) -> tuple[str, str]:
 def test_redis_url_prints_each_users_url_with_its_password(cli_env, capsys) -> None:
     writer, _ = run(capsys, "redis", "url", "--role", "writer")
     reader, _ = run(capsys, "redis", "url", "--role", "reader")
-    password = (cli_env.home / "secrets" / "batchscore_reader").read_text().strip()
+    password = (cli_env.home / "secrets" / "redis_batchscore_reader").read_text().strip()
     assert reader.strip() == services.redis_url(cli_env, "reader")
     assert urlsplit(reader.strip()).username == "batchscore_reader"
     assert urlsplit(reader.strip()).password == password
@@ -73,5 +73,5 @@ def test_status_shows_no_password(cli_env, capsys) -> None:
     assert status["redis_url"].startswith("redis://batchscore_writer:***@127.0.0.1:")
     assert status["redis_prefix"] == "batchscore"
     text, _ = run(capsys, "status")
-    for name in ("redis", "batchscore_writer", "batchscore_reader"):
+    for name in ("redis", "redis_batchscore_writer", "redis_batchscore_reader"):
         assert (cli_env.home / "secrets" / name).read_text().strip() not in out + text

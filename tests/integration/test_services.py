@@ -104,7 +104,7 @@ def test_a_server_started_without_a_password_comes_up_secured(tmp_path: Path) ->
         acl = server.acl_file.read_text()
         assert oct(server.acl_file.stat().st_mode & 0o777) == "0o600"
         assert "user default on" in acl and "nopass" not in acl
-        for name in ("redis", "batchscore_writer", "batchscore_reader"):
+        for name in ("redis", "redis_batchscore_writer", "redis_batchscore_reader"):
             password = (tmp_path / "secrets" / name).read_text().strip()
             assert password not in acl  # only its hash is kept
             assert password not in server.log_file.read_text()

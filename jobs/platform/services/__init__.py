@@ -75,6 +75,12 @@ def admin_url(settings: Settings) -> str:
         return embedded_postgres(settings).ensure_running()
 
 
+def postgres_secret(role: str) -> str:
+    """The name of the secret holding a PostgreSQL role's password (Redis users' are
+    ``redis_<user>``: a writer of each may have the same name)."""
+    return f"postgres_{role}"
+
+
 def role_name(settings: Settings, role: str) -> str:
     """The PostgreSQL role that plays ``role`` (one of :data:`ROLES`) in this deployment."""
     names = settings.names
@@ -94,8 +100,8 @@ def upgrade(settings: Settings) -> list[str]:
     try:
         applied = apply_migrations(engine)
         if settings.database_url is None:
-            set_logins(engine, {role_name(settings, role): secret(settings.home,
-                                                                  role_name(settings, role))
+            set_logins(engine, {role_name(settings, role):
+                                secret(settings.home, postgres_secret(role_name(settings, role)))
                                 for role in ROLES})
     finally:
         engine.dispose()
@@ -125,7 +131,7 @@ def database_url(settings: Settings, role: str = OWNER) -> str:
         raise ConfigError(f"BATCHSCORE_BI_DATABASE_URL is not set: give {name}'s URL "
                           "(postgresql://USER:PASSWORD@HOST:PORT/DB) for the configured server")
     upgrade(settings)
-    return embedded_postgres(settings).url(name, secret(settings.home, name))
+    return embedded_postgres(settings).url(name, secret(settings.home, postgres_secret(name)))
 
 
 def redis_url(settings: Settings, role: Role) -> str:

@@ -110,7 +110,8 @@ class EmbeddedRedis:
         self.acl_file = root / "users.acl"
 
     def password(self, names: Names, role: Role) -> str:
-        return secret(self.home, ADMIN_SECRET if role == "admin" else user_of(names, role))
+        return secret(self.home, ADMIN_SECRET if role == "admin"
+                      else f"redis_{user_of(names, role)}")
 
     def url(self, names: Names, role: Role) -> str:
         """The URL a role connects with, its password URL-encoded."""

@@ -1,0 +1,160 @@
+"""No password leaks: after a successful and a failing Airflow run, with every password
+set to one that needs URL encoding, no file the runs wrote (batchscore's and Airflow's
+logs, Spark's output in them, Data Docs, reports, metrics, the servers' own logs and
+data), no row batchscore keeps and no --json output holds any of them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote, quote_plus
+
+import pytest
+import sqlalchemy as sa
+
+from jobs.cli import main
+from jobs.orchestration.local_airflow import environment
+from jobs.platform import services
+from jobs.platform.config import Settings
+from jobs.platform.secrets import secrets_dir
+
+pytestmark = pytest.mark.spark
+
+BIN = Path(sys.executable).parent
+# Each needs encoding in a URL (@ : / % # ? & = +) and none is URL-safe as it is.
+PASSWORDS = {
+    "postgres": "su@per:pw/%41#1?",
+    "postgres_batchscore_owner": "ow@ner:pw/%42#2&x=1",
+    "postgres_batchscore_writer": "wr@iter:pw/%43#3+y",
+    "postgres_batchscore_bi": "b@i:pw/%44#4?z=2",
+    "redis": "ad@min:pw/%45#5&",
+    "redis_batchscore_writer": "rw@riter:pw/%46#6=",
+    "redis_batchscore_reader": "rr@eader:pw/%47#7+",
+}
+
+
+def leaked_forms() -> dict[bytes, str]:
+    """Every way a password could be written: as it is, and URL-encoded both ways."""
+    forms = {}
+    for name, password in PASSWORDS.items():
+        for form in {password, quote(password, safe=""), quote_plus(password)}:
+            forms[form.encode()] = name
+    return forms
+
+
+def leaks_in(data: bytes) -> set[str]:
+    return {name for form, name in leaked_forms().items() if form in data}
+
+
+@pytest.fixture(scope="module")
+def world(spark) -> Iterator[tuple[Settings, dict[str, str]]]:
+    """A fresh home whose servers start with the passwords above, data, a trained model,
+    and the environment of its Airflow."""
+    home = Path(tempfile.mkdtemp(prefix="batchscore-secrets-"))
+    folder = secrets_dir(home)
+    folder.mkdir(mode=0o700)
+    for name, password in PASSWORDS.items():
+        (folder / name).write_text(password)
+        (folder / name).chmod(0o600)
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("BATCHSCORE_HOME", str(home))
+    for variable in ("BATCHSCORE_DATABASE_URL", "BATCHSCORE_REDIS_URL",
+                     "BATCHSCORE_REDIS_READER_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    settings = Settings.from_env({"BATCHSCORE_HOME": str(home)})
+    try:
+        assert main(["data", "generate", "--users", "400", "--items", "150", "--days", "25",
+                     "--seed", "5", "--end-date", "2026-11-20"]) == 0
+        assert main(["train", "--as-of", "2026-11-18"]) == 0
+        env = environment(settings)
+        env["AIRFLOW_CONN_SPARK_DEFAULT"] = '{"conn_type": "spark", "host": "local[1]"}'
+        migrate = airflow(env, "db", "migrate")
+        assert migrate.returncode == 0, migrate.stdout[-3000:]
+        yield settings, env
+    finally:
+        monkeypatch.undo()
+        services.stop_embedded(settings)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def airflow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "airflow"), *args], env=env, capture_output=True,
+                          text=True, timeout=900, check=False)
+
+
+def files_under(root: Path, skip: Path) -> Iterator[Path]:
+    for dirpath, _, filenames in os.walk(root):
+        if Path(dirpath).is_relative_to(skip):
+            continue
+        for name in filenames:
+            path = Path(dirpath) / name
+            if path.is_file() and not path.is_symlink():
+                yield path
+
+
+def test_no_password_in_anything_a_good_and_a_failing_run_leave(world, capsys) -> None:
+    settings, env = world
+    # The passwords really are the ones in use: each URL carries its role's, encoded.
+    writer_url = services.database_url(settings, services.WRITER)
+    assert quote(PASSWORDS["postgres_batchscore_writer"], safe="") in writer_url
+    outputs: list[str] = []
+
+    good = airflow(env, "dags", "test", "batchscore_nightly", "2026-11-19")
+    outputs.append(good.stdout + good.stderr)
+    assert good.returncode == 0, outputs[-1][-5000:]
+    failing = airflow(env, "dags", "test", "batchscore_nightly", "2026-11-20", "--conf",
+                      json.dumps({"input_path": str(settings.home / "no-such-day.csv")}))
+    outputs.append(failing.stdout + failing.stderr)
+    assert failing.returncode != 0
+
+    engine = services.database(settings)
+    with engine.connect() as conn:
+        runs = conn.execute(sa.text("SELECT logical_date::text, status, error FROM"
+                                    " batchscore.runs WHERE kind = 'nightly'"
+                                    " ORDER BY logical_date")).all()
+        assert [(r[0], r[1]) for r in runs] == [("2026-11-19", "succeeded"),
+                                                 ("2026-11-20", "failed")]
+        assert "no-such-day.csv" in runs[1].error
+        # Every row batchscore keeps, in both schemas, as text.
+        relations = conn.execute(sa.text(
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n"
+            " ON n.oid = c.relnamespace WHERE n.nspname IN ('batchscore', 'bi')"
+            " AND c.relkind IN ('r', 'v', 'p')")).all()
+        rows = []
+        for schema, relation in relations:
+            rows += conn.execute(sa.text(
+                f'SELECT t::text FROM "{schema}"."{relation}" t')).scalars().all()
+        assert any("no-such-day.csv" in row for row in rows)  # the failure is recorded
+        alerts = conn.execute(sa.text("SELECT level FROM bi.alerts")).scalars().all()
+        assert "failed" in alerts
+    engine.dispose()
+
+    for command in (["status", "--json"], ["runs", "list", "--json"],
+                    ["models", "list", "--json"], ["versions", "list", "--json"],
+                    ["reconcile", "--json"], ["rejects", "list", "--json"],
+                    ["recs", "1", "--json"]):
+        assert main(command) == 0, command
+        captured = capsys.readouterr()
+        outputs.append(captured.out + captured.err)
+
+    airflow_logs = list((Path(env["AIRFLOW_HOME"]) / "logs").rglob("*"))
+    assert any("score" in str(path) for path in airflow_logs)  # Spark's output is there
+    reports = list((settings.home / "reports").glob("*.html"))
+    assert len(reports) >= 2 and list((settings.home / "gx").rglob("*.html"))
+
+    found = {}
+    for path in files_under(settings.home, skip=secrets_dir(settings.home)):
+        leaked = leaks_in(path.read_bytes())
+        if leaked:
+            found[str(path)] = leaked
+    for index, text in enumerate(outputs + rows):
+        leaked = leaks_in(text.encode())
+        if leaked:
+            found[f"output {index}"] = leaked
+    assert found == {}
