@@ -32,7 +32,7 @@ from jobs.platform.services.postgres import SUPERUSER, EmbeddedPostgres
 from jobs.publish.postgres import partition_name
 from jobs.publish.reconcile import disagreement, reconcile
 from tests.conftest import reset_database
-from tests.integration.test_publish import publish_day
+from tests.integration.test_publish import KEYS, publish_day
 
 DENIED = "42501"  # insufficient_privilege
 SYSTEM_PG_URL = os.environ.get("BATCHSCORE_SYSTEM_PG_URL", "").strip()
@@ -264,7 +264,7 @@ def test_a_publish_rollback_and_reconcile_work_as_the_writer(server, redis_clien
         v2, outcome_ = publish_day(writer, redis_client, second, day2, {1: [(90, 0.7)]})
         assert outcome_.served
 
-        done = roll_back(writer, redis_client, "oncall", "v2 is junk")
+        done = roll_back(writer, redis_client, KEYS, "oncall", "v2 is junk")
         assert (done.rolled_back, done.restored) == (v2.publish_id, v1.publish_id)
         with writer.connect() as conn:
             served = conn.execute(sa.text(
@@ -281,9 +281,9 @@ def test_a_publish_rollback_and_reconcile_work_as_the_writer(server, redis_clien
         # A crash left a staged table behind: reconcile, as the writer, drops it.
         with writer.begin() as conn:
             conn.execute(sa.text("SELECT batchscore.create_version_table(777)"))
-        report = reconcile(writer, redis_client, Path(tempfile.mkdtemp()))
+        report = reconcile(writer, redis_client, KEYS, Path(tempfile.mkdtemp()))
         assert report.tables_dropped == [partition_name(777)]
-        assert disagreement(writer, redis_client) is None
+        assert disagreement(writer, redis_client, KEYS) is None
     finally:
         writer.dispose()
 
