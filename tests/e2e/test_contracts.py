@@ -83,7 +83,9 @@ def snapshot(engine, client) -> tuple:
             "SELECT count(*), sum(hashtext(user_id || ':' || item_id || ':' || rating || ':'"
             " || event_at)) FROM batchscore.interactions")).one()
         rejects = conn.execute(sa.text("SELECT count(*) FROM batchscore.rejects")).scalar()
-    keys = {key: client.dump(key) for key in client.scan_iter(match=b"batchscore:*")}
+    # The versions key is a set; every other key holds a string.
+    keys = {key: client.smembers(key) if key.endswith(b":versions") else client.get(key)
+            for key in client.scan_iter(match=b"batchscore:*")}
     return served, versions, tuple(interactions), rejects, keys
 
 

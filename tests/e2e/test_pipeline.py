@@ -155,7 +155,8 @@ def store_contents(engine, client) -> tuple:
     with engine.connect() as conn:
         versions = conn.execute(sa.text(
             "SELECT publish_id, status FROM batchscore.prediction_versions ORDER BY 1")).all()
-    keys = {key: client.dump(key) for key in client.scan_iter(match=b"batchscore:*")}
+    keys = {key: client.smembers(key) if key.endswith(b":versions") else client.get(key)
+            for key in client.scan_iter(match=b"batchscore:*")}
     return served(engine), versions, keys
 
 

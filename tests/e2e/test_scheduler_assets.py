@@ -24,14 +24,14 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-import redis
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 
 from jobs.lifecycle import registry
 from jobs.lifecycle.registry import NewModel, register
-from jobs.platform import runs
+from jobs.platform import runs, services
 from jobs.platform.db import engine_for, upgrade
+from jobs.platform.redis_client import connect
 from jobs.platform.services.ports import free_port
 from tests.conftest import reset_database
 from tests.integration.test_alerts import Mailbox, body_of, smtp_connection
@@ -62,13 +62,13 @@ def model(engine, trained_as_of: date) -> int:
 
 
 @pytest.fixture(scope="module")
-def scheduler(endpoints, tmp_path_factory) -> Iterator[dict]:
+def scheduler(settings, endpoints, tmp_path_factory) -> Iterator[dict]:
     """Model 1 serves 2026-11-20; `airflow standalone` runs with the real DAGs and the probes."""
     engine = engine_for(endpoints.database_url)
     reset_database(engine)
     upgrade(engine)
-    client = redis.Redis.from_url(endpoints.redis_url)
-    client.flushdb()
+    connect(services.redis_url(settings, "admin")).flushdb()
+    client = connect(endpoints.redis_url)  # the writer, as publishing connects
     first = model(engine, date(2026, 11, 10))
     publish_day(engine, client, first, DAY, {1: [(10, 0.9), (11, 0.8)], 2: [(12, 0.7)]})
     nightly_run = runs.start(engine, "nightly", DAY, first)
