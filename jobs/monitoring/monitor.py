@@ -25,6 +25,10 @@ from jobs.monitoring.thresholds import Crossing, Level, crossings, levels
 logger = logging.getLogger(__name__)
 
 DEFAULT_REALIZED_WINDOW_DAYS = 7
+# Input drift compares the day with at most this many days of the training snapshot
+# (its last ones) and looks this far back for a day's items seen before: a bounded
+# scan, whatever the length of the history.
+DEFAULT_REFERENCE_WINDOW_DAYS = 28
 # A serving model's first week, the baseline of realized.ndcg_share.
 FIRST_WEEK_DAYS = 7
 # Versions whose lists were served: the kept ones (with their partition) that a switch
@@ -51,21 +55,30 @@ class MonitorError(RuntimeError):
 class MonitorConfig:
     realized_window_days: int
     levels: list[Level]
+    reference_window_days: int = DEFAULT_REFERENCE_WINDOW_DAYS
 
     @classmethod
     def from_contracts(cls, contracts: Mapping[str, Any]) -> MonitorConfig:
         section = contracts.get("monitoring", {})
-        window = section.get("realized_window_days", DEFAULT_REALIZED_WINDOW_DAYS)
-        if not isinstance(window, int) or isinstance(window, bool) or window < 1:
-            raise MonitorError("monitoring.realized_window_days must be a whole number of "
-                               f"days, at least 1, got {window!r}")
-        return cls(realized_window_days=window, levels=levels(contracts))
+        return cls(realized_window_days=whole_days(section, "realized_window_days",
+                                                   DEFAULT_REALIZED_WINDOW_DAYS),
+                   reference_window_days=whole_days(section, "reference_window_days",
+                                                    DEFAULT_REFERENCE_WINDOW_DAYS),
+                   levels=levels(contracts))
 
     @classmethod
     def load(cls) -> MonitorConfig:
         from jobs.contracts.engine import load_contracts_config
 
         return cls.from_contracts(load_contracts_config())
+
+
+def whole_days(section: Mapping[str, Any], name: str, default: int) -> int:
+    days = section.get(name, default)
+    if not isinstance(days, int) or isinstance(days, bool) or days < 1:
+        raise MonitorError(f"monitoring.{name} must be a whole number of days, at least 1, "
+                           f"got {days!r}")
+    return days
 
 
 @dataclass(frozen=True)
@@ -95,6 +108,9 @@ class RunFacts:
     trained_as_of: date
     publish_id: int | None
     k: int | None
+    # The items the run scored against, as its scoring recorded them (None before that
+    # was recorded).
+    catalog_items: int | None = None
 
 
 def monitor(engine: Engine, run_id: str, config: MonitorConfig | None = None) -> MonitorResult:
@@ -107,7 +123,7 @@ def monitor(engine: Engine, run_id: str, config: MonitorConfig | None = None) ->
     with engine.begin() as conn:
         facts = run_facts(conn, run_id)
         found: Metrics = {}
-        drift, catalog = input_metrics(conn, facts)
+        drift, catalog = input_metrics(conn, facts, config.reference_window_days)
         found.update(drift)
         if facts.publish_id is not None:
             found.update(prediction_metrics(conn, facts, catalog))
@@ -153,6 +169,7 @@ def store(conn: Connection, run_id: str, found: Metrics) -> None:
 def run_facts(conn: Connection, run_id: str) -> RunFacts:
     row = conn.execute(sa.text(
         "SELECT r.status, r.logical_date, r.model_version, m.trained_as_of,"
+        " (r.stats ->> 'predictions_catalog_items')::bigint,"
         " (SELECT v.publish_id FROM batchscore.prediction_versions v"
         "   WHERE v.run_id = r.run_id AND v.status NOT IN ('staged', 'dropped', 'failed')"
         "   ORDER BY v.publish_id DESC LIMIT 1) AS publish_id"
@@ -160,7 +177,7 @@ def run_facts(conn: Connection, run_id: str) -> RunFacts:
         "  ON m.version = r.model_version WHERE r.run_id = :id"), {"id": run_id}).first()
     if row is None:
         raise MonitorError(f"no run {run_id!r} in batchscore.runs")
-    status, logical_date, model_version, trained_as_of, publish_id = row
+    status, logical_date, model_version, trained_as_of, catalog_items, publish_id = row
     if status != "succeeded":
         raise MonitorError(f"run {run_id} is {status}: only a succeeded run is monitored")
     if model_version is None or trained_as_of is None:
@@ -170,7 +187,8 @@ def run_facts(conn: Connection, run_id: str) -> RunFacts:
         k = conn.execute(sa.text("SELECT k FROM batchscore.prediction_versions"
                                  " WHERE publish_id = :p"), {"p": publish_id}).scalar_one()
     return RunFacts(run_id=run_id, logical_date=logical_date, model_version=model_version,
-                    trained_as_of=trained_as_of, publish_id=publish_id, k=k)
+                    trained_as_of=trained_as_of, publish_id=publish_id, k=k,
+                    catalog_items=catalog_items)
 
 
 def midnight(day: date) -> datetime:
@@ -180,14 +198,23 @@ def midnight(day: date) -> datetime:
 # ---------------------------------------------------------------- input drift
 
 
-def input_metrics(conn: Connection, facts: RunFacts) -> tuple[Metrics, int]:
+def input_metrics(conn: Connection, facts: RunFacts,
+                  reference_days: int = DEFAULT_REFERENCE_WINDOW_DAYS) -> tuple[Metrics, int]:
     """The day's volume and newcomers, and its item popularity and user activity against
-    the serving model's training snapshot and the previous day; and the catalogue: the
-    items with an event up to the day's end."""
+    the serving model's training snapshot (its last ``reference_days`` days) and the
+    previous day; and the catalogue the run scored against.
+
+    Only events from the reference window's start, or ``reference_days`` before the
+    day if that is earlier, are read: the cost is the window's, not the history's.
+    """
     day = facts.logical_date
+    training_end = facts.trained_as_of + timedelta(days=1)
+    scan_start = min(training_end, day) - timedelta(days=reference_days)
     bounds = {"day": midnight(day), "day_end": midnight(day + timedelta(days=1)),
               "previous": midnight(day - timedelta(days=1)),
-              "training_end": midnight(facts.trained_as_of + timedelta(days=1))}
+              "training_start": midnight(training_end - timedelta(days=reference_days)),
+              "training_end": midnight(training_end),
+              "scan_start": midnight(scan_start)}
     rows, active, new_users = conn.execute(sa.text(
         "WITH today AS (SELECT user_id, count(*) AS events FROM batchscore.interactions"
         "  WHERE event_at >= :day AND event_at < :day_end GROUP BY user_id)"
@@ -198,16 +225,16 @@ def input_metrics(conn: Connection, facts: RunFacts) -> tuple[Metrics, int]:
     found: Metrics = {("input.rows", ""): float(rows), ("input.active_users", ""): float(active)}
     if active:
         found[("input.new_user_share", "")] = new_users / active
-    # One pass over the events up to the day's end: each item's events in the training
-    # snapshot, the previous day and the day, and whether it was seen before the day.
+    # One pass over the scanned days: each item's events in the training window, the
+    # previous day and the day, and whether it was seen in the scanned days before it.
     items = conn.execute(sa.text(
         "SELECT item_id,"
-        " count(*) FILTER (WHERE event_at < :training_end),"
+        " count(*) FILTER (WHERE event_at >= :training_start AND event_at < :training_end),"
         " count(*) FILTER (WHERE event_at >= :previous AND event_at < :day),"
         " count(*) FILTER (WHERE event_at >= :day),"
         " bool_or(event_at < :day)"
-        " FROM batchscore.interactions WHERE event_at < :day_end GROUP BY item_id"),
-        bounds).all()
+        " FROM batchscore.interactions WHERE event_at >= :scan_start AND event_at < :day_end"
+        " GROUP BY item_id"), bounds).all()
     training = {int(i): float(n) for i, n, _, _, _ in items if n}
     previous = {int(i): float(n) for i, _, n, _, _ in items if n}
     today = {int(i): float(n) for i, _, _, n, _ in items if n}
@@ -226,11 +253,11 @@ def input_metrics(conn: Connection, facts: RunFacts) -> tuple[Metrics, int]:
                     expected, actual)
     activity = conn.execute(sa.text(
         "SELECT events,"
-        " count(*) FILTER (WHERE event_day < :training_end),"
+        " count(*) FILTER (WHERE event_day >= :training_start AND event_day < :training_end),"
         " count(*) FILTER (WHERE event_day >= :previous AND event_day < :day),"
         " count(*) FILTER (WHERE event_day >= :day)"
         " FROM (SELECT date_trunc('day', event_at, 'UTC') AS event_day, count(*) AS events"
-        "  FROM batchscore.interactions WHERE event_at < :day_end"
+        "  FROM batchscore.interactions WHERE event_at >= :scan_start AND event_at < :day_end"
         "  GROUP BY user_id, event_day) AS user_days GROUP BY events"), bounds).all()
     histograms = [measures.activity_histogram({int(row[0]): int(row[column])
                                                for row in activity if row[column]})
@@ -244,7 +271,7 @@ def input_metrics(conn: Connection, facts: RunFacts) -> tuple[Metrics, int]:
                                                                            today_users)
                 found[("input.user_activity_js", segment)] = measures.js_divergence(
                     reference, today_users)
-    return found, len(items)
+    return found, facts.catalog_items or len(items)
 
 
 # ---------------------------------------------------------------- prediction drift

@@ -65,7 +65,8 @@ def block(recs: dict[int, list[tuple[int, float]]]) -> pa.RecordBatch:
 
 def publish_day(engine, redis_client, model: int, day: date,
                 recs: dict[int, list[tuple[int, float]]], canary: Canary | None = None,
-                canary_users: tuple[int, ...] = ()) -> tuple[str, int]:
+                canary_users: tuple[int, ...] = (), stats: dict | None = None
+                ) -> tuple[str, int]:
     """A nightly's publish steps through the real publishers, then the run recorded."""
     run_id = runs.start(engine, "nightly", day, model)
     postgres = PostgresPublisher(engine)
@@ -85,7 +86,7 @@ def publish_day(engine, redis_client, model: int, day: date,
     publisher.write_meta()
     with publish_lock(engine, "test"):
         switch(engine, redis_client, Keyspace(), version.publish_id)
-    runs.succeed(engine, run_id, {})
+    runs.succeed(engine, run_id, stats or {})
     return run_id, version.publish_id
 
 
@@ -101,6 +102,37 @@ def history(engine):
     for day in (DAY0 - timedelta(days=2), DAY0 - timedelta(days=1), DAY0):
         events(engine, normal_day(day))
     return new_model(engine, DAY0)
+
+
+def test_input_drift_reads_only_the_reference_window(engine, redis_client, history):
+    """Events older than the window neither weigh in the training reference nor make an
+    item old; the catalogue is the one the run scored against."""
+    model = history
+    # Forty days before the training date, a burst on items 31..40 (the three normal
+    # days have 30 events per item on items 1..10).
+    ancient = DAY0 - timedelta(days=40)
+    events(engine, [(user, 31 + user % 10, at(ancient, user * 10 + n))
+                    for user in BACKGROUND_USERS for n in range(20)])
+    events(engine, [*normal_day(DAY1), (1, 31, at(DAY1, 1))])
+    run, _ = publish_day(engine, redis_client, model, DAY1, LISTS,
+                         stats={"predictions_catalog_items": 20})
+    levels = MonitorConfig.load()
+    assert levels.reference_window_days == 28
+    found = monitor(engine, run, levels).metrics
+    # Items 1..10 and 31 on the day; 31 has no event in the 28 days before it.
+    assert found[("input.new_item_share", "")] == pytest.approx(1 / 11)
+    # Against the last 28 days of training, the day looks like them.
+    assert found[("input.item_popularity_psi", "vs_training")] < 0.1
+    # Items 3, 5, 7, 2, 4, 6, 1 of the 20 scored.
+    assert found[("predictions.catalog_coverage", "")] == pytest.approx(7 / 20)
+
+    # A window reaching back to the burst: item 31 is old, and the reference is mostly
+    # items 31..40, which the day hardly touches.
+    wide = MonitorConfig(realized_window_days=levels.realized_window_days,
+                         levels=levels.levels, reference_window_days=60)
+    found = monitor(engine, run, wide).metrics
+    assert found[("input.new_item_share", "")] == 0.0
+    assert found[("input.item_popularity_psi", "vs_training")] > 0.25
 
 
 def test_realized_quality_and_drift_over_two_normal_days_and_a_shifted_one(

@@ -85,13 +85,14 @@ def test_ideal_dcg_stops_at_k_or_the_relevant_items():
     assert m.ideal_dcg(1, 1) == 1.0
 
 
-def test_the_realized_window_is_checked():
-    assert MonitorConfig.from_contracts({}).realized_window_days == 7
-    assert MonitorConfig.from_contracts(
-        {"monitoring": {"realized_window_days": 3}}).realized_window_days == 3
-    for bad in (0, 2.5, "7", True):
-        with pytest.raises(MonitorError, match=r"monitoring\.realized_window_days"):
-            MonitorConfig.from_contracts({"monitoring": {"realized_window_days": bad}})
+@pytest.mark.parametrize(("name", "default"), [("realized_window_days", 7),
+                                               ("reference_window_days", 28)])
+def test_the_windows_are_checked(name, default):
+    assert getattr(MonitorConfig.from_contracts({}), name) == default
+    assert getattr(MonitorConfig.from_contracts({"monitoring": {name: 3}}), name) == 3
+    for bad in (0, -3, 2.5, "7", True):
+        with pytest.raises(MonitorError, match=rf"monitoring\.{name} must be a whole number"):
+            MonitorConfig.from_contracts({"monitoring": {name: bad}})
 
 
 def test_the_shipped_levels_load():
