@@ -115,14 +115,17 @@ def assert_converged(engine: sa.engine.Engine, client: redis.Redis, home: Path) 
 
 def start_publisher(target: Target, run_date: date, tag: int, pause: str | None,
                     marker: Path, *extra: str) -> subprocess.Popen:
-    """A publishing process of its own process group, stopping at ``pause``."""
+    """A publishing process of its own process group, stopping at ``pause`` (``extra``:
+    more of its options, such as ``--hold FILE``, which needs ``marker``)."""
     marker.unlink(missing_ok=True)
     command = [sys.executable, "-m", "tests.faults.publisher",
                "--database-url", target.database_url,
                "--home", str(target.home), "--run-date", run_date.isoformat(),
                "--tag", str(tag), *extra]
     if pause is not None:
-        command += ["--pause", pause, "--marker", str(marker)]
+        command += ["--pause", pause]
+    if pause is not None or "--hold" in extra:
+        command += ["--marker", str(marker)]
     # The Redis URL holds the writer's password: in the environment, not on a command line.
     env = {**os.environ, REDIS_URL_VARIABLE: target.redis_url}
     return subprocess.Popen(command, cwd=REPO, start_new_session=True, env=env,

@@ -5,6 +5,7 @@ point and wait there to be killed.
 
     python -m tests.faults.publisher --database-url URL --redis-url URL --home DIR \\
         --run-date 2026-11-20 --tag 3 [--pause POINT --marker FILE]
+        [--hold FILE --marker FILE]
 
 Every version's lists are a function of its tag and the user, so a reader can
 tell from one row which version it came from and whether the row is whole.
@@ -41,6 +42,8 @@ K = 5
 BLOCK_USERS = 100
 # A paused process waits this long at most for its kill, then exits on its own.
 PAUSE_SECONDS = 120
+# What --hold writes to the marker once the run has begun.
+HELD = "run begun, held"
 # Where the publishing process finds the writer's URL (it holds a password).
 REDIS_URL_VARIABLE = "BATCHSCORE_FAULT_REDIS_URL"
 
@@ -124,6 +127,16 @@ def pause_here(marker: Path, point: str) -> None:
     marker.write_text(point)
     time.sleep(PAUSE_SECONDS)
     sys.exit(f"paused at {point} for {PAUSE_SECONDS}s and nobody killed this process")
+
+
+def hold_until(marker: Path, release: Path) -> None:
+    """Say that the run has begun, then wait until ``release`` exists (or give up)."""
+    marker.write_text(HELD)
+    deadline = time.monotonic() + PAUSE_SECONDS
+    while not release.exists():
+        if time.monotonic() > deadline:
+            sys.exit(f"held for {PAUSE_SECONDS}s and nobody released this process")
+        time.sleep(0.05)
 
 
 def hooked(owner: Any, name: str, nth: int, after: bool, action: Callable[[], None]) -> Any:
@@ -238,14 +251,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", type=int, required=True)
     parser.add_argument("--pause", choices=sorted(POINTS), default=None)
     parser.add_argument("--marker", type=Path, default=None)
+    parser.add_argument("--hold", type=Path, default=None,
+                        help="once the run has begun, say so in --marker and wait until "
+                             "this file exists")
     parser.add_argument("--lock-wait", type=float, default=30.0)
     parser.add_argument("--serve-older-date", action="store_true")
     args = parser.parse_args(argv)
     if not args.redis_url:
         parser.error(f"--redis-url or {REDIS_URL_VARIABLE} is required")
+    if (args.pause or args.hold) and args.marker is None:
+        parser.error("--pause and --hold need --marker")
+    if args.pause and args.hold:
+        parser.error("--pause and --hold exclude each other")
     small_blocks()
-    on_begin = (functools.partial(arm, args.pause, args.marker)
-                if args.pause is not None else None)
+    on_begin = None
+    if args.pause is not None:
+        on_begin = functools.partial(arm, args.pause, args.marker)
+    elif args.hold is not None:
+        on_begin = functools.partial(hold_until, args.marker, args.hold)
     state = publish(Target(args.database_url, args.redis_url, args.home), args.run_date,
                     args.tag, lock_wait_seconds=args.lock_wait, on_begin=on_begin,
                     serve_older_date=args.serve_older_date)

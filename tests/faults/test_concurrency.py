@@ -18,12 +18,14 @@ from jobs.orchestration import nightly
 from jobs.platform.redis_client import connect
 from jobs.publish import protocol
 from tests.faults import checks
-from tests.faults.publisher import USERS, expected_items, publish, version_tag
+from tests.faults.publisher import HELD, USERS, expected_items, publish, version_tag
 
 KEYS = Keyspace()  # the default prefix's keys
 
 FIRST_DAY = date(2026, 8, 1)
 FLIPS = 30
+# Each reader must have read at least this often while the work ran, or it checked nothing.
+MIN_READS = 10
 
 
 class RedisReader(threading.Thread):
@@ -43,19 +45,20 @@ class RedisReader(threading.Thread):
         while not self.stop.is_set() and time.monotonic() < deadline:
             user = rng.randint(1, USERS)
             try:
-                recs = self.client.get_recommendations(user, k=5)
+                self.read_once(user)
             except Exception as err:  # a failed read is a finding, not a dead thread
                 self.failures.append(f"user {user}: {type(err).__name__}: {err}")
-                continue
-            items = [item.item_id for item in recs.items]
-            if recs.source != "predictions":
-                self.failures.append(f"user {user}: a fallback from run {recs.run_id}")
-            elif items != expected_items(version_tag(items[0]), user):
-                self.failures.append(f"user {user}: a mixed list {items}")
-            elif self.seen.setdefault(recs.run_id, version_tag(items[0])) != version_tag(
-                    items[0]):
-                self.failures.append(f"run {recs.run_id} served two versions' lists")
-            self.reads += 1
+
+    def read_once(self, user: int) -> None:
+        recs = self.client.get_recommendations(user, k=5)
+        items = [item.item_id for item in recs.items]
+        if recs.source != "predictions":
+            self.failures.append(f"user {user}: a fallback from run {recs.run_id}")
+        elif items != expected_items(version_tag(items[0]), user):
+            self.failures.append(f"user {user}: a mixed list {items}")
+        elif self.seen.setdefault(recs.run_id, version_tag(items[0])) != version_tag(items[0]):
+            self.failures.append(f"run {recs.run_id} served two versions' lists")
+        self.reads += 1
 
 
 def read_while(url: str, work, readers: int = 4) -> list[RedisReader]:
@@ -69,8 +72,10 @@ def read_while(url: str, work, readers: int = 4) -> list[RedisReader]:
         stop.set()
         for thread in threads:
             thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a reader did not stop"
     checks.TALLY["redis readers"] += len(threads)
     checks.TALLY["redis reads"] += sum(thread.reads for thread in threads)
+    assert all(thread.reads >= MIN_READS for thread in threads), [t.reads for t in threads]
     return threads
 
 
@@ -109,8 +114,16 @@ def test_two_nightly_processes_for_different_dates_end_with_the_newer_served(
         runs = [(older_day, 100 + number), (newer_day, 200 + number)]
         if not older_first:
             runs.reverse()
-        processes = [checks.start_publisher(target, day, tag, None, tmp_path / f"m{tag}")
+        # Each process holds once its run has begun (reconciled, its lease taken), until
+        # both have: so they run at the same time, whatever their start-up takes.
+        release = tmp_path / f"release-{number}"
+        processes = [checks.start_publisher(target, day, tag, None, tmp_path / f"m{tag}",
+                                            "--hold", str(release))
                      for day, tag in runs]
+        for process, (_, tag) in zip(processes, runs, strict=True):
+            checks.wait_for_marker(process, tmp_path / f"m{tag}", HELD)
+        assert [process.poll() for process in processes] == [None, None]  # both in their run
+        release.touch()
         for process in processes:
             code, output = checks.finish(process)
             assert code == 0, output[-3000:]

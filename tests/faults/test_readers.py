@@ -21,6 +21,8 @@ from tests.faults.publisher import publish
 
 FIRST_DAY = date(2026, 9, 1)
 SWITCHES = 50
+# Each reader must have read at least this often while the switches ran.
+MIN_READS = 10
 LEVELS = {"read committed": ISOLATION_LEVEL_READ_COMMITTED,
           "repeatable read": ISOLATION_LEVEL_REPEATABLE_READ,
           "serializable": ISOLATION_LEVEL_SERIALIZABLE}
@@ -45,6 +47,12 @@ class Reader(threading.Thread):
         self.failures: list[str] = []
 
     def run(self) -> None:
+        try:
+            self.read_until_stopped()
+        except Exception as err:  # any other error ends the thread: record it, not lose it
+            self.failures.append(f"{self.level}: {type(err).__name__}: {err}")
+
+    def read_until_stopped(self) -> None:
         connection = psycopg2.connect(self.url)
         connection.set_session(isolation_level=LEVELS[self.level], readonly=True)
         deadline = time.monotonic() + self.max_seconds
@@ -106,7 +114,7 @@ def test_readers_of_every_isolation_level_see_whole_versions_across_switches(
     finally:
         stop_readers(readers, stop)
     assert [reader.failures for reader in readers] == [[]] * len(readers)
-    assert all(reader.reads >= 10 for reader in readers), [r.reads for r in readers]
+    assert all(reader.reads >= MIN_READS for reader in readers), [r.reads for r in readers]
     # They saw the versions change, and cleanup dropped old partitions meanwhile.
     assert all(len(reader.tags) >= 3 for reader in readers), [r.tags for r in readers]
     with engine.connect() as conn:
@@ -143,6 +151,7 @@ def test_a_long_bi_transaction_stalls_neither_switches_nor_readers(target, engin
     long_query.commit()
     long_query.close()
     assert [reader.failures for reader in readers] == [[]] * len(readers)
+    assert all(reader.reads >= MIN_READS for reader in readers), [r.reads for r in readers]
     longest = max(reader.longest for reader in readers)
     assert longest < LOCK_TIMEOUT_MS / 1000 + READER_SLACK_SECONDS, f"a reader waited {longest}s"
     # What the long query kept from being dropped goes at the next switch.
