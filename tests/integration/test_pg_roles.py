@@ -1,14 +1,12 @@
 """Least privilege in PostgreSQL: what each role may do, refused by the server otherwise.
 
-Runs on the embedded server and, when ``BATCHSCORE_SYSTEM_PG_URL`` names a
-superuser of a PostgreSQL answering on 127.0.0.1:5432, on that one too.
+Runs on the embedded server (PostgreSQL 18) and on Debian's PostgreSQL 15, which the
+session starts (``system_servers`` in tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +16,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+import redis
 import sqlalchemy as sa
 
 from jobs.cli import main
@@ -27,6 +26,7 @@ from jobs.orchestration.rollback import roll_back
 from jobs.platform import services
 from jobs.platform.config import ConfigError, Settings
 from jobs.platform.db import AuthenticationError, engine_for, set_logins, upgrade
+from jobs.platform.redis_client import connect
 from jobs.platform.secrets import secret
 from jobs.platform.services.postgres import SUPERUSER, EmbeddedPostgres
 from jobs.publish.postgres import partition_name
@@ -35,14 +35,7 @@ from tests.conftest import reset_database
 from tests.integration.test_publish import KEYS, publish_day
 
 DENIED = "42501"  # insufficient_privilege
-SYSTEM_PG_URL = os.environ.get("BATCHSCORE_SYSTEM_PG_URL", "").strip()
 SYSTEM_DATABASE = "batchscore_roles_test"
-
-
-def system_pg_answers() -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", 5432)) == 0
 
 
 @dataclass(frozen=True)
@@ -51,6 +44,7 @@ class Server:
 
     admin: sa.engine.Engine
     urls: dict[str, str]
+    where: str = "embedded"
 
 
 def add_other_schema(admin: sa.engine.Engine) -> None:
@@ -63,8 +57,10 @@ def add_other_schema(admin: sa.engine.Engine) -> None:
 
 
 @contextmanager
-def migrated(where: str, settings: Settings, endpoints: services.Endpoints) -> Iterator[Server]:
-    """A freshly migrated database on the embedded or the system server, with schema other."""
+def migrated(where: str, settings: Settings, endpoints: services.Endpoints,
+             system_url: str | None = None) -> Iterator[Server]:
+    """A freshly migrated database on the embedded or the system server (its superuser's
+    ``system_url``), with schema other."""
     if where == "embedded":
         admin = engine_for(endpoints.database_url)
         reset_database(admin)
@@ -78,15 +74,13 @@ def migrated(where: str, settings: Settings, endpoints: services.Endpoints) -> I
                 conn.execute(sa.text("DROP SCHEMA IF EXISTS other CASCADE"))
             admin.dispose()
         return
-    if not (SYSTEM_PG_URL and system_pg_answers()):
-        pytest.skip("set BATCHSCORE_SYSTEM_PG_URL to a superuser's URL of the PostgreSQL "
-                    "on 127.0.0.1:5432 to run these there")
-    root = psycopg2.connect(SYSTEM_PG_URL)
+    assert system_url is not None
+    root = psycopg2.connect(system_url)
     root.autocommit = True
     with root.cursor() as cur:
         cur.execute(f"DROP DATABASE IF EXISTS {SYSTEM_DATABASE} WITH (FORCE)")
         cur.execute(f"CREATE DATABASE {SYSTEM_DATABASE}")
-    url = sa.engine.make_url(SYSTEM_PG_URL).set(database=SYSTEM_DATABASE)
+    url = sa.engine.make_url(system_url).set(database=SYSTEM_DATABASE)
     admin = engine_for(url.render_as_string(hide_password=False))
     try:
         upgrade(admin)
@@ -98,7 +92,7 @@ def migrated(where: str, settings: Settings, endpoints: services.Endpoints) -> I
                               password=passwords[services.role_name(settings, role)])
                 .render_as_string(hide_password=False) for role in services.ROLES}
         add_other_schema(admin)
-        yield Server(admin, urls)
+        yield Server(admin, urls, where)
     finally:
         admin.dispose()
         with root.cursor() as cur:
@@ -106,17 +100,24 @@ def migrated(where: str, settings: Settings, endpoints: services.Endpoints) -> I
         root.close()
 
 
+def system_url(request: pytest.FixtureRequest) -> str | None:
+    """For the ``system`` variant, the superuser's URL of Debian's PostgreSQL."""
+    if request.param != "system":
+        return None
+    return request.getfixturevalue("system_servers").postgres_url
+
+
 @pytest.fixture(params=["embedded", "system"])
 def server(request, settings, endpoints) -> Iterator[Server]:
     """A fresh database for each test."""
-    with migrated(request.param, settings, endpoints) as fresh:
+    with migrated(request.param, settings, endpoints, system_url(request)) as fresh:
         yield fresh
 
 
 @pytest.fixture(scope="module", params=["embedded", "system"])
 def matrix_server(request, settings, endpoints) -> Iterator[Server]:
     """One database for the whole matrix: every case is rolled back."""
-    with migrated(request.param, settings, endpoints) as fresh:
+    with migrated(request.param, settings, endpoints, system_url(request)) as fresh:
         yield fresh
 
 
@@ -247,7 +248,30 @@ def test_a_migration_after_the_roles_is_the_owners_and_granted(server, tmp_path)
     assert outcome(bi, [], "SELECT n FROM batchscore.later") == DENIED
 
 
-def test_a_publish_rollback_and_reconcile_work_as_the_writer(server, redis_client) -> None:
+@pytest.fixture
+def store_redis(request, server: Server) -> Iterator[redis.Redis]:
+    """The Redis writer beside ``server``: the embedded Redis for the embedded PostgreSQL,
+    Debian's Redis 7 for Debian's PostgreSQL 15; emptied first."""
+    if server.where == "embedded":
+        yield request.getfixturevalue("redis_client")
+        return
+    servers = request.getfixturevalue("system_servers")
+    admin = connect(servers.redis_admin_url)
+    admin.flushdb()
+    assert admin.info("server")["redis_version"].startswith("7.")  # the version users run
+    writer = connect(servers.redis_writer_url)
+    try:
+        yield writer
+    finally:
+        writer.close()
+        admin.close()
+
+
+def test_a_publish_rollback_and_reconcile_work_as_the_writer(server, store_redis) -> None:
+    redis_client = store_redis
+    if server.where == "system":  # the version users run
+        with server.admin.connect() as conn:
+            assert conn.exec_driver_sql("SHOW server_version").scalar().startswith("15")
     writer = engine_for(server.urls["writer"])
     try:
         day1, day2 = date(2026, 11, 18), date(2026, 11, 19)

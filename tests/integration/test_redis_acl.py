@@ -2,13 +2,12 @@
 
 Every refusal is the server's: a ``NOPERM`` reply (redis-py's NoPermissionError),
 and the server's own ACL log names the user and the command or key it refused.
-Runs on the embedded server and, when ``BATCHSCORE_SYSTEM_REDIS_URL`` names an
-administrator's URL of another Redis (7 on Debian), on that one too.
+Runs on the embedded server (Redis 6.2) and on Debian's Redis 7, which the session
+starts (``system_servers`` in tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,7 +35,6 @@ VERSIONS = KEYS.versions_key()
 OUTSIDE = [b"acltest_other:recs:current", b"acltest2:recs:current", b"acltest_plain"]
 # Only the keys these tests make are removed: the other server may hold other data.
 MADE = [*OUTSIDE, POINTER, USER_KEY, META_KEY, VERSIONS, KEYS.user_key(8, 1)]
-SYSTEM_REDIS_URL = os.environ.get("BATCHSCORE_SYSTEM_REDIS_URL", "").strip()
 
 
 @dataclass
@@ -56,12 +54,12 @@ def embedded(settings: Settings) -> Iterator[Server]:
                  connect(services.redis_url(ours, "reader")), ours.names, writer_url)
 
 
-def system() -> Iterator[Server]:
+def system(admin_url: str) -> Iterator[Server]:
     names = Names(redis_prefix=PREFIX)
-    admin = connect(SYSTEM_REDIS_URL)
+    admin = connect(admin_url)
     passwords = {"writer": secrets.token_urlsafe(16), "reader": secrets.token_urlsafe(16)}
     set_users(admin, names, passwords)
-    address = urlsplit(SYSTEM_REDIS_URL)
+    address = urlsplit(admin_url)
 
     def url(role: str) -> str:
         user = user_of(names, role)  # type: ignore[arg-type]
@@ -78,9 +76,8 @@ def system() -> Iterator[Server]:
 
 @pytest.fixture(params=["embedded", "system"])
 def server(request, settings: Settings) -> Iterator[Server]:
-    if request.param == "system" and not SYSTEM_REDIS_URL:
-        pytest.skip("BATCHSCORE_SYSTEM_REDIS_URL is not set")
-    made = embedded(settings) if request.param == "embedded" else system()
+    made = (embedded(settings) if request.param == "embedded"
+            else system(request.getfixturevalue("system_servers").redis_admin_url))
     found = next(made)
     found.admin.delete(*MADE)
     for key in OUTSIDE:

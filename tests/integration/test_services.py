@@ -1,6 +1,5 @@
 """The embedded default and the configured path."""
 
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -8,6 +7,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 import redis
+import sqlalchemy as sa
 
 from jobs.platform import services
 from jobs.platform.config import Settings
@@ -40,25 +40,22 @@ def test_embedded_servers_start_persist_and_stop(tmp_path: Path) -> None:
     services.stop_embedded(settings)
 
 
-def reachable(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-@pytest.mark.system_services
-@pytest.mark.skipif(not (reachable(5432) and reachable(6379)),
-                    reason="no PostgreSQL on 127.0.0.1:5432 or Redis on 127.0.0.1:6379")
-def test_configured_urls_start_nothing(tmp_path: Path) -> None:
-    admin = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+def test_configured_urls_start_nothing(tmp_path: Path, system_servers) -> None:
+    """Pointed at Debian's PostgreSQL 15 and Redis 7, batchscore starts no server of its own
+    and migrates the configured database."""
+    root = sa.engine.make_url(system_servers.postgres_url)
+    database = root.set(database="batchscore_config_test").render_as_string(
+        hide_password=False)
+    admin = psycopg2.connect(root.set(database="postgres").render_as_string(
+        hide_password=False))
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute("DROP DATABASE IF EXISTS batchscore_config_test")
         cur.execute("CREATE DATABASE batchscore_config_test")
     settings = Settings.from_env({
         "BATCHSCORE_HOME": str(tmp_path),
-        "BATCHSCORE_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/batchscore_config_test",
-        "BATCHSCORE_REDIS_URL": "redis://127.0.0.1:6379/15",
+        "BATCHSCORE_DATABASE_URL": database,
+        "BATCHSCORE_REDIS_URL": system_servers.redis_admin_url,
     })
     try:
         resolved = services.resolve(settings)
@@ -72,7 +69,7 @@ def test_configured_urls_start_nothing(tmp_path: Path) -> None:
             version = conn.exec_driver_sql("SHOW server_version").scalar()
         assert version.startswith("15")
         engine.dispose()
-        assert redis.Redis.from_url(resolved.redis_url).ping()
+        assert connect(resolved.redis_url).ping()
     finally:
         with admin.cursor() as cur:
             cur.execute("DROP DATABASE IF EXISTS batchscore_config_test WITH (FORCE)")

