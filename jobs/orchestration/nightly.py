@@ -74,11 +74,11 @@ from jobs.publish.postgres import (
 from jobs.publish.redis import RedisPublisher, expire_version
 from jobs.scoring.score import (
     CANARY_USERS_FILE,
-    CHECKS_FILE,
     POPULAR_FILE,
     RECOMMENDATIONS_DIR,
     ScoreConfig,
     ScoreStats,
+    read_checks,
 )
 
 logger = logging.getLogger(__name__)
@@ -499,7 +499,7 @@ def validate_predictions(state: RunState) -> RunState:
     try:
         reports = check_predictions(
             Validator(Path(state.home), state.run_id),
-            pq.read_table(state.folder / CHECKS_FILE).to_pandas(), summary,
+            read_checks(state.folder), summary,
             requested_model_version=state.model_version, run_name=state.run_id,
             label=f"{state.run_date} (run {state.run_id})",
         )

@@ -3,10 +3,13 @@
 ``main(argv)`` is what ``spark-submit jobs/scoring/score.py`` and ``batchscore nightly``
 run. It reads interactions exported as CSV, keeps events up to the end of the
 run date, scores every user the model knows with exact dot products, and writes
-``recommendations/`` (Parquet: user_id, items, scores, and redis_value, the
-list as Redis will hold it), ``popular.parquet``
-(the fallback list) and ``stats.json`` to the output folder. It touches no
-database: publishing is a separate step.
+``recommendations/`` (Parquet: user_id, items, scores, redis_value, the list as
+Redis will hold it, and the prediction contract's per-user checks,
+:data:`jobs.scoring.checks.CHECK_COLUMNS`), ``popular.parquet`` (the fallback
+list) and ``stats.json`` to the output folder, in one pass over the users: the
+checks and the run's totals are computed by the tasks that write the lists, and
+nothing per user is collected. It touches no database: publishing is a separate
+step.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from jobs.platform.config import DEFAULT_TOP_K
 from jobs.scoring.model import MODEL_METADATA_FILE
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pyspark.ml.recommendation import ALSModel
     from pyspark.sql import DataFrame, SparkSession
 
@@ -32,7 +36,6 @@ logger = logging.getLogger(__name__)
 
 RECOMMENDATIONS_DIR = "recommendations"
 POPULAR_FILE = "popular.parquet"
-CHECKS_FILE = "checks.parquet"
 # The users a canary model scored (user_id), when the run has a canary.
 CANARY_USERS_FILE = "canary_users.parquet"
 STATS_FILE = "stats.json"
@@ -118,14 +121,13 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
 
     from jobs.platform.progress import spark_progress
     from jobs.platform.spark import spark_session
+    from jobs.scoring.checks import TotalsParam, run_totals
     from jobs.scoring.model import item_matrix, read_interactions
     from jobs.scoring.transforms import (
+        Checked,
         catalog_popularity,
         events_before,
-        exposure_totals,
-        history_totals,
         most_popular,
-        prediction_checks,
         seen_items,
         split_canary,
         top_k_unseen,
@@ -153,8 +155,12 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
 
     base_seen, canary_seen = (split_canary(seen, config.canary_fraction)
                               if config.canary_model_path else (seen, None))
+    # Each scoring task reports its totals here, once: see jobs.scoring.checks.
+    totals = spark.sparkContext.accumulator({}, TotalsParam())
+    with spark_progress(spark, "scoring: item popularity"):
+        ranking = catalog_popularity(interactions, item_ids)
     recommendations = top_k_unseen(users_of(model, base_seen), item_ids, item_factors, config.k,
-                                   redis_values=True)
+                                   Checked(ranking, totals, "model"))
     popular = most_popular(interactions, config.k)
     # Load
     logger.info("scoring users against %d items, top %d", len(item_ids), config.k)
@@ -165,9 +171,10 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
         with spark_progress(spark, "scoring: canary"):
             canary_model = ALSModel.load(str(config.canary_model_path))
             canary_ids, canary_factors = item_matrix(canary_model)
+            canary_ranking = catalog_popularity(interactions, canary_ids)
             top_k_unseen(users_of(canary_model, canary_seen), canary_ids, canary_factors,
-                         config.k, redis_values=True).write.mode("overwrite").options(
-                **OUTPUT_OPTIONS).parquet(output)
+                         config.k, Checked(canary_ranking, totals, "canary")
+                         ).write.mode("overwrite").options(**OUTPUT_OPTIONS).parquet(output)
             canary = spark.read.parquet(output).select("user_id").toPandas()
         canary.to_parquet(config.output / CANARY_USERS_FILE, index=False)
         canary_users = len(canary)
@@ -178,18 +185,10 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
         ranked = popular.toPandas()
     ranked.insert(0, "rank", range(1, len(ranked) + 1))
     ranked.to_parquet(config.output / POPULAR_FILE, index=False)
-    logger.info("recommendations written; computing the prediction checks")
-    with spark_progress(spark, "scoring: checks"):
-        written = spark.read.parquet(str(config.output / RECOMMENDATIONS_DIR))
-        checks = prediction_checks(written, seen, config.k, len(item_ids),
-                                   catalog_popularity(interactions, item_ids)).cache()
-        checks.toPandas().to_parquet(config.output / CHECKS_FILE, index=False)
-        history = history_totals(checks, len(item_ids), config.k).first().asDict()
-        checks.unpersist()
-        logger.info("prediction checks written; counting item exposure")
-        exposure = exposure_totals(written).first().asDict()
-        scored = written.count()
-        active = seen.count()
+    tallied = run_totals(totals.value)
+    exposure, history = asdict(tallied.exposure()), asdict(tallied.history())
+    scored = tallied.users
+    active = seen.count()
     stats = ScoreStats(active_users=active, scored_users=scored,
                        users_without_factors=active - scored,
                        catalog_items=len(item_ids), k=config.k,
@@ -202,6 +201,21 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
     logger.info("scored %d of %d active users (%d unknown to the model)",
                 scored, active, active - scored)
     return stats
+
+
+def read_checks(output: Path) -> pd.DataFrame:
+    """The per-user checks the scoring job wrote beside the lists in ``output``: only
+    their narrow columns are read."""
+    import pyarrow.dataset as ds
+
+    from jobs.scoring.checks import CHECK_COLUMNS
+
+    dataset = ds.dataset(str(output / RECOMMENDATIONS_DIR), format="parquet")
+    missing = sorted(set(CHECK_COLUMNS) - set(dataset.schema.names))
+    if missing:
+        raise ValueError(f"{output / RECOMMENDATIONS_DIR} has no column {', '.join(missing)}:"
+                         " score the date again with this version of the scoring job")
+    return dataset.to_table(columns=CHECK_COLUMNS).to_pandas()
 
 
 def model_version_of(model_path: Path) -> int | None:

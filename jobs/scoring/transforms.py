@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,10 @@ from pyspark.sql import types as T
 
 from jobs.contracts import redis as redis_contract
 from jobs.contracts.predictions import PopularityRanking
+from jobs.scoring.checks import CHECK_FIELDS, BlockTotals, block_totals, list_checks
+
+if TYPE_CHECKING:
+    from pyspark.accumulators import Accumulator
 
 INTERACTIONS_SCHEMA = T.StructType([
     T.StructField("user_id", T.LongType(), nullable=False),
@@ -41,6 +46,9 @@ SCORED_SCHEMA = T.StructType([
     T.StructField(redis_contract.VALUE_COLUMN, T.StringType(), nullable=False),
     T.StructField("n_seen_known", T.LongType(), nullable=False),
     T.StructField("n_seen_above", T.LongType(), nullable=False),
+    # The prediction contract's other per-user checks (jobs.scoring.checks).
+    *(T.StructField(field.name, T.BooleanType() if field.type == pa.bool_() else T.LongType(),
+                    nullable=False) for field in CHECK_FIELDS),
 ])
 
 RECOMMENDATIONS_ARROW_SCHEMA = pa.schema([
@@ -55,6 +63,20 @@ HISTORY_ARROW_SCHEMA = pa.schema([
     pa.field("n_seen_known", pa.int64(), nullable=False),
     pa.field("n_seen_above", pa.int64(), nullable=False),
 ])
+# ... and with the contract's checks (jobs.scoring.checks.list_checks).
+CHECKED_ARROW_SCHEMA = pa.schema([*HISTORY_ARROW_SCHEMA, *CHECK_FIELDS])
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What the nightly's scoring adds to each list: its Redis value and the prediction
+    contract's per-user checks (the baseline's against ``ranking``, the catalogue by
+    popularity); with ``totals``, each task reports its :class:`BlockTotals` to that
+    accumulator (:class:`jobs.scoring.checks.TotalsParam`) under ``job``."""
+
+    ranking: PopularityRanking
+    totals: Accumulator | None = None
+    job: str = "scores"
 
 # Users are scored in blocks so that one block's score matrix stays near this size:
 # small enough to stay in the CPU's cache while the top-k selection reads it
@@ -121,7 +143,7 @@ def most_popular(interactions: DataFrame, k: int) -> DataFrame:
 
 def top_k_unseen(
     users: DataFrame, item_ids: np.ndarray, item_factors: np.ndarray, k: int,
-    redis_values: bool = False,
+    checked: Checked | None = None,
 ) -> DataFrame:
     """Exact top-``k`` items per user by dot product, excluding items already seen.
 
@@ -133,9 +155,10 @@ def top_k_unseen(
     one Arrow batch.
     Returns :data:`RECOMMENDATIONS_SCHEMA` rows, best first, equal scores in
     item id order; a user who has seen nearly the whole catalogue gets fewer
-    than ``k`` items. With ``redis_values`` the rows are :data:`SCORED_SCHEMA`:
-    each user's list also encoded as its Redis value, and the history counts of
-    :func:`score_arrow_block`.
+    than ``k`` items. With ``checked`` the rows are :data:`SCORED_SCHEMA`: each
+    user's list also encoded as its Redis value, with the history counts of
+    :func:`score_arrow_block` and the contract's checks, computed in the same
+    pass (see :class:`Checked`).
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -150,19 +173,36 @@ def top_k_unseen(
         def load() -> ItemCatalog:
             return catalog
 
+    def score_blocks(batch: pa.RecordBatch, items: ItemCatalog) -> Iterator[pa.RecordBatch]:
+        for start in range(0, batch.num_rows, block_rows):
+            block = batch.slice(start, block_rows)
+            out = score_arrow_block(block, items, k, history=checked is not None)
+            if checked is not None:
+                out = list_checks(out, block.column("seen"), k, items.size, checked.ranking)
+            yield out
+
+    arrow_schema = CHECKED_ARROW_SCHEMA if checked else RECOMMENDATIONS_ARROW_SCHEMA
+
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         items = load()
+        totals = BlockTotals.empty()
         for batch in batches:
             # Many small blocks in, one batch out: each batch handed back to
             # the JVM has a fixed cost.
-            scored = [score_arrow_block(batch.slice(start, block_rows), items, k,
-                                        history=redis_values)
-                      for start in range(0, batch.num_rows, block_rows)]
-            schema = HISTORY_ARROW_SCHEMA if redis_values else RECOMMENDATIONS_ARROW_SCHEMA
-            for out in pa.Table.from_batches(scored, schema=schema).combine_chunks().to_batches():
-                yield with_redis_value(out) if redis_values else out
+            table = pa.Table.from_batches(list(score_blocks(batch, items)), schema=arrow_schema)
+            for out in table.combine_chunks().to_batches():
+                if checked is None:
+                    yield out
+                    continue
+                totals = totals + block_totals(out, items.size, k)
+                yield with_redis_value(out)
+        if checked is not None and checked.totals is not None:
+            from pyspark import TaskContext
 
-    schema = SCORED_SCHEMA if redis_values else RECOMMENDATIONS_SCHEMA
+            # Once per task, after its last row: a retried task replaces its report.
+            checked.totals.add({(checked.job, TaskContext.get().partitionId()): totals})
+
+    schema = SCORED_SCHEMA if checked else RECOMMENDATIONS_SCHEMA
     return users.select("user_id", "features", "seen").mapInArrow(score, schema)
 
 
@@ -331,58 +371,6 @@ def positions_of(sorted_ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return positions[sorted_ids[positions] == wanted]
 
 
-def prediction_checks(recommendations: DataFrame, seen: DataFrame, k: int, catalog_size: int,
-                      ranking: PopularityRanking) -> DataFrame:
-    """Per user: what the prediction contract checks, computed from the lists themselves.
-
-    ``recommendations`` is the scoring job's output (:data:`SCORED_SCHEMA`), ``seen``
-    :func:`seen_items` of the interactions scored, ``ranking`` the catalogue's
-    popularity ranking. Columns: user_id, n_items, n_wanted (K, or the catalogue
-    items the user has not seen when fewer), n_distinct, n_seen (distinct
-    recommended items the user had already interacted with), scores_finite,
-    scores_sorted (best first), n_seen_known, n_seen_above and
-    baseline_seen_above (see :func:`jobs.contracts.predictions.history_counts`).
-    One join on the user, no per-item rows: it stays cheap at 50 items x
-    millions of users.
-    """
-    from jobs.contracts.predictions import history_counts
-
-    finite = F.forall("scores", lambda s: ~F.isnan(s) & (F.abs(s) != F.lit(float("inf"))))
-    checked = (
-        recommendations.join(seen, "user_id", "left")
-        .select(
-            "user_id",
-            F.size("items").alias("n_items"),
-            F.least(F.lit(k), F.lit(catalog_size) - F.col("n_seen_known")).cast("long")
-            .alias("n_wanted"),
-            F.size(F.array_distinct("items")).alias("n_distinct"),
-            F.size(F.array_intersect(
-                "items", F.coalesce("seen", F.array().cast("array<long>")))
-            ).cast("long").alias("n_seen"),
-            F.coalesce(finite, F.lit(True)).alias("scores_finite"),
-            (F.col("scores") == F.sort_array("scores", asc=False)).alias("scores_sorted"),
-            "n_seen_known", "n_seen_above",
-            F.coalesce("seen", F.array().cast("array<long>")).alias("seen"),
-        )
-    )
-    schema = T.StructType([*[field for field in checked.schema.fields if field.name != "seen"],
-                           T.StructField("baseline_seen_above", T.LongType(), nullable=False)])
-
-    def add_baseline(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            seen_lists = batch.column("seen")
-            _, above = history_counts(
-                pc.list_parent_indices(seen_lists).to_numpy(),
-                pc.list_flatten(seen_lists).to_numpy(zero_copy_only=False),
-                batch.num_rows, ranking, k)
-            kept = [name for name in batch.schema.names if name != "seen"]
-            yield pa.RecordBatch.from_arrays(
-                [*(batch.column(name) for name in kept), pa.array(above, type=pa.int64())],
-                names=[*kept, "baseline_seen_above"])
-
-    return checked.mapInArrow(add_baseline, schema)
-
-
 def catalog_popularity(interactions: DataFrame, item_ids: np.ndarray) -> PopularityRanking:
     """The catalogue's popularity ranking (distinct users per item), collected: one row
     per catalogue item."""
@@ -392,38 +380,6 @@ def catalog_popularity(interactions: DataFrame, item_ids: np.ndarray) -> Popular
     catalog = pd.DataFrame({"item_id": np.asarray(item_ids, dtype=np.int64)})
     frame = catalog.merge(popularity, on="item_id", how="left").fillna({"score": 0.0})
     return rank(frame.rename(columns={"score": "users"}))
-
-
-def history_totals(checks: DataFrame, catalog_size: int, k: int) -> DataFrame:
-    """One row of :class:`jobs.contracts.predictions.HistoryTotals` over ``checks``
-    (:func:`prediction_checks`): the users with more than K unseen catalogue items."""
-    room = checks.where((F.lit(catalog_size) - F.col("n_seen_known") > F.lit(k))
-                        & (F.col("n_seen_known") > 0))
-    return room.agg(
-        F.count("*").alias("users"),
-        F.coalesce(F.sum(F.col("n_seen_above") / F.col("n_seen_known")), F.lit(0.0))
-        .alias("model_recall_sum"),
-        F.coalesce(F.sum(F.col("baseline_seen_above") / F.col("n_seen_known")), F.lit(0.0))
-        .alias("baseline_recall_sum"))
-
-
-def item_exposure(recommendations: DataFrame) -> DataFrame:
-    """``item_id`` and ``users``: how many users each recommended item was shown to."""
-    # One row per user, so counting each user's distinct items counts users, and
-    # the count aggregates before the shuffle (a distinct count would shuffle
-    # every (item, user) pair).
-    return (recommendations.select(F.explode(F.array_distinct("items")).alias("item_id"))
-            .groupBy("item_id").agg(F.count("*").alias("users")))
-
-
-def exposure_totals(recommendations: DataFrame) -> DataFrame:
-    """One row of :class:`jobs.contracts.predictions.ExposureTotals` over the lists."""
-    return item_exposure(recommendations).agg(
-        F.count("*").alias("items"),
-        F.coalesce(F.max("users"), F.lit(0)).alias("top"),
-        F.coalesce(F.sum("users"), F.lit(0)).alias("total"),
-        F.coalesce(F.sum(F.col("users") * F.log(F.col("users"))), F.lit(0.0))
-        .alias("entropy_sum"))
 
 
 def split_canary(users: DataFrame, fraction: float) -> tuple[DataFrame, DataFrame]:

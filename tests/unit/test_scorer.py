@@ -1,13 +1,16 @@
 """The blocked scorer: exact top-k against Spark's own recommendForAllUsers, and its parts."""
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 
 from jobs.contracts import redis as contract
+from jobs.contracts.predictions import popularity_ranking
 from jobs.scoring import transforms
 from jobs.scoring.transforms import (
     RECOMMENDATIONS_ARROW_SCHEMA,
+    Checked,
     ItemCatalog,
     score_arrow_block,
     top_k_columns,
@@ -115,8 +118,9 @@ def test_redis_values_match_the_lists_across_blocks_of_a_batch(spark, fitted,
     monkeypatch.setattr(transforms, "SCORE_BLOCK_BYTES", 3 * 4 * len(items))
     users = (fitted.userFactors.select(F.col("id").cast("long").alias("user_id"), "features")
              .withColumn("seen", F.lit(None).cast("array<long>")))
+    ranking = popularity_ranking(pd.DataFrame({"item_id": items["id"], "users": 1}))
     rows = top_k_unseen(users, items["id"].to_numpy(), np.stack(items["features"]), 5,
-                        redis_values=True).collect()
+                        Checked(ranking)).collect()
     assert len(rows) == 40
     for row in rows:
         assert len(row["items"]) == 5

@@ -1,25 +1,17 @@
 """The pure Spark transforms, on tiny hand-made inputs."""
 
-import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.contracts.predictions import (
-    ExposureTotals,
-    HistoryTotals,
-    history_columns,
-    popularity_ranking,
-)
+from jobs.contracts.predictions import history_columns, popularity_ranking
+from jobs.scoring.checks import TotalsParam, run_totals
 from jobs.scoring.transforms import (
     INTERACTIONS_SCHEMA,
-    exposure_totals,
-    history_totals,
-    item_exposure,
+    Checked,
     most_popular,
     positions_of,
-    prediction_checks,
     score_block,
     seen_items,
     time_split,
@@ -122,30 +114,40 @@ POPULARITY = pd.DataFrame({"item_id": [5, 6, 7, 10, 20, 30, 40, 50],
 SEEN = [(1, [5, 6]), (2, [40, 10, 7]), (4, [5, 6, 7, 10, 20, 30, 99])]
 
 
-def test_prediction_checks_count_what_the_contract_checks(spark) -> None:
-    recommendations = spark.createDataFrame(
-        [(1, [10, 20, 30], [0.9, 0.5, 0.1], 2, 1),  # fine
-         (2, [10, 10, 40], [0.2, 0.7, float("nan")], 3, 0),  # a duplicate, unsorted, NaN
-         (3, [50], [1.0], 0, 0),  # no interactions seen
-         (4, [40, 50], [0.3, 0.2], 6, 0)],  # 2 unseen catalogue items left (99 is not in it)
-        "user_id long, items array<long>, scores array<float>, n_seen_known long,"
-        " n_seen_above long")
-    seen = spark.createDataFrame(SEEN, "user_id long, seen array<long>")
-    rows = {row["user_id"]: row.asDict() for row in
-            prediction_checks(recommendations, seen, 3, 8, popularity_ranking(POPULARITY)
-                              ).collect()}
-    # User 1 has not seen 10, 20, 30, ...: the baseline's 3rd is 30 (2 users), and of
-    # the seen items only 5 (3 users) is more popular.
-    assert rows[1] == {"user_id": 1, "n_items": 3, "n_wanted": 3, "n_distinct": 3, "n_seen": 0,
-                       "scores_finite": True, "scores_sorted": True, "n_seen_known": 2,
-                       "n_seen_above": 1, "baseline_seen_above": 1}
-    # User 2's unseen: 20, 5, 30 (the 3rd, 2 users): only 10 (5 users) is above it.
-    assert rows[2] == {"user_id": 2, "n_items": 3, "n_wanted": 3, "n_distinct": 2, "n_seen": 2,
-                       "scores_finite": False, "scores_sorted": False, "n_seen_known": 3,
-                       "n_seen_above": 0, "baseline_seen_above": 1}
-    assert (rows[3]["n_seen"], rows[3]["n_items"], rows[3]["n_wanted"]) == (0, 1, 3)
-    # Fewer unseen items than K: the list is forced, the baseline has no K-th item.
-    assert (rows[4]["n_wanted"], rows[4]["baseline_seen_above"]) == (2, 0)
+def test_scoring_with_checks_adds_them_and_reports_each_tasks_totals(spark) -> None:
+    """The nightly's scoring pass: lists, their checks and the run totals at once."""
+    users = spark.createDataFrame(
+        [(1, [1.0, 0.0], [20]), (2, [-1.0, 0.0], None), (3, [0.0, 2.0], [10, 30])],
+        "user_id long, features array<float>, seen array<long>").repartition(2)
+    popularity = pd.DataFrame({"item_id": [10, 20, 30, 40], "users": [4, 3, 2, 1]})
+    totals = spark.sparkContext.accumulator({}, TotalsParam())
+    scored = top_k_unseen(users, ITEM_IDS, ITEM_FACTORS, 2,
+                          Checked(popularity_ranking(popularity), totals, "model"))
+    rows = {row["user_id"]: row.asDict() for row in scored.collect()}
+    # As in test_top_k_excludes_seen_items_and_ranks_by_dot_product: 1 -> 10, 30;
+    # 2 -> 40, 30; 3 -> 20, 40. User 1 has seen 20 (popularity rank 1): the baseline's
+    # 2nd unseen item is 30 (2 users), below 20 (3 users); the model scores 20 (3.0)
+    # above its 2nd, 30 (2.0).
+    assert {name: rows[1][name] for name in (
+        "n_items", "n_wanted", "n_distinct", "n_seen", "scores_finite", "scores_sorted",
+        "n_seen_known", "n_seen_above", "baseline_seen_above")} == {
+        "n_items": 2, "n_wanted": 2, "n_distinct": 2, "n_seen": 0, "scores_finite": True,
+        "scores_sorted": True, "n_seen_known": 1, "n_seen_above": 1, "baseline_seen_above": 1}
+    # User 3 has seen 10 and 30, two of the four: exactly K=2 unseen are left.
+    assert (rows[3]["n_wanted"], rows[3]["n_seen_known"]) == (2, 2)
+    assert rows[2]["n_seen_known"] == 0
+    tallied = run_totals(totals.value)
+    assert tallied.users == 3
+    # Items shown: 10 (1 user), 30 (2), 40 (2), 20 (1).
+    assert dict(zip(tallied.exposure_ids.tolist(), tallied.exposure_users.tolist(),
+                    strict=True)) == {10: 1, 20: 1, 30: 2, 40: 2}
+    assert tallied.exposure().total == 6
+    # Only user 1 has seen something and has more than K unseen items left.
+    assert (tallied.history().users, tallied.history().model_recall_sum,
+            tallied.history().baseline_recall_sum) == (1, 1.0, 1.0)
+    # One report per task, under its job and partition.
+    assert {job for job, _ in totals.value} == {"model"}
+    assert sum(report.users for report in totals.value.values()) == 3
 
 
 def test_history_columns_in_pandas_match_the_spark_checks() -> None:
@@ -153,29 +155,3 @@ def test_history_columns_in_pandas_match_the_spark_checks() -> None:
                             popularity_ranking(POPULARITY), 3)
     assert frame.to_dict("list") == {"user_id": [1, 2, 4], "n_seen_known": [2, 3, 6],
                                      "baseline_seen_above": [1, 1, 0]}
-
-
-def test_summary_totals_in_spark_match_the_pandas_ones(spark) -> None:
-    checks = pd.DataFrame({"user_id": [1, 2, 3, 4], "n_seen_known": [2, 4, 0, 7],
-                           "n_seen_above": [1, 3, 0, 0], "baseline_seen_above": [1, 1, 0, 0]})
-    # C=10, K=3: user 3 has seen nothing, user 4 has 3 unseen items left (no room).
-    totals = history_totals(spark.createDataFrame(checks), 10, 3).first().asDict()
-    assert totals == {"users": 2, "model_recall_sum": pytest.approx(0.5 + 0.75),
-                      "baseline_recall_sum": pytest.approx(0.5 + 0.25)}
-    assert HistoryTotals(**totals) == pytest.approx(HistoryTotals.of(checks, 10, 3))
-    lists = spark.createDataFrame(
-        [(1, [10, 20], [0.9, 0.5]), (2, [10, 30], [0.3, 0.2]), (3, [10], [1.0])],
-        "user_id long, items array<long>, scores array<float>")
-    exposure = ExposureTotals(**exposure_totals(lists).first().asDict())
-    assert exposure == ExposureTotals(items=3, top=3, total=5,
-                                      entropy_sum=pytest.approx(3 * math.log(3)))
-    assert ExposureTotals.of([3, 1, 1]) == ExposureTotals(
-        items=3, top=3, total=5, entropy_sum=pytest.approx(exposure.entropy_sum))
-
-
-def test_item_exposure_counts_users_once_per_item(spark) -> None:
-    recommendations = spark.createDataFrame(
-        [(1, [10, 20], [0.9, 0.5]), (2, [10, 10], [0.3, 0.2]), (3, [30], [1.0])],
-        "user_id long, items array<long>, scores array<float>")
-    exposure = {row["item_id"]: row["users"] for row in item_exposure(recommendations).collect()}
-    assert exposure == {10: 2, 20: 1, 30: 1}
