@@ -4,7 +4,7 @@ PostgreSQL and Redis, with the metrics the monitor step records inserted by hand
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 import pyarrow as pa
 import redis
@@ -19,6 +19,7 @@ from jobs.publish.protocol import publish_lock, switch
 from jobs.publish.redis import RedisPublisher
 
 DAYS = (date(2026, 11, 18), date(2026, 11, 19), date(2026, 11, 20))
+CATALOG_ITEMS = 8
 POPULAR = pa.table({"rank": [1, 2], "item_id": [10, 11], "score": [9.0, 7.0]})
 GATES = {"passed": True, "reason": "all gates passed",
          "checks": [{"name": "beats_popularity", "passed": True,
@@ -76,8 +77,10 @@ def publish(engine: Engine, client: redis.Redis, model_version: int, day: date,
     runs.succeed(engine, run_id, {
         "k": 2, "publish_id": version.publish_id, "rows": rows, "served": True,
         "scored_users": len(lists), "input_rows": 100 * len(lists), "input_rejected": 1,
-        "predictions_catalog_coverage": 0.5, "predictions_listed_items": 4,
-        "predictions_catalog_items": 8,
+        # A catalogue of 8 items, of which the lists show these.
+        "predictions_catalog_coverage": len({i for pairs in lists.values() for i, _ in pairs})
+        / CATALOG_ITEMS, "predictions_listed_items": rows,
+        "predictions_catalog_items": CATALOG_ITEMS,
         "data_docs": {"input": f"file:///docs/{run_id}/input.html",
                       "predictions": f"file:///docs/{run_id}/predictions.html"}})
     return run_id, version.publish_id
@@ -121,3 +124,21 @@ def build(engine: Engine, client: redis.Redis) -> World:
                              " VALUES (:r, :m, :s, :v)"),
                      [{"r": r, "m": m, "s": s, "v": v} for r, m, s, v in metrics])
     return World(run_ids=run_ids, publish_ids=publish_ids, model_version=model)
+
+
+def nights(engine: Engine, first: date, count: int) -> list[str]:
+    """``count`` nightly runs recorded on consecutive dates from ``first``, each with an
+    input.rows metric, as a fortnight of history for the trend plots (nothing published)."""
+    model = register(engine, NewModel(
+        created_by="test", trained_as_of=first, params={}, metrics={}, data_snapshot={},
+        code_version="test", artifact_uri="file:///nowhere", gates=GATES)).version
+    run_ids = []
+    for night in range(count):
+        run_id = runs.start(engine, "nightly", first + timedelta(days=night), model)
+        runs.succeed(engine, run_id, {"served": False})
+        run_ids.append(run_id)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO batchscore.run_metrics (run_id, metric, segment, value)"
+                             " VALUES (:r, 'input.rows', '', :v)"),
+                     [{"r": r, "v": 1000.0 + n} for n, r in enumerate(run_ids)])
+    return run_ids

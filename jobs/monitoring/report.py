@@ -118,6 +118,21 @@ class ReportData:
     scores: ScoreHistogram | None
     top_items: list[dict[str, Any]]
     model_gates: dict[str, Any] = field(default_factory=dict)
+    # The run before this one in ``history``, for the "since the previous run" line.
+    previous: Previous | None = None
+
+
+@dataclass(frozen=True)
+class Previous:
+    """What the run before showed: its date, served model and version, users, coverage
+    and how many levels its metrics crossed."""
+
+    logical_date: date
+    model_version: int | None
+    publish_id: int | None
+    users: int | None
+    coverage: float | None
+    crossed: int
 
 
 def report_path(home: Path, run_id: str) -> Path:
@@ -230,6 +245,9 @@ def gather(engine: Engine, run_id: str, held_to: list[Level]) -> ReportData:
     trends = collect_trends(metric_rows)
     current = {(metric, segment): value for rid, _, metric, segment, value in metric_rows
                if rid == run_id}
+    earlier = [(rid, day) for rid, day in history if rid != run_id]
+    previous = (previous_run(engine, earlier[-1][0], earlier[-1][1], metric_rows, held_to)
+                if earlier else None)
     scores = top_items = None
     if version is not None:
         scores = score_histogram(engine, int(version["publish_id"]), version["logical_date"])
@@ -239,8 +257,30 @@ def gather(engine: Engine, run_id: str, held_to: list[Level]) -> ReportData:
         trends=trends, current=current, held_to=held_to,
         crossed=crossings(current, held_to),
         realized=latest_realized(metric_rows, published_for), scores=scores,
-        top_items=top_items or [], model_gates=dict(gates or {}),
+        top_items=top_items or [], model_gates=dict(gates or {}), previous=previous,
     )
+
+
+def previous_run(engine: Engine, run_id: str, logical_date: date, metric_rows: Sequence[Any],
+                 held_to: list[Level]) -> Previous:
+    """The headline figures of the run before, as its own report showed them."""
+    run = runs.get(engine, run_id)
+    with engine.connect() as conn:
+        version = conn.execute(sa.text(
+            "SELECT publish_id, model_version, users FROM batchscore.prediction_versions"
+            " WHERE run_id = :id AND status NOT IN ('staged', 'failed')"
+            " ORDER BY publish_id DESC LIMIT 1"), {"id": run_id}).mappings().first()
+    stats = run.stats if run is not None else {}
+    found = {(metric, segment): value for rid, _, metric, segment, value in metric_rows
+             if rid == run_id}
+    return Previous(
+        logical_date=logical_date,
+        model_version=(version["model_version"] if version is not None
+                       else run.model_version if run is not None else None),
+        publish_id=version["publish_id"] if version is not None else None,
+        users=version["users"] if version is not None else None,
+        coverage=stats.get("predictions_catalog_coverage"),
+        crossed=len(crossings(found, held_to)))
 
 
 def collect_trends(rows: Sequence[Any]) -> dict[tuple[str, str], Trend]:
@@ -355,7 +395,36 @@ def render_report(data: ReportData) -> str:
         run=data.run, stats=stats, version=data.version, crossed=data.crossed,
         sections=sections, history=data.history, top_items=data.top_items,
         data_docs=dict(stats.get("data_docs") or {}), gates=data.model_gates,
-        has_levels=bool(data.held_to), index=INDEX_FILE)
+        has_levels=bool(data.held_to), index=INDEX_FILE, since=since_previous(data))
+
+
+def since_previous(data: ReportData) -> str:
+    """One line: what changed since the previous run (model and version, users and
+    coverage with their change, the levels crossed)."""
+    before = data.previous
+    if before is None:
+        return "First run in this history: nothing to compare with yet."
+    version, stats = data.version or {}, data.run.stats
+    parts = [f"Since the previous run ({before.logical_date}):"]
+    model = version.get("model_version", data.run.model_version)
+    parts.append(f"model {_moved(before.model_version, model)},"
+                 f" version {_moved(before.publish_id, version.get('publish_id'))};")
+    users = version.get("users")
+    if users is not None:
+        change = f" ({users - before.users:+,})" if before.users is not None else ""
+        parts.append(f"users {users:,}{change};")
+    coverage = stats.get("predictions_catalog_coverage")
+    if coverage is not None:
+        change = (f" ({(coverage - before.coverage) * 100:+.1f} pts)"
+                  if before.coverage is not None else "")
+        parts.append(f"coverage {coverage * 100:.1f}%{change};")
+    parts.append(f"levels crossed {len(data.crossed)} (was {before.crossed}).")
+    return " ".join(parts)
+
+
+def _moved(before: object, now: object) -> str:
+    shown = [str(value) if value is not None else "none" for value in (before, now)]
+    return shown[1] if shown[0] == shown[1] else f"{shown[0]} -> {shown[1]}"
 
 
 def trend_plots(specs: Sequence[tuple[str, Sequence[tuple[str, str]]]],
@@ -390,9 +459,32 @@ def trend_plot(lines: Sequence[Trend], held_to: Sequence[Level]) -> str:
                 axes.axhline(threshold, color=style, linestyle="--", linewidth=1,
                              label=f"{name} level {threshold:g}",
                              gid=f"level-{level.metric}-{name}")
-    figure.autofmt_xdate()
+    date_axis(axes, [day for trend in lines for day, _ in trend.points])
     axes.legend(fontsize=7)
     return _svg(figure)
+
+
+# At most this many date ticks on an axis; more run dates get every n-th.
+MAX_DATE_TICKS = 8
+
+
+def date_axis(axes: Any, days: Sequence[date]) -> None:
+    """An axis for daily runs: ticks at the run dates only (every n-th of many), labelled
+    by day, and a day of room either side, so one point is not lost in years of axis."""
+    from datetime import timedelta
+
+    from matplotlib.dates import DateFormatter, date2num
+
+    dates = sorted(set(days))
+    step = -(-len(dates) // MAX_DATE_TICKS)
+    ticks = dates[::step]
+    if ticks[-1] != dates[-1]:
+        ticks.append(dates[-1])
+    axes.set_xticks([date2num(day) for day in ticks])
+    axes.xaxis.set_major_formatter(DateFormatter("%m-%d"))
+    axes.set_xlim(date2num(dates[0] - timedelta(days=1)),
+                  date2num(dates[-1] + timedelta(days=1)))
+    axes.tick_params(axis="x", labelrotation=30)
 
 
 def realized_plots(found: Sequence[Realized]) -> list[tuple[str, str]]:
@@ -409,7 +501,7 @@ def realized_plots(found: Sequence[Realized]) -> list[tuple[str, str]]:
                       **({"color": "grey", "linestyle": ":"} if served_by == "popularity"
                          else {}))
         axes.set_xlabel("published for", fontsize=8)
-        figure.autofmt_xdate()
+        date_axis(axes, [r.published_for for r in mine])
         axes.legend(fontsize=7)
         plots.append((f"Realized {name} by published date", _svg(figure)))
     return plots

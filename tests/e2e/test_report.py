@@ -13,6 +13,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,41 @@ def test_the_check_sees_a_fetch_and_a_broken_plot(engine, redis_client, tmp_path
     # An empty <svg> keeps a default box (300 x 150, scaled): what tells it apart from a
     # drawn plot is that it has no marks.
     assert [plot["marks"] for plot in empty] == [0]
+
+
+def shown(driver, page: Path) -> dict:
+    """What a person sees at the top of ``page`` in the browser, and how many date ticks
+    the rendered input-rows plot draws."""
+    loaded = load(driver, page)
+    assert loaded.console_errors == [] and loaded.failed == []
+    return driver.execute_script(
+        "const tiles = [...document.querySelectorAll('.headline > div')];"
+        "const plot = [...document.querySelectorAll('figure.plot')].find("
+        "  figure => figure.querySelector('figcaption').textContent === 'Input rows');"
+        "return {tiles: tiles.map(tile => tile.innerText.replace(/\\s+/g, ' ').trim()),"
+        "        since: document.querySelector('p.since').innerText,"
+        "        ticks: plot ? plot.querySelectorAll('g[id^=\"xtick_\"]').length : null};")
+
+
+def test_a_first_a_second_and_a_fourteenth_night_read_right_in_the_browser(
+        engine, redis_client, tmp_path, browser) -> None:
+    model = report_world.build(engine, redis_client).model_version
+    first_day = report_world.DAYS[0]
+    with engine.connect() as conn:
+        first, second = [r for r, in conn.exec_driver_sql(
+            "SELECT run_id FROM batchscore.runs ORDER BY logical_date LIMIT 2")]
+    one = shown(browser, report.write_report(engine, tmp_path, first, LEVELS))
+    assert one["since"] == "First run in this history: nothing to compare with yet."
+    # Day 1: 2 users, 2 items each; items 10, 11 and 12 of the 8.
+    assert one["tiles"][2:] == ["users 2 top 2 each", "rows 4", "input rows 200 1 quarantined",
+                                "catalogue coverage 37.5% 3 of 8 items"]
+    assert one["ticks"] == 1
+    two = shown(browser, report.write_report(engine, tmp_path, second, LEVELS))
+    assert two["since"].startswith(f"Since the previous run ({first_day}): model {model},")
+    assert "users 3 (+1); coverage 37.5% (+0.0 pts)" in two["since"]
+    assert two["ticks"] == 2
+    fortnight = report_world.nights(engine, date(2026, 12, 1), 14)
+    last = shown(browser, report.write_report(engine, tmp_path, fortnight[-1], LEVELS))
+    # The three world nights and fourteen more: 17 dates, every third ticked, and the last.
+    assert last["ticks"] == 7
+    assert last["since"].startswith("Since the previous run (2026-12-13)")

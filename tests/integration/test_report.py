@@ -85,6 +85,65 @@ def test_the_report_page_and_the_index_are_written_and_recorded(engine, redis_cl
     assert re.findall(r'<td class="warn">([^<]*)</td>', index) == ["2 warn", "1 warn", ""]
 
 
+def x_dates(svg: str) -> list[str]:
+    """The x-axis tick labels one plot's SVG draws (matplotlib keeps each drawn text as a
+    comment beside its paths)."""
+    return [re.search(r"<!-- ([^>]*) -->", tick)[1] for tick in svg.split('<g id="xtick_')[1:]]
+
+
+def plots(page: str) -> dict[str, str]:
+    """Each plot's caption and its SVG."""
+    return dict(re.findall(r"<figcaption>([^<]*)</figcaption>(<svg.*?</svg>)", page, re.S))
+
+
+def test_tiles_and_the_since_line_say_what_their_labels_say(engine, redis_client,
+                                                            tmp_path) -> None:
+    world = report_world.build(engine, redis_client)
+    page = report.write_report(engine, tmp_path, world.run_ids[2], LEVELS).read_text()
+    tiles = [re.sub(r"<[^>]+>", " ", tile).split() for tile in
+             re.findall(r'<div class="headline">(.*?)\n</div>', page, re.S)[0].split("\n")
+             if "<div>" in tile]
+    # The newest lists: 4 users, 2 items each; items 10, 11, 12 and 13 of the 8.
+    assert [" ".join(tile) for tile in tiles] == [
+        f"version {world.publish_ids[2]} published", "model 1", "users 4 top 2 each",
+        "rows 8", "input rows 400 1 quarantined", "catalogue coverage 50.0% 4 of 8 items"]
+    # The day before: 3 users, items 10, 11 and 12 (37.5%); its drift 0.15 crossed one
+    # warn level, this run's two.
+    since = re.search(r'<p class="since">([^<]*)</p>', page)[1]
+    assert since == (f"Since the previous run (2026-11-19): model 1, version "
+                     f"{world.publish_ids[1]} -&gt; {world.publish_ids[2]}; users 4 (+1);"
+                     " coverage 50.0% (+12.5 pts); levels crossed 2 (was 1).")
+
+
+def test_date_axes_tick_the_run_dates_only(engine, redis_client, tmp_path) -> None:
+    # A first run: one point, one tick, its own date.
+    run_id, _ = report_world.publish(engine, redis_client, register_model(engine), DAYS[0],
+                                     report_world.LISTS[0])
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO batchscore.run_metrics (run_id, metric, segment,"
+                             " value) VALUES (:r, 'input.rows', '', 100)"), {"r": run_id})
+    first = report.write_report(engine, tmp_path, run_id, {}).read_text()
+    assert x_dates(plots(first)["Input rows"]) == ["11-18"]
+    assert "First run in this history" in first
+
+
+def test_fourteen_nights_tick_every_other_date_and_the_last(engine, tmp_path) -> None:
+    # At most 8 ticks: every other date, the last one always.
+    fortnight = report_world.nights(engine, date(2026, 12, 1), 14)
+    page = report.write_report(engine, tmp_path, fortnight[-1], {}).read_text()
+    assert x_dates(plots(page)["Input rows"]) == [
+        f"12-{day:02d}" for day in (1, 3, 5, 7, 9, 11, 13, 14)]
+    assert "Since the previous run (2026-12-13)" in page
+
+
+def test_the_three_run_world_ticks_its_three_dates(engine, redis_client, tmp_path) -> None:
+    world = report_world.build(engine, redis_client)
+    drawn = plots(report.write_report(engine, tmp_path, world.run_ids[2], LEVELS).read_text())
+    assert x_dates(drawn["Input rows"]) == ["11-18", "11-19", "11-20"]
+    # Realized quality by the published versions' dates: the first two.
+    assert x_dates(drawn["Realized NDCG by published date"]) == ["11-18", "11-19"]
+
+
 def test_a_first_run_says_what_it_has_no_data_for(engine, redis_client, tmp_path) -> None:
     run_id, _ = report_world.publish(engine, redis_client, register_model(engine), DAYS[0],
                                      report_world.LISTS[0])
