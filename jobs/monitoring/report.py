@@ -219,11 +219,7 @@ def gather(engine: Engine, run_id: str, held_to: list[Level]) -> ReportData:
     if run is None:
         raise ReportError(f"there is no run {run_id!r} (`batchscore runs list` shows them)")
     with engine.connect() as conn:
-        version = conn.execute(sa.text(
-            "SELECT publish_id, model_version, logical_date, k, status, users, rows,"
-            " canary_model_version, canary_fraction FROM batchscore.prediction_versions"
-            " WHERE run_id = :id AND status NOT IN ('staged', 'failed')"
-            " ORDER BY publish_id DESC LIMIT 1"), {"id": run_id}).mappings().first()
+        version = published_version(conn, run_id)
         history = [(str(r), d) for r, d in conn.execute(sa.text(
             "SELECT run_id, logical_date FROM ("
             "  SELECT DISTINCT ON (logical_date) run_id, logical_date, started_at"
@@ -243,8 +239,7 @@ def gather(engine: Engine, run_id: str, held_to: list[Level]) -> ReportData:
             "SELECT gates FROM batchscore.model_versions WHERE version = :v"),
             {"v": run.model_version}).scalar() if run.model_version is not None else None
     trends = collect_trends(metric_rows)
-    current = {(metric, segment): value for rid, _, metric, segment, value in metric_rows
-               if rid == run_id}
+    current = metrics_of(metric_rows, run_id)
     earlier = [(rid, day) for rid, day in history if rid != run_id]
     previous = (previous_run(engine, earlier[-1][0], earlier[-1][1], metric_rows, held_to)
                 if earlier else None)
@@ -266,13 +261,8 @@ def previous_run(engine: Engine, run_id: str, logical_date: date, metric_rows: S
     """The headline figures of the run before, as its own report showed them."""
     run = runs.get(engine, run_id)
     with engine.connect() as conn:
-        version = conn.execute(sa.text(
-            "SELECT publish_id, model_version, users FROM batchscore.prediction_versions"
-            " WHERE run_id = :id AND status NOT IN ('staged', 'failed')"
-            " ORDER BY publish_id DESC LIMIT 1"), {"id": run_id}).mappings().first()
+        version = published_version(conn, run_id)
     stats = run.stats if run is not None else {}
-    found = {(metric, segment): value for rid, _, metric, segment, value in metric_rows
-             if rid == run_id}
     return Previous(
         logical_date=logical_date,
         model_version=(version["model_version"] if version is not None
@@ -280,7 +270,22 @@ def previous_run(engine: Engine, run_id: str, logical_date: date, metric_rows: S
         publish_id=version["publish_id"] if version is not None else None,
         users=version["users"] if version is not None else None,
         coverage=stats.get("predictions_catalog_coverage"),
-        crossed=len(crossings(found, held_to)))
+        crossed=len(crossings(metrics_of(metric_rows, run_id), held_to)))
+
+
+def published_version(conn: Any, run_id: str) -> Mapping[str, Any] | None:
+    """The newest version ``run_id`` kept (not staged, not failed), or None."""
+    return conn.execute(sa.text(
+        "SELECT publish_id, model_version, logical_date, k, status, users, rows,"
+        " canary_model_version, canary_fraction FROM batchscore.prediction_versions"
+        " WHERE run_id = :id AND status NOT IN ('staged', 'failed')"
+        " ORDER BY publish_id DESC LIMIT 1"), {"id": run_id}).mappings().first()
+
+
+def metrics_of(rows: Sequence[Any], run_id: str) -> dict[tuple[str, str], float]:
+    """One run's metrics among ``(run_id, logical_date, metric, segment, value)`` rows."""
+    return {(metric, segment): value for rid, _, metric, segment, value in rows
+            if rid == run_id}
 
 
 def collect_trends(rows: Sequence[Any]) -> dict[tuple[str, str], Trend]:
