@@ -482,8 +482,8 @@ def reader_pairs(bench: RedisBench, users: int, requests: int) -> list[Pair]:
     header, row = [line for line in done.stdout.splitlines() if line.strip()][-2:]
     fields = dict(zip(json.loads(f"[{header}]"), json.loads(f"[{row}]"), strict=True))
     peer_p50, peer_p99 = float(fields["p50_latency_ms"]), float(fields["p99_latency_ms"])
-    note = (f"{requests:,} requests, 1 connection, loopback; ours is GET pointer + one "
-            "pipelined GET of user, meta and fallback, then JSON decoding")
+    note = (f"{requests:,} requests, 1 connection, loopback; ours is one pipelined GET of "
+            "user, fallback and meta (the pointer kept for 1 s), then binary decoding")
     return [
         Pair.of("reader latency p50", ours_p50, peer_p50, "ms", higher_is_better=False,
                 peer_name="redis-benchmark GET -c 1", note=note),

@@ -87,12 +87,16 @@ class RedisPublisher:
         self.staged_ttl_seconds = staged_ttl_seconds
         self.version: PublishVersion | None = None
         self.users = 0
+        # JSON only when the user values came so from a scoring output written by
+        # an earlier release; the meta names it for readers in other languages.
+        self.value_format = contract.VALUE_FORMAT
 
     def prepare(self, version: PublishVersion) -> None:
         """Start writing ``version`` aside. Keys an earlier attempt of the same
         version left are overwritten, never deleted: they may be served."""
         self.version = version
         self.users = 0
+        self.value_format = contract.VALUE_FORMAT
         self.client.sadd(self.keys.versions_key(), version.publish_id)
 
     def write(self, block: pa.RecordBatch) -> int:
@@ -131,6 +135,8 @@ class RedisPublisher:
         keys = self.keys.user_keys(version.publish_id, block.column("user_id"))
         if contract.VALUE_COLUMN in block.schema.names:
             values = block.column(contract.VALUE_COLUMN)
+            if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+                self.value_format = contract.JSON_VALUE_FORMAT
         else:
             values = contract.encode_items_block(block.column("items"), block.column("scores"))
         return set_with_expiry_commands(keys, values, self.staged_ttl_seconds, PIPELINE_BATCH)
@@ -153,6 +159,7 @@ class RedisPublisher:
             "logical_date": version.logical_date.isoformat(),
             "k": version.k,
             "users": self.users,
+            "value_format": self.value_format,
             "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         if version.canary_model_version is not None:
@@ -242,24 +249,32 @@ def persist_version(client: redis.Redis, keys: Keyspace, publish_id: int) -> int
 
 
 def expire_version(client: redis.Redis, keys: Keyspace, publish_id: int, seconds: int) -> int:
-    """Expire every key of a version in ``seconds``, the meta key last (0 deletes them now,
-    and forgets the version); the key count."""
+    """Expire every key of a version in ``seconds``, the meta key last; 0 deletes them now,
+    the meta key first, and forgets the version. The key count.
+
+    Deleting the meta key first is what lets a reader holding an older pointer
+    tell a retired version from a user without predictions (``jobs.client``).
+    """
     if seconds > 0:
         return for_each_key(client, keys, publish_id,
                             lambda pipe, key: pipe.expire(key, seconds))
-    count = for_each_key(client, keys, publish_id, lambda pipe, key: pipe.unlink(key))
+    count = for_each_key(client, keys, publish_id, lambda pipe, key: pipe.unlink(key),
+                         meta_first=True)
     client.srem(keys.versions_key(), publish_id)
     return count
 
 
 def for_each_key(client: redis.Redis, keys: Keyspace, publish_id: int,
-                 command: Callable[[Pipeline, bytes], object]) -> int:
+                 command: Callable[[Pipeline, bytes], object], meta_first: bool = False) -> int:
     """Queue ``command`` for every key of a version in pipelined batches, the meta key
-    after all others; the key count."""
+    after all others (or, with ``meta_first``, before them); the key count."""
     meta = keys.meta_key(publish_id)
     count = 0
-    has_meta = False
     pipe = client.pipeline(transaction=False)
+    has_meta = client.exists(meta) == 1
+    if meta_first and has_meta:
+        command(pipe, meta)
+        pipe.execute()
     for key in client.scan_iter(match=keys.version_pattern(publish_id), count=SCAN_COUNT):
         if key == meta:
             has_meta = True
@@ -270,8 +285,9 @@ def for_each_key(client: redis.Redis, keys: Keyspace, publish_id: int,
             pipe.execute()
     pipe.execute()
     if has_meta:
-        command(pipe, meta)
-        pipe.execute()
+        if not meta_first:
+            command(pipe, meta)
+            pipe.execute()
         count += 1
     return count
 
@@ -299,10 +315,18 @@ def set_with_expiry_commands(keys: pa.Array, values: pa.Array, seconds: int, bat
     if len(keys) == 0:
         return []
     ttl = str(int(seconds))
+    keys, values = pc.cast(keys, pa.binary()), pc.cast(values, pa.binary())
+
+    def text(literal: str) -> pa.Scalar:
+        return pa.scalar(literal.encode(), pa.binary())
+
+    def length(column: pa.Array) -> pa.Array:
+        return pc.cast(pc.cast(pc.binary_length(column), pa.string()), pa.binary())
+
     framed = pc.binary_join_element_wise(
-        "*5\r\n$3\r\nSET\r\n$", pc.cast(pc.binary_length(keys), pa.string()), "\r\n", keys,
-        "\r\n$", pc.cast(pc.binary_length(values), pa.string()), "\r\n", values,
-        f"\r\n$2\r\nEX\r\n${len(ttl)}\r\n{ttl}\r\n", "")
+        text("*5\r\n$3\r\nSET\r\n$"), length(keys), text("\r\n"), keys,
+        text("\r\n$"), length(values), text("\r\n"), values,
+        text(f"\r\n$2\r\nEX\r\n${len(ttl)}\r\n{ttl}\r\n"), text(""))
     buffer = memoryview(framed.buffers()[2])
     offsets = np.frombuffer(framed.buffers()[1], dtype=np.int32, count=len(keys) + 1,
                             offset=4 * framed.offset)

@@ -109,10 +109,9 @@ def test_a_failed_reply_raises_with_the_servers_message(redis_admin) -> None:
 
 def test_redis_sends_the_values_the_scoring_job_encoded(redis_client, version) -> None:
     """A block with redis_value is sent as it is, not encoded again."""
-    scored = pa.RecordBatch.from_pydict({
-        "user_id": [1, 2, 3],
-        "redis_value": ["[[5,0.5]]", "[[6,0.25],[7,0.125]]", "[]"],
-    })
+    values = [contract.encode_items([5], [0.5]), contract.encode_items([6, 7], [0.25, 0.125]),
+              contract.encode_items([], [])]
+    scored = pa.RecordBatch.from_pydict({"user_id": [1, 2, 3], "redis_value": values})
     publisher = RedisPublisher(redis_client, KEYS)
     publisher.prepare(version)
     progress = []
@@ -120,7 +119,24 @@ def test_redis_sends_the_values_the_scoring_job_encoded(redis_client, version) -
                                   progress=progress.append) == 3
     assert progress == [2, 3]
     assert [redis_client.get(KEYS.user_key(version.publish_id, user))
-            for user in (1, 2, 3)] == [b"[[5,0.5]]", b"[[6,0.25],[7,0.125]]", b"[]"]
+            for user in (1, 2, 3)] == values
+    publisher.write_meta()
+    meta = contract.decode_meta(redis_client.get(KEYS.meta_key(version.publish_id)))
+    assert meta["value_format"] == "binary-1"
+
+
+def test_json_values_scored_by_an_earlier_release_are_sent_and_named_so(redis_client,
+                                                                        version) -> None:
+    """A scoring output an earlier release wrote (JSON text) is still published; the
+    version's meta says its values are JSON."""
+    scored = pa.RecordBatch.from_pydict({"user_id": [1], "redis_value": ["[[5,0.5]]"]})
+    publisher = RedisPublisher(redis_client, KEYS)
+    publisher.prepare(version)
+    publisher.write(scored)
+    publisher.write_meta()
+    assert redis_client.get(KEYS.user_key(version.publish_id, 1)) == b"[[5,0.5]]"
+    meta = contract.decode_meta(redis_client.get(KEYS.meta_key(version.publish_id)))
+    assert meta["value_format"] == "json"
 
 
 class Terminal(io.StringIO):

@@ -116,7 +116,9 @@ def test_reconcile_writes_a_lost_served_version_again_from_postgres(
     report = reconcile(engine, redis_client, KEYS, tmp_path)
     assert report.redis_pointer == version.publish_id
     assert {user: redis_client.get(KEYS.user_key(version.publish_id, user))
-            for user in (1, 2)} == values == {1: b"[[10,0.5],[11,0.25]]", 2: b"[[12,1.5],[10,1]]"}
+            for user in (1, 2)} == values == {
+        1: bytes.fromhex("0102" "0a000b00" "0000003f" "0000803e"),  # 10, 11; 0.5, 0.25
+        2: bytes.fromhex("0102" "0c000a00" "0000c03f" "0000803f")}  # 12, 10; 1.5, 1.0
     assert redis_client.ttl(KEYS.user_key(version.publish_id, 1)) == -1
 
 

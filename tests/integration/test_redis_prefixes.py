@@ -133,7 +133,7 @@ def test_two_prefixes_in_one_redis_never_touch_each_others_keys(
     # their orphan (version 2, the id of the version we rolled back) is theirs to settle.
     assert snapshot(redis_admin, THEIRS) == theirs_before
     assert theirs_before[THEIRS.pointer_key()] == (b"1", -1)
-    assert theirs_before[THEIRS.user_key(1, 1)] == (b"[[900,0.9]]", -1)
+    assert theirs_before[THEIRS.user_key(1, 1)] == (bytes.fromhex("0102" "8403" "6666663f"), -1)
 
     # Their reconcile, in turn, leaves ours alone.
     ours_after = snapshot(redis_admin, OURS)
