@@ -12,6 +12,9 @@ Documented in ``schemas/redis.md``; every key is built here and nowhere else, by
 - ``batchscore:recs:v{publish_id}:popular`` -> the same layout, the fallback list.
 - ``batchscore:recs:versions`` -> a set of every ``publish_id`` written, so that
   reconcile finds each version without scanning the keyspace.
+- ``batchscore:recs:users:v{publish_id}`` -> the user ids a version has keys for,
+  little-endian uint32, appended before the keys they name are written: how
+  the publisher finds a version's keys without scanning. Not for readers.
 """
 
 from __future__ import annotations
@@ -78,6 +81,11 @@ class Keyspace:
 
     def meta_key(self, publish_id: int) -> bytes:
         return self.version_prefix(publish_id) + b"meta"
+
+    def users_key(self, publish_id: int) -> bytes:
+        """The record of a version's user ids: outside ``v{publish_id}:``, where the
+        reader may GET, as only the publisher needs it."""
+        return f"{self.namespace}:users:v{int(publish_id)}".encode()
 
     def popular_key(self, publish_id: int) -> bytes:
         return self.version_prefix(publish_id) + b"popular"
@@ -160,6 +168,29 @@ def decode_binary(value: bytes) -> tuple[np.ndarray, np.ndarray]:
     scores = np.frombuffer(value, dtype="<f4", count=count,
                            offset=HEADER_BYTES + width * count)
     return ids, scores
+
+
+USER_ID_DTYPE = "<u4"
+MAX_USER_ID = (1 << 32) - 1
+
+
+def encode_user_ids(user_ids: pa.Array) -> bytes:
+    """User ids as the users record holds them: little-endian uint32, one after another."""
+    ids = np.asarray(pc.cast(user_ids, pa.int64()).to_numpy(zero_copy_only=False))
+    if len(ids) and (ids.min() < 0 or ids.max() > MAX_USER_ID):
+        bad = ids[(ids < 0) | (ids > MAX_USER_ID)][0]
+        raise ValueError(f"user id {bad} does not fit the Redis users record's unsigned "
+                         f"32-bit ids (0 to {MAX_USER_ID})")
+    return ids.astype(USER_ID_DTYPE).tobytes()
+
+
+def decode_user_ids(record: bytes) -> np.ndarray:
+    """The distinct user ids of a users record (an id appended twice, by a retried
+    write, counts once)."""
+    if len(record) % 4:
+        raise ValueError(f"a Redis users record of {len(record)} bytes is not whole "
+                         "uint32 ids")
+    return np.unique(np.frombuffer(record, dtype=USER_ID_DTYPE)).astype(np.int64)
 
 
 def encode_meta(meta: dict[str, Any]) -> bytes:

@@ -97,6 +97,7 @@ def test_another_prefix_gives_the_same_keys_under_it_byte_for_byte() -> None:
     assert keys.user_key(12, 345) == b"shop_eu:recs:v12:u:345"
     assert keys.version_pattern(12) == b"shop_eu:recs:v12:*"
     assert keys.meta_pattern() == b"shop_eu:recs:v*:meta"
+    assert keys.users_key(12) == b"shop_eu:recs:users:v12"
     assert keys.publish_id_of(b"shop_eu:recs:v12:u:345") == 12
     with pytest.raises(ValueError, match="is not a key of a published version"):
         keys.publish_id_of(b"batchscore:recs:v12:u:345")
@@ -128,9 +129,11 @@ def test_the_acl_patterns_cover_exactly_the_keys_each_user_needs() -> None:
         return any(fnmatchcase(key.decode(), pattern) for pattern in key_patterns(names, role))
 
     served = [keys.pointer_key(), keys.meta_key(3), keys.popular_key(3), keys.user_key(3, 9)]
-    assert all(matched("writer", key) for key in [*served, keys.versions_key()])
+    assert all(matched("writer", key) for key in [*served, keys.versions_key(),
+                                                  keys.users_key(3)])
     assert all(matched("reader", key) for key in served)
     assert not matched("reader", keys.versions_key())
+    assert not matched("reader", keys.users_key(3))
     for role in ("writer", "reader"):
         assert not any(matched(role, key) for key in (longer.pointer_key(),
                                                       longer.user_key(3, 9)))
@@ -146,3 +149,16 @@ def test_the_worked_example_in_the_schema_is_what_the_encoder_writes() -> None:
     assert value == contract.encode_items([4211, 97, 3306], [0.8734, 0.8112, 0.7954])
     assert [(item, round(score, 4)) for item, score in contract.decode_items(value)] == [
         (4211, 0.8734), (97, 0.8112), (3306, 0.7954)]
+
+
+def test_user_ids_are_recorded_as_uint32_and_read_back_once_each() -> None:
+    import pyarrow as pa
+
+    record = contract.encode_user_ids(pa.array([3, 1, 2**31 - 1]))
+    assert record == bytes.fromhex("03000000" "01000000" "ffffff7f")
+    # a retried block appends its ids again: each is read back once
+    assert contract.decode_user_ids(record + record[:4]).tolist() == [1, 3, 2**31 - 1]
+    with pytest.raises(ValueError, match="user id -1 does not fit"):
+        contract.encode_user_ids(pa.array([5, -1]))
+    with pytest.raises(ValueError, match="a Redis users record of 5 bytes is not whole"):
+        contract.decode_user_ids(record[:5])
