@@ -38,7 +38,9 @@ from jobs.publish.redis import (
     PIPELINE_BATCH,
     STAGED_TTL_SECONDS,
     RedisPublisher,
-    expire_version,
+    pipelined_connection,
+    retire_version,
+    run_on_keys,
     serve,
     set_with_expiry_commands,
 )
@@ -315,9 +317,16 @@ class RedisBench:
 
     def clear(self, timeout: float = 120) -> None:
         """Delete the benchmark's keys and wait until Redis has freed them in the
-        background, so that the next load does not share the server with that."""
+        background, so that the next load does not share the server with that.
+
+        ``redis-cli --pipe`` loads the users' keys without a users record, so
+        they are deleted by the scoring output's user ids too."""
         client = self.client
-        expire_version(client, self.keys, self.publish_id, 0)
+        retire_version(client, self.keys, self.publish_id)
+        with pipelined_connection(client) as connection:
+            for block in read_blocks(self.recommendations, columns=["user_id"]):
+                run_on_keys(connection, ("UNLINK",),
+                            self.keys.user_keys(self.publish_id, block.column("user_id")))
         client.delete(self.keys.pointer_key())
         deadline = time.monotonic() + timeout
         while (int(client.info("memory").get("lazyfree_pending_objects", 0))
