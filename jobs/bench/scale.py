@@ -32,7 +32,7 @@ from jobs.orchestration import nightly
 from jobs.platform.config import Settings
 from jobs.platform.db import engine_for, upgrade
 from jobs.platform.redis_client import connect
-from jobs.publish.redis import expire_version
+from jobs.publish.redis import retire_version
 from jobs.scoring.model import MODEL_METADATA_FILE
 from jobs.scoring.score import RECOMMENDATIONS_DIR
 
@@ -206,7 +206,7 @@ def clean_up(servers: Servers, publish_id: int | None, engine: Any) -> None:
     client = connect(servers.redis_url)
     keys = Keyspace()
     if publish_id is not None:
-        expire_version(client, keys, publish_id, 0)
+        retire_version(client, keys, publish_id)
     client.delete(keys.pointer_key())
     engine.dispose()
     admin = servers.database_url.rsplit("/", 1)[0] + "/postgres"

@@ -60,8 +60,8 @@ def add_commands(commands: Commands) -> None:
 
     reconcile = commands.add("reconcile", cmd_reconcile,
                              "repair both stores after a crash: point Redis at what PostgreSQL "
-                             "serves, expire orphaned versions, fail runs whose process is "
-                             "gone, drop stale staged tables and folders")
+                             "serves, remove versions Redis no longer holds, fail runs whose "
+                             "process is gone, drop stale staged tables and folders")
     reconcile.add_argument("--json", action="store_true")
     status = commands.add("status", cmd_status, "what is served and where")
     status.add_argument("--json", action="store_true")

@@ -11,13 +11,20 @@ client does.
 
 Reads follow the contract in ``schemas/redis.md``: the pointer names the
 served version, and a user without predictions gets that version's
-popularity list (``source == "fallback"``). The pointer is read again with
-the version's keys, so a read that overlaps a switch is retried on the new
-version instead of mixing two or falling back by mistake.
+popularity list (``source == "fallback"``). The client keeps the pointer for
+``pointer_ttl_seconds`` (1 s by default), so a read is one round trip: the
+user's key, the fallback list and the version's meta key, in one pipeline,
+the meta key last. A version's meta key is written after all its other keys
+and deleted before any of them, so finding it last proves the keys read
+before it were the whole version's; when it is gone (the version was
+retired), the pointer is read again and the read done again on the version
+now served. A switch reaches a client within ``pointer_ttl_seconds``.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,8 +37,10 @@ from jobs.contracts.redis import Keyspace
 from jobs.platform.names import DEFAULT_REDIS_PREFIX
 from jobs.platform.redis_client import connect
 
-# Reads retried when the pointer moves under one (each move is a switch or rollback).
+# Reads done again when the version read was retired under them (each is a switch).
 READ_ATTEMPTS = 5
+# How long a read trusts the pointer it read before: a switch reaches readers within it.
+DEFAULT_POINTER_TTL_SECONDS = 1.0
 
 
 class NoPublishedVersionError(LookupError):
@@ -57,54 +66,73 @@ class Recommendations:
 
 
 class RecommendationClient:
-    def __init__(self, client: redis.Redis, keys: Keyspace) -> None:
+    def __init__(self, client: redis.Redis, keys: Keyspace,
+                 pointer_ttl_seconds: float = DEFAULT_POINTER_TTL_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if pointer_ttl_seconds < 0:
+            raise ValueError(f"pointer_ttl_seconds must be 0 or more, got {pointer_ttl_seconds}")
         self.client = client
         self.keys = keys
+        self.pointer_ttl_seconds = pointer_ttl_seconds
+        self.clock = clock
+        self._publish_id: int | None = None
+        self._read_at = 0.0
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = DEFAULT_REDIS_PREFIX) -> RecommendationClient:
-        return cls(connect(url, socket_timeout=1.0), Keyspace(prefix))
+    def from_url(cls, url: str, prefix: str = DEFAULT_REDIS_PREFIX,
+                 pointer_ttl_seconds: float = DEFAULT_POINTER_TTL_SECONDS
+                 ) -> RecommendationClient:
+        return cls(connect(url, socket_timeout=1.0), Keyspace(prefix), pointer_ttl_seconds)
 
     def get_recommendations(self, user_id: int, k: int = 10) -> Recommendations:
-        """The best ``k`` items for a user, best first, in two round trips.
+        """The best ``k`` items for a user, best first: one round trip while the
+        pointer read before is younger than ``pointer_ttl_seconds``, two otherwise.
 
-        The second round trip reads the pointer again: if it moved meanwhile,
-        the keys read may belong to a version being retired, so the read is
-        done again on the version now served.
+        Every key is read from one version, whole: if its meta key is gone by the
+        end of the read, the version was being retired, and the read is done
+        again on the version the pointer names now.
         """
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
-        pointer = self.client.get(self.keys.pointer_key())
+        publish_id = self._served(refresh=False)
         for _ in range(READ_ATTEMPTS):
-            if pointer is None:
-                raise NoPublishedVersionError(
-                    "no recommendations are published in this Redis yet; run "
-                    "`batchscore nightly`")
-            publish_id = int(pointer)
             pipe = self.client.pipeline(transaction=False)
             pipe.get(self.keys.user_key(publish_id, user_id))
-            pipe.get(self.keys.meta_key(publish_id))
             pipe.get(self.keys.popular_key(publish_id))
-            pipe.get(self.keys.pointer_key())
-            user_value, meta_value, popular_value, pointer_after = pipe.execute()
-            if pointer_after == pointer:
+            pipe.get(self.keys.meta_key(publish_id))
+            user_value, popular_value, meta_value = pipe.execute()
+            if meta_value is not None:
                 break
-            pointer = pointer_after
+            publish_id = self._served(refresh=True)
         else:
-            raise RuntimeError(f"the Redis pointer moved during each of {READ_ATTEMPTS} reads")
-        if meta_value is None:
-            raise NoPublishedVersionError(f"published version {publish_id} has no meta key")
+            raise RuntimeError(f"the version the Redis pointer names was retired during each "
+                               f"of {READ_ATTEMPTS} reads")
         meta = contract.decode_meta(meta_value)
         source = "predictions" if user_value is not None else "fallback"
         value = user_value if user_value is not None else popular_value
-        pairs = contract.decode_items(value) if value is not None else []
+        pairs = contract.decode_items(value, limit=k) if value is not None else []
         return Recommendations(
             user_id=user_id,
-            items=[Item(item_id, score) for item_id, score in pairs[:k]],
+            items=[Item(item_id, score) for item_id, score in pairs],
             run_id=str(meta["run_id"]),
             model_version=model_version_for(user_id, meta),
             source=source,
         )
+
+    def _served(self, refresh: bool) -> int:
+        """The publish id the pointer names, read again when asked or when older than
+        ``pointer_ttl_seconds``."""
+        now = self.clock()
+        if (refresh or self._publish_id is None
+                or now - self._read_at >= self.pointer_ttl_seconds):
+            pointer = self.client.get(self.keys.pointer_key())
+            if pointer is None:
+                self._publish_id = None
+                raise NoPublishedVersionError(
+                    "no recommendations are published in this Redis yet; run "
+                    "`batchscore nightly`")
+            self._publish_id, self._read_at = int(pointer), now
+        return self._publish_id
 
 
 def model_version_for(user_id: int, meta: dict[str, Any]) -> int:

@@ -1,11 +1,14 @@
 """Rolling back: serve the previous published version again, in Postgres and Redis.
 
 No recomputation: the previous version's partition and keys are still there
-(the publishers keep them for the retention period). Under the publish lock,
-Postgres switches first, in one transaction that also updates the registry
-and records who and why; Redis then follows it (the restored keys lose their
-expiry and the pointer moves by compare-and-set). Should the Redis step fail,
-``batchscore reconcile`` points Redis at whatever Postgres serves.
+(Redis keeps the version served before the current one, PostgreSQL the
+versions it is configured to keep). Under the publish lock, Postgres
+switches first, in one transaction that also updates the registry and
+records who and why; Redis then follows it (the restored keys lose their
+expiry and the pointer moves by compare-and-set). A version further back,
+no longer in Redis, is written to Redis again from its PostgreSQL partition
+first, as reconcile does. Should the Redis step fail, ``batchscore
+reconcile`` points Redis at whatever Postgres serves.
 """
 
 from __future__ import annotations
@@ -18,8 +21,14 @@ from sqlalchemy.engine import Connection, Engine
 from jobs.contracts.redis import Keyspace
 from jobs.lifecycle import registry
 from jobs.publish.postgres import PostgresPublisher, Rollback
-from jobs.publish.protocol import DEFAULT_LOCK_WAIT_SECONDS, follow_postgres, publish_lock
-from jobs.publish.redis import require_version_keys
+from jobs.publish.protocol import (
+    DEFAULT_LOCK_WAIT_SECONDS,
+    follow_postgres,
+    publish_lock,
+    rewrite_from_postgres,
+    version_record,
+)
+from jobs.publish.redis import has_version_keys
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +49,16 @@ def roll_back(engine: Engine, client: redis.Redis, keys: Keyspace, changed_by: s
                 registry.roll_back(conn, bad, done.restored_model, changed_by,
                                    f"publish {done.rolled_back} rolled back: {reason}")
 
+        def in_redis(publish_id: int) -> None:
+            # Before PostgreSQL switches: a version Redis no longer holds is written
+            # aside again from its partition, so Redis can follow at once.
+            if not has_version_keys(client, keys, publish_id):
+                logger.info("redis: version %d is no longer in Redis; writing it again "
+                            "from postgres", publish_id)
+                rewrite_from_postgres(engine, client, keys, version_record(engine, publish_id)[0])
+
         done = PostgresPublisher(engine).rollback(
-            changed_by, reason, to=to,
-            # Refuse before anything changes if Redis no longer has the target's keys.
-            before_switch=lambda publish_id: require_version_keys(client, keys, publish_id),
-            in_transaction=mark_models)
+            changed_by, reason, to=to, before_switch=in_redis, in_transaction=mark_models)
         follow_postgres(engine, client, keys)
     logger.info("rolled back version %d; version %d is served again", done.rolled_back,
                 done.restored)

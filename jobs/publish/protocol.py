@@ -27,13 +27,11 @@ from jobs.platform.names import Names
 from jobs.publish import PublishVersion, SwitchOutcome
 from jobs.publish.postgres import DEFAULT_KEEP_VERSIONS, PostgresPublisher, served_publish_id
 from jobs.publish.redis import (
-    DEFAULT_RETENTION_SECONDS,
-    SUPERSEDED_GRACE_SECONDS,
     MissingVersionError,
     RedisPublisher,
     ServeOutcome,
-    expire_version,
     pointer,
+    retire_version,
     serve,
 )
 
@@ -71,14 +69,16 @@ def publish_lock(engine: Engine, holder: str,
 
 def switch(engine: Engine, client: redis.Redis | None, keys: Keyspace, publish_id: int, *,
            force_serve: bool = False, shadow: bool = False,
-           keep_versions: int = DEFAULT_KEEP_VERSIONS,
-           retention_seconds: int = DEFAULT_RETENTION_SECONDS) -> SwitchOutcome:
+           keep_versions: int = DEFAULT_KEEP_VERSIONS) -> SwitchOutcome:
     """Switch a version written aside in both stores in; the caller holds the publish lock.
 
     PostgreSQL first (a shadow is only attached), then Redis follows what
-    PostgreSQL serves, then versions beyond the kept window are dropped.
-    Safe to run again: a version already switched in is not switched twice,
-    and what readers are served is never removed.
+    PostgreSQL serves, then versions beyond the kept window are dropped. Redis
+    keeps the served version and the one served before it; a version this
+    switch replaced without it being served, or did not serve (an older
+    date), is removed from Redis at once (PostgreSQL keeps it). Safe to run
+    again: a version already switched in is not switched twice, and what
+    readers are served is never removed.
     """
     postgres = PostgresPublisher(engine, keep_versions=keep_versions)
     if shadow:
@@ -88,20 +88,19 @@ def switch(engine: Engine, client: redis.Redis | None, keys: Keyspace, publish_i
         if client is None:
             raise ValueError("switching a served version in needs the Redis client")
         previous = pointer(client, keys)
-        follow_postgres(engine, client, keys, retention_seconds)
+        follow_postgres(engine, client, keys)
         for replaced in outcome.superseded:
             # A replaced version that was served stays as a rollback target.
             if replaced != previous:
-                expire_version(client, keys, replaced, SUPERSEDED_GRACE_SECONDS)
+                retire_version(client, keys, replaced)
         if not outcome.served:
-            # Written for an older date: kept, not pointed to, for the retention period.
-            expire_version(client, keys, publish_id, retention_seconds)
+            # Written for an older date: PostgreSQL keeps it; Redis holds what is served.
+            retire_version(client, keys, publish_id)
     postgres.cleanup()
     return outcome
 
 
-def follow_postgres(engine: Engine, client: redis.Redis, keys: Keyspace,
-                    retention_seconds: int = DEFAULT_RETENTION_SECONDS) -> ServeOutcome | None:
+def follow_postgres(engine: Engine, client: redis.Redis, keys: Keyspace) -> ServeOutcome | None:
     """Point Redis at the version PostgreSQL serves; the caller holds the publish lock.
 
     Its keys lose their expiry before the pointer moves. Should Redis have
@@ -114,11 +113,11 @@ def follow_postgres(engine: Engine, client: redis.Redis, keys: Keyspace,
     version, users = version_record(engine, served)
     expected = users + 2 if users is not None else None  # meta and popular keys too
     try:
-        return serve(client, keys, served, expected, retention_seconds)
+        return serve(client, keys, served, expected)
     except MissingVersionError as err:
         logger.warning("redis: %s; writing version %d again from postgres", err, served)
     rewrite_from_postgres(engine, client, keys, version)
-    return serve(client, keys, served, expected, retention_seconds)
+    return serve(client, keys, served, expected)
 
 
 def version_record(engine: Engine, publish_id: int) -> tuple[PublishVersion, int | None]:

@@ -9,8 +9,9 @@ with ``batchscore reconcile``. Under the publish lock it
    tables of versions that are not (or no longer) kept;
 3. points Redis at what PostgreSQL serves, removing the expiry of its keys
    (and writing them again from PostgreSQL if Redis lost them);
-4. gives every other version left without an expiry the retention period,
-   and deletes the keys of versions that failed;
+4. removes from Redis every other version but the one served before the
+   served one (PostgreSQL's serving history says which), and the keys of
+   versions that failed; versions being written aside by a running run stay;
 5. removes staging folders of runs that are not running.
 
 Running it again at once finds nothing to do.
@@ -33,11 +34,10 @@ from jobs.platform import runs
 from jobs.publish.postgres import PostgresPublisher, partition_name, served_publish_id
 from jobs.publish.protocol import DEFAULT_LOCK_WAIT_SECONDS, follow_postgres, publish_lock
 from jobs.publish.redis import (
-    DEFAULT_RETENTION_SECONDS,
-    expire_version,
     known_versions,
     meta_is_persistent,
     pointer,
+    retire_version,
 )
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class ReconcileReport:
     runs_failed: list[str] = field(default_factory=list)
     versions_discarded: list[int] = field(default_factory=list)
     tables_dropped: list[str] = field(default_factory=list)
-    redis_versions_expiring: list[int] = field(default_factory=list)
+    redis_versions_retired: list[int] = field(default_factory=list)
     redis_versions_deleted: list[int] = field(default_factory=list)
     folders_removed: list[str] = field(default_factory=list)
 
@@ -65,7 +65,7 @@ class ReconcileReport:
         return bool(self.redis_pointer != self.redis_pointer_before
                     or self.redis_keys_persisted or self.runs_failed
                     or self.versions_discarded or self.tables_dropped
-                    or self.redis_versions_expiring or self.redis_versions_deleted
+                    or self.redis_versions_retired or self.redis_versions_deleted
                     or self.folders_removed)
 
     def to_json(self) -> dict[str, Any]:
@@ -85,9 +85,9 @@ class ReconcileReport:
             done.append(f"staged versions discarded: {join(self.versions_discarded)}")
         if self.tables_dropped:
             done.append(f"stale tables dropped: {join(self.tables_dropped)}")
-        if self.redis_versions_expiring:
-            done.append("redis versions given the retention period: "
-                        f"{join(self.redis_versions_expiring)}")
+        if self.redis_versions_retired:
+            done.append("redis versions removed (postgres keeps them): "
+                        f"{join(self.redis_versions_retired)}")
         if self.redis_versions_deleted:
             done.append(f"redis keys of failed versions deleted: "
                         f"{join(self.redis_versions_deleted)}")
@@ -101,7 +101,6 @@ def join(values: list[Any]) -> str:
 
 
 def reconcile(engine: Engine, client: redis.Redis, keys: Keyspace, staging_dir: Path, *,
-              retention_seconds: int = DEFAULT_RETENTION_SECONDS,
               wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS) -> ReconcileReport:
     """Repair both stores and the run history; see the module's docstring."""
     report = ReconcileReport()
@@ -113,18 +112,17 @@ def reconcile(engine: Engine, client: redis.Redis, keys: Keyspace, staging_dir: 
         for publish_id in staged_of_finished_runs(engine):
             if postgres.discard(publish_id):
                 report.versions_discarded.append(publish_id)
-            expire_version(client, keys, publish_id, 0)
+            retire_version(client, keys, publish_id)
         report.tables_dropped = drop_stale_tables(engine, postgres)
         report.redis_pointer_before = pointer(client, keys)
         report.postgres_serves = served_publish_id(engine)
         persistent = (report.postgres_serves is not None
                       and meta_is_persistent(client, keys, report.postgres_serves))
-        follow_postgres(engine, client, keys, retention_seconds)
+        follow_postgres(engine, client, keys)
         report.redis_pointer = pointer(client, keys)
         report.redis_keys_persisted = (report.postgres_serves is not None and not persistent)
-        expiring, deleted = settle_other_versions(engine, client, keys, report.postgres_serves,
-                                                  retention_seconds)
-        report.redis_versions_expiring, report.redis_versions_deleted = expiring, deleted
+        retired, deleted = settle_other_versions(engine, client, keys, report.postgres_serves)
+        report.redis_versions_retired, report.redis_versions_deleted = retired, deleted
     report.folders_removed = remove_stale_folders(engine, staging_dir)
     for line in report.lines():
         logger.info("reconcile: %s", line)
@@ -163,34 +161,36 @@ def drop_stale_tables(engine: Engine, postgres: PostgresPublisher) -> list[str]:
 
 
 def settle_other_versions(engine: Engine, client: redis.Redis, keys: Keyspace,
-                          served: int | None,
-                          retention_seconds: int) -> tuple[list[int], list[int]]:
-    """Versions in Redis other than the served one: expiring, or deleted if they failed."""
-    others = sorted(known_versions(client, keys) - {served} if served is not None
-                    else known_versions(client, keys))
+                          served: int | None) -> tuple[list[int], list[int]]:
+    """Versions in Redis other than the served one and the one served before it:
+    removed (published ones: PostgreSQL keeps them), or deleted if they failed."""
+    previous = previously_served(engine, served) if served is not None else None
+    others = sorted(known_versions(client, keys) - {served, previous})
     if not others:
         return [], []
     with engine.connect() as conn:
         statuses = dict(conn.execute(sa.text(
             "SELECT publish_id, status FROM batchscore.prediction_versions"
             " WHERE publish_id = ANY(:ids)"), {"ids": others}).all())
-    expiring, deleted = [], []
+    retired, deleted = [], []
     for publish_id in others:
         status = statuses.get(publish_id)
         if status == "staged":
             continue  # a live run is writing it; its keys expire by themselves
-        if status in (None, "failed"):
-            if expire_version(client, keys, publish_id, 0):
-                deleted.append(publish_id)
-            continue
-        if client.exists(keys.meta_key(publish_id), keys.popular_key(publish_id)) == 0:
-            client.srem(keys.versions_key(), publish_id)
-            continue
-        if not meta_is_persistent(client, keys, publish_id):
-            continue
-        expire_version(client, keys, publish_id, retention_seconds)
-        expiring.append(publish_id)
-    return expiring, deleted
+        # Also what a retirement cut short left (its meta key went first).
+        removed = retire_version(client, keys, publish_id)
+        if removed:
+            (deleted if status in (None, "failed") else retired).append(publish_id)
+    return retired, deleted
+
+
+def previously_served(engine: Engine, served: int) -> int | None:
+    """The version served before ``served`` last became served."""
+    with engine.connect() as conn:
+        return conn.execute(sa.text(
+            "SELECT previous_publish_id FROM batchscore.serving_history"
+            " WHERE publish_id = :id ORDER BY switched_at DESC LIMIT 1"),
+            {"id": served}).scalar()
 
 
 def remove_stale_folders(engine: Engine, staging_dir: Path) -> list[str]:

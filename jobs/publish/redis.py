@@ -2,13 +2,24 @@
 
 A version's keys are written aside under its own prefix, each with an expiry
 from the moment it exists (``SET key value EX seconds``, pipelined a chunk of
-users at a time), so a run that dies leaves nothing that lives forever.
+users at a time), so a run that dies leaves nothing that lives forever. Each
+block's user ids are appended to the version's users record before its keys
+are written, so the record names every key the version has, and every pass
+over a version's keys reads it instead of scanning the keyspace.
+
 Readers only find a version once the pointer names it. Serving a version
 (:func:`serve`) removes its keys' expiry, then moves the pointer by
-compare-and-set from the version it replaces, then gives the replaced
-version's keys the retention period. The order of both passes (user keys
-first, the meta key last) lets :mod:`jobs.publish.reconcile` tell from the
-meta key alone whether a pass finished; see ``schemas/publishing.md``.
+compare-and-set from the version it replaces, then retires every other
+version that was served, except the one it replaced (a rollback to it stays
+a pointer flip): Redis holds the served version, the one before it, and
+versions being written aside. Passes that make keys permanent end with the
+meta key; removal starts with it. So the meta key tells reconcile whether a
+pass finished, and tells a reader whether what it read was whole; see
+``schemas/publishing.md``.
+
+Versions written by an earlier release have no users record: their keys are
+found by one SCAN of the version's prefix when they are served again or
+retired, the only SCAN left (the upgrade path).
 """
 
 from __future__ import annotations
@@ -24,7 +35,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import redis
-from redis.client import Pipeline
 from redis.connection import Connection
 
 from jobs.contracts import redis as contract
@@ -34,18 +44,21 @@ from jobs.publish import PublishVersion, read_ahead
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_RETENTION_SECONDS = 7 * 86_400
 # Keys of a version written aside live this long unless it is served first: long
 # enough for the slowest run to reach its switch, short enough that a dead
 # run's keys go by themselves.
 STAGED_TTL_SECONDS = 2 * 86_400
-# A replaced version of the same date lingers this long for readers mid-request.
-SUPERSEDED_GRACE_SECONDS = 60
 PIPELINE_BATCH = 1_000
 SCAN_COUNT = 1_000
+# Bytes of a users record read at a time (a million users).
+RECORD_CHUNK_BYTES = 4 << 20
+# User keys handled per pass of the key passes (persist, expire, unlink).
+KEY_BLOCK = 100_000
 
 # The reply to every SET ... EX that succeeds.
 OK_REPLY = b"+OK\r\n"
+# The replies of PERSIST, EXPIRE, UNLINK and EXISTS on one key: it did (1) or not (0).
+INTEGER_REPLY_BYTES = 4
 # Move the pointer (KEYS[1]) to ARGV[2] only if it holds ARGV[1] ('' = unset);
 # returns 1 when it moved, else the value it holds.
 COMPARE_AND_SET_SCRIPT = b"""
@@ -87,13 +100,20 @@ class RedisPublisher:
         self.staged_ttl_seconds = staged_ttl_seconds
         self.version: PublishVersion | None = None
         self.users = 0
+        # JSON only when the user values came so from a scoring output written by
+        # an earlier release; the meta names it for readers in other languages.
+        self.value_format = contract.VALUE_FORMAT
 
     def prepare(self, version: PublishVersion) -> None:
         """Start writing ``version`` aside. Keys an earlier attempt of the same
         version left are overwritten, never deleted: they may be served."""
         self.version = version
         self.users = 0
+        self.value_format = contract.VALUE_FORMAT
         self.client.sadd(self.keys.versions_key(), version.publish_id)
+        # The (empty) record says from now on that this version's keys are all in it.
+        self.client.set(self.keys.users_key(version.publish_id), b"",
+                        ex=self.staged_ttl_seconds, nx=True)
 
     def write(self, block: pa.RecordBatch) -> int:
         """Write one block's user keys; see :meth:`write_blocks`."""
@@ -108,14 +128,22 @@ class RedisPublisher:
         next block is read and framed on another thread while the current one
         is sent on one connection, as ``SET key value EX seconds`` commands
         :data:`PIPELINE_BATCH` at a time; replies are counted a chunk behind.
-        ``progress`` is called with the users written so far after each block.
+        A block's user ids are appended to the version's users record before
+        any of its keys is sent. ``progress`` is called with the users written
+        so far after each block.
         """
         version = self._require_version()
         before = self.users
+        record = self.keys.users_key(version.publish_id)
         with pipelined_connection(self.client) as connection:
             unread = 0
-            for users, chunks in read_ahead(
-                    (block.num_rows, self._commands(version, block)) for block in blocks):
+            for users, user_ids, chunks in read_ahead(
+                    (block.num_rows, contract.encode_user_ids(block.column("user_id")),
+                     self._commands(version, block)) for block in blocks):
+                pipe = self.client.pipeline(transaction=False)
+                pipe.append(record, user_ids)
+                pipe.expire(record, self.staged_ttl_seconds)
+                pipe.execute()
                 for chunk, commands in chunks:
                     connection.send_packed_command([chunk])
                     read_ok_replies(connection, unread)
@@ -131,6 +159,8 @@ class RedisPublisher:
         keys = self.keys.user_keys(version.publish_id, block.column("user_id"))
         if contract.VALUE_COLUMN in block.schema.names:
             values = block.column(contract.VALUE_COLUMN)
+            if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+                self.value_format = contract.JSON_VALUE_FORMAT
         else:
             values = contract.encode_items_block(block.column("items"), block.column("scores"))
         return set_with_expiry_commands(keys, values, self.staged_ttl_seconds, PIPELINE_BATCH)
@@ -153,6 +183,7 @@ class RedisPublisher:
             "logical_date": version.logical_date.isoformat(),
             "k": version.k,
             "users": self.users,
+            "value_format": self.value_format,
             "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         if version.canary_model_version is not None:
@@ -175,15 +206,16 @@ def pointer(client: redis.Redis, keys: Keyspace) -> int | None:
     return int(value) if value is not None else None
 
 
-def serve(client: redis.Redis, keys: Keyspace, publish_id: int, expected_keys: int | None,
-          retention_seconds: int = DEFAULT_RETENTION_SECONDS) -> ServeOutcome:
+def serve(client: redis.Redis, keys: Keyspace, publish_id: int,
+          expected_keys: int | None) -> ServeOutcome:
     """Make ``publish_id`` the version readers get; the caller holds the publish lock.
 
     Its keys lose their expiry first (user keys, then the meta key); when
     ``expected_keys`` is given and fewer keys are found, nothing moves and
     :class:`MissingVersionError` is raised. Then the pointer moves by
-    compare-and-set from the version it held, and that version's keys expire
-    after ``retention_seconds``. Running it again changes nothing more.
+    compare-and-set from the version it held, which is kept, and every other
+    version that was served is retired (:func:`retire_served_others`).
+    Running it again changes nothing more.
     """
     previous = pointer(client, keys)
     if previous == publish_id and meta_is_persistent(client, keys, publish_id):
@@ -191,19 +223,38 @@ def serve(client: redis.Redis, keys: Keyspace, publish_id: int, expected_keys: i
     if client.exists(keys.meta_key(publish_id)) == 0:
         raise MissingVersionError(f"version {publish_id} has no meta key in Redis: it was "
                                   "never written whole, or its keys expired")
-    found = persist_version(client, keys, publish_id)
+    found = persist_version(client, keys, publish_id, expected_keys)
     if expected_keys is not None and found < expected_keys:
         # Put the expiry back: a version that is not served must not live forever.
-        expire_version(client, keys, publish_id, SUPERSEDED_GRACE_SECONDS)
+        expire_version(client, keys, publish_id, STAGED_TTL_SECONDS)
         raise MissingVersionError(f"version {publish_id} has {found} of its {expected_keys} keys "
                                   "in Redis; write it again (batchscore reconcile does)")
     moved = compare_and_set_pointer(client, keys, previous, publish_id)
-    if previous is not None and previous != publish_id:
-        expire_version(client, keys, previous, retention_seconds)
-    logger.info("redis: pointer %s version %d (%d keys kept); version %s expires in %ds",
-                "moved to" if moved else "already at", publish_id, found, previous,
-                retention_seconds)
+    retired = (retire_served_others(client, keys, {publish_id, previous})
+               if previous != publish_id else [])
+    logger.info("redis: pointer %s version %d (%d keys kept); version %s kept for rollback; "
+                "retired: %s", "moved to" if moved else "already at", publish_id, found,
+                previous, retired or "none")
     return ServeOutcome(publish_id, previous, found, moved)
+
+
+def retire_served_others(client: redis.Redis, keys: Keyspace, keep: set[int | None]
+                         ) -> list[int]:
+    """Remove every version but ``keep`` that was served (its meta key is permanent) or
+    was written by an earlier release (its meta has no ``value_format``); the ids.
+
+    Versions being written aside are left alone: they are served next, or expire.
+    """
+    retired = []
+    for publish_id in sorted(known_versions(client, keys) - keep):
+        meta = client.get(keys.meta_key(publish_id))
+        if meta is None:
+            continue
+        if (meta_is_persistent(client, keys, publish_id)
+                or "value_format" not in contract.decode_meta(meta)):
+            retire_version(client, keys, publish_id)
+            retired.append(publish_id)
+    return retired
 
 
 def compare_and_set_pointer(client: redis.Redis, keys: Keyspace, expected: int | None,
@@ -228,52 +279,170 @@ def meta_is_persistent(client: redis.Redis, keys: Keyspace, publish_id: int) -> 
     return client.ttl(keys.meta_key(publish_id)) == -1
 
 
-def require_version_keys(client: redis.Redis, keys: Keyspace, publish_id: int) -> None:
-    """Raise :class:`MissingVersionError` unless the version's meta and fallback keys exist."""
-    if client.exists(keys.meta_key(publish_id), keys.popular_key(publish_id)) < 2:
-        raise MissingVersionError(
-            f"version {publish_id}'s keys are gone from Redis (expired after the retention "
-            f"period); publish its date again instead of rolling back")
+def has_version_keys(client: redis.Redis, keys: Keyspace, publish_id: int) -> bool:
+    """Whether the version's meta and fallback keys are in Redis."""
+    return client.exists(keys.meta_key(publish_id), keys.popular_key(publish_id)) == 2
 
 
-def persist_version(client: redis.Redis, keys: Keyspace, publish_id: int) -> int:
-    """Remove the expiry of every key of a version, the meta key last; the key count."""
-    return for_each_key(client, keys, publish_id, lambda pipe, key: pipe.persist(key))
+def persist_version(client: redis.Redis, keys: Keyspace, publish_id: int,
+                    expected_keys: int | None = None) -> int:
+    """Remove the expiry of every key of a version, the meta key last; the keys found.
+
+    PERSIST says only whether it removed an expiry, so when it removed fewer than
+    ``expected_keys`` (some were permanent already, or are gone) the keys are
+    counted again by EXISTS.
+    """
+    found = key_pass(client, keys, publish_id, ("PERSIST",))
+    if expected_keys is not None and found < expected_keys:
+        found = key_pass(client, keys, publish_id, ("EXISTS",))
+    return found
 
 
 def expire_version(client: redis.Redis, keys: Keyspace, publish_id: int, seconds: int) -> int:
-    """Expire every key of a version in ``seconds``, the meta key last (0 deletes them now,
-    and forgets the version); the key count."""
-    if seconds > 0:
-        return for_each_key(client, keys, publish_id,
-                            lambda pipe, key: pipe.expire(key, seconds))
-    count = for_each_key(client, keys, publish_id, lambda pipe, key: pipe.unlink(key))
+    """Expire every key of a version in ``seconds``, the meta key last; the key count."""
+    if seconds < 1:
+        raise ValueError(f"seconds must be at least 1, got {seconds}; retire_version "
+                         "removes a version at once")
+    return key_pass(client, keys, publish_id, ("EXPIRE", str(int(seconds))))
+
+
+def retire_version(client: redis.Redis, keys: Keyspace, publish_id: int) -> int:
+    """Delete every key of a version now, and forget it; the keys deleted.
+
+    The meta key goes first: a reader holding an older pointer then tells a
+    retired version from a user without predictions (``jobs.client``). The
+    users record goes last, so a pass cut short can be run again.
+    """
+    count = key_pass(client, keys, publish_id, ("UNLINK",), meta_first=True)
     client.srem(keys.versions_key(), publish_id)
     return count
 
 
-def for_each_key(client: redis.Redis, keys: Keyspace, publish_id: int,
-                 command: Callable[[Pipeline, bytes], object]) -> int:
-    """Queue ``command`` for every key of a version in pipelined batches, the meta key
-    after all others; the key count."""
-    meta = keys.meta_key(publish_id)
-    count = 0
-    has_meta = False
-    pipe = client.pipeline(transaction=False)
+def key_pass(client: redis.Redis, keys: Keyspace, publish_id: int, command: tuple[str, ...],
+             meta_first: bool = False) -> int:
+    """Run ``command`` (its name, then any arguments after the key) on every key of a
+    version: its user keys, its fallback, then its meta key (with ``meta_first``, the
+    meta key before all others), and its users record last of all; how many of the
+    version's keys (not counting the record) it answered 1 for."""
+    meta, record = keys.meta_key(publish_id), keys.users_key(publish_id)
+    blocks = user_key_blocks(client, keys, publish_id)
+    with pipelined_connection(client) as connection:
+
+        def one(key: bytes) -> int:
+            return run_on_keys(connection, command, pa.array([key], pa.binary()))
+
+        done = one(meta) if meta_first else 0
+        for user_keys in blocks:
+            done += run_on_keys(connection, command, user_keys)
+        done += one(keys.popular_key(publish_id))
+        if not meta_first:
+            done += one(meta)
+        one(record)
+    return done
+
+
+def user_key_blocks(client: redis.Redis, keys: Keyspace, publish_id: int
+                    ) -> Iterator[pa.BinaryArray]:
+    """A version's user keys, :data:`KEY_BLOCK` at a time, from its users record.
+
+    A version an earlier release wrote has no record: while its meta key (without
+    ``value_format``) is there, its keys are found by one SCAN of its prefix (the
+    upgrade path; versions this release writes have a record from the moment
+    they are prepared, which outlives their keys). Where they come from is
+    decided at once, before the caller removes the meta key.
+    """
+    record = read_users_record(client, keys, publish_id)
+    if record is not None:
+        return record_key_blocks(keys, publish_id, contract.decode_user_ids(record))
+    meta = client.get(keys.meta_key(publish_id))
+    if meta is None or "value_format" in contract.decode_meta(meta):
+        # Written by this release with its record gone (its keys expired with it), or
+        # an earlier release's version whose keys expired: nothing left to find.
+        return iter(())
+    return scanned_key_blocks(client, keys, publish_id)
+
+
+def record_key_blocks(keys: Keyspace, publish_id: int, user_ids: np.ndarray
+                      ) -> Iterator[pa.BinaryArray]:
+    for start in range(0, len(user_ids), KEY_BLOCK):
+        yield pc.cast(keys.user_keys(publish_id, pa.array(user_ids[start:start + KEY_BLOCK])),
+                      pa.binary())
+
+
+def scanned_key_blocks(client: redis.Redis, keys: Keyspace, publish_id: int
+                       ) -> Iterator[pa.BinaryArray]:
+    """The user keys of a version an earlier release wrote, by one SCAN of its prefix."""
+    logger.info("redis: version %d has no users record (an earlier release wrote it): "
+                "finding its keys by a SCAN", publish_id)
+    user_prefix = keys.version_prefix(publish_id) + b"u:"
+    found: list[bytes] = []
     for key in client.scan_iter(match=keys.version_pattern(publish_id), count=SCAN_COUNT):
-        if key == meta:
-            has_meta = True
-            continue
-        command(pipe, key)
-        count += 1
-        if count % PIPELINE_BATCH == 0:
-            pipe.execute()
-    pipe.execute()
-    if has_meta:
-        command(pipe, meta)
-        pipe.execute()
-        count += 1
-    return count
+        if key.startswith(user_prefix):
+            found.append(key)
+        if len(found) == KEY_BLOCK:
+            yield pa.array(found, pa.binary())
+            found = []
+    if found:
+        yield pa.array(found, pa.binary())
+
+
+def read_users_record(client: redis.Redis, keys: Keyspace, publish_id: int) -> bytes | None:
+    """A version's users record, read :data:`RECORD_CHUNK_BYTES` at a time; None when it
+    has none."""
+    key = keys.users_key(publish_id)
+    if not client.exists(key):
+        return None
+    parts = []
+    start = 0
+    while True:
+        part = client.getrange(key, start, start + RECORD_CHUNK_BYTES - 1)
+        parts.append(part)
+        if len(part) < RECORD_CHUNK_BYTES:
+            return b"".join(parts)
+        start += RECORD_CHUNK_BYTES
+
+
+def run_on_keys(connection: Connection, command: tuple[str, ...], keys: pa.Array) -> int:
+    """Send ``command`` for each key on ``connection``, :data:`PIPELINE_BATCH` to a
+    buffer, replies read a buffer behind; how many answered 1."""
+    done = 0
+    unread = 0
+    for chunk, count in key_commands(command, keys, PIPELINE_BATCH):
+        connection.send_packed_command([chunk])
+        done += count_integer_replies(connection, unread, command[0])
+        unread = count
+    return done + count_integer_replies(connection, unread, command[0])
+
+
+def key_commands(command: tuple[str, ...], keys: pa.Array, batch: int
+                 ) -> list[tuple[memoryview, int]]:
+    """``command[0] key command[1:]...`` for each key in the Redis protocol (RESP),
+    ``batch`` commands to a chunk; each chunk is one buffer to send, with its count."""
+    name, *args = command
+    keys = pc.cast(keys, pa.binary())
+    head = f"*{2 + len(args)}\r\n${len(name)}\r\n{name}\r\n$"
+    tail = "".join(f"\r\n${len(arg)}\r\n{arg}" for arg in args) + "\r\n"
+    framed = pc.binary_join_element_wise(
+        resp_text(head), resp_length(keys), resp_text("\r\n"), keys, resp_text(tail),
+        resp_text(""))
+    return chunked(framed, batch)
+
+
+def resp_text(literal: str) -> pa.Scalar:
+    return pa.scalar(literal.encode(), pa.binary())
+
+
+def resp_length(column: pa.Array) -> pa.Array:
+    return pc.cast(pc.cast(pc.binary_length(column), pa.string()), pa.binary())
+
+
+def chunked(framed: pa.Array, batch: int) -> list[tuple[memoryview, int]]:
+    buffer = memoryview(framed.buffers()[2])
+    offsets = np.frombuffer(framed.buffers()[1], dtype=np.int32, count=len(framed) + 1,
+                            offset=4 * framed.offset)
+    return [(buffer[offsets[start]:offsets[min(start + batch, len(framed))]],
+             min(start + batch, len(framed)) - start)
+            for start in range(0, len(framed), batch)]
 
 
 def known_versions(client: redis.Redis, keys: Keyspace) -> set[int]:
@@ -299,25 +468,23 @@ def set_with_expiry_commands(keys: pa.Array, values: pa.Array, seconds: int, bat
     if len(keys) == 0:
         return []
     ttl = str(int(seconds))
+    keys, values = pc.cast(keys, pa.binary()), pc.cast(values, pa.binary())
     framed = pc.binary_join_element_wise(
-        "*5\r\n$3\r\nSET\r\n$", pc.cast(pc.binary_length(keys), pa.string()), "\r\n", keys,
-        "\r\n$", pc.cast(pc.binary_length(values), pa.string()), "\r\n", values,
-        f"\r\n$2\r\nEX\r\n${len(ttl)}\r\n{ttl}\r\n", "")
-    buffer = memoryview(framed.buffers()[2])
-    offsets = np.frombuffer(framed.buffers()[1], dtype=np.int32, count=len(keys) + 1,
-                            offset=4 * framed.offset)
-    return [(buffer[offsets[start]:offsets[min(start + batch, len(keys))]],
-             min(start + batch, len(keys)) - start)
-            for start in range(0, len(keys), batch)]
+        resp_text("*5\r\n$3\r\nSET\r\n$"), resp_length(keys), resp_text("\r\n"), keys,
+        resp_text("\r\n$"), resp_length(values), resp_text("\r\n"), values,
+        resp_text(f"\r\n$2\r\nEX\r\n${len(ttl)}\r\n{ttl}\r\n"), resp_text(""))
+    return chunked(framed, batch)
 
 
 @contextmanager
 def pipelined_connection(client: redis.Redis) -> Iterator[Connection]:
-    """A new connection, made as the client's pool makes them (address, credentials,
-    database), to send RESP-encoded commands on and read their replies as the
-    caller chooses; it is closed afterwards, so no reply left unread can reach
-    another command."""
-    connection = client.connection_pool.make_connection()
+    """A new connection, made as the client's pool makes them (its class, address,
+    credentials, database) but not counted by the pool, which would refuse more
+    than ``max_connections`` in the client's life; to send RESP-encoded commands
+    on and read their replies as the caller chooses. It is closed afterwards, so
+    no reply left unread can reach another command."""
+    pool = client.connection_pool
+    connection = pool.connection_class(**pool.connection_kwargs)
     try:
         connection.connect()
         yield connection
@@ -351,6 +518,31 @@ def read_ok_replies(connection: Connection, count: int) -> None:
     message = message.removeprefix("-")
     if message.startswith("NOPERM"):
         raise permission_error(connection, "set", message)
+    raise redis.ResponseError(message)
+
+
+def count_integer_replies(connection: Connection, count: int, command: str) -> int:
+    """Read the replies of ``count`` commands that each answer ``:0`` or ``:1``; how many
+    answered 1. Any other reply raises with the server's message, as
+    :func:`read_ok_replies` does."""
+    if count == 0:
+        return 0
+    sock = connection._sock
+    if sock is None:
+        raise redis.ConnectionError("the connection closed before its replies were read")
+    replies = _receive(sock, INTEGER_REPLY_BYTES * count)
+    table = np.frombuffer(bytes(replies), dtype=np.uint8).reshape(count, INTEGER_REPLY_BYTES)
+    whole = ((table[:, 0] == ord(":")) & ((table[:, 1] == ord("0")) | (table[:, 1] == ord("1")))
+             & (table[:, 2] == ord("\r")) & (table[:, 3] == ord("\n")))
+    if whole.all():
+        return int((table[:, 1] == ord("1")).sum())
+    start = int(np.argmin(whole)) * INTEGER_REPLY_BYTES
+    while b"\r\n" not in replies[start:]:
+        replies += _receive(sock, 1)
+    message = bytes(replies[start:replies.index(b"\r\n", start)]).decode(errors="replace")
+    message = message.removeprefix("-")
+    if message.startswith("NOPERM"):
+        raise permission_error(connection, command.lower(), message)
     raise redis.ResponseError(message)
 
 

@@ -43,7 +43,7 @@ RECOMMENDATIONS_SCHEMA = T.StructType([
 # knows, and how many of them it scores above the user's K-th recommendation.
 SCORED_SCHEMA = T.StructType([
     *RECOMMENDATIONS_SCHEMA.fields,
-    T.StructField(redis_contract.VALUE_COLUMN, T.StringType(), nullable=False),
+    T.StructField(redis_contract.VALUE_COLUMN, T.BinaryType(), nullable=False),
     T.StructField("n_seen_known", T.LongType(), nullable=False),
     T.StructField("n_seen_above", T.LongType(), nullable=False),
     # The prediction contract's other per-user checks (jobs.scoring.checks).
@@ -212,7 +212,7 @@ def with_redis_value(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(
         [*batch.columns[:3], value, *batch.columns[3:]],
         schema=batch.schema.insert(
-            3, pa.field(redis_contract.VALUE_COLUMN, pa.string(), nullable=False)))
+            3, pa.field(redis_contract.VALUE_COLUMN, pa.binary(), nullable=False)))
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ def test_postgres_and_redis_agree(pipeline) -> None:
     for user_id, pairs in recs.items():
         stored = contract.decode_items(client.get(KEYS.user_key(publish_id, user_id)))
         assert [item for item, _ in stored] == [item for item, _ in pairs]
-        # Postgres keeps float32 (real); Redis keeps the same float32 in its shortest form.
+        # Postgres keeps float32 (real); Redis keeps the same float32.
         assert [np.float32(s) for _, s in stored] == [np.float32(s) for _, s in pairs]
     user_keys = list(client.scan_iter(match=KEYS.version_prefix(publish_id) + b"u:*"))
     assert len(user_keys) == len(recs)

@@ -103,11 +103,20 @@ def assert_converged(engine: sa.engine.Engine, client: redis.Redis, home: Path) 
         f"{loose_tables} loose tables")
     assert int(client.get(KEYS.pointer_key())) == served
     assert postgres_serves_whole(engine) == redis_serves_whole(client)
-    prefix = KEYS.version_prefix(served)
+    # Permanent keys: the served version's, and the version served before it (a rollback
+    # to it is a pointer flip), each with its users record; nothing else of any version.
+    with engine.connect() as conn:
+        previous = conn.execute(sa.text(
+            "SELECT previous_publish_id FROM batchscore.serving_history WHERE publish_id = :id"
+            " ORDER BY switched_at DESC LIMIT 1"), {"id": served}).scalar()
+    kept = [version for version in (served, previous) if version is not None]
     permanent = [key for key in client.scan_iter(count=1_000)
-                 if client.ttl(key) == -1 and not key.startswith(prefix)
+                 if client.ttl(key) == -1
+                 and not any(key.startswith(KEYS.version_prefix(version))
+                             or key == KEYS.users_key(version) for version in kept)
                  and key not in (KEYS.pointer_key(), KEYS.versions_key())]
-    assert permanent == [], f"keys without expiry outside the served version: {permanent[:5]}"
+    assert permanent == [], f"keys without expiry outside the kept versions: {permanent[:5]}"
+    assert {int(member) for member in client.smembers(KEYS.versions_key())} >= set(kept)
     staging = home / "staging"
     assert not staging.exists() or not any(staging.iterdir()), list(staging.iterdir())
     return served

@@ -165,29 +165,36 @@ def hooked(owner: Any, name: str, nth: int, after: bool, action: Callable[[], No
 
 
 def pause_in_key_pass(nth: int, at_key: int, stop: Callable[[], None]) -> None:
-    """Stop in the ``nth`` pass over a version's Redis keys (persist or expire), after
-    ``at_key`` keys were queued: the batches before were sent, the rest not."""
-    original = redis_module.for_each_key
+    """Stop in the ``nth`` pass over a version's Redis keys (persist, or the retirement of
+    a version two back), once ``at_key`` keys were sent: the commands before ran, the
+    rest not."""
+    original_pass = redis_module.key_pass
+    original_run = redis_module.run_on_keys
     passes = 0
 
-    def wrapper(client: Any, keys: Any, publish_id: int, command: Callable[..., object]
-                ) -> int:
+    def key_pass(client: Any, keys: Any, publish_id: int, command: tuple[str, ...],
+                 meta_first: bool = False) -> int:
         nonlocal passes
         passes += 1
         if passes != nth:
-            return original(client, keys, publish_id, command)
-        queued = 0
+            return original_pass(client, keys, publish_id, command, meta_first)
+        sent = 0
 
-        def counted(pipe: Any, key: bytes) -> object:
-            nonlocal queued
-            queued += 1
-            if queued == at_key:
+        def run_on_keys(connection: Any, command: tuple[str, ...], batch: Any) -> int:
+            nonlocal sent
+            if sent < at_key <= sent + len(batch):
+                original_run(connection, command, batch.slice(0, at_key - sent))
                 stop()
-            return command(pipe, key)
+            sent += len(batch)
+            return original_run(connection, command, batch)
 
-        return original(client, keys, publish_id, counted)
+        redis_module.run_on_keys = run_on_keys
+        try:
+            return original_pass(client, keys, publish_id, command, meta_first)
+        finally:
+            redis_module.run_on_keys = original_run
 
-    redis_module.for_each_key = wrapper
+    redis_module.key_pass = key_pass
 
 
 PG = postgres_module.PostgresPublisher
@@ -212,9 +219,9 @@ POINTS: dict[str, tuple] = {
     "postgres: switched, redis not yet": (PG, "switch", 1, True),
     "redis: persist half done": ("keys", 1, 250),
     "redis: persisted, pointer not moved": (redis_module, "compare_and_set_pointer", 1, False),
-    "redis: pointer moved, previous not expiring": (redis_module, "compare_and_set_pointer",
-                                                    1, True),
-    "redis: previous half expiring": ("keys", 2, 250),
+    "redis: pointer moved, oldest not retired": (redis_module, "compare_and_set_pointer",
+                                                 1, True),
+    "redis: oldest half retired": ("keys", 2, 250),
     "postgres: cleanup begins": (PG, "cleanup", 1, False),
     "postgres: partition detached, not committed": (PG, "_drop", 1, True),
     "smoke check begins": (nightly, "smoke_check", 1, False),
@@ -239,6 +246,7 @@ def small_blocks() -> None:
     several of each to stop between."""
     nightly.read_blocks = functools.partial(read_blocks, block_users=BLOCK_USERS)
     redis_module.PIPELINE_BATCH = 100
+    redis_module.KEY_BLOCK = 100
 
 
 def main(argv: list[str] | None = None) -> int:

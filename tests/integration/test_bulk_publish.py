@@ -85,8 +85,12 @@ def test_redis_values_are_byte_for_byte_encode_items(redis_client, redis_admin, 
         for user, items, scores in zip(*block.to_pydict().values(), strict=True):
             assert redis_client.get(KEYS.user_key(version.publish_id, user)) == (
                 contract.encode_items(items, scores))
-    # every user key, and the set of versions reconcile reads
-    assert redis_admin.dbsize() == 2_300 + 1
+    # every user key, the set of versions reconcile reads, and the version's users record,
+    # which names each user once
+    assert redis_admin.dbsize() == 2_300 + 1 + 1
+    record = redis_client.get(KEYS.users_key(version.publish_id))
+    assert contract.decode_user_ids(record).tolist() == list(range(1, 2_301))
+    assert 0 < redis_client.ttl(KEYS.users_key(version.publish_id)) <= 2 * 86_400
     # written aside: each key expires unless the version is served
     assert 0 < redis_client.ttl(KEYS.user_key(version.publish_id, 2_300)) <= 2 * 86_400
 
@@ -109,10 +113,9 @@ def test_a_failed_reply_raises_with_the_servers_message(redis_admin) -> None:
 
 def test_redis_sends_the_values_the_scoring_job_encoded(redis_client, version) -> None:
     """A block with redis_value is sent as it is, not encoded again."""
-    scored = pa.RecordBatch.from_pydict({
-        "user_id": [1, 2, 3],
-        "redis_value": ["[[5,0.5]]", "[[6,0.25],[7,0.125]]", "[]"],
-    })
+    values = [contract.encode_items([5], [0.5]), contract.encode_items([6, 7], [0.25, 0.125]),
+              contract.encode_items([], [])]
+    scored = pa.RecordBatch.from_pydict({"user_id": [1, 2, 3], "redis_value": values})
     publisher = RedisPublisher(redis_client, KEYS)
     publisher.prepare(version)
     progress = []
@@ -120,7 +123,24 @@ def test_redis_sends_the_values_the_scoring_job_encoded(redis_client, version) -
                                   progress=progress.append) == 3
     assert progress == [2, 3]
     assert [redis_client.get(KEYS.user_key(version.publish_id, user))
-            for user in (1, 2, 3)] == [b"[[5,0.5]]", b"[[6,0.25],[7,0.125]]", b"[]"]
+            for user in (1, 2, 3)] == values
+    publisher.write_meta()
+    meta = contract.decode_meta(redis_client.get(KEYS.meta_key(version.publish_id)))
+    assert meta["value_format"] == "binary-1"
+
+
+def test_json_values_scored_by_an_earlier_release_are_sent_and_named_so(redis_client,
+                                                                        version) -> None:
+    """A scoring output an earlier release wrote (JSON text) is still published; the
+    version's meta says its values are JSON."""
+    scored = pa.RecordBatch.from_pydict({"user_id": [1], "redis_value": ["[[5,0.5]]"]})
+    publisher = RedisPublisher(redis_client, KEYS)
+    publisher.prepare(version)
+    publisher.write(scored)
+    publisher.write_meta()
+    assert redis_client.get(KEYS.user_key(version.publish_id, 1)) == b"[[5,0.5]]"
+    meta = contract.decode_meta(redis_client.get(KEYS.meta_key(version.publish_id)))
+    assert meta["value_format"] == "json"
 
 
 class Terminal(io.StringIO):
@@ -199,3 +219,34 @@ def test_a_block_the_server_refuses_loads_nothing_and_frees_every_connection(eng
         assert conn.execute(sa.text(f"SELECT count(*) FROM batchscore.{table}")).scalar() == 0
     assert engine.pool.checkedout() == 0
     publisher.abort()
+
+
+def test_key_passes_read_the_users_record_and_leave_the_clients_pool_alone(
+        endpoints, redis_admin, version) -> None:
+    """Every pass over a version's keys finds them from its users record, and a client
+    that makes many passes never runs out of its pool's connections."""
+    from jobs.platform.redis_client import connect
+    from jobs.publish.redis import expire_version, persist_version, retire_version
+
+    client = connect(endpoints.redis_url, max_connections=2)
+    publisher = RedisPublisher(client, KEYS)
+    publisher.prepare(version)
+    for block in random_blocks(users=2_300, k=3, per_block=1_000):
+        publisher.write(block)
+    publisher.write_fallback(pa.table({"item_id": [1], "score": [1.0]}))
+    publisher.write_meta()
+    publish_id = version.publish_id
+    # Keys the record does not name are none of the version's: a pass leaves them be.
+    redis_admin.set(KEYS.user_key(publish_id, 9_999), b"\x01\x02", ex=600)
+    for _ in range(20):
+        # users, fallback and meta (the record is not counted)
+        assert persist_version(client, KEYS, publish_id) == 2_300 + 2
+        assert expire_version(client, KEYS, publish_id, 600) == 2_300 + 2
+    assert persist_version(client, KEYS, publish_id, expected_keys=2_302) == 2_302
+    # Permanent already: PERSIST answers 0, so the keys are counted by EXISTS.
+    assert persist_version(client, KEYS, publish_id) == 0
+    assert persist_version(client, KEYS, publish_id, expected_keys=2_302) == 2_302
+    assert client.ttl(KEYS.user_key(publish_id, 1)) == -1
+    assert client.ttl(KEYS.users_key(publish_id)) == -1
+    assert retire_version(client, KEYS, publish_id) == 2_302
+    assert redis_admin.keys("*") == [KEYS.user_key(publish_id, 9_999)]

@@ -81,7 +81,8 @@ def test_a_published_version_is_served_in_both_stores(engine, redis_client, mode
         (2, 1, 12, 1.5, DAY1), (2, 2, 10, 1.0, DAY1),
     ]
     assert redis_client.get(KEYS.pointer_key()) == str(version.publish_id).encode()
-    assert redis_client.get(KEYS.user_key(version.publish_id, 1)) == b"[[10,0.5],[11,0.25]]"
+    assert redis_client.get(KEYS.user_key(version.publish_id, 1)) == bytes.fromhex(
+        "0102" "0a000b00" "0000003f" "0000803e")  # 10, 11; 0.5, 0.25
     client = RecommendationClient(redis_client, KEYS)
     recs = client.get_recommendations(2, k=1)
     assert (recs.source, [(i.item_id, i.score) for i in recs.items]) == ("predictions",
@@ -103,19 +104,22 @@ def test_rerunning_a_date_replaces_it(engine, redis_client, model_version) -> No
             "SELECT DISTINCT publish_id, status FROM bi.recommendations_history")).all())
     # The replaced version stays, superseded, as a rollback target.
     assert history == {first.publish_id: "superseded", second.publish_id: "published"}
-    # It was served: its Redis keys stay for the retention period, then expire.
-    assert redis_client.ttl(KEYS.user_key(first.publish_id, 1)) > 60
+    # It was served: Redis keeps it whole, a rollback to it is a pointer flip.
+    assert redis_client.ttl(KEYS.user_key(first.publish_id, 1)) == -1
+    assert redis_client.ttl(KEYS.meta_key(first.publish_id)) == -1
     assert redis_client.ttl(KEYS.user_key(second.publish_id, 1)) == -1
 
 
-def test_a_replaced_version_never_served_expires_at_once(engine, redis_client,
-                                                         model_version) -> None:
+def test_a_replaced_version_never_served_leaves_redis_at_once(engine, redis_client,
+                                                              model_version) -> None:
     publish_day(engine, redis_client, model_version, DAY2, {1: [(10, 0.5)]})
     older, _ = publish_day(engine, redis_client, model_version, DAY1, {1: [(11, 0.5)]})
     _, outcome = publish_day(engine, redis_client, model_version, DAY1, {1: [(12, 0.5)]})
     assert outcome.superseded == [older.publish_id] and not outcome.served
-    # It lingers only for readers mid-request.
-    assert 0 < redis_client.ttl(KEYS.user_key(older.publish_id, 1)) <= 60
+    # No reader was ever pointed at it: it goes, its users record last.
+    assert redis_client.exists(KEYS.user_key(older.publish_id, 1), KEYS.meta_key(older.publish_id),
+                               KEYS.popular_key(older.publish_id),
+                               KEYS.users_key(older.publish_id)) == 0
 
 
 def test_an_older_date_is_kept_but_does_not_take_over(engine, redis_client,
@@ -125,11 +129,14 @@ def test_an_older_date_is_kept_but_does_not_take_over(engine, redis_client,
     assert not outcome.served
     assert served_rows(engine) == [(1, 1, 10, 0.5, DAY2)]
     assert redis_client.get(KEYS.pointer_key()) == str(newer.publish_id).encode()
-    assert redis_client.ttl(KEYS.user_key(older.publish_id, 1)) > 0
+    # PostgreSQL keeps it; Redis holds what is served and what was served before.
+    assert redis_client.exists(KEYS.user_key(older.publish_id, 1),
+                               KEYS.meta_key(older.publish_id)) == 0
     assert kept_versions(engine) == [(DAY1, "published"), (DAY2, "published")]
 
 
 def test_the_previous_version_is_kept_and_old_ones_are_dropped(engine, redis_client,
+                                                              redis_admin,
                                                               model_version) -> None:
     versions = [publish_day(engine, redis_client, model_version, day, {1: [(n, 1.0)]})[0]
                 for n, day in enumerate((DAY1, DAY2, DAY3, date(2026, 11, 21)), start=10)]
@@ -140,8 +147,18 @@ def test_the_previous_version_is_kept_and_old_ones_are_dropped(engine, redis_cli
             "SELECT count(*) FROM pg_inherits WHERE inhparent = 'batchscore.predictions'::regclass"
         )).scalar()
     assert partitions == 3
-    # Redis keeps the previous served version for rollback, expiring.
-    assert redis_client.ttl(KEYS.user_key(versions[2].publish_id, 1)) > 60
+    # Redis keeps the served version and the one before it, whole and permanent, and
+    # nothing of the two before those: the pointer, the versions set, and per version its
+    # user key, fallback, meta key and users record.
+    served, previous = versions[3].publish_id, versions[2].publish_id
+    assert sorted(redis_admin.keys("*")) == sorted([
+        KEYS.pointer_key(), KEYS.versions_key(),
+        *(key for publish_id in (previous, served)
+          for key in (KEYS.user_key(publish_id, 1), KEYS.popular_key(publish_id),
+                      KEYS.meta_key(publish_id), KEYS.users_key(publish_id)))])
+    assert redis_client.ttl(KEYS.user_key(previous, 1)) == -1
+    assert redis_client.smembers(KEYS.versions_key()) == {str(previous).encode(),
+                                                          str(served).encode()}
 
 
 def failing_blocks():
@@ -207,3 +224,90 @@ def publish_day_in_thread(engine, redis_client, model_version) -> None:
 def test_no_published_version_is_a_clear_error(redis_client) -> None:
     with pytest.raises(NoPublishedVersionError, match="no recommendations are published"):
         RecommendationClient(redis_client, KEYS).get_recommendations(1)
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingRedis:
+    """Counts the round trips a read client makes (a GET, or a pipeline's execute)."""
+
+    def __init__(self, client) -> None:
+        self.client, self.round_trips = client, 0
+
+    def get(self, key):
+        self.round_trips += 1
+        return self.client.get(key)
+
+    def pipeline(self, transaction: bool):
+        pipe = self.client.pipeline(transaction=transaction)
+        execute = pipe.execute
+
+        def counted():
+            self.round_trips += 1
+            return execute()
+
+        pipe.execute = counted
+        return pipe
+
+
+def test_a_read_is_one_round_trip_while_the_pointer_is_fresh(engine, redis_client,
+                                                            model_version) -> None:
+    first, _ = publish_day(engine, redis_client, model_version, DAY1, {1: [(10, 0.5)]})
+    clock, counting = Clock(), CountingRedis(redis_client)
+    reader = RecommendationClient(counting, KEYS, pointer_ttl_seconds=1.0, clock=clock)
+    assert reader.get_recommendations(1).items[0].item_id == 10
+    assert counting.round_trips == 2  # the pointer, then the pipeline
+    for _ in range(3):
+        assert reader.get_recommendations(1).items[0].item_id == 10
+    assert counting.round_trips == 5
+
+    second, _ = publish_day(engine, redis_client, model_version, DAY2, {1: [(20, 0.5)]})
+    # Within the second: still the version it read before, whole (kept for rollback).
+    recs = reader.get_recommendations(1)
+    assert (recs.items[0].item_id, recs.run_id) == (10, first.run_id)
+    clock.now += 1.0
+    recs = reader.get_recommendations(1)
+    assert (recs.items[0].item_id, recs.run_id) == (20, second.run_id)
+    assert counting.round_trips == 6 + 2
+
+
+def test_a_read_on_a_retired_version_is_done_again_on_the_served_one(
+        engine, redis_client, model_version) -> None:
+    from jobs.publish.redis import retire_version
+
+    first, _ = publish_day(engine, redis_client, model_version, DAY1, {1: [(10, 0.5)]})
+    reader = RecommendationClient(redis_client, KEYS, pointer_ttl_seconds=3600, clock=Clock())
+    assert reader.get_recommendations(1).items[0].item_id == 10
+    second, _ = publish_day(engine, redis_client, model_version, DAY2, {1: [(20, 0.5)]})
+    with publish_lock(engine, "test"):
+        retire_version(redis_client, KEYS, first.publish_id)  # meta key first
+    recs = reader.get_recommendations(1)
+    assert (recs.source, recs.items[0].item_id, recs.run_id) == ("predictions", 20,
+                                                                 second.run_id)
+
+
+def test_a_retirement_half_done_is_never_read_as_a_fallback(engine, redis_client,
+                                                           model_version) -> None:
+    """The meta key goes first: a reader that finds it gone reads the served version
+    instead of taking the missing user key for a user without predictions."""
+    first, _ = publish_day(engine, redis_client, model_version, DAY1, {1: [(10, 0.5)]})
+    reader = RecommendationClient(redis_client, KEYS, pointer_ttl_seconds=3600, clock=Clock())
+    reader.get_recommendations(1)
+    publish_day(engine, redis_client, model_version, DAY2, {1: [(20, 0.5)]})
+    # As a retirement stopped after its first steps leaves it: meta key and a user key gone.
+    redis_client.unlink(KEYS.meta_key(first.publish_id), KEYS.user_key(first.publish_id, 1))
+    recs = reader.get_recommendations(1)
+    assert (recs.source, recs.items[0].item_id) == ("predictions", 20)
+
+
+def test_a_negative_pointer_ttl_is_refused(redis_client) -> None:
+    with pytest.raises(ValueError, match="pointer_ttl_seconds must be 0 or more, got -1"):
+        RecommendationClient(redis_client, KEYS, pointer_ttl_seconds=-1)

@@ -17,7 +17,7 @@ from tests.integration.test_publish import POPULAR, block, publish_day
 
 KEYS = Keyspace()  # the default prefix's keys
 
-DAY1, DAY2 = date(2026, 11, 18), date(2026, 11, 19)
+DAY1, DAY2, DAY3 = date(2026, 11, 18), date(2026, 11, 19), date(2026, 11, 20)
 
 
 def run_status(engine, run_id: str) -> tuple[str, str | None]:
@@ -93,17 +93,26 @@ def test_reconcile_leaves_live_runs_alone(engine, redis_client, model_version, t
     assert reconcile(engine, redis_client, KEYS, tmp_path).runs_failed == [held_id]
 
 
-def test_reconcile_expires_a_version_left_without_expiry(engine, redis_client, model_version,
-                                                         tmp_path):
+def test_reconcile_removes_a_version_redis_should_no_longer_hold(engine, redis_client,
+                                                                 model_version, tmp_path,
+                                                                 monkeypatch):
+    from jobs.publish import redis as redis_publish
+
     first, _ = publish_day(engine, redis_client, model_version, DAY1, {1: [(10, 0.5)]})
     second, _ = publish_day(engine, redis_client, model_version, DAY2, {1: [(20, 0.5)]})
-    # As after a crash between the pointer flip and the previous version's expiry.
-    redis_client.persist(KEYS.user_key(first.publish_id, 1))
-    redis_client.persist(KEYS.meta_key(first.publish_id))
+    # As after a crash between the pointer flip and the retirement of the oldest version.
+    with monkeypatch.context() as patched:
+        patched.setattr(redis_publish, "retire_served_others", lambda *args: [])
+        third, _ = publish_day(engine, redis_client, model_version, DAY3, {1: [(30, 0.5)]})
+    assert redis_client.ttl(KEYS.user_key(first.publish_id, 1)) == -1
     report = reconcile(engine, redis_client, KEYS, tmp_path)
-    assert report.redis_versions_expiring == [first.publish_id]
-    assert redis_client.ttl(KEYS.user_key(first.publish_id, 1)) > 0
+    assert report.redis_versions_retired == [first.publish_id]
+    assert redis_client.exists(KEYS.user_key(first.publish_id, 1),
+                               KEYS.meta_key(first.publish_id),
+                               KEYS.users_key(first.publish_id)) == 0
+    # The served version and the one served before it stay, whole and permanent.
     assert redis_client.ttl(KEYS.user_key(second.publish_id, 1)) == -1
+    assert redis_client.ttl(KEYS.user_key(third.publish_id, 1)) == -1
 
 
 def test_reconcile_writes_a_lost_served_version_again_from_postgres(
@@ -116,7 +125,9 @@ def test_reconcile_writes_a_lost_served_version_again_from_postgres(
     report = reconcile(engine, redis_client, KEYS, tmp_path)
     assert report.redis_pointer == version.publish_id
     assert {user: redis_client.get(KEYS.user_key(version.publish_id, user))
-            for user in (1, 2)} == values == {1: b"[[10,0.5],[11,0.25]]", 2: b"[[12,1.5],[10,1]]"}
+            for user in (1, 2)} == values == {
+        1: bytes.fromhex("0102" "0a000b00" "0000003f" "0000803e"),  # 10, 11; 0.5, 0.25
+        2: bytes.fromhex("0102" "0c000a00" "0000c03f" "0000803f")}  # 12, 10; 1.5, 1.0
     assert redis_client.ttl(KEYS.user_key(version.publish_id, 1)) == -1
 
 

@@ -139,6 +139,10 @@ def test_the_writer_runs_what_publishing_needs_under_its_prefix(server: Server) 
     assert writer.eval(COMPARE_AND_SET_SCRIPT, 1, POINTER, "7", "8") == 1
     assert sorted(writer.scan_iter(match=KEYS.version_pattern(7))) == [META_KEY, USER_KEY]
     assert writer.unlink(KEYS.user_key(8, 1)) == 1
+    # a version's users record: appended, read back in ranges
+    assert writer.append(KEYS.users_key(8), b"\x01\x00\x00\x00") == 4
+    assert writer.getrange(KEYS.users_key(8), 0, 3) == b"\x01\x00\x00\x00"
+    assert writer.unlink(KEYS.users_key(8)) == 1
 
 
 @pytest.mark.parametrize("key", OUTSIDE)
@@ -160,7 +164,7 @@ def test_no_batchscore_user_runs_an_administrators_command(server: Server, comma
 
 def test_the_writer_runs_no_other_command_even_under_its_prefix(server: Server) -> None:
     for command in (("DEL", USER_KEY), ("RENAME", USER_KEY, KEYS.user_key(7, 2)),
-                    ("APPEND", USER_KEY, "x"), ("OBJECT", "ENCODING", USER_KEY),
+                    ("SETRANGE", USER_KEY, "0", "x"), ("OBJECT", "ENCODING", USER_KEY),
                     ("DUMP", USER_KEY), ("EVALSHA", "0" * 40, "0"), ("PUBLISH", "c", "x"),
                     ("MOVE", USER_KEY, "1")):
         refused(server, server.writer, *command)

@@ -123,17 +123,17 @@ def test_two_prefixes_in_one_redis_never_touch_each_others_keys(
     roll_back(engine, redis_client, OURS, "oncall", "v2 was bad")
     report = reconcile(engine, redis_client, OURS, tmp_path)
 
-    # Ours: served v1 again, v2 expiring, our orphan's keys gone.
+    # Ours: served v1 again, v2 kept as the version served before it, our orphan's keys gone.
     assert report.redis_pointer == 1
     assert report.versions_discarded == [ours_orphan]
     assert redis_admin.get(OURS.pointer_key()) == b"1"
-    assert redis_admin.ttl(OURS.user_key(2, 1)) > 0
+    assert redis_admin.ttl(OURS.user_key(2, 1)) == -1
     assert not list(redis_admin.scan_iter(match=OURS.version_pattern(ours_orphan)))
     # Theirs, byte for byte as they left it: their v1 served and permanent, and even
     # their orphan (version 2, the id of the version we rolled back) is theirs to settle.
     assert snapshot(redis_admin, THEIRS) == theirs_before
     assert theirs_before[THEIRS.pointer_key()] == (b"1", -1)
-    assert theirs_before[THEIRS.user_key(1, 1)] == (b"[[900,0.9]]", -1)
+    assert theirs_before[THEIRS.user_key(1, 1)] == (bytes.fromhex("0102" "8403" "6666663f"), -1)
 
     # Their reconcile, in turn, leaves ours alone.
     ours_after = snapshot(redis_admin, OURS)

@@ -12,12 +12,11 @@ from jobs.lifecycle.registry import NewModel, register
 from jobs.orchestration.rollback import roll_back
 from jobs.publish.postgres import RollbackError
 from jobs.publish.reconcile import disagreement, reconcile
-from jobs.publish.redis import MissingVersionError, expire_version
 from tests.integration.test_publish import publish_day
 
 KEYS = Keyspace()  # the default prefix's keys
 
-DAY1, DAY2 = date(2026, 11, 18), date(2026, 11, 19)
+DAY1, DAY2, DAY3 = date(2026, 11, 18), date(2026, 11, 19), date(2026, 11, 20)
 GOOD = {1: [(10, 0.9), (11, 0.5)], 2: [(12, 0.8), (10, 0.1)]}
 BAD = {1: [(90, 0.7), (91, 0.6)], 2: [(92, 0.4), (93, 0.3)], 3: [(94, 0.2), (95, 0.1)]}
 GATES = {"passed": True, "reason": "all gates passed", "serving_version": None, "checks": []}
@@ -64,9 +63,10 @@ def test_rollback_restores_both_stores_exactly_and_marks_the_model(engine, redis
     assert served_rows(engine) == before_rows
     assert redis_reads(redis_client, [1, 2, 3]) == before_reads  # user 3: the fallback again
     assert {u: redis_client.get(KEYS.user_key(good_id, u)) for u in GOOD} == good_values
-    # The restored keys no longer expire; the rolled-back ones do.
+    # The restored keys no longer expire; the rolled-back ones stay as the version
+    # served before, whole.
     assert redis_client.ttl(KEYS.user_key(good_id, 1)) == -1
-    assert redis_client.ttl(KEYS.user_key(bad_id, 1)) > 0
+    assert redis_client.ttl(KEYS.user_key(bad_id, 1)) == -1
 
     assert registry.get(engine, v2).status == "rolled_back"
     assert registry.get(engine, v1).status == "serving"
@@ -91,19 +91,27 @@ def test_rollback_restores_both_stores_exactly_and_marks_the_model(engine, redis
     assert served_rows(engine) == before_rows
 
 
-def test_rollback_refuses_when_redis_lost_the_previous_version(engine, redis_client):
+def test_a_rollback_further_back_writes_the_version_to_redis_again_from_postgres(
+        engine, redis_client):
     v1 = new_model(engine, DAY1)
     publish_day(engine, redis_client, v1, DAY1, GOOD)
     good_id = int(redis_client.get(KEYS.pointer_key()))
+    good_reads = redis_reads(redis_client, [1, 2, 3])
+    good_values = {user: redis_client.get(KEYS.user_key(good_id, user)) for user in GOOD}
     publish_day(engine, redis_client, v1, DAY2, BAD)
-    bad_rows = served_rows(engine)
-    expire_version(redis_client, KEYS, good_id, 0)  # as if the retention period had passed
+    publish_day(engine, redis_client, v1, DAY3, BAD)
+    # Two switches later Redis no longer holds it; PostgreSQL still does.
+    assert redis_client.exists(KEYS.meta_key(good_id), KEYS.user_key(good_id, 1)) == 0
 
-    with pytest.raises(MissingVersionError, match=f"version {good_id}'s keys are gone"):
-        roll_back(engine, redis_client, KEYS, "oncall", "bad day")
+    done = roll_back(engine, redis_client, KEYS, "oncall", "back to the first", to=good_id)
 
-    assert served_rows(engine) == bad_rows  # nothing changed in Postgres
-    assert registry.get(engine, v1).status == "serving"
+    assert done.restored == good_id
+    assert int(redis_client.get(KEYS.pointer_key())) == good_id
+    assert {u: redis_client.get(KEYS.user_key(good_id, u)) for u in GOOD} == good_values
+    assert redis_reads(redis_client, [1, 2, 3]) == good_reads
+    assert redis_client.ttl(KEYS.user_key(good_id, 1)) == -1
+    assert redis_client.ttl(KEYS.meta_key(good_id)) == -1
+    assert disagreement(engine, redis_client, KEYS) is None
 
 
 def test_reconcile_points_redis_at_what_postgres_serves(engine, redis_client, tmp_path):
@@ -120,5 +128,8 @@ def test_reconcile_points_redis_at_what_postgres_serves(engine, redis_client, tm
     assert (report.redis_pointer_before, report.redis_pointer) == (bad_id, good_id)
     assert int(redis_client.get(KEYS.pointer_key())) == good_id
     assert redis_client.ttl(KEYS.user_key(good_id, 1)) == -1
-    assert redis_client.ttl(KEYS.user_key(bad_id, 1)) > 0
+    # Not served, nor served before the served one (PostgreSQL's history says): PostgreSQL
+    # keeps it, Redis no longer does.
+    assert redis_client.exists(KEYS.user_key(bad_id, 1), KEYS.meta_key(bad_id)) == 0
+    assert report.redis_versions_retired == [bad_id]
     assert disagreement(engine, redis_client, KEYS) is None

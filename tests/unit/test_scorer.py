@@ -106,7 +106,11 @@ def test_a_scored_batch_carries_each_users_redis_value() -> None:
         schema=RECOMMENDATIONS_ARROW_SCHEMA)
     out = with_redis_value(batch)
     assert out.schema.names == ["user_id", "items", "scores", "redis_value"]
-    assert out.column("redis_value").to_pylist() == ["[[20,3],[30,2.5]]", "[[20,1],[10,0]]"]
+    assert out.schema.field("redis_value").type == pa.binary()
+    assert out.column("redis_value").to_pylist() == [
+        bytes.fromhex("0102" "14001e00" "00004040" "00002040"),  # 20, 30; 3.0, 2.5
+        bytes.fromhex("0102" "14000a00" "0000803f" "00000000"),  # 20, 10; 1.0, 0.0
+    ]
 
 
 def test_redis_values_match_the_lists_across_blocks_of_a_batch(spark, fitted,
@@ -124,5 +128,4 @@ def test_redis_values_match_the_lists_across_blocks_of_a_batch(spark, fitted,
     assert len(rows) == 40
     for row in rows:
         assert len(row["items"]) == 5
-        assert row["redis_value"].encode() == contract.encode_items(row["items"],
-                                                                    row["scores"])
+        assert bytes(row["redis_value"]) == contract.encode_items(row["items"], row["scores"])

@@ -48,9 +48,11 @@ ADMIN_RULES = ("~*", "&*", "+@all")
 # redis-py sends on connecting: AUTH (always allowed) and SELECT for a database
 # other than 0. Not CLIENT SETINFO, which redis-py also sends and whose refusal it
 # ignores: Redis before 7.2 refuses a rule naming it. EVAL runs the pointer's
-# compare-and-set, whose GET and SET the ACL checks too.
+# compare-and-set, whose GET and SET the ACL checks too. APPEND and GETRANGE keep
+# and read a version's users record; SCAN finds the keys of versions an earlier
+# release wrote, which have none.
 WRITER_COMMANDS = ("get", "set", "exists", "ttl", "expire", "persist", "unlink", "scan",
-                   "sadd", "srem", "smembers", "eval", "ping", "select")
+                   "sadd", "srem", "smembers", "eval", "append", "getrange", "ping", "select")
 # What the read client (jobs.client) sends: pipelined GETs.
 READER_COMMANDS = ("get", "ping", "select")
 
