@@ -26,12 +26,30 @@ FLIPS = 30
 MIN_READS = 10
 
 
+class PointerCounting:
+    """A Redis client that counts the read client's GETs (only the pointer is read so;
+    the version's keys come in a pipeline)."""
+
+    def __init__(self, client) -> None:
+        self.client, self.pointer_reads = client, 0
+
+    def get(self, key):
+        self.pointer_reads += 1
+        return self.client.get(key)
+
+    def pipeline(self, transaction: bool):
+        return self.client.pipeline(transaction=transaction)
+
+
 class RedisReader(threading.Thread):
     """Reads random users with the read client until told to stop (or a bound)."""
 
-    def __init__(self, url: str, stop: threading.Event, max_seconds: float = 300) -> None:
+    def __init__(self, url: str, stop: threading.Event, max_seconds: float = 300,
+                 pointer_ttl_seconds: float = 1.0) -> None:
         super().__init__(name="redis reader", daemon=True)
-        self.client = RecommendationClient(connect(url), KEYS)
+        self.redis = PointerCounting(connect(url))
+        self.client = RecommendationClient(self.redis, KEYS,
+                                           pointer_ttl_seconds=pointer_ttl_seconds)
         self.stop, self.max_seconds = stop, max_seconds
         self.reads = 0
         self.seen: dict[str, int] = {}  # run_id -> tag of the lists it served
@@ -59,9 +77,10 @@ class RedisReader(threading.Thread):
         self.reads += 1
 
 
-def read_while(url: str, work, readers: int = 4) -> list[RedisReader]:
+def read_while(url: str, work, pointer_ttls: tuple[float, ...] = (1.0,) * 4
+               ) -> list[RedisReader]:
     stop = threading.Event()
-    threads = [RedisReader(url, stop) for _ in range(readers)]
+    threads = [RedisReader(url, stop, pointer_ttl_seconds=ttl) for ttl in pointer_ttls]
     for thread in threads:
         thread.start()
     try:
@@ -81,7 +100,9 @@ def test_read_clients_across_flips_while_old_versions_are_retired(target, engine
                                                                   client) -> None:
     """Readers keep the pointer for a second while each switch retires the version two
     back, at once, meta key first: the harshest removal a reader holding an older
-    pointer can meet. None sees a missing user, a mix, or an error."""
+    pointer can meet. Two of them keep it for good, so they read the pointer again
+    only when the version they hold was retired. None sees a missing user, a mix,
+    or an error."""
     publish(target, FIRST_DAY, tag=1)
     tags = {}
 
@@ -90,9 +111,16 @@ def test_read_clients_across_flips_while_old_versions_are_retired(target, engine
             state = publish(target, FIRST_DAY + timedelta(days=number), tag=1 + number)
             tags[state.run_id] = 1 + number
 
-    readers = read_while(target.redis_url, flips)
+    readers = read_while(target.redis_url, flips, pointer_ttls=(1.0, 1.0, 3600.0, 3600.0))
     checks.TALLY["switches"] += FLIPS
     assert [reader.failures for reader in readers] == [[]] * len(readers)
+    # The readers that never let the pointer go by age found their version retired
+    # several times, and each time read the served one instead.
+    holding = readers[2:]
+    assert all(reader.redis.pointer_reads >= 5 for reader in holding), [
+        reader.redis.pointer_reads for reader in holding]
+    assert all(len(set(reader.seen)) >= 5 for reader in holding), [
+        len(reader.seen) for reader in holding]
     seen = {run_id: tag for reader in readers for run_id, tag in reader.seen.items()}
     assert len(seen) >= 5  # they read across many versions
     assert all(tags[run_id] == tag for run_id, tag in seen.items() if run_id in tags)
