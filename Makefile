@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run airflow test test-unit test-integration test-dags test-e2e test-faults lint format services-stop clean bench bench-scale spark-cluster
+.PHONY: help install run airflow test test-unit test-integration test-dags test-e2e test-faults lint format services-stop clean bench bench-layouts bench-scale spark-cluster
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -57,6 +57,9 @@ SIZE ?= default
 
 bench: $(STAMP) ## side-by-side benchmarks and their ratios (SIZE=large for the larger size)
 	$(BIN)/python -m jobs.bench --size $(SIZE)
+
+bench-layouts: $(STAMP) ## PostgreSQL's row-per-rank and row-per-user layouts side by side (USERS=1000000)
+	$(BIN)/python -m jobs.bench --layouts --layout-users $(or $(USERS),1000000)
 
 bench-scale: $(STAMP) ## the nightly end to end at 1M users x 20k items: stage times, peak memory
 	$(BIN)/python -m jobs.bench --scale

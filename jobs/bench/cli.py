@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import sys
@@ -53,6 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", action="store_true",
                         help="instead: the nightly steps end to end at 1,000,000 users x "
                              "20,000 items, rank 32, top 50 (heavy: about 15 minutes)")
+    parser.add_argument("--layouts", action="store_true",
+                        help="instead: PostgreSQL's row-per-rank and row-per-user layouts side "
+                             "by side (load, index, size per version, BI queries), at "
+                             "--layout-users users x K = 50 (default 1,000,000: about 10 "
+                             "minutes)")
+    parser.add_argument("--layout-users", type=int, default=1_000_000,
+                        help="users per version for --layouts")
     parser.add_argument("--scale-users", type=int, default=1_000_000, help=argparse.SUPPRESS)
     parser.add_argument("--scale-items", type=int, default=20_000, help=argparse.SUPPRESS)
     parser.add_argument("--work-dir", type=Path, default=None,
@@ -74,7 +82,19 @@ def run(args: argparse.Namespace) -> int:
             require_tool(tool)
     work = Path(tempfile.mkdtemp(prefix="batchscore-bench-", dir=args.work_dir))
     try:
-        if args.scale:
+        if args.layouts:
+            from jobs.bench.layouts import compare_layouts, print_layouts
+            from jobs.bench.servers import resolve
+
+            servers = resolve(settings)
+            print(f"PostgreSQL layouts against the {servers.where}", flush=True)
+            report = compare_layouts(servers.database_url, args.layout_users, 20_000, 50)
+            print_layouts(report, args.layout_users, 50)
+            out = settings.home / "bench" / "layouts.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(report, indent=2) + "\n")
+            print(f"written to {out}")
+        elif args.scale:
             from jobs.bench.scale import run_scale
 
             run_scale(settings, work, users=args.scale_users, items=args.scale_items)

@@ -19,8 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
 import redis
 from sqlalchemy.engine import URL, Engine, make_url
 
@@ -204,7 +202,7 @@ class PostgresBench:
         with cursor(self.engine) as cur:
             cur.execute(f"DROP TABLE IF EXISTS batchscore.{PEER_TABLE}")
             cur.execute(f"CREATE TABLE batchscore.{PEER_TABLE}"
-                        " (LIKE batchscore.predictions INCLUDING ALL)")
+                        " (LIKE batchscore.prediction_lists INCLUDING ALL)")
         return f"batchscore.{PEER_TABLE}"
 
     def drop_peer_table(self) -> None:
@@ -217,11 +215,10 @@ class PostgresBench:
 
         table = self.fresh_peer_table()
         rows = (spark.read.parquet(str(self.recommendations))
-                .select("user_id", F.posexplode(F.arrays_zip("items", "scores")))
+                .where(F.size("items") > 0)
                 .select(F.lit(1).cast("long").alias("publish_id"), "user_id",
-                        (F.col("pos") + 1).cast("short").alias("rank"),
-                        F.col("col.items").alias("item_id"),
-                        F.col("col.scores").alias("score")))
+                        F.col("items").cast("array<int>").alias("item_ids"),
+                        F.col("scores").alias("scores")))
         try:
             return timed(lambda: rows.write.jdbc(
                 self.servers.jdbc_url, table, mode="append",
@@ -230,15 +227,16 @@ class PostgresBench:
             self.drop_peer_table()
 
     def copy_file(self) -> Path:
-        """The same rows as a tab-separated file for ``psql \\copy`` (not timed)."""
+        """The same rows as a tab-separated file for ``psql \\copy`` (not timed): one
+        line per user, its arrays in PostgreSQL's text form (``{3,1,2}``)."""
         path = self.work / "rows.tsv"
-        schema = pa.schema([("publish_id", pa.int64()), ("user_id", pa.int64()),
-                            ("rank", pa.int16()), ("item_id", pa.int64()),
-                            ("score", pa.float32())])
-        with pa_csv.CSVWriter(str(path), schema, write_options=pa_csv.WriteOptions(
-                include_header=False, delimiter="\t", quoting_style="none")) as writer:
+        with path.open("w") as out:
             for block in read_blocks(self.recommendations):
-                writer.write_table(exploded(block, schema))
+                for user, items, scores in zip(*(block.column(name).to_pylist() for name in
+                                                 ("user_id", "items", "scores")), strict=True):
+                    if items:
+                        out.write(f"1\t{user}\t{{{','.join(map(str, items))}}}"
+                                  f"\t{{{','.join(map(repr, scores))}}}\n")
         return path
 
     def psql_copy(self, path: Path) -> float:
@@ -250,26 +248,13 @@ class PostgresBench:
         without_password = URL.create("postgresql", url.username, None, url.host, url.port,
                                       url.database).render_as_string()
         command = [psql, without_password, "-v", "ON_ERROR_STOP=1", "-q", "-c",
-                   f"\\copy {table} (publish_id, user_id, rank, item_id, score)"
+                   f"\\copy {table} (publish_id, user_id, item_ids, scores)"
                    f" FROM '{path}'"]
         try:
             return timed(lambda: subprocess.run(command, check=True, capture_output=True,
                                                 env=env))
         finally:
             self.drop_peer_table()
-
-
-def exploded(block: pa.RecordBatch, schema: pa.Schema) -> pa.Table:
-    lengths = pc.list_value_length(block.column("items")).to_numpy(zero_copy_only=False)
-    starts = np.cumsum(lengths) - lengths
-    total = int(lengths.sum())
-    return pa.table([
-        pa.array(np.ones(total, dtype=np.int64)),
-        pa.array(np.repeat(block.column("user_id").to_numpy(), lengths)),
-        pa.array((np.arange(1, total + 1) - np.repeat(starts, lengths)).astype(np.int16)),
-        pc.list_flatten(block.column("items")),
-        pc.list_flatten(block.column("scores")),
-    ], schema=schema)
 
 
 def postgres_pairs(spark: SparkSession, bench: PostgresBench) -> list[Pair]:

@@ -122,6 +122,12 @@ def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int
                                lambda: nightly.switch(engine, servers.redis_url, state))
             nightly_stages.run("smoke check",
                                lambda: nightly.smoke_check(engine, servers.redis_url, state))
+        stored = stored_sizes(engine, servers.redis_url, state.publish_id, users)
+        print(f"  stored: PostgreSQL {stored['postgres_bytes_per_user']:.0f} bytes per user "
+              f"per version (indexes included); Redis used_memory "
+              f"{stored['redis_used_memory_bytes'] / GIB:.2f} GiB after the switch, "
+              f"{stored['redis_bytes_per_user']:.0f} bytes per user (MEMORY USAGE of "
+              f"{STORED_SAMPLE} keys)", flush=True)
         print("for comparison:", flush=True)
         breakdown.run("the scorer alone (no-op sink, nothing seen)",
                       lambda: scorer_alone(spark, model_path))
@@ -160,7 +166,7 @@ def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int
         "setup_seconds": setup.seconds, "score_breakdown_seconds": breakdown.seconds,
         "end_to_end_seconds": end_to_end,
         "floors_sum_seconds": floor, "multiple_of_floors": end_to_end / floor,
-        "peak_memory_gib": peak.peak / GIB,
+        "peak_memory_gib": peak.peak / GIB, **stored,
     }
     print(f"\nend to end {end_to_end:.0f}s = {end_to_end / floor:.2f}x the floors "
           f"({floor:.0f}s; target at most 3x); peak memory {peak.peak / GIB:.2f} GiB "
@@ -170,6 +176,31 @@ def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"written to {out}")
     return report
+
+
+STORED_SAMPLE = 1_000
+
+
+def stored_sizes(engine: Any, redis_url: str, publish_id: int, users: int) -> dict[str, float]:
+    """What one version takes in each store: the PostgreSQL partition with its index, per
+    user; Redis's ``used_memory`` and ``MEMORY USAGE`` of sampled users' keys."""
+    import sqlalchemy as sa
+
+    from jobs.publish.postgres import partition_name
+
+    with engine.connect() as conn:
+        postgres_bytes = conn.execute(sa.text("SELECT pg_total_relation_size(:t)"), {
+            "t": f"batchscore.{partition_name(publish_id)}"}).scalar_one()
+        sample = conn.execute(sa.text(
+            "SELECT user_id FROM batchscore.prediction_lists WHERE publish_id = :p LIMIT :n"),
+            {"p": publish_id, "n": STORED_SAMPLE}).scalars().all()
+    client = connect(redis_url)
+    keys = Keyspace()
+    usage = [client.memory_usage(keys.user_key(publish_id, user), samples=0) or 0
+             for user in sample]
+    return {"postgres_bytes_per_user": postgres_bytes / users,
+            "redis_used_memory_bytes": float(client.info("memory")["used_memory"]),
+            "redis_bytes_per_user": statistics.mean(usage) if usage else 0.0}
 
 
 def scorer_alone(spark: Any, model_path: Path) -> None:

@@ -640,10 +640,9 @@ def smoke_check(engine: Engine, redis_url: str, state: RunState) -> RunState:
             "SELECT status FROM batchscore.prediction_versions WHERE publish_id = :id"),
             {"id": publish_id}).scalar()
         sample = conn.execute(sa.text(
-            "SELECT user_id, array_agg(item_id ORDER BY rank) FROM batchscore.predictions"
-            " WHERE publish_id = :id AND user_id IN (SELECT user_id FROM batchscore.predictions"
-            "  WHERE publish_id = :id AND rank = 1 ORDER BY user_id LIMIT :n)"
-            " GROUP BY user_id"), {"id": publish_id, "n": SMOKE_SAMPLE_USERS}).all()
+            "SELECT user_id, item_ids FROM batchscore.prediction_lists"
+            " WHERE publish_id = :id ORDER BY user_id LIMIT :n"),
+            {"id": publish_id, "n": SMOKE_SAMPLE_USERS}).all()
     served = served_publish_id(engine)
     pointer = client.get(keys.pointer_key())
     problems = []
@@ -708,16 +707,15 @@ def sampled_lists(engine: Engine, publish_id: int, other: int, sample_size: int
 
     with engine.connect() as conn:
         users = np.array(conn.execute(sa.text(
-            "SELECT DISTINCT user_id FROM batchscore.predictions WHERE publish_id = :id"),
+            "SELECT user_id FROM batchscore.prediction_lists WHERE publish_id = :id"),
             {"id": publish_id}).scalars().all(), dtype=np.int64)
         chosen = [int(user) for user in fixed_sample(users, sample_size)]
         lists = []
         for version in (publish_id, other):
             rows: dict[int, tuple[list[int], list[float]]] = {}
             for user, items, scores in conn.execute(sa.text(
-                    "SELECT user_id, array_agg(item_id ORDER BY rank),"
-                    " array_agg(score ORDER BY rank) FROM batchscore.predictions"
-                    " WHERE publish_id = :id AND user_id = ANY(:users) GROUP BY user_id"),
+                    "SELECT user_id, item_ids, scores FROM batchscore.prediction_lists"
+                    " WHERE publish_id = :id AND user_id = ANY(:users)"),
                     {"id": version, "users": chosen}):
                 rows[int(user)] = (list(items), list(scores))
             lists.append(rows)

@@ -5,7 +5,7 @@ it is still ``staged``. The table is created, indexed, attached, detached and
 dropped by functions that run as the owner role (``sql/009_roles.sql``), so
 the writer role that publishes needs no other DDL. Switching it in (under the publish lock, see
 :mod:`jobs.publish.protocol`) attaches it as a partition of
-``batchscore.predictions`` and makes it the served version by one UPDATE of
+``batchscore.prediction_lists`` and makes it the served version by one UPDATE of
 ``batchscore.serving`` in the same transaction. A query of the BI views
 therefore sees the previous complete version or the new complete one.
 
@@ -36,7 +36,7 @@ from sqlalchemy.engine import Connection, Engine
 from jobs.platform.db import cursor
 from jobs.platform.provenance import current_user
 from jobs.publish import PublishVersion, SwitchOutcome, read_ahead
-from jobs.publish.copy_binary import CopyPayload, copy_rows_binary
+from jobs.publish.copy_binary import CopyPayload, copy_lists_binary
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ COPY_CHUNK_BYTES = 1 << 20
 # COPY streams loading one version at once: the server parses and inserts on
 # as many cores (two loaded 15,000,000 rows 1.4x as fast as one on 2 cores).
 DEFAULT_LOAD_CONNECTIONS = 2
-# Longest a statement that locks batchscore.predictions waits for its lock; a
+# Longest a statement that locks batchscore.prediction_lists waits for its lock; a
 # reader waits no longer than this behind it.
 LOCK_TIMEOUT_MS = 1_000
 # Tries of such a statement, with backoff between them (0.2 s, doubling).
@@ -61,7 +61,7 @@ SWITCHED = ("published", "superseded", "rolled_back", "shadow", "dropped")
 
 
 def partition_name(publish_id: int) -> str:
-    return f"predictions_p{int(publish_id)}"
+    return f"prediction_lists_p{int(publish_id)}"
 
 
 class RollbackError(RuntimeError):
@@ -180,7 +180,8 @@ class PostgresPublisher:
 
     def write_blocks(self, blocks: Iterable[pa.RecordBatch],
                      progress: Callable[[int], None] | None = None) -> int:
-        """COPY blocks of (user_id, items, scores) rows as one row per rank; the rows written.
+        """COPY blocks of (user_id, items, scores) rows, one row per user; the (user, rank)
+        pairs written.
 
         Each block is encoded in COPY's binary format with numpy, in one
         buffer, on another thread while the blocks before it are loaded, on
@@ -217,13 +218,13 @@ class PostgresPublisher:
 
         try:
             statement = sql.SQL(
-                "COPY batchscore.{} (publish_id, user_id, rank, item_id, score)"
+                "COPY batchscore.{} (publish_id, user_id, item_ids, scores)"
                 " FROM STDIN WITH (FORMAT binary)").format(
                 sql.Identifier(partition_name(version.publish_id))).as_string(
                     connections[0].dbapi_connection)
             with ThreadPoolExecutor(len(connections), thread_name_prefix="copy") as loaders:
                 for users, payload in read_ahead(
-                        (block.num_rows, copy_rows_binary(version.publish_id, block))
+                        (block.num_rows, copy_lists_binary(version.publish_id, block))
                         for block in blocks):
                     connection = idle.get()
                     if failures:
@@ -288,7 +289,7 @@ class PostgresPublisher:
     def attach(self, publish_id: int) -> None:
         """Attach a staged version's table as a partition, in a transaction of its own.
 
-        ATTACH takes only SHARE UPDATE EXCLUSIVE on ``batchscore.predictions``,
+        ATTACH takes only SHARE UPDATE EXCLUSIVE on ``batchscore.prediction_lists``,
         so readers do not wait for it, and a reader that planned its query
         just before may not know the new partition yet. Committing the attach
         before the switch that names the version served means that no reader
@@ -558,8 +559,9 @@ class PostgresPublisher:
                 time.sleep(delay)
                 delay *= 2
         raise LockTimeoutError(
-            f"{what}: a lock on batchscore.predictions stayed taken through {self.lock_attempts} "
-            f"tries of {self.lock_timeout_ms} ms (a long query holds it; see pg_stat_activity)")
+            f"{what}: a lock on batchscore.prediction_lists stayed taken through "
+            f"{self.lock_attempts} tries of {self.lock_timeout_ms} ms (a long query holds it; "
+            "see pg_stat_activity)")
 
     @staticmethod
     def _drop_table(cur: Any, publish_id: int) -> None:

@@ -144,9 +144,8 @@ def rewrite_from_postgres(engine: Engine, client: redis.Redis, keys: Keyspace,
             " ORDER BY rank"), {"id": version.publish_id}).all()
         rows = conn.execution_options(stream_results=True, yield_per=REWRITE_BLOCK_USERS
                                       ).execute(sa.text(
-                "SELECT user_id, array_agg(item_id ORDER BY rank),"
-                " array_agg(score ORDER BY rank) FROM batchscore.predictions"
-                " WHERE publish_id = :id GROUP BY user_id ORDER BY user_id"),
+                "SELECT user_id, item_ids, scores FROM batchscore.prediction_lists"
+                " WHERE publish_id = :id ORDER BY user_id"),
                 {"id": version.publish_id})
         publisher.write_blocks(blocks_of(rows.partitions()))
     publisher.write_fallback(pa.table({"item_id": pa.array([r[0] for r in popular], pa.int64()),

@@ -148,13 +148,13 @@ def drop_stale_tables(engine: Engine, postgres: PostgresPublisher) -> list[str]:
         stale = list(conn.execute(sa.text(
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
             " WHERE n.nspname = 'batchscore' AND c.relkind = 'r' AND NOT c.relispartition"
-            " AND c.relname ~ '^predictions_p[0-9]+$'"
+            " AND c.relname ~ '^prediction_lists_p[0-9]+$'"
             " AND NOT EXISTS (SELECT 1 FROM batchscore.prediction_versions v"
             "  WHERE v.status = 'staged'"
-            "  AND 'predictions_p' || v.publish_id::text = c.relname)"
+            "  AND 'prediction_lists_p' || v.publish_id::text = c.relname)"
             " ORDER BY c.relname")).scalars())
     for table in stale:
-        publish_id = int(table.removeprefix("predictions_p"))
+        publish_id = int(table.removeprefix("prediction_lists_p"))
         assert partition_name(publish_id) == table
         postgres.drop_table(publish_id)
     return stale

@@ -96,7 +96,7 @@ def assert_converged(engine: sa.engine.Engine, client: redis.Redis, home: Path) 
             "SELECT count(*) FROM batchscore.runs WHERE status = 'running'")).scalar()
         loose_tables = conn.execute(sa.text(
             "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = 'batchscore' AND c.relname ~ '^predictions_p[0-9]+$'"
+            " WHERE n.nspname = 'batchscore' AND c.relname ~ '^prediction_lists_p[0-9]+$'"
             " AND c.relkind = 'r' AND NOT c.relispartition")).scalar()
     assert (staged, running, loose_tables) == (0, 0, 0), (
         f"left behind: {staged} staged versions, {running} running runs, "

@@ -203,8 +203,8 @@ REDIS = redis_module.RedisPublisher
 POINTS: dict[str, tuple] = {
     "postgres: version allocated": (PG, "allocate", 1, True),
     "postgres: staged table created": (PG, "prepare", 1, True),
-    "postgres: COPY of block 2": (postgres_module, "copy_rows_binary", 2, False),
-    "postgres: COPY of block 5": (postgres_module, "copy_rows_binary", 5, False),
+    "postgres: COPY of block 2": (postgres_module, "copy_lists_binary", 2, False),
+    "postgres: COPY of block 5": (postgres_module, "copy_lists_binary", 5, False),
     "postgres: fallback written": (PG, "write_fallback", 1, True),
     "postgres: loaded, not indexed": (PG, "finish_load", 1, False),
     "postgres: written aside": (PG, "finish_load", 1, True),

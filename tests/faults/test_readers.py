@@ -158,11 +158,11 @@ def test_a_long_bi_transaction_stalls_neither_switches_nor_readers(target, engin
     with engine.connect() as conn:
         kept_before = conn.exec_driver_sql(
             "SELECT count(*) FROM pg_inherits"
-            " WHERE inhparent = 'batchscore.predictions'::regclass").scalar()
+            " WHERE inhparent = 'batchscore.prediction_lists'::regclass").scalar()
     publish(target, FIRST_DAY + timedelta(days=13), tag=14)
     with engine.connect() as conn:
         kept_after = conn.exec_driver_sql(
             "SELECT count(*) FROM pg_inherits"
-            " WHERE inhparent = 'batchscore.predictions'::regclass").scalar()
+            " WHERE inhparent = 'batchscore.prediction_lists'::regclass").scalar()
     assert kept_before > kept_after == 8  # the served version and the 7 kept besides it
 

@@ -66,7 +66,7 @@ def test_terminated_load_connections_publish_nothing_and_the_retry_succeeds(
                         " WHERE application_name = %s", (LOAD_APPLICATION_NAME,))
             terminated.extend(row[0] for row in cur.fetchall())
 
-    on_call(monkeypatch, postgres_module, "copy_rows_binary", 3, terminate_loads)
+    on_call(monkeypatch, postgres_module, "copy_lists_binary", 3, terminate_loads)
     with pytest.raises(nightly.StoreUnavailableError, match="lost its connection to PostgreSQL"):
         publish(target, DAY2, tag=2)
     admin.close()
@@ -127,7 +127,7 @@ def test_postgres_restarted_mid_run_fails_it_clearly_and_the_next_run_succeeds(
         server.ensure_running()
         checks.TALLY["postgres restarts"] += 1
 
-    on_call(monkeypatch, postgres_module, "copy_rows_binary", 3, restart)
+    on_call(monkeypatch, postgres_module, "copy_lists_binary", 3, restart)
     with pytest.raises(nightly.StoreUnavailableError,
                        match=r"lost its connection to PostgreSQL .*run the date again"):
         publish(target, DAY2, tag=2)

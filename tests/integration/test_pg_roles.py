@@ -128,7 +128,7 @@ WRITER_CASES = [
     ([], "INSERT INTO batchscore.interactions (user_id, item_id, rating, event_at)"
          " VALUES (1, 2, 1.0, now())", None),
     ([], "UPDATE batchscore.runs SET error = 'x' WHERE false", None),
-    ([], "DELETE FROM batchscore.predictions WHERE false", None),
+    ([], "DELETE FROM batchscore.prediction_lists WHERE false", None),
     ([], "TRUNCATE batchscore.interactions", None),
     ([], "TRUNCATE batchscore.items", None),
     ([], "SELECT count(*) FROM bi.recommendations", None),
@@ -137,7 +137,7 @@ WRITER_CASES = [
     ([], "CREATE TEMPORARY TABLE scratch (n int)", None),
     # The publisher's partition steps, through the owner's functions.
     (["SELECT batchscore.create_version_table(900001)",
-      "INSERT INTO batchscore.predictions_p900001 VALUES (900001, 1, 1, 2, 0.5)",
+      "INSERT INTO batchscore.prediction_lists_p900001 VALUES (900001, 1, '{2}', '{0.5}')",
       "SELECT batchscore.index_version_table(900001)"],
      "SELECT batchscore.attach_version_table(900001)", None),
     (["SELECT batchscore.create_version_table(900001)",
@@ -156,21 +156,25 @@ WRITER_CASES = [
     ([], "CREATE INDEX ON batchscore.runs (error)", DENIED),
     ([], "CREATE FUNCTION batchscore.mine() RETURNS int LANGUAGE sql AS 'SELECT 1'", DENIED),
     ([], "SELECT count(*) FROM other.notes", DENIED),
-    ([], "CREATE TABLE batchscore.predictions_p900002 (LIKE batchscore.predictions)", DENIED),
+    ([], "CREATE TABLE batchscore.prediction_lists_p900002"
+         " (LIKE batchscore.prediction_lists)", DENIED),
     (["SELECT batchscore.create_version_table(900003)"],
-     "ALTER TABLE batchscore.predictions ATTACH PARTITION batchscore.predictions_p900003"
+     "ALTER TABLE batchscore.prediction_lists ATTACH PARTITION batchscore.prediction_lists_p900003"
      " FOR VALUES IN (900003)", DENIED),
     (["SELECT batchscore.create_version_table(900004)"],
-     "DROP TABLE batchscore.predictions_p900004", DENIED),
+     "DROP TABLE batchscore.prediction_lists_p900004", DENIED),
 ]
 BI_CASES = [
     ([], "SELECT count(*) FROM bi.recommendations", None),
     ([], "SELECT count(*) FROM bi.recommendations_history", None),
+    ([], "SELECT count(*) FROM bi.recommendation_lists", None),
+    ([], "SELECT count(*) FROM bi.recommendation_lists_history", None),
     ([], "SELECT count(*) FROM bi.prediction_versions", None),
     ([], "SELECT count(*) FROM bi.runs", None),
     ([], "SELECT count(*) FROM bi.run_metrics", None),
     ([], "SELECT count(*) FROM bi.alerts", None),
     ([], "SELECT count(*) FROM batchscore.predictions", DENIED),
+    ([], "SELECT count(*) FROM batchscore.prediction_lists", DENIED),
     ([], "SELECT count(*) FROM batchscore.runs", DENIED),
     ([], "DELETE FROM bi.runs", DENIED),
     ([], "INSERT INTO bi.rejects (run_id, source, row_number, row, reasons)"

@@ -144,7 +144,8 @@ def test_the_previous_version_is_kept_and_old_ones_are_dropped(engine, redis_cli
     assert [row[0] for row in kept_versions(engine)] == [DAY2, DAY3, date(2026, 11, 21)]
     with engine.connect() as conn:
         partitions = conn.execute(sa.text(
-            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'batchscore.predictions'::regclass"
+            "SELECT count(*) FROM pg_inherits"
+            " WHERE inhparent = 'batchscore.prediction_lists'::regclass"
         )).scalar()
     assert partitions == 3
     # Redis keeps the served version and the one before it, whole and permanent, and
@@ -182,7 +183,7 @@ def test_a_failure_mid_publish_leaves_the_served_version_untouched(engine, redis
             "SELECT logical_date, status FROM batchscore.prediction_versions")).all())
         tables = conn.execute(sa.text(
             "SELECT count(*) FROM pg_tables WHERE schemaname = 'batchscore'"
-            " AND tablename LIKE 'predictions_p%'")).scalar()
+            " AND tablename LIKE 'prediction_lists_p%'")).scalar()
     assert statuses == {DAY1: "published", DAY2: "failed"}
     assert tables == 1
 
