@@ -104,6 +104,14 @@ def test_the_previous_layout_is_rewritten_as_lists_and_serves_as_before(engine,
                           (f"prediction_lists_p{ids[DAY2]}", True),
                           (f"prediction_lists_p{ids[DAY3]}", False)]
 
+    with engine.begin() as conn:
+        # BI's one-user query reaches the served table's user index through both views.
+        conn.execute(sa.text("SET LOCAL enable_seqscan = off"))
+        plan = "\n".join(conn.execute(sa.text(
+            "EXPLAIN SELECT rank, item_id FROM bi.recommendations WHERE user_id = 3"
+            " ORDER BY rank")).scalars())
+        assert f"Index Scan using prediction_lists_p{ids[DAY2]}_user_id_idx" in plan, plan
+
     # The staged version of day 3 is switched in by this release, then rolled back.
     publisher = PostgresPublisher(engine)
     assert publisher.switch(ids[DAY3]).served
