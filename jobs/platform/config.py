@@ -83,6 +83,9 @@ class Settings:
     redis_reader_url: str | None = None
     writer_database_url: str | None = None
     bi_database_url: str | None = None
+    # Where the interaction history's Parquet files are (jobs.data.history); None: a
+    # folder under home named by the database.
+    history_uri: str | None = None
 
     @property
     def services_dir(self) -> Path:
@@ -145,6 +148,7 @@ class Settings:
             redis_reader_url=redis_reader_url,
             writer_database_url=database_urls["BATCHSCORE_WRITER_DATABASE_URL"],
             bi_database_url=database_urls["BATCHSCORE_BI_DATABASE_URL"],
+            history_uri=get("BATCHSCORE_HISTORY_URI"),
         )
 
 
