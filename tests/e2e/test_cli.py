@@ -213,6 +213,7 @@ def test_bundle_score_and_the_benchmark(home, capsys) -> None:
                            capture_output=True, text=True, timeout=600, check=False)
     assert bench.returncode == 0, bench.stderr[-3000:]
     assert "redis load vs redis-cli --pipe" in bench.stdout
+    assert "reading a nightly's interactions vs CSV export and parse" in bench.stdout
     RAN.add(("bench",))  # only a run that did the work counts
 
 
