@@ -75,11 +75,13 @@ def test_a_second_deployment_migrates_into_its_own_schemas(engine, acme):
     assert "runs" in theirs and "schema_migrations" in theirs and "_yoyo_migration" in theirs
     assert theirs == ours
     assert tables_of(engine, "acme_bi") == tables_of(engine, "bi")
-    # The view of one deployment reads that deployment's tables.
+    # The views of one deployment read that deployment's tables and views.
     with engine.connect() as conn:
-        definition = conn.execute(sa.text(
-            "SELECT pg_get_viewdef('acme_bi.recommendations'::regclass)")).scalar_one()
-    assert "acme." in definition and "batchscore." not in definition
+        lists, ranks = (conn.execute(sa.text(
+            f"SELECT pg_get_viewdef('acme_bi.{view}'::regclass)")).scalar_one()
+            for view in ("recommendation_lists", "recommendations"))
+    assert "acme.prediction_lists" in lists and "batchscore." not in lists
+    assert "acme_bi.recommendation_lists" in ranks and " bi." not in ranks
     assert upgrade(engine_for(str(engine.url.render_as_string(hide_password=False)),
                               ACME)) == []  # and again finds nothing to do
 
