@@ -7,7 +7,8 @@ connection each, in turns (rows, lists, rows, lists, ...), one version per
 turn, each version a partition of its layout's table, then indexed as the
 publisher indexes it. Then BI's queries are timed on each: one user's list
 (through the row-per-rank shape BI reads, ``bi.recommendations``), the most
-recommended items, and one user's lists across the kept versions. Medians
+recommended items, and one user's lists across the kept versions; and one user's
+list as arrays (``bi.recommendation_lists``, or ``array_agg`` over the rows). Medians
 over the turns; a query's p50 and p99 over many random users.
 """
 
@@ -67,6 +68,8 @@ LAYOUTS: dict[str, dict[str, Any]] = {
         "index": "(user_id, rank)",
         "one_user": "SELECT rank, item_id, score FROM {schema}.ranks"
                     " WHERE publish_id = %(p)s AND user_id = %(u)s ORDER BY rank",
+        "one_list": "SELECT array_agg(item_id ORDER BY rank), array_agg(score ORDER BY rank)"
+                    " FROM {schema}.ranks WHERE publish_id = %(p)s AND user_id = %(u)s",
         "top_items": "SELECT item_id, count(*) FROM {schema}.ranks WHERE publish_id = %(p)s"
                      " GROUP BY item_id ORDER BY 2 DESC LIMIT 20",
         "across_versions": "SELECT publish_id, array_agg(item_id ORDER BY rank)"
@@ -85,6 +88,9 @@ LAYOUTS: dict[str, dict[str, Any]] = {
                     " CROSS JOIN LATERAL unnest(l.item_ids, l.scores) WITH ORDINALITY"
                     " AS e (item_id, score, rank)"
                     " WHERE l.publish_id = %(p)s AND l.user_id = %(u)s ORDER BY e.rank",
+        # What bi.recommendation_lists gives: the stored row.
+        "one_list": "SELECT item_ids, scores FROM {schema}.lists"
+                    " WHERE publish_id = %(p)s AND user_id = %(u)s",
         "top_items": "SELECT item_id, count(*) FROM {schema}.lists l,"
                      " unnest(l.item_ids) AS item_id WHERE l.publish_id = %(p)s"
                      " GROUP BY item_id ORDER BY 2 DESC LIMIT 20",
@@ -168,7 +174,7 @@ def compare_layouts(database_url: str, users: int, items: int, k: int, versions:
             for _turn in range(3):
                 for name, layout in LAYOUTS.items():
                     found = results[name]
-                    for query in ("one_user", "across_versions"):
+                    for query in ("one_user", "one_list", "across_versions"):
                         p50, p99 = latencies_ms(cur, layout[query].format(schema=SCHEMA),
                                                 chosen)
                         found.setdefault(f"{query}_p50_ms", []).append(p50)

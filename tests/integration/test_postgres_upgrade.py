@@ -80,7 +80,7 @@ def test_the_previous_layout_is_rewritten_as_lists_and_serves_as_before(engine,
     assert before[0] == [(1, 1, 22, 0.75, DAY2), (1, 2, 20, 0.125, DAY2),
                          (1, 3, 21, 0.0625, DAY2), (3, 1, 23, 2.0, DAY2)]
 
-    assert upgrade(engine) == ["011_prediction_lists"]
+    assert upgrade(engine)[0] == "011_prediction_lists"
 
     with engine.connect() as conn:
         # BI reads the same rows through the same views.
