@@ -106,6 +106,7 @@ def validate_inputs(**context: Any) -> dict[str, Any]:
         reason=params.get("reason"),
         names=settings.names,
         history_uri=settings.history_uri,
+        keep_versions=settings.keep_versions,
     )
     engine = _engine()
     run_id = runs.new_run_id("nightly", config.run_date)

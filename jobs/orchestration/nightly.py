@@ -57,7 +57,7 @@ from jobs.monitoring.alerts import crossing_from_json, raise_alert
 from jobs.monitoring.prometheus import export as export_metrics
 from jobs.platform import runs
 from jobs.platform.artifacts import artifact_path
-from jobs.platform.config import AlertSettings, PrometheusSettings
+from jobs.platform.config import DEFAULT_KEEP_VERSIONS, AlertSettings, PrometheusSettings
 from jobs.platform.db import engine_for, ensure_schema
 from jobs.platform.names import DEFAULT_REDIS_PREFIX, Names
 from jobs.platform.progress import progress
@@ -150,6 +150,8 @@ class NightlyConfig:
     prometheus: PrometheusSettings = field(default_factory=PrometheusSettings)
     # The interaction history's root (jobs.data.history); None: under home.
     history_uri: str | None = None
+    # Published versions PostgreSQL keeps besides the served one.
+    keep_versions: int = DEFAULT_KEEP_VERSIONS
 
 
 @dataclass
@@ -178,6 +180,7 @@ class RunState:
     lock_wait_seconds: float = protocol.DEFAULT_LOCK_WAIT_SECONDS
     redis_prefix: str = DEFAULT_REDIS_PREFIX
     history_root: str = ""
+    keep_versions: int = DEFAULT_KEEP_VERSIONS
 
     @property
     def logical_date(self) -> date:
@@ -405,6 +408,7 @@ def begin(engine: Engine, config: NightlyConfig, run_id: str | None = None,
         kind="shadow" if shadow else "canary" if canary else "serve",
         lock_wait_seconds=config.lock_wait_seconds, redis_prefix=config.names.redis_prefix,
         history_root=history.root(engine, config.history_uri, config.home),
+        keep_versions=config.keep_versions,
     )
     if canary is not None:
         state.canary_model_version = canary.version
@@ -621,7 +625,8 @@ def switched(engine: Engine, state: RunState, client: redis.Redis | None,
         raise RuntimeError(f"run {state.run_id} has no version written to Postgres yet")
     with protocol.publish_lock(engine, f"run {state.run_id}", state.lock_wait_seconds):
         outcome = protocol.switch(engine, client, state.keys, state.publish_id, shadow=shadow,
-                                  force_serve=state.serve_older_date)
+                                  force_serve=state.serve_older_date,
+                                  keep_versions=state.keep_versions)
     state.switch = asdict(outcome)
     state.stats.update({"publish_id": state.publish_id, "served": outcome.served})
     return state.save()
