@@ -281,7 +281,7 @@ def run(config: TrainConfig, spark: SparkSession | None = None) -> ModelVersion:
 
 
 def read_training_set(spark: SparkSession, path: Path) -> DataFrame:
-    """The training set as Spark reads it, with the columns of the interactions export."""
+    """The training set as Spark reads it, with the columns of the interaction history."""
     from jobs.scoring.transforms import INTERACTIONS_SCHEMA
 
     return spark.read.schema(INTERACTIONS_SCHEMA).parquet(str(path))
