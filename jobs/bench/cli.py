@@ -26,15 +26,17 @@ class Size:
     k: int
     publish_users: int
     reader_requests: int
+    # Events in PostgreSQL for the pair that reads a nightly's interactions.
+    history_events: int
 
 
 SIZES = {
     "small": Size(users=2_000, items=500, rank=8, k=10, publish_users=3_000,
-                  reader_requests=1_000),
+                  reader_requests=1_000, history_events=200_000),
     "default": Size(users=200_000, items=20_000, rank=32, k=50, publish_users=300_000,
-                    reader_requests=20_000),
+                    reader_requests=20_000, history_events=10_000_000),
     "large": Size(users=400_000, items=20_000, rank=32, k=50, publish_users=1_000_000,
-                  reader_requests=100_000),
+                  reader_requests=100_000, history_events=100_000_000),
 }
 
 
@@ -107,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_pairs(settings: Settings, work: Path, size: Size, size_name: str) -> None:
     from jobs.bench import servers as bench_servers
+    from jobs.bench.history import history_pair
     from jobs.bench.pairs import (
         PostgresBench,
         RedisBench,
@@ -127,18 +130,21 @@ def run_pairs(settings: Settings, work: Path, size: Size, size_name: str) -> Non
     details: dict = {"size": size_name, "servers": servers.where}
     try:
         model = synthetic_model(spark, work / "model", size.users, size.items, size.rank)
-        print("1/4 scoring vs recommendForAllUsers", flush=True)
+        print("1/5 scoring vs recommendForAllUsers", flush=True)
         pairs.append(scorer_pair(spark, model, size.users, size.items, size.k))
-        print("2/4 top-k vs matrix multiply on one block", flush=True)
+        print("2/5 top-k vs matrix multiply on one block", flush=True)
         pairs.append(top_k_pair(spark, model, size.k))
         recommendations = synthetic_recommendations(work / "recommendations",
                                                     size.publish_users, size.k, size.items)
         engine = engine_for(servers.database_url)
-        print("3/4 PostgreSQL: ours, Spark JDBC, psql \\copy", flush=True)
+        print("3/5 PostgreSQL: ours, Spark JDBC, psql \\copy", flush=True)
         pairs.extend(postgres_pairs(spark, PostgresBench(engine, servers, recommendations,
                                                          work)))
+        print(f"4/5 a nightly's interactions: the history vs CSV export and parse, "
+              f"{size.history_events:,} events", flush=True)
+        pairs.append(history_pair(spark, engine, work, size.history_events))
         engine.dispose()
-        print("4/4 Redis: ours, redis-cli --pipe, reader latency", flush=True)
+        print("5/5 Redis: ours, redis-cli --pipe, reader latency", flush=True)
         redis_results, redis_details = redis_pairs(
             RedisBench(servers, recommendations, work), size.reader_requests)
         pairs.extend(redis_results)

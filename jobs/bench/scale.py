@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import statistics
 import time
 from collections.abc import Callable
@@ -76,7 +75,7 @@ class Stages:
 def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int = 20_000
               ) -> dict[str, Any]:
     from jobs.bench.servers import bench_spark
-    from jobs.bench.synthetic import synthetic_interactions, synthetic_model
+    from jobs.bench.synthetic import synthetic_history, synthetic_model
 
     servers = resolve(settings)
     print(f"scale run: {users:,} users x {items:,} items, rank {RANK}, top {K}, against "
@@ -92,10 +91,6 @@ def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int
         model_path = work / "model"
         setup.run("synthetic ALS model", lambda: synthetic_model(
             spark, model_path, users, items, RANK))
-        interactions = work / "interactions.csv"
-        setup.run("synthetic interactions", lambda: synthetic_interactions(
-            interactions, users, items, EVENTS_PER_USER,
-            int(day_end(SCALE_DATE).timestamp())))
         version = registry.register(engine, registry.NewModel(
             created_by="bench", trained_as_of=SCALE_DATE, params={"rank": RANK}, metrics={},
             data_snapshot={}, code_version="bench", artifact_uri=model_path.as_uri()),
@@ -106,7 +101,9 @@ def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int
             redis_url=servers.redis_url, home=work / "home", k=K, model_version=version,
             serve_older_date=True)
         state = nightly.begin(engine, config)
-        shutil.move(str(interactions), state.folder / nightly.INTERACTIONS_FILE)
+        setup.run("synthetic interaction history", lambda: synthetic_history(
+            state.history_root, users, items, EVENTS_PER_USER,
+            int(day_end(SCALE_DATE).timestamp())))
 
         print("the nightly steps:", flush=True)
         with PeakMemory() as peak:

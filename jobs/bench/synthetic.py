@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from jobs.scoring.transforms import with_redis_value
@@ -79,24 +78,33 @@ def synthetic_recommendations(path: Path, users: int, k: int, items: int, seed: 
     return path
 
 
-def synthetic_interactions(path: Path, users: int, items: int, per_user: int,
-                           end_seconds: int, seed: int = 5) -> int:
-    """``per_user`` events for every user 1..``users`` in the scoring job's CSV layout
-    (user_id,item_id,rating,unix_seconds; no header), all before ``end_seconds``."""
+def synthetic_history(root: str, users: int, items: int, per_user: int, end_seconds: int,
+                      seed: int = 5) -> int:
+    """``per_user`` events for every user 1..``users``, all in the 30 days before
+    ``end_seconds``, written as the interaction history (:mod:`jobs.data.history`): a
+    Parquet file per event day and block of users."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    from jobs.data.history import SCHEMA, filesystem
+
     rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    files, base = filesystem(root)
     chunk_users = 200_000
-    with pa_csv.CSVWriter(str(path), pa.schema([
-            ("user_id", pa.int64()), ("item_id", pa.int64()), ("rating", pa.float64()),
-            ("event_at", pa.int64())]),
-            write_options=pa_csv.WriteOptions(include_header=False)) as writer:
-        for start in range(0, users, chunk_users):
-            count = min(chunk_users, users - start)
-            rows = count * per_user
-            writer.write_table(pa.table({
-                "user_id": np.repeat(np.arange(start + 1, start + count + 1), per_user),
-                "item_id": rng.integers(1, items + 1, rows),
-                "rating": rng.integers(1, 6, rows).astype(np.float64),
-                "event_at": end_seconds - rng.integers(3600, 30 * 86_400, rows),
-            }))
+    for number, start in enumerate(range(0, users, chunk_users)):
+        count = min(chunk_users, users - start)
+        rows = count * per_user
+        events = pa.table({
+            "user_id": np.repeat(np.arange(start + 1, start + count + 1), per_user),
+            "item_id": rng.integers(1, items + 1, rows),
+            "rating": rng.integers(1, 6, rows).astype(np.float64),
+            "event_at": end_seconds - rng.integers(3600, 30 * 86_400, rows),
+        }, schema=SCHEMA)
+        day = pc.cast(pc.cast(pc.multiply(events["event_at"], 1_000_000),
+                              pa.timestamp("us")), pa.date32())
+        ds.write_dataset(events.append_column("event_date", day), base, filesystem=files,
+                         format="parquet", partitioning=ds.partitioning(
+                             pa.schema([("event_date", pa.date32())]), flavor="hive"),
+                         basename_template=f"block{number}-{{i}}.parquet",
+                         existing_data_behavior="overwrite_or_ignore")
     return users * per_user

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jobs.cli.common import (
     CommandError,
@@ -15,6 +16,9 @@ from jobs.cli.common import (
     run_date_or_newest,
 )
 from jobs.platform.config import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 
 def add_commands(commands: Commands) -> None:
@@ -87,9 +91,11 @@ def cmd_data_generate(settings: Settings, args: argparse.Namespace) -> int:
                                 end_date=args.end_date or last_whole_day())
     except ValueError as err:
         raise CommandError(str(err)) from None
-    count = generate_and_load(database(settings), config, replace=args.replace)
+    engine = database(settings)
+    count = generate_and_load(engine, config, replace=args.replace)
     print(f"loaded {count} interactions ({config.users} users, {config.items} items, "
           f"{config.days} days up to {config.end_date})")
+    write_history(settings, engine)
     return 0
 
 
@@ -99,10 +105,22 @@ def cmd_data_load(settings: Settings, args: argparse.Namespace) -> int:
     layout = CsvLayout(user_col=args.user_col, item_col=args.item_col,
                        rating_col=args.rating_col, timestamp_col=args.timestamp_col,
                        delimiter=args.delimiter)
-    count = load_file(database(settings), args.path, file_format=args.format, layout=layout,
+    engine = database(settings)
+    count = load_file(engine, args.path, file_format=args.format, layout=layout,
                       replace=args.replace)
     print(f"loaded {count} interactions from {args.path}")
+    write_history(settings, engine)
     return 0
+
+
+def write_history(settings: Settings, engine: Engine) -> None:
+    """Write the days a load changed to the interaction history (jobs.data.history)."""
+    from jobs.data import history
+
+    where = history.root(engine, settings.history_uri, settings.home)
+    written = history.sync(engine, where)
+    print(f"interaction history at {where}: {written.days_written} day(s) written, "
+          f"{written.days_removed} removed")
 
 
 def cmd_data_load_metadata(settings: Settings, args: argparse.Namespace) -> int:

@@ -69,7 +69,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
         original = registry.get(engine, args.reproduce)
         config = train.TrainConfig.reproducing(
             original, services.database_url(settings, services.WRITER), settings.home,
-            settings.spark_master, settings.names)
+            settings.spark_master, settings.names, settings.history_uri)
         reproduced = train.run(config)
         describe_model(reproduced)
         describe_reproduction(original, reproduced)
@@ -82,7 +82,8 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
             as_of=run_date_or_newest(engine, args.as_of), spark_master=settings.spark_master,
             als=train.AlsParams(rank=chosen["rank"], reg_param=chosen["reg_param"],
                                 alpha=chosen["alpha"], max_iter=chosen["max_iter"]),
-            holdout_days=chosen["holdout_days"], names=settings.names)
+            holdout_days=chosen["holdout_days"], names=settings.names,
+            history_uri=settings.history_uri)
     except ValueError as err:
         raise CommandError(str(err)) from None
     describe_model(train.run(config))

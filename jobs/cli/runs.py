@@ -124,6 +124,7 @@ def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
             canary_fraction=args.canary_fraction,
             force=args.force, reason=args.reason, names=settings.names,
             alerts=settings.alerts, prometheus=settings.prometheus,
+            history_uri=settings.history_uri, keep_versions=settings.keep_versions,
         ))
     except NothingToScoreError as nothing:
         # Not a failure: the run is recorded as skipped and the served version stays.

@@ -6,11 +6,9 @@ import csv
 import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import IO, Any
 
 import sqlalchemy as sa
-from psycopg2 import sql
 from sqlalchemy.engine import Engine
 
 from jobs.platform.db import cursor
@@ -90,61 +88,6 @@ def rows_to_csv(rows: Iterable[tuple[int, int, float, int]], out: IO[str]) -> in
 def day_end(day: date) -> datetime:
     """The first instant after ``day`` (UTC): events before it belong to runs of ``day``."""
     return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
-
-
-def export_interactions(engine: Engine, until: date, path: Path) -> int:
-    """Write interactions with events up to the end of ``until`` to a CSV file.
-
-    Columns: user_id, item_id, rating, event_at as Unix seconds. Returns the
-    row count. This is how the Spark jobs read the table without a JDBC driver.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    query = sql.SQL(
-        "COPY (SELECT user_id, item_id, rating, extract(epoch FROM event_at)::bigint"
-        " FROM batchscore.interactions WHERE event_at < {}) TO STDOUT WITH (FORMAT csv)"
-    ).format(sql.Literal(day_end(until)))
-    with cursor(engine) as cur, path.open("w", encoding="utf-8") as out:
-        cur.copy_expert(query.as_string(cur), out)
-        count = cur.rowcount
-    logger.info("exported %d interaction rows up to %s to %s", count, until, path)
-    return count
-
-
-def export_training_set(engine: Engine, until: date, path: Path) -> int:
-    """Write interactions with events up to the end of ``until`` to one Parquet file.
-
-    The same rows, in the same order, as :func:`export_interactions`; written
-    once and kept beside a model so that it can be trained again on exactly
-    these events. Returns the row count.
-    """
-    import pyarrow as pa
-    import pyarrow.csv as pa_csv
-    import pyarrow.parquet as pq
-
-    # The types Spark reads the CSV export with (INTERACTIONS_SCHEMA), event_at in Unix
-    # seconds: a model trained on either sees the same values.
-    schema = pa.schema([(name, pa.int64()) for name in ("user_id", "item_id")]
-                       + [("rating", pa.float64()), ("event_at", pa.int64())])
-    staged = path.with_name(path.name + ".csv")
-    try:
-        count = export_interactions(engine, until, staged)
-        with pq.ParquetWriter(path, schema, compression="zstd") as writer:
-            if count:
-                # Streamed in blocks, so the driver never holds the whole export; 16 MiB
-                # rather than the default 1 MiB makes the file about 30% smaller and faster.
-                reader = pa_csv.open_csv(
-                    staged,
-                    read_options=pa_csv.ReadOptions(column_names=schema.names,
-                                                    block_size=16 << 20),
-                    convert_options=pa_csv.ConvertOptions(
-                        column_types=dict(zip(schema.names, schema.types, strict=True))))
-                for batch in reader:
-                    writer.write_batch(batch)
-    finally:
-        staged.unlink(missing_ok=True)
-    logger.info("wrote the training set of %d rows up to %s to %s (%d bytes)", count, until,
-                path, path.stat().st_size)
-    return count
 
 
 def newest_event_date(engine: Engine) -> date | None:

@@ -105,6 +105,8 @@ def validate_inputs(**context: Any) -> dict[str, Any]:
         force=bool(params.get("force")),
         reason=params.get("reason"),
         names=settings.names,
+        history_uri=settings.history_uri,
+        keep_versions=settings.keep_versions,
     )
     engine = _engine()
     run_id = runs.new_run_id("nightly", config.run_date)
@@ -122,7 +124,7 @@ def validate_inputs(**context: Any) -> dict[str, Any]:
             raise
     return {"run_id": state.run_id, "work_dir": state.work_dir, "run_date": state.run_date,
             "model_version": state.model_version, "model_path": state.model_path,
-            "interactions": str(state.folder / nightly.INTERACTIONS_FILE), "k": state.k,
+            "interactions": state.history_root, "k": state.k,
             # Empty for a run without a canary (the scoring job reads them so).
             "canary_model_path": state.canary_model_path or "",
             "canary_fraction": "" if state.canary_fraction is None else state.canary_fraction}

@@ -50,14 +50,14 @@ from jobs.contracts.predictions import (
     summary_stats,
 )
 from jobs.contracts.redis import Keyspace
+from jobs.data import history
 from jobs.data.load import InputError
-from jobs.data.store import export_interactions
 from jobs.lifecycle import registry
 from jobs.monitoring.alerts import crossing_from_json, raise_alert
 from jobs.monitoring.prometheus import export as export_metrics
 from jobs.platform import runs
 from jobs.platform.artifacts import artifact_path
-from jobs.platform.config import AlertSettings, PrometheusSettings
+from jobs.platform.config import DEFAULT_KEEP_VERSIONS, AlertSettings, PrometheusSettings
 from jobs.platform.db import engine_for, ensure_schema
 from jobs.platform.names import DEFAULT_REDIS_PREFIX, Names
 from jobs.platform.progress import progress
@@ -84,7 +84,6 @@ from jobs.scoring.score import (
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
-INTERACTIONS_FILE = "interactions.csv"
 SMOKE_SAMPLE_USERS = 20
 # Statuses a model may not serve in without --force and a reason: its gates said no.
 REFUSED_MODEL_STATUSES = ("rejected", "rolled_back")
@@ -149,6 +148,10 @@ class NightlyConfig:
     # where the run's metrics are written for Prometheus.
     alerts: AlertSettings = field(default_factory=AlertSettings)
     prometheus: PrometheusSettings = field(default_factory=PrometheusSettings)
+    # The interaction history's root (jobs.data.history); None: under home.
+    history_uri: str | None = None
+    # Published versions PostgreSQL keeps besides the served one.
+    keep_versions: int = DEFAULT_KEEP_VERSIONS
 
 
 @dataclass
@@ -176,6 +179,8 @@ class RunState:
     canary_fraction: float | None = None
     lock_wait_seconds: float = protocol.DEFAULT_LOCK_WAIT_SECONDS
     redis_prefix: str = DEFAULT_REDIS_PREFIX
+    history_root: str = ""
+    keep_versions: int = DEFAULT_KEEP_VERSIONS
 
     @property
     def logical_date(self) -> date:
@@ -206,7 +211,7 @@ class RunState:
         canary = (["--canary-model-path", self.canary_model_path,
                    "--canary-fraction", str(self.canary_fraction)]
                   if self.canary_model_path else [])
-        return ["--interactions", str(self.folder / INTERACTIONS_FILE),
+        return ["--interactions", self.history_root,
                 "--run-date", self.run_date, "--model-path", self.model_path,
                 "--output", self.work_dir, "--k", str(self.k), *canary]
 
@@ -402,6 +407,8 @@ def begin(engine: Engine, config: NightlyConfig, run_id: str | None = None,
         allow_future_date=config.allow_future_date, stats={"k": config.k, "data_docs": {}},
         kind="shadow" if shadow else "canary" if canary else "serve",
         lock_wait_seconds=config.lock_wait_seconds, redis_prefix=config.names.redis_prefix,
+        history_root=history.root(engine, config.history_uri, config.home),
+        keep_versions=config.keep_versions,
     )
     if canary is not None:
         state.canary_model_version = canary.version
@@ -453,7 +460,8 @@ def canary_fraction(fraction: float | None) -> float:
 
 
 def validate_inputs(engine: Engine, state: RunState) -> RunState:
-    """The input contract, then the export the scoring job reads.
+    """The input contract, then the interaction history the scoring job reads: the days
+    the load changed are written again (:func:`jobs.data.history.sync`).
 
     Raises :class:`NothingToScoreError` when the date has no events; the caller
     records the run as skipped (:func:`skip`).
@@ -473,8 +481,8 @@ def validate_inputs(engine: Engine, state: RunState) -> RunState:
     state.stats["data_docs"]["input"] = outcome.report.docs_url
     state.stats.update(batch_stats(batch, outcome))
     state.stats.update(quarantine_and_load(engine, state.run_id, run_date, batch, outcome))
-    exported = export_interactions(engine, run_date, state.folder / INTERACTIONS_FILE)
-    if exported == 0:
+    history.sync(engine, state.history_root)
+    if history.events_up_to(engine, run_date) == 0:
         raise InputError(f"no interactions up to {run_date}; nothing to score")
     return state.save()
 
@@ -617,7 +625,8 @@ def switched(engine: Engine, state: RunState, client: redis.Redis | None,
         raise RuntimeError(f"run {state.run_id} has no version written to Postgres yet")
     with protocol.publish_lock(engine, f"run {state.run_id}", state.lock_wait_seconds):
         outcome = protocol.switch(engine, client, state.keys, state.publish_id, shadow=shadow,
-                                  force_serve=state.serve_older_date)
+                                  force_serve=state.serve_older_date,
+                                  keep_versions=state.keep_versions)
     state.switch = asdict(outcome)
     state.stats.update({"publish_id": state.publish_id, "served": outcome.served})
     return state.save()

@@ -50,7 +50,7 @@ def quickstart(settings: Settings, *, through_airflow: bool = True,
         model = train.run(train.TrainConfig(
             database_url=services.database_url(settings, services.WRITER), home=settings.home,
             as_of=run_date, spark_master=settings.spark_master, als=train.AlsParams(),
-            names=settings.names))
+            names=settings.names, history_uri=settings.history_uri))
     with engine.connect() as conn:
         published = conn.execute(sa.text(
             "SELECT publish_id FROM batchscore.prediction_versions"
@@ -66,7 +66,8 @@ def quickstart(settings: Settings, *, through_airflow: bool = True,
             run_date=run_date, database_url=services.database_url(settings, services.WRITER),
             redis_url=services.redis_url(settings, "writer"), home=settings.home,
             k=settings.top_k, spark_master=settings.spark_master,
-            names=settings.names)).publish_id
+            names=settings.names, history_uri=settings.history_uri,
+            keep_versions=settings.keep_versions)).publish_id
     with engine.connect() as conn:
         user = conn.execute(sa.text(
             "SELECT user_id FROM bi.recommendations ORDER BY user_id LIMIT 1")).scalar()

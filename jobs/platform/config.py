@@ -19,6 +19,9 @@ from jobs.platform.names import (
 DEFAULT_HOME = ".batchscore"
 DEFAULT_SPARK_MASTER = "local[*]"
 DEFAULT_TOP_K = 50
+# Published versions PostgreSQL keeps besides the served one, for history and rollback
+# (about 5.4 GB each at 10,000,000 users and K = 50; README, Performance).
+DEFAULT_KEEP_VERSIONS = 7
 ALERT_CHANNELS = ("log", "smtp")
 DEFAULT_SMTP_CONN_ID = "smtp_default"
 # A plain address: something@domain, no spaces, names or angle brackets.
@@ -83,6 +86,10 @@ class Settings:
     redis_reader_url: str | None = None
     writer_database_url: str | None = None
     bi_database_url: str | None = None
+    # Where the interaction history's Parquet files are (jobs.data.history); None: a
+    # folder under home named by the database.
+    history_uri: str | None = None
+    keep_versions: int = DEFAULT_KEEP_VERSIONS
 
     @property
     def services_dir(self) -> Path:
@@ -106,6 +113,11 @@ class Settings:
             ) from None
         if top_k < 1:
             raise ConfigError(f"BATCHSCORE_TOP_K must be at least 1, got {top_k}")
+        keep_text = get("BATCHSCORE_KEEP_VERSIONS") or str(DEFAULT_KEEP_VERSIONS)
+        if not keep_text.isdigit() or int(keep_text) < 1:
+            raise ConfigError("BATCHSCORE_KEEP_VERSIONS must be a whole number of at least 1 "
+                              f"(published versions kept besides the served one), got "
+                              f"{keep_text!r}")
 
         database_urls = {}
         for variable in ("BATCHSCORE_DATABASE_URL", "BATCHSCORE_WRITER_DATABASE_URL",
@@ -145,6 +157,8 @@ class Settings:
             redis_reader_url=redis_reader_url,
             writer_database_url=database_urls["BATCHSCORE_WRITER_DATABASE_URL"],
             bi_database_url=database_urls["BATCHSCORE_BI_DATABASE_URL"],
+            history_uri=get("BATCHSCORE_HISTORY_URI"),
+            keep_versions=int(keep_text),
         )
 
 

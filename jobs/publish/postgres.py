@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from psycopg2 import errors, sql
 from sqlalchemy.engine import Connection, Engine
 
+from jobs.platform.config import DEFAULT_KEEP_VERSIONS
 from jobs.platform.db import cursor
 from jobs.platform.provenance import current_user
 from jobs.publish import PublishVersion, SwitchOutcome, read_ahead
@@ -42,8 +43,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Published versions kept besides the served one, for history and rollback.
-DEFAULT_KEEP_VERSIONS = 7
 # How much of a COPY buffer is handed to the server per call.
 COPY_CHUNK_BYTES = 1 << 20
 # COPY streams loading one version at once: the server parses and inserts on

@@ -22,10 +22,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from jobs.contracts.redis import Keyspace
+from jobs.platform.config import DEFAULT_KEEP_VERSIONS
 from jobs.platform.db import names_of, session_lock
 from jobs.platform.names import Names
 from jobs.publish import PublishVersion, SwitchOutcome
-from jobs.publish.postgres import DEFAULT_KEEP_VERSIONS, PostgresPublisher, served_publish_id
+from jobs.publish.postgres import PostgresPublisher, served_publish_id
 from jobs.publish.redis import (
     MissingVersionError,
     RedisPublisher,

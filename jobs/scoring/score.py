@@ -1,8 +1,9 @@
 """The scoring job: every active user x the serving model -> top-K unseen items.
 
 ``main(argv)`` is what ``spark-submit jobs/scoring/score.py`` and ``batchscore nightly``
-run. It reads interactions exported as CSV, keeps events up to the end of the
-run date, scores every user the model knows with exact dot products, and writes
+run. It reads the interaction history's days up to the run date (Parquet,
+:mod:`jobs.data.history`), keeps events up to the end of the run date, scores
+every user the model knows with exact dot products, and writes
 ``recommendations/`` (Parquet: user_id, items, scores, redis_value, the list as
 Redis will hold it, and the prediction contract's per-user checks,
 :data:`jobs.scoring.checks.CHECK_COLUMNS`), ``popular.parquet`` (the fallback
@@ -49,7 +50,8 @@ OUTPUT_OPTIONS = {"compression": "lz4_raw", "parquet.block.size": str(8 * 1024 *
 
 @dataclass(frozen=True)
 class ScoreConfig:
-    interactions: Path
+    # The interaction history's root (jobs.data.history): a path or a Hadoop URI.
+    interactions: str
     run_date: date
     model_path: Path
     output: Path
@@ -81,8 +83,9 @@ class ScoreStats:
 
 def parse_args(argv: list[str]) -> ScoreConfig:
     parser = argparse.ArgumentParser(prog="score", description=__doc__.splitlines()[0])
-    parser.add_argument("--interactions", type=Path, required=True,
-                        help="CSV of user_id,item_id,rating,unix_seconds (no header)")
+    parser.add_argument("--interactions", required=True,
+                        help="the interaction history: a folder or Hadoop file system URI of "
+                             "Parquet files by event_date=YYYY-MM-DD (jobs.data.history)")
     parser.add_argument("--run-date", type=date.fromisoformat, required=True)
     parser.add_argument("--model-path", type=Path, required=True, help="saved Spark ALSModel")
     parser.add_argument("--output", type=Path, required=True)
@@ -119,10 +122,11 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
     from pyspark.ml.recommendation import ALSModel
     from pyspark.sql import functions as F
 
+    from jobs.data.history import read_events
     from jobs.platform.progress import spark_progress
     from jobs.platform.spark import spark_session
     from jobs.scoring.checks import TotalsParam, run_totals
-    from jobs.scoring.model import item_matrix, read_interactions
+    from jobs.scoring.model import item_matrix
     from jobs.scoring.transforms import (
         Checked,
         catalog_popularity,
@@ -136,7 +140,8 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
     spark = spark or spark_session("batchscore-score", config.spark_master)
     # Extract
     end = int(day_end(config.run_date).timestamp())
-    interactions = events_before(read_interactions(spark, config.interactions), end).cache()
+    interactions = events_before(read_events(spark, config.interactions, config.run_date),
+                                 end).cache()
     with spark_progress(spark, "scoring: the model"):
         model = ALSModel.load(str(config.model_path))
         item_ids, item_factors = item_matrix(model)

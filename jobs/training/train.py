@@ -5,9 +5,11 @@ run: extract the interactions, fit ALS on all but the last ``holdout_days``,
 evaluate it and a popularity baseline on those days, refit on everything, save
 the Spark model and register the version with its metrics and provenance.
 
-The interactions are exported once, as a Parquet training set that training
-reads and that is kept in the model's folder; ``--reproduce VERSION`` trains
-again on a version's kept training set with its recorded parameters.
+The interactions are read once from the interaction history
+(:mod:`jobs.data.history`, the days up to the as-of date) into a Parquet
+training set that training reads and that is kept in the model's folder;
+``--reproduce VERSION`` trains again on a version's kept training set with its
+recorded parameters.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jobs.bundles.export import export_als
+from jobs.data import history
 from jobs.data.load import MAX_ID, InputError
-from jobs.data.store import day_end, export_training_set
+from jobs.data.store import day_end
 from jobs.lifecycle.registry import ModelVersion, NewModel, get, register, serving_or_none
 from jobs.platform.artifacts import artifact_path, artifact_record, sha256_of
 from jobs.platform.config import Settings
@@ -90,6 +93,8 @@ class TrainConfig:
     reproduces: int | None = None
     # The deployment's schema names (jobs.platform.names).
     names: Names = field(default_factory=Names)
+    # The interaction history's root (jobs.data.history); None: under home.
+    history_uri: str | None = None
 
     def __post_init__(self) -> None:
         for name, value in (("rank", self.als.rank), ("max-iter", self.als.max_iter),
@@ -101,7 +106,8 @@ class TrainConfig:
 
     @classmethod
     def reproducing(cls, version: ModelVersion, database_url: str, home: Path,
-                    spark_master: str | None, names: Names | None = None) -> TrainConfig:
+                    spark_master: str | None, names: Names | None = None,
+                    history_uri: str | None = None) -> TrainConfig:
         """Train ``version`` again as it was trained: on its kept training set, with its
         as-of date, holdout days, K and ALS parameters (the seed too); never promoted."""
         params = version.params
@@ -109,7 +115,8 @@ class TrainConfig:
                    spark_master=spark_master,
                    als=AlsParams(**{name: params[name] for name in AlsParams.__dataclass_fields__}),
                    holdout_days=params["holdout_days"], eval_k=params["eval_k"],
-                   promote_if_first=False, reproduces=version.version, names=names or Names())
+                   promote_if_first=False, reproduces=version.version, names=names or Names(),
+                   history_uri=history_uri)
 
 
 def parse_args(argv: list[str]) -> TrainConfig:
@@ -150,7 +157,8 @@ def parse_args(argv: list[str]) -> TrainConfig:
         return TrainConfig.reproducing(get(engine_for(args.database_url, settings.names),
                                            args.reproduce),
                                        args.database_url, args.home.absolute(),
-                                       args.spark_master, settings.names)
+                                       args.spark_master, settings.names,
+                                       settings.history_uri)
     if args.as_of is None:
         parser.error("give --as-of DATE (or --reproduce VERSION)")
     try:
@@ -165,6 +173,7 @@ def parse_args(argv: list[str]) -> TrainConfig:
             eval_k=args.eval_k,
             promote_if_first=not args.no_promote,
             names=settings.names,
+            history_uri=settings.history_uri,
         )
     except ValueError as err:
         parser.error(str(err))
@@ -199,8 +208,13 @@ def run(config: TrainConfig, spark: SparkSession | None = None) -> ModelVersion:
     try:
         if original is not None:
             stage_training_set(original, training_set)
-        elif export_training_set(engine, config.as_of, training_set) == 0:
-            raise InputError(f"no interactions up to {config.as_of}; load or generate data first")
+        else:
+            root = history.root(engine, config.history_uri, config.home)
+            history.sync(engine, root)
+            training_set.parent.mkdir(parents=True, exist_ok=True)
+            if history.write_snapshot(root, config.as_of, training_set) == 0:
+                raise InputError(f"no interactions up to {config.as_of}; load or generate "
+                                 "data first")
         serving = serving_or_none(engine)
         gate_config = GateConfig.load()
         spark = spark or spark_session("batchscore-train", config.spark_master)
@@ -267,7 +281,7 @@ def run(config: TrainConfig, spark: SparkSession | None = None) -> ModelVersion:
 
 
 def read_training_set(spark: SparkSession, path: Path) -> DataFrame:
-    """The training set as Spark reads it, with the columns of the interactions export."""
+    """The training set as Spark reads it, with the columns of the interaction history."""
     from jobs.scoring.transforms import INTERACTIONS_SCHEMA
 
     return spark.read.schema(INTERACTIONS_SCHEMA).parquet(str(path))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -164,8 +165,12 @@ def test_servers_database_and_data_commands(home, capsys, tmp_path) -> None:
     day = tmp_path / "day.csv"
     day.write_text(f"user_id,item_id,rating,timestamp\n1,2,1.0,{run_date}T10:00:00Z\n"
                    f"3,4,2.0,{run_date}T11:00:00Z\n")
-    assert run(capsys, "data", "load", str(day), "--format", "csv") == (
-        f"loaded 2 interactions from {day}\n")
+    loaded, written = run(capsys, "data", "load", str(day), "--format", "csv").splitlines()
+    assert loaded == f"loaded 2 interactions from {day}"
+    # The day it changed is written to the interaction history Spark reads.
+    folder = rf"{re.escape(str(home))}/history/[0-9a-f-]{{36}}"
+    assert re.fullmatch(rf"interaction history at {folder}: 1 day\(s\) written, 0 removed",
+                        written), written
     # Every item of the sample data and of the generated set below: the nightly run later
     # in this module checks its events against this catalogue.
     items = tmp_path / "items.csv"
@@ -213,6 +218,7 @@ def test_bundle_score_and_the_benchmark(home, capsys) -> None:
                            capture_output=True, text=True, timeout=600, check=False)
     assert bench.returncode == 0, bench.stderr[-3000:]
     assert "redis load vs redis-cli --pipe" in bench.stdout
+    assert "reading a nightly's interactions vs CSV export and parse" in bench.stdout
     RAN.add(("bench",))  # only a run that did the work counts
 
 

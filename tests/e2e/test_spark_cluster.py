@@ -14,7 +14,7 @@ import pytest
 
 from jobs.bench.cluster import StandaloneCluster, spark_bin
 from jobs.cli import main
-from jobs.data.store import export_interactions
+from jobs.data import history
 from jobs.lifecycle import registry
 from jobs.scoring.score import RECOMMENDATIONS_DIR, ScoreConfig
 from jobs.scoring.score import run as score_locally
@@ -72,10 +72,9 @@ def test_train_and_score_on_a_standalone_cluster_match_local_mode(
     assert "registered model version 1" in trained.stdout
     model = registry.get(engine, 1)
     model_path = model.artifact_uri.removeprefix("file://")
-    interactions = tmp_path / "interactions.csv"
-    assert export_interactions(engine, model.trained_as_of, interactions) > 0
-
-    args = ["--interactions", str(interactions), "--run-date", RUN_DATE,
+    # Training wrote the history's days; both scorings read them there.
+    interactions = history.root(engine, None, settings.home)
+    args = ["--interactions", interactions, "--run-date", RUN_DATE,
             "--model-path", model_path, "--k", "5"]
     submit(cluster, "scoring/score.py", [*args, "--output", str(tmp_path / "cluster")], {})
     score_locally(ScoreConfig(interactions=interactions, run_date=model.trained_as_of,
@@ -93,12 +92,12 @@ def test_train_and_score_on_a_standalone_cluster_match_local_mode(
     # Training on the cluster fits the model local mode fits from the same data and seed.
     from pyspark.ml.recommendation import ALSModel
 
-    from jobs.scoring.model import read_interactions
-    from jobs.training.train import AlsParams, fit_als
+    from jobs.training.train import TRAINING_SET_FILE, AlsParams, fit_als, read_training_set
 
     assert (model.params["rank"], model.params["max_iter"]) == (4, 3)
     cluster_model = ALSModel.load(model_path)
-    local_model = fit_als(read_interactions(spark, interactions), AlsParams(
+    training_set = read_training_set(spark, Path(model_path) / TRAINING_SET_FILE)
+    local_model = fit_als(training_set, AlsParams(
         **{name: model.params[name]
            for name in ("rank", "reg_param", "alpha", "max_iter", "seed")}))
     for side in ("itemFactors", "userFactors"):

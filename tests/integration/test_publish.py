@@ -34,6 +34,16 @@ def block(recs: dict[int, list[tuple[int, float]]]) -> pa.RecordBatch:
 def publish_day(engine, redis_client, model_version: int, day: date,
                 recs: dict[int, list[tuple[int, float]]], blocks=None, keys: Keyspace = KEYS):
     """What the nightly's publish steps do: both stores written aside, then switched."""
+    version = stage_day(engine, redis_client, model_version, day, recs, blocks, keys)
+    with publish_lock(engine, "test"):
+        outcome = switch(engine, redis_client, keys, version.publish_id, keep_versions=2)
+    runs.succeed(engine, version.run_id, {})
+    return version, outcome
+
+
+def stage_day(engine, redis_client, model_version: int, day: date,
+              recs: dict[int, list[tuple[int, float]]], blocks=None, keys: Keyspace = KEYS):
+    """Both stores written aside for a new run of ``day``; nothing switched."""
     run_id = runs.start(engine, "nightly", day, model_version)
     postgres = PostgresPublisher(engine, keep_versions=2)
     version = postgres.allocate(run_id, model_version, day, k=2)
@@ -52,10 +62,23 @@ def publish_day(engine, redis_client, model_version: int, day: date,
         redis_publisher.write(each)
     redis_publisher.write_fallback(POPULAR)
     redis_publisher.write_meta()
-    with publish_lock(engine, "test"):
-        outcome = switch(engine, redis_client, keys, version.publish_id, keep_versions=2)
-    runs.succeed(engine, run_id, {})
-    return version, outcome
+    return version
+
+
+def test_the_nightlys_switch_keeps_as_many_versions_as_its_run_was_given(
+        engine, redis_client, model_version, tmp_path) -> None:
+    from jobs.orchestration.nightly import RunState, switched
+
+    for n, day in enumerate((DAY1, DAY2), start=10):
+        publish_day(engine, redis_client, model_version, day, {1: [(n, 1.0)]})
+    version = stage_day(engine, redis_client, model_version, DAY3, {1: [(12, 1.0)]})
+    state = RunState(run_id=version.run_id, run_date=DAY3.isoformat(),
+                     model_version=model_version, model_path="unused", k=2,
+                     home=str(tmp_path), work_dir=str(tmp_path / "run"),
+                     publish_id=version.publish_id, keep_versions=1)
+    switched(engine, state, redis_client, shadow=False)
+    # BATCHSCORE_KEEP_VERSIONS=1: the served version and one before it.
+    assert kept_versions(engine) == [(DAY2, "published"), (DAY3, "published")]
 
 
 def served_rows(engine) -> list[tuple]:

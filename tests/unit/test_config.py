@@ -12,6 +12,8 @@ def test_defaults_use_embedded_servers_under_dot_batchscore() -> None:
     assert settings.redis_url is None
     assert settings.spark_master == "local[*]"
     assert settings.top_k == 50
+    assert settings.keep_versions == 7
+    assert settings.history_uri is None
 
 
 def test_environment_overrides_every_setting(tmp_path: Path) -> None:
@@ -21,12 +23,16 @@ def test_environment_overrides_every_setting(tmp_path: Path) -> None:
         "BATCHSCORE_REDIS_URL": "redis://cache:6379/2",
         "BATCHSCORE_SPARK_MASTER": "spark://m:7077",
         "BATCHSCORE_TOP_K": "20",
+        "BATCHSCORE_KEEP_VERSIONS": "2",
+        "BATCHSCORE_HISTORY_URI": "s3a://lake/events",
     })
     assert settings.home == tmp_path
     assert settings.database_url == "postgresql://u@db:5432/x"
     assert settings.redis_url == "redis://cache:6379/2"
     assert settings.spark_master == "spark://m:7077"
     assert settings.top_k == 20
+    assert settings.keep_versions == 2
+    assert settings.history_uri == "s3a://lake/events"
 
 
 def test_blank_values_count_as_unset() -> None:
@@ -42,6 +48,9 @@ def test_blank_values_count_as_unset() -> None:
         ("BATCHSCORE_REDIS_URL", "http://x", "must be a redis:// URL, got 'http'"),
         ("BATCHSCORE_TOP_K", "ten", "BATCHSCORE_TOP_K must be a whole number, got 'ten'"),
         ("BATCHSCORE_TOP_K", "0", "BATCHSCORE_TOP_K must be at least 1, got 0"),
+        ("BATCHSCORE_KEEP_VERSIONS", "0", "BATCHSCORE_KEEP_VERSIONS must be a whole number "
+         r"of at least 1 \(published versions kept besides the served one\), got '0'"),
+        ("BATCHSCORE_KEEP_VERSIONS", "a week", "BATCHSCORE_KEEP_VERSIONS must be a whole"),
     ],
 )
 def test_malformed_settings_are_named(name: str, value: str, message: str) -> None:

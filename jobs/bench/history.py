@@ -1,0 +1,124 @@
+"""Reading the interactions for a nightly: the interaction history's Parquet days, against
+what releases before it did, a CSV export of the whole table parsed again by Spark.
+
+Both sides end in the same DataFrame (``user_id, item_id, rating, event_at`` up to the
+end of the run date) written to Spark's no-op sink, on the same events in the same
+PostgreSQL. Ours includes its sync, which finds nothing to write on a night whose days
+are already written; writing the whole history once (as after the upgrade) is timed
+apart and reported in the note.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import statistics
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from sqlalchemy.engine import Engine
+
+from jobs.bench.results import Pair
+from jobs.data import history
+from jobs.data.store import day_end
+from jobs.platform.db import cursor, upgrade
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+RUN_DATE = date(2000, 1, 1)
+DAYS = 90
+USERS_PER_EVENT = 20  # one user per 20 events
+ITEMS = 20_000
+CHUNK_EVENTS = 5_000_000
+TURNS = 3
+POSTGRES_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+EVENT_ROW = np.dtype([("fields", ">i2"),
+                      ("user_id_size", ">i4"), ("user_id", ">i8"),
+                      ("item_id_size", ">i4"), ("item_id", ">i8"),
+                      ("rating_size", ">i4"), ("rating", ">f8"),
+                      ("event_at_size", ">i4"), ("event_at", ">i8")])
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+
+
+def load_events(engine: Engine, events: int, seed: int = 11) -> None:
+    """``events`` synthetic events over the ``DAYS`` days up to ``RUN_DATE``, in binary COPY."""
+    rng = np.random.default_rng(seed)
+    end_us = int((day_end(RUN_DATE) - POSTGRES_EPOCH).total_seconds() * 1_000_000)
+    with cursor(engine) as cur:
+        cur.execute("TRUNCATE batchscore.interactions")
+        cur.execute("DELETE FROM batchscore.history_days")
+        for start in range(0, events, CHUNK_EVENTS):
+            n = min(CHUNK_EVENTS, events - start)
+            rows = np.empty(n, dtype=EVENT_ROW)
+            rows["fields"] = 4
+            for name in ("user_id", "item_id", "rating", "event_at"):
+                rows[f"{name}_size"] = 8
+            rows["user_id"] = rng.integers(1, max(2, events // USERS_PER_EVENT), n)
+            rows["item_id"] = rng.integers(1, ITEMS + 1, n)
+            rows["rating"] = rng.integers(1, 6, n)
+            rows["event_at"] = end_us - rng.integers(1, DAYS * 86_400 * 1_000_000, n)
+            cur.copy_expert("COPY batchscore.interactions (user_id, item_id, rating, event_at)"
+                            " FROM STDIN WITH (FORMAT binary)",
+                            io.BytesIO(COPY_HEADER + rows.tobytes() + b"\xff\xff"))
+
+
+def ours(spark: SparkSession, engine: Engine, root: str) -> float:
+    start = time.perf_counter()
+    history.sync(engine, root)
+    history.read_events(spark, root, RUN_DATE).write.format("noop").mode("overwrite").save()
+    return time.perf_counter() - start
+
+
+def export_and_parse(spark: SparkSession, engine: Engine, work: Path) -> float:
+    """What the nightly did before the history: the whole table to CSV, parsed by Spark."""
+    from pyspark.sql import functions as F
+
+    from jobs.scoring.transforms import INTERACTIONS_SCHEMA
+
+    path = work / "interactions.csv"
+    start = time.perf_counter()
+    with cursor(engine) as cur, path.open("w", encoding="utf-8") as out:
+        cur.copy_expert(
+            "COPY (SELECT user_id, item_id, rating, extract(epoch FROM event_at)::bigint"
+            f" FROM batchscore.interactions WHERE event_at < '{day_end(RUN_DATE).isoformat()}')"
+            " TO STDOUT WITH (FORMAT csv)", out)
+    (spark.read.csv(str(path), schema=INTERACTIONS_SCHEMA, header=False, mode="FAILFAST")
+     .where(F.col("event_at") < F.lit(int(day_end(RUN_DATE).timestamp())))
+     .write.format("noop").mode("overwrite").save())
+    seconds = time.perf_counter() - start
+    path.unlink()
+    return seconds
+
+
+def history_pair(spark: SparkSession, engine: Engine, work: Path, events: int) -> Pair:
+    upgrade(engine)
+    root = str(work / "history")
+    load_start = time.perf_counter()
+    load_events(engine, events)
+    loaded = time.perf_counter() - load_start
+    first_start = time.perf_counter()
+    history.sync(engine, root)
+    first = time.perf_counter() - first_start
+    timings: dict[str, list[float]] = {"ours": [], "peer": []}
+    try:
+        for turn in range(1, TURNS + 1):
+            timings["ours"].append(ours(spark, engine, root))
+            timings["peer"].append(export_and_parse(spark, engine, work))
+            print(f"  turn {turn}/{TURNS}: history {timings['ours'][-1]:.1f}s, export and "
+                  f"parse {timings['peer'][-1]:.1f}s", flush=True)
+    finally:
+        with cursor(engine) as cur:
+            cur.execute("TRUNCATE batchscore.interactions")
+            cur.execute("DELETE FROM batchscore.history_days")
+        shutil.rmtree(root, ignore_errors=True)
+    mine, peer = (statistics.median(timings[side]) for side in ("ours", "peer"))
+    return Pair.of("reading a nightly's interactions vs CSV export and parse", mine, peer, "s",
+                   higher_is_better=False, target=5,
+                   peer_name="COPY of the whole table to CSV, then spark.read.csv",
+                   note=f"{events:,} events over {DAYS} days; medians of {TURNS} turns; "
+                        f"loading them took {loaded:.0f}s, writing the whole history once "
+                        f"{first:.0f}s")
