@@ -261,13 +261,15 @@ class Clock:
 
 
 class CountingRedis:
-    """Counts the round trips a read client makes (a GET, or a pipeline's execute)."""
+    """Counts the round trips a read client makes (a GET, or a pipeline's execute), and
+    its GETs (only the pointer is read so; a version's keys come in a pipeline)."""
 
     def __init__(self, client) -> None:
-        self.client, self.round_trips = client, 0
+        self.client, self.round_trips, self.gets = client, 0, 0
 
     def get(self, key):
         self.round_trips += 1
+        self.gets += 1
         return self.client.get(key)
 
     def pipeline(self, transaction: bool):
