@@ -32,7 +32,7 @@ class Size:
 
 SIZES = {
     "small": Size(users=2_000, items=500, rank=8, k=10, publish_users=3_000,
-                  reader_requests=1_000, history_events=200_000),
+                  reader_requests=1_000, history_events=50_000),
     "default": Size(users=200_000, items=20_000, rank=32, k=50, publish_users=300_000,
                     reader_requests=20_000, history_events=10_000_000),
     "large": Size(users=400_000, items=20_000, rank=32, k=50, publish_users=1_000_000,
