@@ -30,15 +30,10 @@ def synthetic_model(spark: SparkSession, path: Path, users: int, items: int, ran
     replaced by generated ones of the same schema; ``ALSModel.load`` reads it
     back as any trained model.
     """
-    from pyspark.ml.recommendation import ALS, ALSModel
+    from pyspark.ml.recommendation import ALSModel
     from pyspark.sql import functions as F
 
-    if path.exists():
-        shutil.rmtree(path)
-    tiny = spark.createDataFrame([(1, 1, 1.0), (1, 2, 1.0), (2, 1, 1.0)],
-                                 "user int, item int, rating float")
-    ALS(rank=rank, maxIter=1, implicitPrefs=True, userCol="user", itemCol="item",
-        ratingCol="rating", seed=seed).fit(tiny).write().overwrite().save(str(path))
+    fit_metadata_model(spark, path, rank, seed)
 
     def factors(count: int, salt: int):
         features = F.array(*[(F.randn(seed * 1000 + salt * 100 + i) * FACTOR_SCALE)
@@ -47,8 +42,7 @@ def synthetic_model(spark: SparkSession, path: Path, users: int, items: int, ran
                                                 features.alias("features"))
 
     for name, count, salt in (("userFactors", users, 1), ("itemFactors", items, 2)):
-        shutil.rmtree(path / name)
-        factors(count, salt).write.parquet(str(path / name))
+        factors(count, salt).write.mode("overwrite").parquet(str(path / name))
     return ALSModel.load(str(path))
 
 
@@ -78,25 +72,37 @@ def synthetic_recommendations(path: Path, users: int, k: int, items: int, seed: 
     return path
 
 
-def synthetic_history(root: str, users: int, items: int, per_user: int, end_seconds: int,
-                      seed: int = 5) -> int:
-    """``per_user`` events for every user 1..``users``, all in the 30 days before
-    ``end_seconds``, written as the interaction history (:mod:`jobs.data.history`): a
-    Parquet file per event day and block of users."""
+def synthetic_world(spark: SparkSession, model_path: Path, root: str, users: int, items: int,
+                    rank: int, per_user: int, end_seconds: int, seed: int = 5) -> int:
+    """A model and the interaction history it was as if trained on: ``per_user`` events
+    for every user 1..``users`` in the 30 days before ``end_seconds``, written as the
+    interaction history (:mod:`jobs.data.history`), and a real ALSModel saved at
+    ``model_path`` whose item factors are Gaussian and whose user factors are the sums of
+    their events' item factors, so that the model ranks a user's own items high, as a
+    trained one does, and the prediction contract's quality checks pass. The events.
+    """
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
     from jobs.data.history import SCHEMA, filesystem
 
+    fit_metadata_model(spark, model_path, rank)
     rng = np.random.default_rng(seed)
+    item_factors = (rng.normal(size=(items, rank)) * FACTOR_SCALE).astype(np.float32)
+    write_factors(model_path / "itemFactors" / "part-0.parquet",
+                  np.arange(1, items + 1), item_factors)
     files, base = filesystem(root)
     chunk_users = 200_000
     for number, start in enumerate(range(0, users, chunk_users)):
         count = min(chunk_users, users - start)
+        ids = np.arange(start + 1, start + count + 1)
+        picked = rng.integers(1, items + 1, (count, per_user))
+        write_factors(model_path / "userFactors" / f"part-{number}.parquet", ids,
+                      item_factors[picked - 1].sum(axis=1))
         rows = count * per_user
         events = pa.table({
-            "user_id": np.repeat(np.arange(start + 1, start + count + 1), per_user),
-            "item_id": rng.integers(1, items + 1, rows),
+            "user_id": np.repeat(ids, per_user),
+            "item_id": picked.ravel(),
             "rating": rng.integers(1, 6, rows).astype(np.float64),
             "event_at": end_seconds - rng.integers(3600, 30 * 86_400, rows),
         }, schema=SCHEMA)
@@ -108,3 +114,30 @@ def synthetic_history(root: str, users: int, items: int, per_user: int, end_seco
                          basename_template=f"block{number}-{{i}}.parquet",
                          existing_data_behavior="overwrite_or_ignore")
     return users * per_user
+
+
+def fit_metadata_model(spark: SparkSession, path: Path, rank: int, seed: int = 7) -> None:
+    """A tiny fitted ALSModel saved at ``path``, its factor tables removed: Spark's own
+    metadata, for factors written beside it."""
+    from pyspark.ml.recommendation import ALS
+
+    if path.exists():
+        shutil.rmtree(path)
+    tiny = spark.createDataFrame([(1, 1, 1.0), (1, 2, 1.0), (2, 1, 1.0)],
+                                 "user int, item int, rating float")
+    ALS(rank=rank, maxIter=1, implicitPrefs=True, userCol="user", itemCol="item",
+        ratingCol="rating", seed=seed).fit(tiny).write().overwrite().save(str(path))
+    for name in ("userFactors", "itemFactors"):
+        shutil.rmtree(path / name)
+        (path / name).mkdir()
+
+
+def write_factors(path: Path, ids: np.ndarray, factors: np.ndarray) -> None:
+    """A factor table's Parquet file as ALSModel keeps it: ``id`` int, ``features``
+    array of float."""
+    rank = factors.shape[1]
+    features = pa.ListArray.from_arrays(
+        pa.array(np.arange(0, len(ids) * rank + 1, rank, dtype=np.int32)),
+        pa.array(np.ascontiguousarray(factors, dtype=np.float32).ravel()))
+    pq.write_table(pa.table({"id": pa.array(ids.astype(np.int32)), "features": features}),
+                   path)
