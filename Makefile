@@ -61,8 +61,8 @@ bench: $(STAMP) ## side-by-side benchmarks and their ratios (SIZE=large for the 
 bench-layouts: $(STAMP) ## PostgreSQL's row-per-rank and row-per-user layouts side by side (USERS=1000000)
 	$(BIN)/python -m jobs.bench --layouts --layout-users $(or $(USERS),1000000)
 
-bench-scale: $(STAMP) ## the nightly end to end at 1M users x 20k items: stage times, peak memory
-	$(BIN)/python -m jobs.bench --scale
+bench-scale: $(STAMP) ## the nightly end to end (USERS=1000000 ITEMS=20000): stage times, peak memory, stored sizes
+	$(BIN)/python -m jobs.bench --scale --scale-users $(or $(USERS),1000000) --scale-items $(or $(ITEMS),20000)
 
 spark-cluster: $(STAMP) ## a Spark standalone master and worker on 127.0.0.1 until Ctrl-C
 	$(BIN)/python -m jobs.bench.cluster

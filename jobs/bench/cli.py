@@ -63,8 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "minutes)")
     parser.add_argument("--layout-users", type=int, default=1_000_000,
                         help="users per version for --layouts")
-    parser.add_argument("--scale-users", type=int, default=1_000_000, help=argparse.SUPPRESS)
-    parser.add_argument("--scale-items", type=int, default=20_000, help=argparse.SUPPRESS)
+    parser.add_argument("--scale-users", type=int, default=1_000_000,
+                        help="users of the --scale run (make bench-scale USERS=...)")
+    parser.add_argument("--scale-items", type=int, default=20_000,
+                        help="items of the --scale run (make bench-scale ITEMS=...)")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="scratch space (default: a temporary folder, removed after)")
 
