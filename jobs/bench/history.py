@@ -25,6 +25,7 @@ from jobs.bench.results import Pair
 from jobs.data import history
 from jobs.data.store import day_end
 from jobs.platform.db import cursor, upgrade
+from jobs.publish.copy_binary import COPY_HEADER, COPY_TRAILER
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -36,12 +37,6 @@ ITEMS = 20_000
 CHUNK_EVENTS = 5_000_000
 TURNS = 3
 POSTGRES_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-EVENT_ROW = np.dtype([("fields", ">i2"),
-                      ("user_id_size", ">i4"), ("user_id", ">i8"),
-                      ("item_id_size", ">i4"), ("item_id", ">i8"),
-                      ("rating_size", ">i4"), ("rating", ">f8"),
-                      ("event_at_size", ">i4"), ("event_at", ">i8")])
-COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 
 
 def load_events(engine: Engine, events: int, seed: int = 11) -> None:
@@ -53,7 +48,7 @@ def load_events(engine: Engine, events: int, seed: int = 11) -> None:
         cur.execute("DELETE FROM batchscore.history_days")
         for start in range(0, events, CHUNK_EVENTS):
             n = min(CHUNK_EVENTS, events - start)
-            rows = np.empty(n, dtype=EVENT_ROW)
+            rows = np.empty(n, dtype=history.COPY_ROW)
             rows["fields"] = 4
             for name in ("user_id", "item_id", "rating", "event_at"):
                 rows[f"{name}_size"] = 8
@@ -63,7 +58,7 @@ def load_events(engine: Engine, events: int, seed: int = 11) -> None:
             rows["event_at"] = end_us - rng.integers(1, DAYS * 86_400 * 1_000_000, n)
             cur.copy_expert("COPY batchscore.interactions (user_id, item_id, rating, event_at)"
                             " FROM STDIN WITH (FORMAT binary)",
-                            io.BytesIO(COPY_HEADER + rows.tobytes() + b"\xff\xff"))
+                            io.BytesIO(COPY_HEADER + rows.tobytes() + COPY_TRAILER))
 
 
 def ours(spark: SparkSession, engine: Engine, root: str) -> float:

@@ -109,11 +109,11 @@ def sync(engine: Engine, root: str) -> SyncReport:
     """Write every day a load changed since the last sync, and remove the folders of days
     PostgreSQL has no events for; see the module's notes."""
     with engine.connect() as conn:
-        marked = conn.execute(sa.text(
-            "SELECT event_date, marked_at FROM batchscore.history_days"
-            " WHERE marked_at IS NOT NULL ORDER BY event_date")).all()
-        known = set(conn.execute(sa.text(
-            "SELECT event_date FROM batchscore.history_days")).scalars())
+        days = conn.execute(sa.text(
+            "SELECT event_date, marked_at FROM batchscore.history_days ORDER BY event_date")
+            ).all()
+    known = {day for day, _ in days}
+    marked = [(day, marked_at) for day, marked_at in days if marked_at is not None]
     files, base = filesystem(root)
     strays = [info.path for info in files.get_file_info(
         pafs.FileSelector(base, allow_not_found=True))
