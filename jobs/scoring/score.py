@@ -131,6 +131,7 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
         Checked,
         catalog_popularity,
         events_before,
+        item_popularity,
         most_popular,
         seen_items,
         split_canary,
@@ -140,8 +141,9 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
     spark = spark or spark_session("batchscore-score", config.spark_master)
     # Extract
     end = int(day_end(config.run_date).timestamp())
+    # Scoring needs who touched what: the other columns are not read.
     interactions = events_before(read_events(spark, config.interactions, config.run_date),
-                                 end).cache()
+                                 end).select("user_id", "item_id").cache()
     with spark_progress(spark, "scoring: the model"):
         model = ALSModel.load(str(config.model_path))
         item_ids, item_factors = item_matrix(model)
@@ -163,10 +165,10 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
     # Each scoring task reports its totals here, once: see jobs.scoring.checks.
     totals = spark.sparkContext.accumulator({}, TotalsParam())
     with spark_progress(spark, "scoring: item popularity"):
-        ranking = catalog_popularity(interactions, item_ids)
+        popularity = item_popularity(interactions).toPandas()
+    ranking = catalog_popularity(popularity, item_ids)
     recommendations = top_k_unseen(users_of(model, base_seen), item_ids, item_factors, config.k,
                                    Checked(ranking, totals, "model"))
-    popular = most_popular(interactions, config.k)
     # Load
     logger.info("scoring users against %d items, top %d", len(item_ids), config.k)
     config.output.mkdir(parents=True, exist_ok=True)
@@ -176,7 +178,7 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
         with spark_progress(spark, "scoring: canary"):
             canary_model = ALSModel.load(str(config.canary_model_path))
             canary_ids, canary_factors = item_matrix(canary_model)
-            canary_ranking = catalog_popularity(interactions, canary_ids)
+            canary_ranking = catalog_popularity(popularity, canary_ids)
             top_k_unseen(users_of(canary_model, canary_seen), canary_ids, canary_factors,
                          config.k, Checked(canary_ranking, totals, "canary")
                          ).write.mode("overwrite").options(**OUTPUT_OPTIONS).parquet(output)
@@ -187,7 +189,7 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
     with spark_progress(spark, "scoring: all users"):
         recommendations.write.mode("append" if canary_users else "overwrite").options(
             **OUTPUT_OPTIONS).parquet(output)
-        ranked = popular.toPandas()
+    ranked = most_popular(popularity, config.k)
     ranked.insert(0, "rank", range(1, len(ranked) + 1))
     ranked.to_parquet(config.output / POPULAR_FILE, index=False)
     tallied = run_totals(totals.value)

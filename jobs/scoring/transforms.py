@@ -129,16 +129,12 @@ def item_popularity(interactions: DataFrame) -> DataFrame:
     )
 
 
-def most_popular(interactions: DataFrame, k: int) -> DataFrame:
-    """The ``k`` most popular items, best first, as ``item_id`` and ``score``.
-
-    Ties go to the lower item id. The order is the rank: keep it when collecting.
-    """
-    return (
-        item_popularity(interactions)
-        .orderBy(F.col("score").desc(), F.col("item_id").asc())
-        .limit(k)
-    )
+def most_popular(popularity: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The ``k`` most popular items of :func:`item_popularity`'s collected rows, best
+    first, as ``item_id`` and ``score``. Ties go to the lower item id."""
+    return (popularity.sort_values(["score", "item_id"], ascending=[False, True],
+                                   kind="stable")
+            .head(k).reset_index(drop=True)[["item_id", "score"]])
 
 
 def top_k_unseen(
@@ -151,8 +147,8 @@ def top_k_unseen(
     (array of item ids, may be null). The item matrix reaches every task once,
     as a broadcast variable when it is large enough for that to pay off. Users
     are scored in blocks: one matrix multiply per block, a top-``k`` selection
-    that never sorts whole rows, and each input batch's blocks streamed out as
-    one Arrow batch.
+    that never sorts whole rows, and each input batch's lists, with their checks,
+    built as one Arrow batch.
     Returns :data:`RECOMMENDATIONS_SCHEMA` rows, best first, equal scores in
     item id order; a user who has seen nearly the whole catalogue gets fewer
     than ``k`` items. With ``checked`` the rows are :data:`SCORED_SCHEMA`: each
@@ -163,7 +159,6 @@ def top_k_unseen(
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     catalog = ItemCatalog.build(item_ids, item_factors, k)
-    block_rows = max(1, SCORE_BLOCK_BYTES // (4 * max(1, catalog.factors.shape[0])))
     if catalog.nbytes >= BROADCAST_MIN_BYTES:
         shared = users.sparkSession.sparkContext.broadcast(catalog)
 
@@ -173,29 +168,17 @@ def top_k_unseen(
         def load() -> ItemCatalog:
             return catalog
 
-    def score_blocks(batch: pa.RecordBatch, items: ItemCatalog) -> Iterator[pa.RecordBatch]:
-        for start in range(0, batch.num_rows, block_rows):
-            block = batch.slice(start, block_rows)
-            out = score_arrow_block(block, items, k, history=checked is not None)
-            if checked is not None:
-                out = list_checks(out, block.column("seen"), k, items.size, checked.ranking)
-            yield out
-
-    arrow_schema = CHECKED_ARROW_SCHEMA if checked else RECOMMENDATIONS_ARROW_SCHEMA
-
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         items = load()
         totals = BlockTotals.empty()
         for batch in batches:
-            # Many small blocks in, one batch out: each batch handed back to
-            # the JVM has a fixed cost.
-            table = pa.Table.from_batches(list(score_blocks(batch, items)), schema=arrow_schema)
-            for out in table.combine_chunks().to_batches():
-                if checked is None:
-                    yield out
-                    continue
-                totals = totals + block_totals(out, items.size, k)
-                yield with_redis_value(out)
+            out = score_arrow_block(batch, items, k, history=checked is not None)
+            if checked is None:
+                yield out
+                continue
+            out = list_checks(out, batch.column("seen"), k, items.size, checked.ranking)
+            totals = totals + block_totals(out, items.size, k)
+            yield with_redis_value(out)
         if checked is not None and checked.totals is not None:
             from pyspark import TaskContext
 
@@ -249,36 +232,53 @@ class ItemCatalog:
 
 
 def score_arrow_block(batch: pa.RecordBatch, catalog: ItemCatalog, k: int,
-                      history: bool = False) -> pa.RecordBatch:
-    """Score one block of (user_id, features, seen) rows; see :func:`top_k_unseen`.
+                      history: bool = False, block_rows: int | None = None) -> pa.RecordBatch:
+    """Score a batch of (user_id, features, seen) rows; see :func:`top_k_unseen`.
 
+    Users are scored ``block_rows`` at a time (by default a block of about
+    :data:`SCORE_BLOCK_BYTES` of scores), and the batch's lists are built as Arrow
+    arrays once, from every block's flat results.
     With ``history`` the rows also carry ``n_seen_known`` (the user's seen items in
     the catalogue) and ``n_seen_above`` (how many of them score above the user's
     K-th recommendation; 0 when the user got fewer than K), for the prediction
     contract's history check.
     """
     user_ids = batch.column("user_id").to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-    scores = block_scores(user_matrix(batch.column("features"), catalog.factors.shape[1]),
-                          catalog)
+    n = len(user_ids)
+    users = user_matrix(batch.column("features"), catalog.factors.shape[1])
     seen_rows, seen_columns = seen_positions(batch.column("seen"), catalog.ids)
-    seen_scores = scores[seen_rows, seen_columns]
-    scores[seen_rows, seen_columns] = -np.inf
-    rows, columns, best = top_k_columns(scores, k, catalog.chunk)
-    lengths = np.bincount(rows, minlength=len(user_ids))
-    offsets = np.zeros(len(user_ids) + 1, dtype=np.int32)
+    seen_scores = np.empty(len(seen_rows), dtype=np.float32)
+    step = block_rows or max(1, SCORE_BLOCK_BYTES // (4 * max(1, catalog.factors.shape[0])))
+    # seen_rows ascend: each block's seen items are one slice of them.
+    seen_bounds = np.searchsorted(seen_rows, np.arange(0, n + step, step))
+    rows, columns, best = [], [], []
+    for number, start in enumerate(range(0, n, step)):
+        scores = block_scores(users[start:start + step], catalog)
+        seen_here = slice(seen_bounds[number], seen_bounds[number + 1])
+        at = (seen_rows[seen_here] - start, seen_columns[seen_here])
+        seen_scores[seen_here] = scores[at]
+        scores[at] = -np.inf
+        top_rows, top_columns, top_scores = top_k_columns(scores, k, catalog.chunk)
+        rows.append(top_rows + start)
+        columns.append(top_columns)
+        best.append(top_scores)
+    rows_all = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
+    columns_all = np.concatenate(columns) if columns else np.empty(0, dtype=np.int64)
+    best_all = np.concatenate(best) if best else np.empty(0, dtype=np.float32)
+    lengths = np.bincount(rows_all, minlength=n)
+    offsets = np.zeros(n + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
     arrays = [pa.array(user_ids, type=pa.int64()),
-              pa.ListArray.from_arrays(pa.array(offsets), pa.array(catalog.ids[columns])),
-              pa.ListArray.from_arrays(pa.array(offsets), pa.array(best, type=pa.float32()))]
+              pa.ListArray.from_arrays(pa.array(offsets), pa.array(catalog.ids[columns_all])),
+              pa.ListArray.from_arrays(pa.array(offsets), pa.array(best_all, type=pa.float32()))]
     if not history:
         return pa.RecordBatch.from_arrays(arrays, schema=RECOMMENDATIONS_ARROW_SCHEMA)
-    kth = np.full(len(user_ids), np.inf, dtype=np.float32)
+    kth = np.full(n, np.inf, dtype=np.float32)
     full = lengths == k
-    kth[full] = best[offsets[1:][full] - 1]
+    kth[full] = best_all[offsets[1:][full] - 1]
     above = seen_scores > kth[seen_rows]
-    arrays += [pa.array(np.bincount(seen_rows, minlength=len(user_ids)), type=pa.int64()),
-               pa.array(np.bincount(seen_rows[above], minlength=len(user_ids)),
-                        type=pa.int64())]
+    arrays += [pa.array(np.bincount(seen_rows, minlength=n), type=pa.int64()),
+               pa.array(np.bincount(seen_rows[above], minlength=n), type=pa.int64())]
     return pa.RecordBatch.from_arrays(arrays, schema=HISTORY_ARROW_SCHEMA)
 
 
@@ -371,12 +371,11 @@ def positions_of(sorted_ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return positions[sorted_ids[positions] == wanted]
 
 
-def catalog_popularity(interactions: DataFrame, item_ids: np.ndarray) -> PopularityRanking:
-    """The catalogue's popularity ranking (distinct users per item), collected: one row
-    per catalogue item."""
+def catalog_popularity(popularity: pd.DataFrame, item_ids: np.ndarray) -> PopularityRanking:
+    """The catalogue's popularity ranking from :func:`item_popularity`'s collected rows:
+    one entry per catalogue item, those nobody touched at 0."""
     from jobs.contracts.predictions import popularity_ranking as rank
 
-    popularity = item_popularity(interactions).toPandas()
     catalog = pd.DataFrame({"item_id": np.asarray(item_ids, dtype=np.int64)})
     frame = catalog.merge(popularity, on="item_id", how="left").fillna({"score": 0.0})
     return rank(frame.rename(columns={"score": "users"}))

@@ -10,6 +10,7 @@ from jobs.scoring.checks import TotalsParam, run_totals
 from jobs.scoring.transforms import (
     INTERACTIONS_SCHEMA,
     Checked,
+    item_popularity,
     most_popular,
     positions_of,
     score_block,
@@ -102,7 +103,8 @@ def test_seen_items_and_most_popular(spark) -> None:
     ])
     seen = {row["user_id"]: sorted(row["seen"]) for row in seen_items(interactions).collect()}
     assert seen == {1: [10, 20], 2: [20, 30], 3: [20, 30], 4: [5]}
-    popular = [tuple(row) for row in most_popular(interactions, k=3).collect()]
+    popularity = item_popularity(interactions).toPandas()
+    popular = list(most_popular(popularity, k=3).itertuples(index=False, name=None))
     # 20: 3 users; 30: 2 users; 5 and 10: 1 user each, the tie goes to the lower id.
     assert popular == [(20, 3.0), (30, 2.0), (5, 1.0)]
 
