@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 from dataclasses import asdict, dataclass
 from datetime import date
@@ -40,11 +41,6 @@ POPULAR_FILE = "popular.parquet"
 # The users a canary model scored (user_id), when the run has a canary.
 CANARY_USERS_FILE = "canary_users.parquet"
 STATS_FILE = "stats.json"
-# How the recommendations are written to Parquet. LZ4 compresses them as well as
-# Snappy, and publishing reads them back about four times faster; row groups
-# of a few thousand users let publishing hold little more than a block and
-# start sending as soon as the first group is read.
-OUTPUT_OPTIONS = {"compression": "lz4_raw", "parquet.block.size": str(8 * 1024 * 1024)}
 # Written into a model's folder when it is registered: {"model_version": N}.
 
 
@@ -119,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     from pyspark.ml.recommendation import ALSModel
     from pyspark.sql import functions as F
 
@@ -127,15 +125,17 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
     from jobs.platform.spark import spark_session
     from jobs.scoring.checks import TotalsParam, run_totals
     from jobs.scoring.model import item_matrix
+    from jobs.scoring.output import write_scored
     from jobs.scoring.transforms import (
         Checked,
         catalog_popularity,
         events_before,
         item_popularity,
         most_popular,
+        scoring_input,
         seen_items,
         split_canary,
-        top_k_unseen,
+        task_scorer,
     )
 
     spark = spark or spark_session("batchscore-score", config.spark_master)
@@ -167,28 +167,34 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
     with spark_progress(spark, "scoring: item popularity"):
         popularity = item_popularity(interactions).toPandas()
     ranking = catalog_popularity(popularity, item_ids)
-    recommendations = top_k_unseen(users_of(model, base_seen), item_ids, item_factors, config.k,
-                                   Checked(ranking, totals, "model"))
     # Load
     logger.info("scoring users against %d items, top %d", len(item_ids), config.k)
     config.output.mkdir(parents=True, exist_ok=True)
-    output = str(config.output / RECOMMENDATIONS_DIR)
+    output = config.output / RECOMMENDATIONS_DIR
+    shutil.rmtree(output, ignore_errors=True)
+    output.mkdir()
     canary_users = 0
     if config.canary_model_path is not None and canary_seen is not None:
         with spark_progress(spark, "scoring: canary"):
             canary_model = ALSModel.load(str(config.canary_model_path))
             canary_ids, canary_factors = item_matrix(canary_model)
             canary_ranking = catalog_popularity(popularity, canary_ids)
-            top_k_unseen(users_of(canary_model, canary_seen), canary_ids, canary_factors,
-                         config.k, Checked(canary_ranking, totals, "canary")
-                         ).write.mode("overwrite").options(**OUTPUT_OPTIONS).parquet(output)
-            canary = spark.read.parquet(output).select("user_id").toPandas()
-        canary.to_parquet(config.output / CANARY_USERS_FILE, index=False)
-        canary_users = len(canary)
+            written = write_scored(scoring_input(users_of(canary_model, canary_seen)),
+                                   task_scorer(spark.sparkContext, canary_ids, canary_factors,
+                                               config.k,
+                                               Checked(canary_ranking, totals, "canary")),
+                                   output, "canary")
+        canary = pa.concat_tables(
+            [pq.read_table(output / name, columns=["user_id"]) for name in written]
+        ) if written else pa.table({"user_id": pa.array([], pa.int64())})
+        pq.write_table(canary, config.output / CANARY_USERS_FILE)
+        canary_users = canary.num_rows
         logger.info("canary: %d users scored by %s", canary_users, config.canary_model_path)
     with spark_progress(spark, "scoring: all users"):
-        recommendations.write.mode("append" if canary_users else "overwrite").options(
-            **OUTPUT_OPTIONS).parquet(output)
+        write_scored(scoring_input(users_of(model, base_seen)),
+                     task_scorer(spark.sparkContext, item_ids, item_factors, config.k,
+                                 Checked(ranking, totals, "model")),
+                     output, "model")
     ranked = most_popular(popularity, config.k)
     ranked.insert(0, "rank", range(1, len(ranked) + 1))
     ranked.to_parquet(config.output / POPULAR_FILE, index=False)

@@ -6,9 +6,9 @@ the clock, collects, or writes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -156,11 +156,29 @@ def top_k_unseen(
     :func:`score_arrow_block` and the contract's checks, computed in the same
     pass (see :class:`Checked`).
     """
+    schema = SCORED_SCHEMA if checked else RECOMMENDATIONS_SCHEMA
+    return scoring_input(users).mapInArrow(
+        task_scorer(users.sparkSession.sparkContext, item_ids, item_factors, k, checked),
+        schema)
+
+
+def scoring_input(users: DataFrame) -> DataFrame:
+    """The columns :func:`task_scorer` reads."""
+    return users.select("user_id", "features", "seen")
+
+
+def task_scorer(context: Any, item_ids: np.ndarray, item_factors: np.ndarray, k: int,
+                checked: Checked | None = None
+                ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """What each task of :func:`top_k_unseen` runs over its Arrow batches of
+    :func:`scoring_input` rows (for ``mapInArrow``, or wrapped by a task that writes
+    the batches itself: :mod:`jobs.scoring.output`); ``context`` is the SparkContext
+    that broadcasts the item matrix."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     catalog = ItemCatalog.build(item_ids, item_factors, k)
     if catalog.nbytes >= BROADCAST_MIN_BYTES:
-        shared = users.sparkSession.sparkContext.broadcast(catalog)
+        shared = context.broadcast(catalog)
 
         def load() -> ItemCatalog:
             return shared.value
@@ -185,8 +203,7 @@ def top_k_unseen(
             # Once per task, after its last row: a retried task replaces its report.
             checked.totals.add({(checked.job, TaskContext.get().partitionId()): totals})
 
-    schema = SCORED_SCHEMA if checked else RECOMMENDATIONS_SCHEMA
-    return users.select("user_id", "features", "seen").mapInArrow(score, schema)
+    return score
 
 
 def with_redis_value(batch: pa.RecordBatch) -> pa.RecordBatch:

@@ -129,3 +129,34 @@ def test_redis_values_match_the_lists_across_blocks_of_a_batch(spark, fitted,
     for row in rows:
         assert len(row["items"]) == 5
         assert bytes(row["redis_value"]) == contract.encode_items(row["items"], row["scores"])
+
+
+def test_a_batch_scored_in_blocks_gives_what_one_block_gives() -> None:
+    rng = np.random.default_rng(5)
+    ids = np.arange(100, 130)
+    catalog = ItemCatalog.build(ids, rng.normal(size=(30, 4)), 3)
+    users = 11
+    seen = [rng.choice(ids, size=int(rng.integers(0, 6)), replace=False).tolist()
+            for _ in range(users)]
+    seen[4] = None  # a user with nothing seen between users with seen items
+    batch = pa.RecordBatch.from_pydict(
+        {"user_id": list(range(1, users + 1)),
+         "features": rng.normal(size=(users, 4)).astype(np.float32).tolist(), "seen": seen},
+        schema=pa.schema([("user_id", pa.int64()), ("features", pa.list_(pa.float32())),
+                          ("seen", pa.list_(pa.int64()))]))
+    whole = score_arrow_block(batch, catalog, 3, history=True, block_rows=users).to_pydict()
+    # Blocks of 2 users: each block's seen items are its own slice of the batch's. (The
+    # matrix multiply may round the last bit differently for another block shape.)
+    blocked = score_arrow_block(batch, catalog, 3, history=True, block_rows=2).to_pydict()
+    assert np.allclose(blocked.pop("scores"), whole["scores"], rtol=1e-6)
+    assert blocked == {name: column for name, column in whole.items() if name != "scores"}
+    assert whole["n_seen_known"] == [len(items or []) for items in seen]
+    for items, listed in zip(seen, whole["items"], strict=True):
+        assert not set(items or []) & set(listed)
+    # Each user's seen items above their 3rd recommendation, by hand from the factors.
+    factors = {int(i): f for i, f in zip(catalog.ids, catalog.factors, strict=False)}
+    for user, items in enumerate(seen):
+        user_factors = np.asarray(batch.column("features")[user].as_py(), dtype=np.float32)
+        third = whole["scores"][user][2]
+        above = sum(float(factors[item] @ user_factors) > third for item in items or [])
+        assert whole["n_seen_above"][user] == above, f"user {user + 1}"
