@@ -73,6 +73,12 @@ class Stages:
         print(f"  {name}: {self.seconds[name]:.1f}s (median)", flush=True)
 
 
+def report_of(engine: Any, config: nightly.NightlyConfig, run_id: str) -> Path:
+    from jobs.monitoring.report import write_report
+
+    return write_report(engine, config.home, run_id)
+
+
 def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int = 20_000
               ) -> dict[str, Any]:
     from jobs.bench.servers import bench_spark
@@ -93,7 +99,7 @@ def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int
         history_root = history.root(engine, None, work / "home")
         setup.run("synthetic model and interaction history", lambda: synthetic_world(
             spark, model_path, history_root, users, items, RANK, EVENTS_PER_USER,
-            int(day_end(SCALE_DATE).timestamp())))
+            int(day_end(SCALE_DATE).timestamp()), engine=engine))
         version = registry.register(engine, registry.NewModel(
             created_by="bench", trained_as_of=SCALE_DATE, params={"rank": RANK}, metrics={},
             data_snapshot={}, code_version="bench", artifact_uri=model_path.as_uri()),
@@ -107,6 +113,8 @@ def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int
 
         print("the nightly steps:", flush=True)
         with PeakMemory() as peak:
+            nightly_stages.run("validate inputs (the day's events; the history's sync)",
+                               lambda: nightly.validate_inputs(engine, state))
             nightly_stages.run("score (Spark job, with the prediction checks)",
                                lambda: nightly.score_in_process(state, None))
             nightly_stages.run("validate predictions",
@@ -119,6 +127,16 @@ def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int
                                lambda: nightly.switch(engine, servers.redis_url, state))
             nightly_stages.run("smoke check",
                                lambda: nightly.smoke_check(engine, servers.redis_url, state))
+            # Recording the run removes its staging folder: the floors below load
+            # the same lists, kept aside (a rename, not timed).
+            recommendations = (state.folder / RECOMMENDATIONS_DIR).rename(
+                work / RECOMMENDATIONS_DIR)
+            nightly_stages.run("record the run", lambda: nightly.finish(engine, state))
+            monitoring = nightly_stages.run(
+                "monitor (input drift over the reference window, predictions)",
+                lambda: nightly.monitor(engine, state.run_id, raise_errors=True))
+            nightly_stages.run("run report", lambda: report_of(engine, config, state.run_id))
+        print(f"  monitoring: {len(monitoring['crossings'])} threshold(s) crossed", flush=True)
         stored = stored_sizes(engine, servers.redis_url, state.publish_id, users)
         print(f"  stored: PostgreSQL {stored['postgres_bytes_per_user']:.0f} bytes per user "
               f"per version (indexes included); Redis used_memory "
@@ -132,7 +150,6 @@ def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int
         spark_stopped = True
 
         print("floors, on the same data and servers:", flush=True)
-        recommendations = state.folder / RECOMMENDATIONS_DIR
         # Redis first: loading PostgreSQL three times leaves the server
         # checkpointing and vacuuming, which would slow the next floor down.
         redis_bench = RedisBench(servers, recommendations, work, publish_id=state.publish_id)

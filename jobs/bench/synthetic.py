@@ -3,7 +3,9 @@ scored recommendations, interactions."""
 
 from __future__ import annotations
 
+import io
 import shutil
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,9 +18,11 @@ from jobs.scoring.transforms import with_redis_value
 if TYPE_CHECKING:
     from pyspark.ml.recommendation import ALSModel
     from pyspark.sql import SparkSession
+    from sqlalchemy.engine import Engine
 
 # Random factors of this spread give dot products of order one, as trained ones do.
 FACTOR_SCALE = 0.3
+POSTGRES_EPOCH_SECONDS = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp())
 
 
 def synthetic_model(spark: SparkSession, path: Path, users: int, items: int, rank: int,
@@ -73,13 +77,17 @@ def synthetic_recommendations(path: Path, users: int, k: int, items: int, seed: 
 
 
 def synthetic_world(spark: SparkSession, model_path: Path, root: str, users: int, items: int,
-                    rank: int, per_user: int, end_seconds: int, seed: int = 5) -> int:
+                    rank: int, per_user: int, end_seconds: int, seed: int = 5,
+                    engine: Engine | None = None) -> int:
     """A model and the interaction history it was as if trained on: ``per_user`` events
     for every user 1..``users`` in the 30 days before ``end_seconds``, written as the
     interaction history (:mod:`jobs.data.history`), and a real ALSModel saved at
     ``model_path`` whose item factors are Gaussian and whose user factors are the sums of
     their events' item factors, so that the model ranks a user's own items high, as a
-    trained one does, and the prediction contract's quality checks pass. The events.
+    trained one does, and the prediction contract's quality checks pass. With ``engine``
+    the events are also loaded into ``batchscore.interactions`` (binary ``COPY``), where
+    the input contract and monitoring read them, and their days recorded as written to
+    the history. The events.
     """
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
@@ -92,6 +100,7 @@ def synthetic_world(spark: SparkSession, model_path: Path, root: str, users: int
     write_factors(model_path / "itemFactors" / "part-0.parquet",
                   np.arange(1, items + 1), item_factors)
     files, base = filesystem(root)
+    days: dict[date, int] = {}
     chunk_users = 200_000
     for number, start in enumerate(range(0, users, chunk_users)):
         count = min(chunk_users, users - start)
@@ -113,7 +122,45 @@ def synthetic_world(spark: SparkSession, model_path: Path, root: str, users: int
                              pa.schema([("event_date", pa.date32())]), flavor="hive"),
                          basename_template=f"block{number}-{{i}}.parquet",
                          existing_data_behavior="overwrite_or_ignore")
+        if engine is not None:
+            copy_events(engine, events)
+            for entry in pc.value_counts(day).to_pylist():
+                days[entry["values"]] = days.get(entry["values"], 0) + entry["counts"]
+    if engine is not None:
+        written_days(engine, days)
     return users * per_user
+
+
+def copy_events(engine: Engine, events: pa.Table) -> None:
+    """``events`` (the history's columns, event_at in Unix seconds) appended to
+    ``batchscore.interactions`` in one binary ``COPY``."""
+    from jobs.data.history import COPY_ROW
+    from jobs.platform.db import cursor
+    from jobs.publish.copy_binary import COPY_HEADER, COPY_TRAILER
+
+    rows = np.empty(events.num_rows, dtype=COPY_ROW)
+    rows["fields"] = 4
+    for name in ("user_id", "item_id", "rating", "event_at"):
+        rows[f"{name}_size"] = 8
+        rows[name] = events[name].to_numpy()
+    # PostgreSQL's timestamps count microseconds from 2000-01-01.
+    rows["event_at"] = (events["event_at"].to_numpy() - POSTGRES_EPOCH_SECONDS) * 1_000_000
+    with cursor(engine) as cur:
+        cur.copy_expert("COPY batchscore.interactions (user_id, item_id, rating, event_at)"
+                        " FROM STDIN WITH (FORMAT binary)",
+                        io.BytesIO(COPY_HEADER + rows.tobytes() + COPY_TRAILER))
+
+
+def written_days(engine: Engine, days: dict[date, int]) -> None:
+    """Record ``days`` ({date: events}) as written to the interaction history, as a sync
+    that wrote them would."""
+    import sqlalchemy as sa
+
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "UPDATE batchscore.history_days SET marked_at = NULL, events = :n,"
+            " written_at = now() WHERE event_date = :d"),
+            [{"d": day, "n": count} for day, count in days.items()])
 
 
 def fit_metadata_model(spark: SparkSession, path: Path, rank: int, seed: int = 7) -> None:
