@@ -23,8 +23,11 @@ publishes the top-K lists to PostgreSQL (`bi.recommendations`) and Redis.
   task can be retried after a crash. See `schemas/publishing.md`.
   `monitor`, after `record_run`, stores the run's metrics (`bi.run_metrics`)
   and returns the levels they cross; its failure unpublishes nothing.
-* A date with no events: `validate_inputs` records the run as skipped
-  ("nothing new to score") and is skipped, and so are the tasks after it.
+* A date with no events raises an `empty` alert (an empty day is almost always
+  a broken upstream feed). With `BATCHSCORE_EMPTY_DAY=skip` (the default)
+  `validate_inputs` records the run as skipped ("nothing new to score") and is
+  skipped, and so are the tasks after it; with `fail` it records the run as
+  failed and fails.
 * After the run is recorded and monitored: `alert` raises one alert for the warn
   and retrain levels it crossed, `signal_retrain` updates the asset
   `batchscore://signals/retrain` (which starts `batchscore_train`) when a retrain

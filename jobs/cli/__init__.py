@@ -54,6 +54,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     from jobs.bench.servers import MissingToolError
     from jobs.client import NoPublishedVersionError
     from jobs.contracts.engine import ContractError
+    from jobs.contracts.inputs import EmptyDayError
     from jobs.data.load import InputError
     from jobs.lifecycle.registry import (
         NoServingModelError,
@@ -73,7 +74,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
             RollbackError, MissingVersionError, UnknownVersionError, RunRequestError,
             LockWaitError, LockTimeoutError, VersionStateError, PointerMovedError,
             StoreUnavailableError, PromotionRefusedError, MissingToolError, ReportError,
-            RedisAccessError, AuthenticationError)
+            RedisAccessError, AuthenticationError, EmptyDayError)
 
 
 if __name__ == "__main__":

@@ -125,10 +125,13 @@ def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
             force=args.force, reason=args.reason, names=settings.names,
             alerts=settings.alerts, prometheus=settings.prometheus,
             history_uri=settings.history_uri, keep_versions=settings.keep_versions,
+            empty_day=settings.empty_day,
         ))
     except NothingToScoreError as nothing:
-        # Not a failure: the run is recorded as skipped and the served version stays.
-        print(nothing)
+        # BATCHSCORE_EMPTY_DAY=skip: the run is recorded as skipped, an alert is raised,
+        # and the served version stays.
+        print(f"{nothing}\nan empty-day alert was raised; the run is recorded as skipped "
+              "(BATCHSCORE_EMPTY_DAY=fail fails it instead)")
         return 0
     if result.shadow is not None:
         differential = result.shadow.get("differential")
@@ -241,13 +244,15 @@ def cmd_runs_list(settings: Settings, args: argparse.Namespace) -> int:
         print_json(records)
         return 0
     for run in records:
+        empty = runs.empty_day_note(run["stats"])
         print(f"{run['run_id']:<40} {run['status']:<10} model {run['model_version'] or '-':<4}"
-              f" {run['error'] or ''}")
+              f" {f'[{empty}] ' if empty else ''}{run['error'] or ''}")
     return 0
 
 
 def cmd_runs_show(settings: Settings, args: argparse.Namespace) -> int:
     from jobs.monitoring.monitor import MonitorError, run_record
+    from jobs.platform import runs
 
     try:
         record = run_record(database(settings), args.run_id)
@@ -263,6 +268,9 @@ def cmd_runs_show(settings: Settings, args: argparse.Namespace) -> int:
     print(f"finished:  {run['finished_at'] or '-'}")
     if run["error"]:
         print(f"error:     {run['error']}")
+    empty = runs.empty_day_note(run["stats"])
+    if empty:
+        print(f"input:     {empty} (BATCHSCORE_EMPTY_DAY={run['stats']['empty_day']['policy']})")
     if run["stats"].get("monitoring_error"):
         print(f"monitoring failed: {run['stats']['monitoring_error']}")
     if not record["metrics"]:

@@ -62,7 +62,13 @@ class InputBatch:
 
 class NothingToScoreError(RuntimeError):
     """The run date's batch holds no events: there is nothing new to score, and nothing
-    is published. Not a failure: the run is recorded as skipped."""
+    is published. The run raises an ``empty`` alert and, as ``BATCHSCORE_EMPTY_DAY``
+    says, is recorded as skipped (the default) or failed (:class:`EmptyDayError`)."""
+
+
+class EmptyDayError(RuntimeError):
+    """The run date had no input events and ``BATCHSCORE_EMPTY_DAY=fail``: the run
+    failed, and nothing was published."""
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""Alerts: a failed run, or a run whose metrics cross a warn or retrain level, is told
-to on-call on the configured channel and recorded in ``batchscore.alerts``.
+"""Alerts: a failed run, a nightly whose date had no input events (``empty``), or a run
+whose metrics cross a warn or retrain level, is told to on-call on the configured
+channel and recorded in ``batchscore.alerts``.
 
 The ``smtp`` channel sends through the Airflow SMTP provider's notifier, so the
 server and its credentials live in an Airflow connection; the ``log`` channel
@@ -81,17 +82,22 @@ def crossing_from_json(record: Mapping[str, Any]) -> Crossing:
                          f"got {dict(record)!r} ({exc})") from None
 
 
-def compose(run: RunInfo, crossings: Sequence[Crossing] = (), failure: str | None = None
-            ) -> tuple[str, str, str]:
-    """The alert's level, subject and plain-text body, for a failed run or for crossings."""
-    if failure is None and not crossings:
-        raise AlertError("an alert needs a failure or at least one crossed level")
+def compose(run: RunInfo, crossings: Sequence[Crossing] = (), failure: str | None = None,
+            empty: str | None = None) -> tuple[str, str, str]:
+    """The alert's level, subject and plain-text body, for a failed run, an empty day or
+    crossings (a failure says most, then an empty day)."""
+    if failure is None and empty is None and not crossings:
+        raise AlertError("an alert needs a failure, an empty day or at least one crossed "
+                         "level")
     where = (f"run {run.run_id} ({run.logical_date or 'date unknown'}, model "
              f"{run.model_version if run.model_version is not None else 'unknown'})"
              if run.run_id else "a nightly before its run began")
     if failure is not None:
         level = "failed"
         subject = f"batchscore: {where} failed"
+    elif empty is not None:
+        level = "empty"
+        subject = f"batchscore: {where} had no input events"
     else:
         level = "retrain" if any(c.level == "retrain" for c in crossings) else "warn"
         subject = (f"batchscore: {len(crossings)} metric level(s) crossed by {where}, "
@@ -102,6 +108,12 @@ def compose(run: RunInfo, crossings: Sequence[Crossing] = (), failure: str | Non
              f"Level:         {level}", ""]
     if failure is not None:
         lines += ["The run failed:", without_secrets(failure)]
+    elif empty is not None:
+        lines += ["The run's date had no input events:", without_secrets(empty), "",
+                  "An empty day is almost always a broken upstream feed: check what loads "
+                  "the day's events, then run the date again. Nothing was published; the "
+                  "served version stays. BATCHSCORE_EMPTY_DAY=skip records such a run as "
+                  "skipped, =fail as failed."]
     else:
         worst_first = sorted(crossings, key=lambda c: c.level != "retrain")
         lines += ["Crossed levels, worst first:",
@@ -128,8 +140,9 @@ def run_info(engine: Engine, run_id: str | None) -> RunInfo:
 
 def raise_alert(engine: Engine, settings: AlertSettings, run_id: str | None, *,
                 crossings: Sequence[Crossing] = (), failure: str | None = None,
-                context: Mapping[str, Any] | None = None) -> Alert:
-    """Tell on-call about a failed run (``failure``: why) or about ``crossings``.
+                empty: str | None = None, context: Mapping[str, Any] | None = None) -> Alert:
+    """Tell on-call about a failed run (``failure``: why), a date without input events
+    (``empty``: what was found empty) or ``crossings``.
 
     Sends on ``settings.channel``, then records one ``batchscore.alerts`` row per
     crossing (one for a failure) with whether delivery worked. A delivery
@@ -143,11 +156,11 @@ def raise_alert(engine: Engine, settings: AlertSettings, run_id: str | None, *,
         logger.warning("alert for run %s: its date and model are unknown (%s)", run_id,
                        type(err).__name__)
         run = RunInfo(run_id, None, None)
-    level, subject, body = compose(run, crossings, failure)
+    level, subject, body = compose(run, crossings, failure, empty)
     delivered, error = deliver(settings, subject, body, context or {})
     message = f"{subject}\n\n{body}"
-    rows = ([{"level": "failed", "metric": None, "segment": None, "value": None,
-              "threshold": None}] if failure is not None else
+    rows = ([{"level": level, "metric": None, "segment": None, "value": None,
+              "threshold": None}] if failure is not None or empty is not None else
             [{"level": c.level, "metric": c.metric, "segment": c.segment, "value": c.value,
               "threshold": c.threshold} for c in crossings])
     with engine.begin() as conn:

@@ -77,8 +77,10 @@ def reconcile(**context: Any) -> dict[str, Any]:
 def validate_inputs(**context: Any) -> dict[str, Any]:
     """Begin the run, check and load its input, export what the scoring job reads.
 
-    A date with no events is recorded as skipped and this task is skipped, so
-    that the tasks after it are skipped too rather than failed.
+    A date with no events raises an ``empty`` alert; under BATCHSCORE_EMPTY_DAY=skip
+    (the default) the run is recorded as skipped and this task is skipped, so that
+    the tasks after it are skipped too rather than failed; under ``fail`` the run is
+    recorded as failed and this task fails.
     """
     from airflow.sdk.exceptions import AirflowSkipException
 
@@ -107,6 +109,7 @@ def validate_inputs(**context: Any) -> dict[str, Any]:
         names=settings.names,
         history_uri=settings.history_uri,
         keep_versions=settings.keep_versions,
+        empty_day=settings.empty_day,
     )
     engine = _engine()
     run_id = runs.new_run_id("nightly", config.run_date)
@@ -115,9 +118,12 @@ def validate_inputs(**context: Any) -> dict[str, Any]:
         try:
             nightly.validate_inputs(engine, state)
         except NothingToScoreError as nothing:
-            nightly.skip(engine, state, nothing)
-            write_report(engine, state.run_id)
-            raise AirflowSkipException(str(nothing)) from None
+            try:
+                nightly.empty_day(engine, state, nothing, config.empty_day, settings.alerts,
+                                  context=context)
+            finally:
+                write_report(engine, state.run_id)
+            raise AirflowSkipException(f"{nothing} (an empty-day alert was raised)") from None
         except BaseException as err:
             nightly.fail(engine, state, err, config.redis_url)
             write_report(engine, state.run_id)
@@ -196,11 +202,16 @@ def monitor(**context: Any) -> dict[str, Any]:
 
 def record_failure(context: dict[str, Any]) -> None:
     """on_failure_callback: mark the run failed, discard what it staged, write its report,
-    and raise a ``failed`` alert naming the task, the run and the error."""
+    and raise a ``failed`` alert naming the task, the run and the error. An empty day
+    under BATCHSCORE_EMPTY_DAY=fail was recorded and alerted by its task already."""
+    from jobs.contracts.inputs import EmptyDayError
     from jobs.orchestration import nightly
 
     begun = context["ti"].xcom_pull(task_ids=FIRST_TASK)
     error = context.get("exception") or f"task {context['ti'].task_id} failed"
+    if isinstance(error, EmptyDayError):
+        logger.info("empty day: the run was recorded as failed and alerted by its task")
+        return
     if not begun:
         logger.warning("no batchscore run was begun; nothing to record")
     else:

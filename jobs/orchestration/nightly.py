@@ -34,6 +34,7 @@ from sqlalchemy.engine import Engine
 from jobs.contracts import redis as contract
 from jobs.contracts.engine import ContractError, Validator
 from jobs.contracts.inputs import (
+    EmptyDayError,
     NothingToScoreError,
     batch_stats,
     check_input,
@@ -57,7 +58,12 @@ from jobs.monitoring.alerts import crossing_from_json, raise_alert
 from jobs.monitoring.prometheus import export as export_metrics
 from jobs.platform import runs
 from jobs.platform.artifacts import artifact_path
-from jobs.platform.config import DEFAULT_KEEP_VERSIONS, AlertSettings, PrometheusSettings
+from jobs.platform.config import (
+    DEFAULT_EMPTY_DAY,
+    DEFAULT_KEEP_VERSIONS,
+    AlertSettings,
+    PrometheusSettings,
+)
 from jobs.platform.db import engine_for, ensure_schema
 from jobs.platform.names import DEFAULT_REDIS_PREFIX, Names
 from jobs.platform.progress import progress
@@ -152,6 +158,8 @@ class NightlyConfig:
     history_uri: str | None = None
     # Published versions PostgreSQL keeps besides the served one.
     keep_versions: int = DEFAULT_KEEP_VERSIONS
+    # A date without input events: skip or fail the run; both alert.
+    empty_day: str = DEFAULT_EMPTY_DAY
 
 
 @dataclass
@@ -330,7 +338,7 @@ def execute(config: NightlyConfig, prepare: Callable[[Engine, RunState], None]) 
             publish(engine, config.redis_url, state)
             finish(engine, state)
         except NothingToScoreError as err:
-            skip(engine, state, err)
+            empty_day(engine, state, err, config.empty_day, config.alerts)
             raise
         except BaseException as err:
             clear = store_lost(err)
@@ -779,6 +787,26 @@ def monitor(engine: Engine, run_id: str, raise_errors: bool = False) -> dict[str
         if raise_errors:
             raise
         return {"run_id": run_id, "crossings": [], "retrain": False, "error": message}
+
+
+def empty_day(engine: Engine, state: RunState, nothing: NothingToScoreError, policy: str,
+              alerts: AlertSettings, context: dict[str, Any] | None = None) -> None:
+    """A date without input events: raise the ``empty`` alert, then record the run as
+    ``policy`` says, skipped or failed; under ``fail`` raise :class:`EmptyDayError`. The
+    run's stats say so (``empty_day``), for ``runs list`` and the report."""
+    delivered = False
+    try:
+        delivered = raise_alert(engine, alerts, state.run_id, empty=str(nothing),
+                                context=context).delivered
+    except Exception as err:  # recording the run matters more; the log still tells
+        logger.error("run %s: its empty-day alert could not be recorded (%s: %s)",
+                     state.run_id, type(err).__name__, err)
+    state.stats["empty_day"] = {"policy": policy, "alerted": delivered}
+    if policy == "fail":
+        message = f"empty day (BATCHSCORE_EMPTY_DAY=fail): {nothing}"
+        fail(engine, state, message)
+        raise EmptyDayError(message) from nothing
+    skip(engine, state, nothing)
 
 
 def skip(engine: Engine, state: RunState, reason: BaseException | str) -> None:

@@ -67,7 +67,8 @@ def quickstart(settings: Settings, *, through_airflow: bool = True,
             redis_url=services.redis_url(settings, "writer"), home=settings.home,
             k=settings.top_k, spark_master=settings.spark_master,
             names=settings.names, history_uri=settings.history_uri,
-            keep_versions=settings.keep_versions)).publish_id
+            keep_versions=settings.keep_versions, alerts=settings.alerts,
+            empty_day=settings.empty_day)).publish_id
     with engine.connect() as conn:
         user = conn.execute(sa.text(
             "SELECT user_id FROM bi.recommendations ORDER BY user_id LIMIT 1")).scalar()

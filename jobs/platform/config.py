@@ -22,6 +22,9 @@ DEFAULT_TOP_K = 50
 # Published versions PostgreSQL keeps besides the served one, for history and rollback
 # (about 5.4 GB each at 10,000,000 users and K = 50; README, Performance).
 DEFAULT_KEEP_VERSIONS = 7
+# What a nightly does with a date that has no input events: both raise an alert.
+EMPTY_DAY_POLICIES = ("skip", "fail")
+DEFAULT_EMPTY_DAY = "skip"
 ALERT_CHANNELS = ("log", "smtp")
 DEFAULT_SMTP_CONN_ID = "smtp_default"
 # A plain address: something@domain, no spaces, names or angle brackets.
@@ -90,6 +93,7 @@ class Settings:
     # folder under home named by the database.
     history_uri: str | None = None
     keep_versions: int = DEFAULT_KEEP_VERSIONS
+    empty_day: str = DEFAULT_EMPTY_DAY
 
     @property
     def services_dir(self) -> Path:
@@ -118,6 +122,11 @@ class Settings:
             raise ConfigError("BATCHSCORE_KEEP_VERSIONS must be a whole number of at least 1 "
                               f"(published versions kept besides the served one), got "
                               f"{keep_text!r}")
+        empty_day = (get("BATCHSCORE_EMPTY_DAY") or DEFAULT_EMPTY_DAY).lower()
+        if empty_day not in EMPTY_DAY_POLICIES:
+            raise ConfigError("BATCHSCORE_EMPTY_DAY must be skip (record the run as skipped) "
+                              "or fail (fail the run); both raise an alert. Got "
+                              f"{empty_day!r}")
 
         database_urls = {}
         for variable in ("BATCHSCORE_DATABASE_URL", "BATCHSCORE_WRITER_DATABASE_URL",
@@ -159,6 +168,7 @@ class Settings:
             bi_database_url=database_urls["BATCHSCORE_BI_DATABASE_URL"],
             history_uri=get("BATCHSCORE_HISTORY_URI"),
             keep_versions=int(keep_text),
+            empty_day=empty_day,
         )
 
 

@@ -41,12 +41,25 @@ class Run:
     stats: dict[str, Any]
     error: str | None
 
+    @property
+    def empty_day(self) -> str | None:
+        """For a nightly whose date had no input events: what was done about it."""
+        return empty_day_note(self.stats)
+
     def to_json(self) -> dict[str, Any]:
         record = asdict(self)
         for key in ("logical_date", "started_at", "finished_at"):
             value = getattr(self, key)
             record[key] = value.isoformat() if value is not None else None
         return record
+
+
+def empty_day_note(stats: dict[str, Any]) -> str | None:
+    """"EMPTY DAY, alert raised" (or "NOT delivered") from a run's ``empty_day`` stats."""
+    empty = stats.get("empty_day")
+    if not empty:
+        return None
+    return "EMPTY DAY, alert " + ("raised" if empty.get("alerted") else "NOT delivered")
 
 
 COLUMNS = (

@@ -25,6 +25,7 @@ def test_environment_overrides_every_setting(tmp_path: Path) -> None:
         "BATCHSCORE_TOP_K": "20",
         "BATCHSCORE_KEEP_VERSIONS": "2",
         "BATCHSCORE_HISTORY_URI": "s3a://lake/events",
+        "BATCHSCORE_EMPTY_DAY": "Fail",
     })
     assert settings.home == tmp_path
     assert settings.database_url == "postgresql://u@db:5432/x"
@@ -33,6 +34,7 @@ def test_environment_overrides_every_setting(tmp_path: Path) -> None:
     assert settings.top_k == 20
     assert settings.keep_versions == 2
     assert settings.history_uri == "s3a://lake/events"
+    assert settings.empty_day == "fail"
 
 
 def test_blank_values_count_as_unset() -> None:
@@ -51,6 +53,8 @@ def test_blank_values_count_as_unset() -> None:
         ("BATCHSCORE_KEEP_VERSIONS", "0", "BATCHSCORE_KEEP_VERSIONS must be a whole number "
          r"of at least 1 \(published versions kept besides the served one\), got '0'"),
         ("BATCHSCORE_KEEP_VERSIONS", "a week", "BATCHSCORE_KEEP_VERSIONS must be a whole"),
+        ("BATCHSCORE_EMPTY_DAY", "alert", r"BATCHSCORE_EMPTY_DAY must be skip \(record the run "
+         r"as skipped\) or fail \(fail the run\); both raise an alert. Got 'alert'"),
     ],
 )
 def test_malformed_settings_are_named(name: str, value: str, message: str) -> None:
