@@ -100,15 +100,19 @@ def cmd_data_generate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_data_load(settings: Settings, args: argparse.Namespace) -> int:
-    from jobs.data.load import CsvLayout, load_file
+    from jobs.contracts.inputs import load_file
+    from jobs.data.load import CsvLayout
 
     layout = CsvLayout(user_col=args.user_col, item_col=args.item_col,
                        rating_col=args.rating_col, timestamp_col=args.timestamp_col,
                        delimiter=args.delimiter)
     engine = database(settings)
-    count = load_file(engine, args.path, file_format=args.format, layout=layout,
-                      replace=args.replace)
-    print(f"loaded {count} interactions from {args.path}")
+    outcome = load_file(engine, settings.home, args.path, file_format=args.format,
+                        layout=layout, replace=args.replace)
+    print(f"loaded {outcome.loaded} interactions from {args.path}"
+          + (f"; {outcome.rejected} quarantined by the input contract (`batchscore rejects "
+             f"list --run {outcome.run_id}`)" if outcome.rejected else "")
+          + f" (run {outcome.run_id})")
     write_history(settings, engine)
     return 0
 

@@ -21,6 +21,8 @@ import json
 import logging
 import math
 import statistics
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -38,8 +40,20 @@ from jobs.contracts.engine import (
     failure_message,
     load_contracts_config,
 )
-from jobs.data.load import InputError, file_format_of, read_parquet_frame
-from jobs.data.store import copy_with_progress, day_end, epoch_to_sql
+from jobs.data.load import (
+    CsvLayout,
+    InputError,
+    file_format_of,
+    read_events_file,
+    read_parquet_frame,
+)
+from jobs.data.store import (
+    COPY_INTERACTIONS,
+    copy_with_progress,
+    day_end,
+    epoch_to_sql,
+    rows_to_csv,
+)
 from jobs.platform.db import cursor
 
 logger = logging.getLogger(__name__)
@@ -48,6 +62,8 @@ COLUMNS = ["user_id", "item_id", "rating", "timestamp"]
 SUITE = "interactions"
 TABLE_SOURCE = "table"
 INPUT_FORMATS = ("csv", "movielens", "parquet")
+# The kind of run a `batchscore data load` is recorded as.
+LOAD_KIND = "load"
 
 
 @dataclass(frozen=True)
@@ -253,7 +269,7 @@ def check_input(
     config = load_contracts_config()["input"]
     now = now or datetime.now(UTC)
     end = int(day_end(run_date).timestamp())
-    loaded_at = int(now.timestamp())
+    loaded_at = loading_time(now, config)
     if future_allowed:
         loaded_at = max(loaded_at, end - 1)
     parameters: dict[str, Any] = {
@@ -292,12 +308,27 @@ def check_input(
             title += (f"; volume baseline: {baseline.rows:.10g} rows and "
                       f"{baseline.users:.10g} users a day, the {baseline.source}")
         raise ContractError(failure_message(title, fatal, [report]), [report])
+    defective = set(report.row_failures)
+    return judged(report, batch, title, config,
+                  loaded_before(engine, run_date, batch, exclude=defective))
+
+
+def loading_time(now: datetime, config: Mapping[str, Any]) -> int:
+    """The latest event time accepted at ``now``: the time of loading plus the allowance
+    for clocks that run a little apart (``clock_skew_seconds``)."""
+    return int(now.timestamp()) + int(config["clock_skew_seconds"])
+
+
+def judged(report: Report, batch: InputBatch, title: str, config: Mapping[str, Any],
+           already: Mapping[Any, int]) -> InputOutcome:
+    """The rows to quarantine, from the contract's ``report`` on ``batch``, its exact
+    duplicates and the rows ``already`` loaded ({row: event id}); raise
+    :class:`ContractError` when duplicates or defective rows pass their bounds."""
     rejected = dict(report.row_failures)
     defective = set(rejected)
     duplicated = batch.frame.duplicated(subset=COLUMNS, keep="first")
     for index in batch.frame.index[duplicated.to_numpy()]:
         rejected.setdefault(index, []).append("exact duplicate of an earlier event")
-    already = loaded_before(engine, run_date, batch, exclude=defective)
     for index, event_id in already.items():
         rejected.setdefault(index, []).append(
             f"exact duplicate of an event already loaded (event {event_id})")
@@ -331,6 +362,93 @@ def check_input(
         logger.warning("input contract: %d of %d rows quarantined", len(rejected),
                        report.row_count)
     return InputOutcome(report=report, rejected=rejected)
+
+
+@dataclass(frozen=True)
+class LoadOutcome:
+    """What ``batchscore data load`` did with a file: its run, the events loaded and
+    quarantined."""
+
+    run_id: str
+    loaded: int
+    rejected: int
+
+
+def check_events(validator: Validator, engine: Engine, batch: InputBatch, now: datetime,
+                 run_name: str | None = None) -> InputOutcome:
+    """The input contract's checks of each event, for events that belong to no run date
+    (``batchscore data load``): the same suite as :func:`check_input` without what
+    needs a run date or earlier runs; an event stamped after ``now`` (beyond
+    ``clock_skew_seconds``) is quarantined as a future timestamp."""
+    config = load_contracts_config()["input"]
+    parameters: dict[str, Any] = {"rating_min": config["rating_min"],
+                                  "rating_max": config["rating_max"],
+                                  "loaded_at_timestamp": loading_time(now, config)}
+    unavailable = {"run_date", "history"}
+    items = known_items(engine)
+    if items is None:
+        unavailable.add("items")
+    else:
+        parameters["known_items"] = items
+    report = validator.validate(SUITE, batch.frame, parameters, unavailable=unavailable,
+                                row_label=batch.row_label, run_name=run_name)
+    title = f"input contract failed for {batch.source}"
+    fatal = report.failures_at("schema", "volume")
+    if fatal:
+        raise ContractError(failure_message(title, fatal, [report]), [report])
+    return judged(report, batch, title, config, already={})
+
+
+def load_file(engine: Engine, home: Path, path: Path, *, file_format: str | None = None,
+              layout: CsvLayout | None = None, replace: bool = False,
+              now: datetime | None = None) -> LoadOutcome:
+    """``batchscore data load``: check every line of ``path`` (malformed lines refuse the
+    file), then the input contract's checks of each event (:func:`check_events`); load
+    the accepted events and quarantine the others into ``batchscore.rejects`` in one
+    transaction, recorded as a run of kind ``load``. A file with more defective rows
+    than ``max_reject_fraction`` (or more duplicates than ``duplicate_tolerance``) is a
+    :class:`ContractError` and loads nothing. With ``replace`` the table is emptied
+    first, in the same transaction."""
+    from jobs.platform import runs
+
+    frame, label = read_events_file(path, file_format=file_format, layout=layout)
+    batch = InputBatch(frame=frame, source=f"file:{path.name}", row_label=label)
+    now = now or datetime.now(UTC)
+    run_id = runs.new_run_id(LOAD_KIND, now.date())
+    with runs.lease(engine, run_id):
+        runs.start(engine, LOAD_KIND, now.date(), None, run_id)
+        try:
+            outcome = check_events(Validator(home, run_id), engine, batch, now, run_id)
+            loaded = store_load(engine, run_id, batch, outcome, replace)
+        except BaseException as err:
+            runs.fail(engine, run_id, f"{type(err).__name__}: {err}")
+            raise
+        runs.succeed(engine, run_id, {
+            "input_source": batch.source, "input_rows": loaded,
+            "rejected": len(outcome.rejected),
+            "data_docs": {"input": outcome.report.docs_url}})
+    return LoadOutcome(run_id=run_id, loaded=loaded, rejected=len(outcome.rejected))
+
+
+def store_load(engine: Engine, run_id: str, batch: InputBatch, outcome: InputOutcome,
+               replace: bool) -> int:
+    """The rejects and the accepted events of a load, in one transaction."""
+    accepted = batch.frame.drop(index=list(outcome.rejected))
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as staged:
+        count = rows_to_csv(accepted[COLUMNS].itertuples(index=False), staged)
+        staged.seek(0)
+        with cursor(engine) as cur:
+            if replace:
+                cur.execute("TRUNCATE batchscore.interactions")
+            cur.executemany(
+                "INSERT INTO batchscore.rejects (run_id, source, row_number, row, reasons)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                [(run_id, batch.source, int(index), json_row(batch.frame.loc[index]), reasons)
+                 for index, reasons in sorted(outcome.rejected.items())])
+            copy_with_progress(cur, COPY_INTERACTIONS, staged, "loading interactions", count)
+    logger.info("load %s: %d events loaded, %d quarantined", run_id, count,
+                len(outcome.rejected))
+    return count
 
 
 def loaded_before(engine: Engine, run_date: date, batch: InputBatch,

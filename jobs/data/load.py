@@ -1,8 +1,6 @@
-"""Loading interaction exports into the interactions table.
-
-Every line is checked before anything is written: a file with any malformed
-line is rejected whole, with the line numbers and reasons, and the table is
-left as it was.
+"""Reading interaction exports: every line is parsed and checked, and a file with any
+malformed line is rejected whole, with the line numbers and reasons. The events are
+then held to the input contract and loaded by :func:`jobs.contracts.inputs.load_file`.
 """
 
 from __future__ import annotations
@@ -12,17 +10,16 @@ import logging
 import math
 import numbers
 import re
-import tempfile
-from collections.abc import Callable, Iterator
+from array import array
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
-from sqlalchemy.engine import Engine
 
-from jobs.data.store import copy_interactions, rows_to_csv
 from jobs.platform.progress import progress
 
 if TYPE_CHECKING:
@@ -40,6 +37,8 @@ WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
 # rarely enough to cost nothing per line, often enough for a bar to move.
 PROGRESS_EVERY_LINES = 10_000
 LOAD_FORMATS = ("movielens", "csv", "parquet")
+# A parsed event: its line number (row index for Parquet), user, item, rating, Unix seconds.
+Row = tuple[int, int, int, float, int]
 
 
 class InputError(ValueError):
@@ -229,8 +228,9 @@ def _open_lines(path: Path, bytes_read: Callable[[int], None] | None = None
 
 
 def parse_movielens(path: Path, bytes_read: Callable[[int], None] | None = None
-                    ) -> Iterator[tuple[int, int, float, int]]:
-    """Rows of a MovieLens ``u.data`` file: user, item, rating, Unix time, tab-separated.
+                    ) -> Iterator[Row]:
+    """Rows of a MovieLens ``u.data`` file: user, item, rating, Unix time, tab-separated,
+    each yielded after its line number.
 
     Valid rows are yielded as they are read; once the file is read, any
     malformed line raises :class:`InputError`, so a consumer that reads to the
@@ -248,6 +248,7 @@ def parse_movielens(path: Path, bytes_read: Callable[[int], None] | None = None
             continue
         try:
             yield (
+                number,
                 parse_id(fields[0], "user id"),
                 parse_id(fields[1], "item id"),
                 parse_rating(fields[2]),
@@ -259,9 +260,9 @@ def parse_movielens(path: Path, bytes_read: Callable[[int], None] | None = None
 
 
 def parse_csv(path: Path, layout: CsvLayout, bytes_read: Callable[[int], None] | None = None
-              ) -> Iterator[tuple[int, int, float, int]]:
-    """Rows of a CSV export with a header naming the columns in ``layout``;
-    ``bytes_read`` as for :func:`parse_movielens`."""
+              ) -> Iterator[Row]:
+    """Rows of a CSV export with a header naming the columns in ``layout``, each after
+    its line number; ``bytes_read`` as for :func:`parse_movielens`."""
     lines = _open_lines(path, bytes_read)
     reader = csv.reader((line for _, line in lines), delimiter=layout.delimiter)
     try:
@@ -292,6 +293,7 @@ def parse_csv(path: Path, layout: CsvLayout, bytes_read: Callable[[int], None] |
             continue
         try:
             yield (
+                number,
                 parse_id(fields[index["user"]], layout.user_col),
                 parse_id(fields[index["item"]], layout.item_col),
                 parse_rating(fields[index["rating"]], layout.rating_col),
@@ -338,9 +340,10 @@ def read_parquet_frame(path: Path) -> pd.DataFrame:
 
 
 def parse_parquet(path: Path, layout: CsvLayout, rows_read: Callable[[int], None] | None = None
-                  ) -> Iterator[tuple[int, int, float, int]]:
+                  ) -> Iterator[Row]:
     """Rows of a Parquet file with the columns named in ``layout``, checked as a CSV
-    file's are; errors name the row by its index in the file (the first row is 0).
+    file's are, each after its index in the file (the first row is 0), which errors
+    name too.
 
     Ids may be integer or whole floating-point columns, ratings any numeric
     column, timestamps Unix seconds or a Parquet timestamp type (UTC when it
@@ -366,6 +369,7 @@ def parse_parquet(path: Path, layout: CsvLayout, rows_read: Callable[[int], None
             for user, item, rating, moment in zip(*columns, strict=True):
                 try:
                     yield (
+                        row,
                         parse_id(user, layout.user_col),
                         parse_id(item, layout.item_col),
                         parse_rating(rating, layout.rating_col),
@@ -381,37 +385,45 @@ def parse_parquet(path: Path, layout: CsvLayout, rows_read: Callable[[int], None
     errors.raise_if_any()
 
 
-def load_file(
-    engine: Engine,
-    path: Path,
-    *,
-    file_format: str | None = None,
-    layout: CsvLayout | None = None,
-    replace: bool = False,
-) -> int:
-    """Check every line (or Parquet row) of ``path``, then load all of it in one transaction.
+def read_events_file(path: Path, *, file_format: str | None = None,
+                     layout: CsvLayout | None = None) -> tuple[pd.DataFrame, str]:
+    """Check every line (or Parquet row) of ``path``; its events as a frame of ``user_id,
+    item_id, rating, timestamp`` indexed by line number (row index for Parquet), and
+    that index's name. Any malformed line is an :class:`InputError` naming each.
 
-    ``file_format`` is movielens, csv or parquet (None: from the extension).
-    ``layout`` names the columns of a csv or parquet file. Both passes show
-    their progress (see :mod:`jobs.platform.progress`): the check in bytes of
-    the file read (rows, for Parquet), the load in rows sent to the database.
+    ``file_format`` is movielens, csv or parquet (None: from the extension);
+    ``layout`` names the columns of a csv or parquet file. The check shows its
+    progress (see :mod:`jobs.platform.progress`): bytes of the file read, rows for
+    Parquet. The frame holds the whole file: about 40 bytes an event.
     """
     file_format = file_format_of(path, file_format, LOAD_FORMATS)
     layout = layout or CsvLayout()
-    with tempfile.TemporaryFile("w+", encoding="utf-8") as staged:
-        if file_format == "parquet":
-            source = open_parquet(path)
-            with progress(f"checking {path.name}", source.metadata.num_rows, "rows",
-                          verb="read") as read:
-                count = rows_to_csv(parse_parquet(path, layout, read), staged)
-        else:
-            # A missing file is reported by the parser, with the other input errors.
-            size = path.stat().st_size if path.is_file() else None
-            with progress(f"checking {path.name}", size, "B", verb="read", scale=True) as read:
-                rows = (parse_movielens(path, read) if file_format == "movielens"
-                        else parse_csv(path, layout, read))
-                count = rows_to_csv(rows, staged)
-        if count == 0:
-            raise InputError(f"{path}: no interactions found, nothing loaded")
-        staged.seek(0)
-        return copy_interactions(engine, staged, replace=replace, rows=count)
+    if file_format == "parquet":
+        source = open_parquet(path)
+        with progress(f"checking {path.name}", source.metadata.num_rows, "rows",
+                      verb="read") as read:
+            frame = events_frame(parse_parquet(path, layout, read), "row")
+    else:
+        # A missing file is reported by the parser, with the other input errors.
+        size = path.stat().st_size if path.is_file() else None
+        with progress(f"checking {path.name}", size, "B", verb="read", scale=True) as read:
+            rows = (parse_movielens(path, read) if file_format == "movielens"
+                    else parse_csv(path, layout, read))
+            frame = events_frame(rows, "line")
+    if frame.empty:
+        raise InputError(f"{path}: no interactions found, nothing loaded")
+    return frame, frame.index.name
+
+
+def events_frame(rows: Iterable[Row], label: str) -> pd.DataFrame:
+    """Parsed rows as a frame of typed columns, indexed by their ``label`` numbers."""
+    columns = [array("q"), array("q"), array("q"), array("d"), array("q")]
+    appends = [column.append for column in columns]
+    for row in rows:
+        for append, value in zip(appends, row, strict=True):
+            append(value)
+    numbers, users, items, ratings, seconds = (
+        np.frombuffer(column, dtype=np.float64 if column.typecode == "d" else np.int64)
+        for column in columns)
+    return pd.DataFrame({"user_id": users, "item_id": items, "rating": ratings,
+                         "timestamp": seconds}, index=pd.Index(numbers, name=label))

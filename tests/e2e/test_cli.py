@@ -166,7 +166,9 @@ def test_servers_database_and_data_commands(home, capsys, tmp_path) -> None:
     day.write_text(f"user_id,item_id,rating,timestamp\n1,2,1.0,{run_date}T10:00:00Z\n"
                    f"3,4,2.0,{run_date}T11:00:00Z\n")
     loaded, written = run(capsys, "data", "load", str(day), "--format", "csv").splitlines()
-    assert loaded == f"loaded 2 interactions from {day}"
+    # Checked by the input contract, and recorded as a run of kind load.
+    assert re.fullmatch(rf"loaded 2 interactions from {re.escape(str(day))} "
+                        r"\(run load-\d{4}-\d\d-\d\d-[0-9a-f]{8}\)", loaded), loaded
     # The day it changed is written to the interaction history Spark reads.
     folder = rf"{re.escape(str(home))}/history/[0-9a-f-]{{36}}"
     assert re.fullmatch(rf"interaction history at {folder}: 1 day\(s\) written, 0 removed",

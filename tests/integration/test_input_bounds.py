@@ -39,7 +39,9 @@ NOON = int(NOW.timestamp())
 MAX_ID = 2**31 - 1
 
 AGE = "a late event at most max_event_age_days before the run date"
-FUTURE = "no event stamped after the time of loading (a future timestamp)"
+FUTURE = ("no event stamped after the time of loading, beyond clock_skew_seconds (a future "
+          "timestamp)")
+SKEW = 300  # clock_skew_seconds
 AFTER_DAY = "no event after the end of the run date"
 RATING = "rating within the configured range (rating_min..rating_max)"
 USER = "user_id is a positive integer below 2^31"
@@ -80,8 +82,8 @@ def line_of(rows: list[list], row: list) -> int:
 def test_the_documented_defaults() -> None:
     assert load_contracts_config()["input"] == {
         "max_reject_fraction": 0.01, "duplicate_tolerance": 0.05, "rating_min": 0.5,
-        "rating_max": 5.0, "max_event_age_days": 7, "volume_history_runs": 7,
-        "volume_min_ratio": 0.4, "volume_max_ratio": 10.0}
+        "rating_max": 5.0, "max_event_age_days": 7, "clock_skew_seconds": 300,
+        "volume_history_runs": 7, "volume_min_ratio": 0.4, "volume_max_ratio": 10.0}
 
 
 def test_row_values_at_each_bound_pass(engine, tmp_path: Path) -> None:
@@ -90,7 +92,7 @@ def test_row_values_at_each_bound_pass(engine, tmp_path: Path) -> None:
         [1, 1001, 0.5, START + 10], [2, 1002, 5.0, START + 11],
         [MAX_ID, 1003, 3.0, START + 12], [3, MAX_ID, 3.0, START + 13],
         [4, 1004, 3.0, START - 7 * DAY],  # the oldest late event allowed
-        [5, 1005, 3.0, NOON],             # stamped at the time of loading
+        [5, 1005, 3.0, NOON + SKEW],      # the time of loading, with the clocks' skew
     ]
     _, outcome = check(engine, tmp_path, rows)
     assert outcome.report.success, [f.describe() for f in outcome.report.failures]
@@ -105,7 +107,7 @@ def test_row_values_beyond_each_bound_are_quarantined_by_reason(engine, tmp_path
         "user zero": [0, 1003, 3.0, START + 12], "user 2^31": [MAX_ID + 1, 1004, 3.0, START + 13],
         "item zero": [3, 0, 3.0, START + 14], "item 2^31": [4, MAX_ID + 1, 3.0, START + 15],
         "too old": [5, 1005, 3.0, START - 7 * DAY - 1],
-        "future": [6, 1006, 3.0, NOON + 1],
+        "future": [6, 1006, 3.0, NOON + SKEW + 1],
         "next day": [7, 1007, 3.0, END],
     }
     rows = good_rows(1000) + list(bad.values())

@@ -3,7 +3,9 @@
 The interaction loaders (`batchscore data load`: movielens, csv, parquet) and the
 metadata loaders (`load-items`, `load-users`) take a value just inside a bound and
 refuse one just outside it with a message naming the row and the bound, loading
-nothing: the table keeps what it had.
+nothing: the table keeps what it had. The interaction loaders apply the nightly's
+input contract too, the clock included: a few defective events among many are
+quarantined with their reason, more than max_reject_fraction refuse the file.
 """
 
 from __future__ import annotations
@@ -19,10 +21,15 @@ import pytest
 import sqlalchemy as sa
 
 from jobs.contracts.engine import ContractError, Validator
+from jobs.contracts.inputs import load_file
 from jobs.contracts.metadata import load_metadata_file
-from jobs.data.load import InputError, load_file
+from jobs.data.load import InputError
 
 LAST_SECOND = 253402300799          # 9999-12-31T23:59:59Z
+# The time of loading the tests pass, and the clock skew the contract allows after it
+# (clock_skew_seconds in schemas/contracts.json).
+NOW = datetime(2026, 11, 21, tzinfo=UTC)
+SKEW = 300
 GOOD = {"user_id": 7, "item_id": 8, "rating": 4.0, "timestamp": 1_000_000}
 LOADERS = ["movielens", "csv", "parquet"]
 
@@ -60,11 +67,12 @@ def write_interactions(tmp_path: Path, loader: str, rows: list[dict[str, Any]],
     return path
 
 
-def refused_and_nothing_loaded(engine, path: Path, loader: str, message: str) -> str:
-    load_file(engine, seed(path.parent), file_format="csv")
+def refused_and_nothing_loaded(engine, path: Path, loader: str, message: str,
+                               error: type[Exception] = InputError) -> str:
+    load_file(engine, path.parent, seed(path.parent), file_format="csv")
     before = interactions(engine)
-    with pytest.raises(InputError) as caught:
-        load_file(engine, path, file_format=loader, replace=True)
+    with pytest.raises(error) as caught:
+        load_file(engine, path.parent, path, file_format=loader, replace=True, now=NOW)
     assert message in str(caught.value), str(caught.value)
     assert interactions(engine) == before
     return str(caught.value)
@@ -82,10 +90,10 @@ ACCEPTED = [
     ("user_id", 2**31 - 1, 2**31 - 1),
     ("item_id", 1, 1),
     ("item_id", 2**31 - 1, 2**31 - 1),
-    ("rating", 1e-9, 1e-9),
-    ("rating", 5, 5.0),
+    ("rating", 0.5, 0.5),                           # rating_min
+    ("rating", 5, 5.0),                             # rating_max
     ("timestamp", 0, 0),
-    ("timestamp", LAST_SECOND, LAST_SECOND),
+    ("timestamp", int(NOW.timestamp()) + SKEW, int(NOW.timestamp()) + SKEW),
     ("timestamp", "1970-01-01T00:00:00", 0),
     ("timestamp", "2026-11-20T10:00:00+02:00",
      int(datetime(2026, 11, 20, 8, tzinfo=UTC).timestamp())),
@@ -137,7 +145,7 @@ def test_a_value_just_inside_a_bound_is_loaded(engine, tmp_path: Path, loader: s
                                                column: str, value: Any, stored: Any) -> None:
     path = write_interactions(tmp_path, loader, [{**GOOD, column: value}],
                               parquet_types(column, value))
-    assert load_file(engine, path, file_format=loader) == 1
+    assert load_file(engine, tmp_path, path, file_format=loader, now=NOW).loaded == 1
     expected = {**GOOD, column: stored}
     assert interactions(engine) == [(expected["user_id"], expected["item_id"],
                                      float(expected["rating"]), expected["timestamp"])]
@@ -159,6 +167,54 @@ def test_a_value_beyond_a_bound_is_refused_by_row(engine, tmp_path: Path, loader
     assert f"{label(loader)}: {reason}" in message
 
 
+# Values the input contract refuses, and the expectation that names them.
+CONTRACT_REFUSED = [
+    ("rating", 0.49, "rating within the configured range (rating_min..rating_max) "
+                     "(expected 0.5 to 5)"),
+    ("rating", 5.01, "rating within the configured range (rating_min..rating_max) "
+                     "(expected 0.5 to 5)"),
+    ("timestamp", int(NOW.timestamp()) + SKEW + 1,
+     "no event stamped after the time of loading, beyond clock_skew_seconds (a future "
+     f"timestamp) (expected at most {int(NOW.timestamp()) + SKEW})"),
+    ("timestamp", LAST_SECOND, "(a future timestamp)"),
+]
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+@pytest.mark.parametrize(("column", "value", "reason"), CONTRACT_REFUSED,
+                         ids=[f"{c}={v}" for c, v, _ in CONTRACT_REFUSED])
+def test_an_event_the_input_contract_refuses_is_named_and_nothing_loaded(
+        engine, tmp_path: Path, loader: str, column: str, value: Any, reason: str) -> None:
+    path = write_interactions(tmp_path, loader, [{**GOOD, column: value}, GOOD])
+    message = refused_and_nothing_loaded(engine, path, loader, reason, ContractError)
+    assert (f"input contract failed for file:{path.name}: 1 of 2 rows are defective, more "
+            "than the 1.0% that may be quarantined (max_reject_fraction)") in message
+    assert f"e.g. {label(loader)}: " in message
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_a_few_defective_events_are_quarantined_and_the_rest_loaded(
+        engine, tmp_path: Path, loader: str) -> None:
+    future = int(NOW.timestamp()) + SKEW + 60
+    rows = [{**GOOD, "user_id": user} for user in range(1, 201)]
+    rows[150] = {**GOOD, "user_id": 151, "timestamp": future}  # one of 200: 0.5%
+    path = write_interactions(tmp_path, loader, rows)
+    outcome = load_file(engine, tmp_path, path, file_format=loader, now=NOW)
+    assert (outcome.loaded, outcome.rejected) == (199, 1)
+    assert len(interactions(engine)) == 199 and all(row[3] != future
+                                                    for row in interactions(engine))
+    number = {"movielens": 151, "csv": 152, "parquet": 150}[loader]
+    with engine.connect() as conn:
+        rejected = conn.execute(sa.text(
+            "SELECT r.source, r.row_number, r.row, r.reasons, runs.kind, runs.status"
+            " FROM batchscore.rejects r JOIN batchscore.runs USING (run_id)"
+            " WHERE run_id = :id"), {"id": outcome.run_id}).one()
+    assert rejected == (f"file:{path.name}", number,
+                        {"user_id": 151, "item_id": 8, "rating": 4.0, "timestamp": future},
+                        ["no event stamped after the time of loading, beyond "
+                         "clock_skew_seconds (a future timestamp)"], "load", "succeeded")
+
+
 @pytest.mark.parametrize(("moment", "stored"), [
     (datetime(1970, 1, 1), 0),
     (datetime(2026, 11, 20, 10, 0, 0, 900_000, tzinfo=timezone(timedelta(hours=2))),
@@ -169,7 +225,7 @@ def test_a_parquet_timestamp_type_is_loaded_as_utc(engine, tmp_path: Path, momen
     tz = "+02:00" if moment.tzinfo else None
     path = write_interactions(tmp_path, "parquet", [{**GOOD, "timestamp": moment}],
                               {"timestamp": pa.timestamp("us", tz)})
-    assert load_file(engine, path) == 1      # the format from the extension
+    assert load_file(engine, tmp_path, path, now=NOW).loaded == 1  # format from the extension
     assert interactions(engine)[0][3] == stored
 
 

@@ -8,15 +8,15 @@ from jobs.data.load import CsvLayout, InputError, parse_csv, parse_movielens
 from tests.conftest import write_lines
 
 
-def read_all(rows) -> list[tuple[int, int, float, int]]:
+def read_all(rows) -> list[tuple[int, int, int, float, int]]:
     return list(rows)
 
 
 def test_movielens_rows_are_parsed(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "u.data", ["196\t242\t3\t881250949", "186\t302\t3.5\t891717742"])
-    assert read_all(parse_movielens(path)) == [
-        (196, 242, 3.0, 881250949),
-        (186, 302, 3.5, 891717742),
+    assert read_all(parse_movielens(path)) == [  # each after its line number
+        (1, 196, 242, 3.0, 881250949),
+        (2, 186, 302, 3.5, 891717742),
     ]
 
 
@@ -69,8 +69,8 @@ def test_csv_with_named_columns_and_iso_timestamps(tmp_path: Path) -> None:
     layout = CsvLayout(user_col="who", item_col="what", rating_col="stars",
                        timestamp_col="when")
     assert read_all(parse_csv(path, layout)) == [
-        (7, 70, 4.0, 1795168800),  # 2026-11-20 10:00 UTC
-        (8, 80, 2.5, 1795165200),  # an hour earlier
+        (2, 7, 70, 4.0, 1795168800),  # line 2: 2026-11-20 10:00 UTC
+        (3, 8, 80, 2.5, 1795165200),  # line 3: an hour earlier
     ]
 
 
