@@ -17,7 +17,7 @@ umask 077
 cat > "$acl_file" <<ACL
 user default on #$(hash "$REDIS_ADMIN_PASSWORD") ~* &* +@all
 user ${prefix}_writer on #$(hash "$REDIS_WRITER_PASSWORD") ~${prefix}:* resetchannels -@all +get +set +exists +ttl +expire +persist +unlink +scan +sadd +srem +smembers +eval +append +getrange +ping +select
-user ${prefix}_reader on #$(hash "$REDIS_READER_PASSWORD") ~${prefix}:recs:current ~${prefix}:recs:v[0-9]* resetchannels -@all +get +ping +select
+user ${prefix}_reader on #$(hash "$REDIS_READER_PASSWORD") ~${prefix}:recs:current ~${prefix}:recs:v[0-9]* resetchannels -@all +get +mget +ping +select
 ACL
 
 exec docker-entrypoint.sh redis-server --appendonly yes --aclfile "$acl_file" "$@"

@@ -482,7 +482,7 @@ def reader_pairs(bench: RedisBench, users: int, requests: int) -> list[Pair]:
         processes = min(connections, os.cpu_count() or 1)
         note = (f"{requests:,} requests, {connections} connection(s) "
                 f"({processes} process(es) x {connections // processes} thread(s)), loopback, "
-                f"medians of {READER_TURNS} turns; ours is one pipelined GET of user, fallback "
+                f"medians of {READER_TURNS} turns; ours is one MGET of user, fallback "
                 "and meta (the pointer kept for 1 s), then binary decoding")
         peer_name = f"redis-benchmark GET -c {connections}"
         for index, name in ((0, "p50"), (1, "p99")):

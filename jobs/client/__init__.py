@@ -6,19 +6,21 @@
 
 The URL is the reader's (``batchscore redis url --role reader`` prints it);
 ``prefix`` is the deployment's ``BATCHSCORE_REDIS_PREFIX`` when it is not
-the default. The reader may only GET the serving keys, which is all this
-client does.
+the default. The reader may only GET and MGET the serving keys, which is all
+this client does.
 
 Reads follow the contract in ``schemas/redis.md``: the pointer names the
 served version, and a user without predictions gets that version's
 popularity list (``source == "fallback"``). The client keeps the pointer for
 ``pointer_ttl_seconds`` (1 s by default), so a read is one round trip: the
-user's key, the fallback list and the version's meta key, in one pipeline,
-the meta key last. A version's meta key is written after all its other keys
-and deleted before any of them, so finding it last proves the keys read
-before it were the whole version's; when it is gone (the version was
-retired), the pointer is read again and the read done again on the version
-now served. A switch reaches a client within ``pointer_ttl_seconds``.
+user's key, the fallback list and the version's meta key, in one ``MGET``
+(read at one instant), or, for a reader user whose ACL predates ``MGET``, in
+one pipeline of ``GET``s with the meta key last. A version's meta key is
+written after all its other keys and deleted before any of them, so finding
+it proves the keys read with it were the whole version's; when it is gone
+(the version was retired), the pointer is read again and the read done again
+on the version now served. A switch reaches a client within
+``pointer_ttl_seconds``.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ class RecommendationClient:
         self.clock = clock
         self._publish_id: int | None = None
         self._read_at = 0.0
+        # False once the server refused MGET to this user (an ACL from before it).
+        self._mget = True
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_REDIS_PREFIX,
@@ -96,11 +100,7 @@ class RecommendationClient:
             raise ValueError(f"k must be at least 1, got {k}")
         publish_id = self._served(refresh=False)
         for _ in range(READ_ATTEMPTS):
-            pipe = self.client.pipeline(transaction=False)
-            pipe.get(self.keys.user_key(publish_id, user_id))
-            pipe.get(self.keys.popular_key(publish_id))
-            pipe.get(self.keys.meta_key(publish_id))
-            user_value, popular_value, meta_value = pipe.execute()
+            user_value, popular_value, meta_value = self._read(publish_id, user_id)
             if meta_value is not None:
                 break
             publish_id = self._served(refresh=True)
@@ -118,6 +118,23 @@ class RecommendationClient:
             model_version=model_version_for(user_id, meta),
             source=source,
         )
+
+    def _read(self, publish_id: int, user_id: int) -> list[bytes | None]:
+        """The user's value, the fallback list and the meta key of one version, in one
+        round trip."""
+        keys = [self.keys.user_key(publish_id, user_id), self.keys.popular_key(publish_id),
+                self.keys.meta_key(publish_id)]
+        if self._mget:
+            try:
+                return self.client.mget(keys)
+            except redis.exceptions.NoPermissionError:
+                # The reader's ACL predates MGET (`batchscore redis users` sets it
+                # again): the same keys as GETs, the meta key last.
+                self._mget = False
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+        return pipe.execute()
 
     def _served(self, refresh: bool) -> int:
         """The publish id the pointer names, read again when asked or when older than

@@ -53,8 +53,9 @@ ADMIN_RULES = ("~*", "&*", "+@all")
 # release wrote, which have none.
 WRITER_COMMANDS = ("get", "set", "exists", "ttl", "expire", "persist", "unlink", "scan",
                    "sadd", "srem", "smembers", "eval", "append", "getrange", "ping", "select")
-# What the read client (jobs.client) sends: pipelined GETs.
-READER_COMMANDS = ("get", "ping", "select")
+# What the read client (jobs.client) sends: an MGET of one version's keys (pipelined
+# GETs when a reader's ACL predates MGET) and a GET of the pointer.
+READER_COMMANDS = ("get", "mget", "ping", "select")
 
 
 def key_patterns(names: Names, role: Role) -> list[str]:
