@@ -44,6 +44,9 @@ K = 50
 EVENTS_PER_USER = 5
 GIB = 1024**3
 FLOOR_REPEATS = 3
+# Above this many users each floor runs once and the scorer is not run again alone: at
+# 10,000,000 users the three turns of each would add about half an hour.
+REPEATED_UP_TO_USERS = 2_000_000
 
 
 class Stages:
@@ -143,9 +146,11 @@ def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int
               f"{stored['redis_used_memory_bytes'] / GIB:.2f} GiB after the switch, "
               f"{stored['redis_bytes_per_user']:.0f} bytes per user (MEMORY USAGE of "
               f"{STORED_SAMPLE} keys)", flush=True)
-        print("for comparison:", flush=True)
-        breakdown.run("the scorer alone (no-op sink, nothing seen)",
-                      lambda: scorer_alone(spark, model_path))
+        repeats = FLOOR_REPEATS if users <= REPEATED_UP_TO_USERS else 1
+        if users <= REPEATED_UP_TO_USERS:
+            print("for comparison:", flush=True)
+            breakdown.run("the scorer alone (no-op sink, nothing seen)",
+                          lambda: scorer_alone(spark, model_path))
         spark.stop()
         spark_stopped = True
 
@@ -155,16 +160,16 @@ def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int
         redis_bench = RedisBench(servers, recommendations, work, publish_id=state.publish_id)
         pipe_file = setup.run("write the keys as a protocol file", redis_bench.pipe_file)
         floors.median_of("redis-cli --pipe of the same keys and values",
-                         lambda: redis_bench.redis_cli_pipe(pipe_file), FLOOR_REPEATS)
+                         lambda: redis_bench.redis_cli_pipe(pipe_file), repeats)
         pipe_file.unlink()
         breakdown.run("our Redis load again, right after that floor",
                       lambda: redis_bench.ours())
         floors.median_of("matrix multiply at numpy's speed",
-                         lambda: matmul_floor(model_path, users, items), FLOOR_REPEATS)
+                         lambda: matmul_floor(model_path, users, items), repeats)
         postgres = PostgresBench(engine, servers, recommendations, work)
         copy_file = setup.run("write the rows as a text file", postgres.copy_file)
         floors.median_of("psql \\copy of the same rows", lambda: postgres.psql_copy(copy_file),
-                         FLOOR_REPEATS)
+                         repeats)
         copy_file.unlink()
     finally:
         if state is not None:

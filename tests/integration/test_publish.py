@@ -211,6 +211,22 @@ def test_a_failure_mid_publish_leaves_the_served_version_untouched(engine, redis
     assert tables == 1
 
 
+def test_version_tables_are_left_alone_by_autovacuum(engine, redis_client, model_version
+                                                   ) -> None:
+    # Written once and ANALYZEd by the publisher: a vacuum PostgreSQL starts after the
+    # load would hold the lock that attaching the table at the switch waits for.
+    served, _ = publish_day(engine, redis_client, model_version, DAY1, {1: [(10, 0.5)]})
+    staged = stage_day(engine, redis_client, model_version, DAY2, {1: [(11, 0.5)]})
+    with engine.connect() as conn:
+        options = dict(conn.execute(sa.text(
+            "SELECT c.relname, c.reloptions FROM pg_class c"
+            " WHERE c.relnamespace = 'batchscore'::regnamespace"
+            "  AND c.relname LIKE 'prediction_lists_p%' AND c.relkind = 'r'")).all())
+    assert options == {
+        f"prediction_lists_p{version.publish_id}": ["autovacuum_enabled=false"]
+        for version in (served, staged)}
+
+
 def test_readers_mid_switch_see_one_whole_version(engine, redis_client, model_version) -> None:
     publish_day(engine, redis_client, model_version, DAY1, {1: [(10, 0.5)], 2: [(11, 0.5)]})
     with engine.connect() as reader:
@@ -261,8 +277,9 @@ class Clock:
 
 
 class CountingRedis:
-    """Counts the round trips a read client makes (a GET, or a pipeline's execute), and
-    its GETs (only the pointer is read so; a version's keys come in a pipeline)."""
+    """Counts the round trips a read client makes (a GET, an MGET, or a pipeline's
+    execute), and its GETs (only the pointer is read so; a version's keys come in one
+    MGET)."""
 
     def __init__(self, client) -> None:
         self.client, self.round_trips, self.gets = client, 0, 0
@@ -271,6 +288,10 @@ class CountingRedis:
         self.round_trips += 1
         self.gets += 1
         return self.client.get(key)
+
+    def mget(self, keys):
+        self.round_trips += 1
+        return self.client.mget(keys)
 
     def pipeline(self, transaction: bool):
         pipe = self.client.pipeline(transaction=transaction)
@@ -290,7 +311,7 @@ def test_a_read_is_one_round_trip_while_the_pointer_is_fresh(engine, redis_clien
     clock, counting = Clock(), CountingRedis(redis_client)
     reader = RecommendationClient(counting, KEYS, pointer_ttl_seconds=1.0, clock=clock)
     assert reader.get_recommendations(1).items[0].item_id == 10
-    assert counting.round_trips == 2  # the pointer, then the pipeline
+    assert counting.round_trips == 2  # the pointer, then the version's keys
     for _ in range(3):
         assert reader.get_recommendations(1).items[0].item_id == 10
     assert counting.round_trips == 5

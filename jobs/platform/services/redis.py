@@ -50,8 +50,8 @@ ADMIN_RULES = ("~*", "&*", "+@all")
 # ignores: Redis before 7.2 refuses a rule naming it. EVAL runs the pointer's
 # compare-and-set, whose GET and SET the ACL checks too. APPEND and GETRANGE keep
 # and read a version's users record; SCAN finds the keys of versions an earlier
-# release wrote, which have none.
-WRITER_COMMANDS = ("get", "set", "exists", "ttl", "expire", "persist", "unlink", "scan",
+# release wrote, which have none. MGET: the smoke check reads through the read client.
+WRITER_COMMANDS = ("get", "mget", "set", "exists", "ttl", "expire", "persist", "unlink", "scan",
                    "sadd", "srem", "smembers", "eval", "append", "getrange", "ping", "select")
 # What the read client (jobs.client) sends: an MGET of one version's keys (pipelined
 # GETs when a reader's ACL predates MGET) and a GET of the pointer.
