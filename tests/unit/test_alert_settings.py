@@ -61,7 +61,8 @@ def test_passwords_in_urls_and_key_value_pairs_are_masked() -> None:
 
 
 def test_an_alert_needs_something_to_tell_and_a_crossing_its_fields() -> None:
-    with pytest.raises(AlertError, match="needs a failure or at least one crossed level"):
+    with pytest.raises(AlertError, match="needs a failure, an empty day or at least one "
+                                          "crossed level"):
         compose(RunInfo("r", "2026-11-20", 1))
     with pytest.raises(AlertError, match="a crossing needs metric, value, level, threshold"):
         crossing_from_json({"metric": "input.rows", "level": "warn"})
