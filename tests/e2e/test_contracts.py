@@ -267,7 +267,9 @@ def test_a_day_without_events_has_nothing_new_to_score(world, tmp_path: Path, ca
     assert main(["nightly", "--run-date", day, "--k", "10", "--input", str(path)]) == 0
     message = ("nothing new to score for 2026-11-25: file:empty_data.csv holds no events; "
                "nothing was published, the served version stays")
-    assert capsys.readouterr().out.strip() == message
+    assert capsys.readouterr().out.strip() == message + (
+        "\nan empty-day alert was raised; the run is recorded as skipped "
+        "(BATCHSCORE_EMPTY_DAY=fail fails it instead)")
     assert snapshot(engine, client) == before
     assert runs_of(engine, day) == [("skipped", message)]
     assert main(["validate", "--input", str(path), "--run-date", day]) == 0

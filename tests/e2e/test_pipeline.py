@@ -201,11 +201,13 @@ def test_bad_runs_publish_nothing(pipeline, tmp_path: Path, capsys) -> None:
     assert main(["nightly", "--run-date", "2020-01-01"]) == 1
     assert ("no model trained as of 2020-01-01 or earlier has served (the serving version 1 was"
             " trained as of 2026-11-20); pin one with --model-version") in capsys.readouterr().err
-    # A date without events has nothing new to score: recorded as skipped, not a failure.
+    # A date without events has nothing new to score: recorded as skipped, not a failure,
+    # with an alert.
     assert main(["nightly", "--run-date", "2020-01-01", "--model-version", "1"]) == 0
     assert capsys.readouterr().out.strip() == (
         "nothing new to score for 2020-01-01: table holds no events; nothing was published, "
-        "the served version stays")
+        "the served version stays\nan empty-day alert was raised; the run is recorded as "
+        "skipped (BATCHSCORE_EMPTY_DAY=fail fails it instead)")
     bad = write_lines(tmp_path / "day.csv", ["user,item,rating,timestamp", "1,2,3.0,1577836800"])
     assert main(["nightly", "--run-date", "2020-01-01", "--model-version", "1",
                  "--input", str(bad)]) == 1
