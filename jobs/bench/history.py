@@ -16,7 +16,7 @@ import statistics
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy.engine import Engine
@@ -48,17 +48,24 @@ def load_events(engine: Engine, events: int, seed: int = 11) -> None:
         cur.execute("DELETE FROM batchscore.history_days")
         for start in range(0, events, CHUNK_EVENTS):
             n = min(CHUNK_EVENTS, events - start)
-            rows = np.empty(n, dtype=history.COPY_ROW)
-            rows["fields"] = 4
-            for name in ("user_id", "item_id", "rating", "event_at"):
-                rows[f"{name}_size"] = 8
-            rows["user_id"] = rng.integers(1, max(2, events // USERS_PER_EVENT), n)
-            rows["item_id"] = rng.integers(1, ITEMS + 1, n)
-            rows["rating"] = rng.integers(1, 6, n)
-            rows["event_at"] = end_us - rng.integers(1, DAYS * 86_400 * 1_000_000, n)
-            cur.copy_expert("COPY batchscore.interactions (user_id, item_id, rating, event_at)"
-                            " FROM STDIN WITH (FORMAT binary)",
-                            io.BytesIO(COPY_HEADER + rows.tobytes() + COPY_TRAILER))
+            copy_events(cur, rng.integers(1, max(2, events // USERS_PER_EVENT), n),
+                        rng.integers(1, ITEMS + 1, n), rng.integers(1, 6, n),
+                        end_us - rng.integers(1, DAYS * 86_400 * 1_000_000, n))
+
+
+def copy_events(cur: Any, user_ids: np.ndarray, item_ids: np.ndarray, ratings: np.ndarray,
+                event_at_us: np.ndarray) -> None:
+    """Events appended to ``batchscore.interactions`` in one binary ``COPY`` on ``cur``;
+    ``event_at_us`` counts microseconds from 2000-01-01 UTC, as PostgreSQL does."""
+    rows = np.empty(len(user_ids), dtype=history.COPY_ROW)
+    rows["fields"] = 4
+    for name, values in (("user_id", user_ids), ("item_id", item_ids), ("rating", ratings),
+                         ("event_at", event_at_us)):
+        rows[f"{name}_size"] = 8
+        rows[name] = values
+    cur.copy_expert("COPY batchscore.interactions (user_id, item_id, rating, event_at)"
+                    " FROM STDIN WITH (FORMAT binary)",
+                    io.BytesIO(COPY_HEADER + rows.tobytes() + COPY_TRAILER))
 
 
 def ours(spark: SparkSession, engine: Engine, root: str) -> float:

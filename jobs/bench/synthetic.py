@@ -3,9 +3,8 @@ scored recommendations, interactions."""
 
 from __future__ import annotations
 
-import io
 import shutil
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +21,6 @@ if TYPE_CHECKING:
 
 # Random factors of this spread give dot products of order one, as trained ones do.
 FACTOR_SCALE = 0.3
-POSTGRES_EPOCH_SECONDS = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp())
 
 
 def synthetic_model(spark: SparkSession, path: Path, users: int, items: int, rank: int,
@@ -134,21 +132,15 @@ def synthetic_world(spark: SparkSession, model_path: Path, root: str, users: int
 def copy_events(engine: Engine, events: pa.Table) -> None:
     """``events`` (the history's columns, event_at in Unix seconds) appended to
     ``batchscore.interactions`` in one binary ``COPY``."""
-    from jobs.data.history import COPY_ROW
+    from jobs.bench.history import POSTGRES_EPOCH
+    from jobs.bench.history import copy_events as copy_rows
     from jobs.platform.db import cursor
-    from jobs.publish.copy_binary import COPY_HEADER, COPY_TRAILER
 
-    rows = np.empty(events.num_rows, dtype=COPY_ROW)
-    rows["fields"] = 4
-    for name in ("user_id", "item_id", "rating", "event_at"):
-        rows[f"{name}_size"] = 8
-        rows[name] = events[name].to_numpy()
-    # PostgreSQL's timestamps count microseconds from 2000-01-01.
-    rows["event_at"] = (events["event_at"].to_numpy() - POSTGRES_EPOCH_SECONDS) * 1_000_000
+    epoch = int(POSTGRES_EPOCH.timestamp())
     with cursor(engine) as cur:
-        cur.copy_expert("COPY batchscore.interactions (user_id, item_id, rating, event_at)"
-                        " FROM STDIN WITH (FORMAT binary)",
-                        io.BytesIO(COPY_HEADER + rows.tobytes() + COPY_TRAILER))
+        copy_rows(cur, events["user_id"].to_numpy(), events["item_id"].to_numpy(),
+                  events["rating"].to_numpy(),
+                  (events["event_at"].to_numpy() - epoch) * 1_000_000)
 
 
 def written_days(engine: Engine, days: dict[date, int]) -> None:

@@ -63,8 +63,6 @@ HISTORY_ARROW_SCHEMA = pa.schema([
     pa.field("n_seen_known", pa.int64(), nullable=False),
     pa.field("n_seen_above", pa.int64(), nullable=False),
 ])
-# ... and with the contract's checks (jobs.scoring.checks.list_checks).
-CHECKED_ARROW_SCHEMA = pa.schema([*HISTORY_ARROW_SCHEMA, *CHECK_FIELDS])
 
 
 @dataclass(frozen=True)
