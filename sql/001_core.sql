@@ -1,24 +1,24 @@
 -- Core tables: interactions in, item metadata, model versions and runs.
-CREATE SCHEMA IF NOT EXISTS batchscore;
+CREATE SCHEMA IF NOT EXISTS {schema};
 
-CREATE TABLE batchscore.interactions (
+CREATE TABLE {schema}.interactions (
     user_id   bigint           NOT NULL CHECK (user_id > 0),
     item_id   bigint           NOT NULL CHECK (item_id > 0),
     rating    double precision NOT NULL CHECK (rating > 0 AND rating < 'Infinity'),
     event_at  timestamptz      NOT NULL,
     loaded_at timestamptz      NOT NULL DEFAULT now()
 );
-CREATE INDEX interactions_event_at_idx ON batchscore.interactions (event_at);
-CREATE INDEX interactions_user_idx ON batchscore.interactions (user_id);
+CREATE INDEX interactions_event_at_idx ON {schema}.interactions (event_at);
+CREATE INDEX interactions_user_idx ON {schema}.interactions (user_id);
 
 -- Optional item metadata; predictions do not require a row here.
-CREATE TABLE batchscore.items (
+CREATE TABLE {schema}.items (
     item_id    bigint PRIMARY KEY CHECK (item_id > 0),
     title      text,
-    attributes jsonb NOT NULL DEFAULT '{}'::jsonb
+    attributes jsonb NOT NULL DEFAULT '{{}}'::jsonb
 );
 
-CREATE TABLE batchscore.model_versions (
+CREATE TABLE {schema}.model_versions (
     version       integer     PRIMARY KEY CHECK (version > 0),
     status        text        NOT NULL
                   CHECK (status IN ('candidate', 'serving', 'retired', 'rejected')),
@@ -33,19 +33,19 @@ CREATE TABLE batchscore.model_versions (
 );
 -- At most one version serves at a time.
 CREATE UNIQUE INDEX model_versions_one_serving_idx
-    ON batchscore.model_versions ((true)) WHERE status = 'serving';
+    ON {schema}.model_versions ((true)) WHERE status = 'serving';
 
-CREATE TABLE batchscore.runs (
+CREATE TABLE {schema}.runs (
     run_id        text        PRIMARY KEY,
     kind          text        NOT NULL CHECK (kind IN ('train', 'nightly')),
     logical_date  date        NOT NULL,
-    model_version integer     REFERENCES batchscore.model_versions (version),
+    model_version integer     REFERENCES {schema}.model_versions (version),
     status        text        NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')),
     started_at    timestamptz NOT NULL DEFAULT now(),
     finished_at   timestamptz,
     started_by    text        NOT NULL,
     code_version  text        NOT NULL,
-    stats         jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    stats         jsonb       NOT NULL DEFAULT '{{}}'::jsonb,
     error         text
 );
-CREATE INDEX runs_logical_date_idx ON batchscore.runs (kind, logical_date);
+CREATE INDEX runs_logical_date_idx ON {schema}.runs (kind, logical_date);

@@ -1,10 +1,10 @@
 -- Published predictions. Each published version is one partition of
--- batchscore.predictions, loaded aside and attached when it is switched in;
--- batchscore.serving names the version readers see.
-CREATE TABLE batchscore.prediction_versions (
+-- {schema}.predictions, loaded aside and attached when it is switched in;
+-- {schema}.serving names the version readers see.
+CREATE TABLE {schema}.prediction_versions (
     publish_id    bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    run_id        text        NOT NULL REFERENCES batchscore.runs (run_id),
-    model_version integer     NOT NULL REFERENCES batchscore.model_versions (version),
+    run_id        text        NOT NULL REFERENCES {schema}.runs (run_id),
+    model_version integer     NOT NULL REFERENCES {schema}.model_versions (version),
     logical_date  date        NOT NULL,
     k             integer     NOT NULL CHECK (k > 0),
     status        text        NOT NULL
@@ -17,9 +17,9 @@ CREATE TABLE batchscore.prediction_versions (
 );
 -- One kept version per logical date: a re-run replaces, never duplicates.
 CREATE UNIQUE INDEX prediction_versions_one_per_date_idx
-    ON batchscore.prediction_versions (logical_date) WHERE status = 'published';
+    ON {schema}.prediction_versions (logical_date) WHERE status = 'published';
 
-CREATE TABLE batchscore.predictions (
+CREATE TABLE {schema}.predictions (
     publish_id bigint   NOT NULL,
     user_id    bigint   NOT NULL,
     rank       smallint NOT NULL CHECK (rank > 0),
@@ -28,8 +28,8 @@ CREATE TABLE batchscore.predictions (
 ) PARTITION BY LIST (publish_id);
 
 -- The fallback list for users without predictions, per published version.
-CREATE TABLE batchscore.popular_items (
-    publish_id bigint   NOT NULL REFERENCES batchscore.prediction_versions (publish_id)
+CREATE TABLE {schema}.popular_items (
+    publish_id bigint   NOT NULL REFERENCES {schema}.prediction_versions (publish_id)
                ON DELETE CASCADE,
     rank       smallint NOT NULL CHECK (rank > 0),
     item_id    bigint   NOT NULL,
@@ -38,8 +38,8 @@ CREATE TABLE batchscore.popular_items (
 );
 
 -- The one row naming the served version; switching is one UPDATE.
-CREATE TABLE batchscore.serving (
+CREATE TABLE {schema}.serving (
     only_row    boolean     PRIMARY KEY DEFAULT true CHECK (only_row),
-    publish_id  bigint      NOT NULL REFERENCES batchscore.prediction_versions (publish_id),
+    publish_id  bigint      NOT NULL REFERENCES {schema}.prediction_versions (publish_id),
     switched_at timestamptz NOT NULL DEFAULT now()
 );

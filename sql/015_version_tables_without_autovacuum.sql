@@ -5,11 +5,11 @@
 -- waits for, so the switch gave up (its lock waits are bounded, to stay clear of BI
 -- queries). Version tables are made with autovacuum off, those already there too;
 -- PostgreSQL still vacuums them against transaction id wraparound.
-CREATE OR REPLACE FUNCTION batchscore.create_version_table(publish_id bigint) RETURNS void
+CREATE OR REPLACE FUNCTION {schema}.create_version_table(publish_id bigint) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     -- The partition's CHECK exists before the load, so attaching needs no scan.
-    EXECUTE format('CREATE TABLE batchscore.%I (LIKE batchscore.prediction_lists'
+    EXECUTE format('CREATE TABLE {schema}.%I (LIKE {schema}.prediction_lists'
                    ' INCLUDING ALL, CHECK (publish_id = %s))'
                    ' WITH (autovacuum_enabled = false, toast.autovacuum_enabled = false)',
                    'prediction_lists_p' || publish_id, publish_id);
@@ -22,10 +22,10 @@ DECLARE
 BEGIN
     FOR version_table IN
         SELECT c.relname FROM pg_class c
-        WHERE c.relnamespace = 'batchscore'::regnamespace AND c.relkind = 'r'
+        WHERE c.relnamespace = {schema_name}::regnamespace AND c.relkind = 'r'
           AND c.relname ~ '^prediction_lists_p[0-9]+$'
     LOOP
-        EXECUTE format('ALTER TABLE batchscore.%I SET (autovacuum_enabled = false,'
+        EXECUTE format('ALTER TABLE {schema}.%I SET (autovacuum_enabled = false,'
                        ' toast.autovacuum_enabled = false)', version_table);
     END LOOP;
 END

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from jobs.bench.results import Pair
 from jobs.data import history
 from jobs.data.store import day_end
-from jobs.platform.db import cursor, upgrade
+from jobs.platform.db import composed, cursor, upgrade
 from jobs.publish.copy_binary import COPY_HEADER, COPY_TRAILER
 
 if TYPE_CHECKING:
@@ -44,8 +44,8 @@ def load_events(engine: Engine, events: int, seed: int = 11) -> None:
     rng = np.random.default_rng(seed)
     end_us = int((day_end(RUN_DATE) - POSTGRES_EPOCH).total_seconds() * 1_000_000)
     with cursor(engine) as cur:
-        cur.execute("TRUNCATE batchscore.interactions")
-        cur.execute("DELETE FROM batchscore.history_days")
+        cur.execute(composed(cur, "TRUNCATE {schema}.interactions"))
+        cur.execute(composed(cur, "DELETE FROM {schema}.history_days"))
         for start in range(0, events, CHUNK_EVENTS):
             n = min(CHUNK_EVENTS, events - start)
             copy_events(cur, rng.integers(1, max(2, events // USERS_PER_EVENT), n),
@@ -63,8 +63,8 @@ def copy_events(cur: Any, user_ids: np.ndarray, item_ids: np.ndarray, ratings: n
                          ("event_at", event_at_us)):
         rows[f"{name}_size"] = 8
         rows[name] = values
-    cur.copy_expert("COPY batchscore.interactions (user_id, item_id, rating, event_at)"
-                    " FROM STDIN WITH (FORMAT binary)",
+    cur.copy_expert(composed(cur, "COPY {schema}.interactions (user_id, item_id, rating, event_at)"
+                    " FROM STDIN WITH (FORMAT binary)"),
                     io.BytesIO(COPY_HEADER + rows.tobytes() + COPY_TRAILER))
 
 
@@ -85,9 +85,10 @@ def export_and_parse(spark: SparkSession, engine: Engine, work: Path) -> float:
     start = time.perf_counter()
     with cursor(engine) as cur, path.open("w", encoding="utf-8") as out:
         cur.copy_expert(
-            "COPY (SELECT user_id, item_id, rating, extract(epoch FROM event_at)::bigint"
-            f" FROM batchscore.interactions WHERE event_at < '{day_end(RUN_DATE).isoformat()}')"
-            " TO STDOUT WITH (FORMAT csv)", out)
+            cur.mogrify(composed(
+                cur, "COPY (SELECT user_id, item_id, rating, extract(epoch FROM event_at)::bigint"
+                " FROM {schema}.interactions WHERE event_at < %s) TO STDOUT WITH (FORMAT csv)"),
+                (day_end(RUN_DATE),)), out)
     (spark.read.csv(str(path), schema=INTERACTIONS_SCHEMA, header=False, mode="FAILFAST")
      .where(F.col("event_at") < F.lit(int(day_end(RUN_DATE).timestamp())))
      .write.format("noop").mode("overwrite").save())
@@ -114,8 +115,8 @@ def history_pair(spark: SparkSession, engine: Engine, work: Path, events: int) -
                   f"parse {timings['peer'][-1]:.1f}s", flush=True)
     finally:
         with cursor(engine) as cur:
-            cur.execute("TRUNCATE batchscore.interactions")
-            cur.execute("DELETE FROM batchscore.history_days")
+            cur.execute(composed(cur, "TRUNCATE {schema}.interactions"))
+            cur.execute(composed(cur, "DELETE FROM {schema}.history_days"))
         shutil.rmtree(root, ignore_errors=True)
     mine, peer = (statistics.median(timings[side]) for side in ("ours", "peer"))
     return Pair.of("reading a nightly's interactions vs CSV export and parse", mine, peer, "s",

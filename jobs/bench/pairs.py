@@ -28,7 +28,7 @@ from jobs.contracts import redis as contract
 from jobs.contracts.redis import Keyspace
 from jobs.lifecycle import registry
 from jobs.platform import runs
-from jobs.platform.db import cursor
+from jobs.platform.db import composed, cursor
 from jobs.platform.redis_client import connect
 from jobs.publish import REDIS_COLUMNS, PublishVersion, read_blocks
 from jobs.publish.postgres import PostgresPublisher
@@ -201,8 +201,8 @@ class PostgresBench:
     def fresh_peer_table(self) -> str:
         with cursor(self.engine) as cur:
             cur.execute(f"DROP TABLE IF EXISTS batchscore.{PEER_TABLE}")
-            cur.execute(f"CREATE TABLE batchscore.{PEER_TABLE}"
-                        " (LIKE batchscore.prediction_lists INCLUDING ALL)")
+            cur.execute(composed(cur, f"CREATE TABLE batchscore.{PEER_TABLE}"
+                        " (LIKE {schema}.prediction_lists INCLUDING ALL)"))
         return f"batchscore.{PEER_TABLE}"
 
     def drop_peer_table(self) -> None:

@@ -30,7 +30,7 @@ from jobs.data.store import day_end
 from jobs.lifecycle import registry
 from jobs.orchestration import nightly
 from jobs.platform.config import Settings
-from jobs.platform.db import engine_for, upgrade
+from jobs.platform.db import engine_for, statement, upgrade
 from jobs.platform.redis_client import connect
 from jobs.publish.redis import retire_version
 from jobs.scoring.model import MODEL_METADATA_FILE
@@ -210,8 +210,8 @@ def stored_sizes(engine: Any, redis_url: str, publish_id: int, users: int) -> di
     with engine.connect() as conn:
         postgres_bytes = conn.execute(sa.text("SELECT pg_total_relation_size(:t)"), {
             "t": f"batchscore.{partition_name(publish_id)}"}).scalar_one()
-        sample = conn.execute(sa.text(
-            "SELECT user_id FROM batchscore.prediction_lists WHERE publish_id = :p LIMIT :n"),
+        sample = conn.execute(statement(conn,
+            "SELECT user_id FROM {schema}.prediction_lists WHERE publish_id = :p LIMIT :n"),
             {"p": publish_id, "n": STORED_SAMPLE}).scalars().all()
     client = connect(redis_url)
     keys = Keyspace()

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jobs.platform.db import statement
 from jobs.scoring.transforms import with_redis_value
 
 if TYPE_CHECKING:
@@ -146,11 +147,10 @@ def copy_events(engine: Engine, events: pa.Table) -> None:
 def written_days(engine: Engine, days: dict[date, int]) -> None:
     """Record ``days`` ({date: events}) as written to the interaction history, as a sync
     that wrote them would."""
-    import sqlalchemy as sa
 
     with engine.begin() as conn:
-        conn.execute(sa.text(
-            "UPDATE batchscore.history_days SET marked_at = NULL, events = :n,"
+        conn.execute(statement(conn,
+            "UPDATE {schema}.history_days SET marked_at = NULL, events = :n,"
             " written_at = now() WHERE event_date = :d"),
             [{"d": day, "n": count} for day, count in days.items()])
 

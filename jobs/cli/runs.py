@@ -157,10 +157,11 @@ def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
     if result.canary:
         print(f"  canary: model {result.canary['model_version']} serves "
               f"{result.canary.get('users', 0)} users ({result.canary['fraction']:.0%} by "
-              f"user id hash; bi.canary_users, publish_id = {result.publish_id})")
+              f"user id hash; {settings.names.bi_schema}.canary_users, "
+              f"publish_id = {result.publish_id})")
     if result.input_rejected:
         print(f"  {result.input_rejected} input rows failed the contract and were quarantined "
-              f"(bi.rejects, run_id = '{result.run_id}')")
+              f"({settings.names.bi_schema}.rejects, run_id = '{result.run_id}')")
     for suite, url in result.data_docs.items():
         print(f"  {suite} validation: {url}")
     print_monitoring(result.run_id, result.monitoring)

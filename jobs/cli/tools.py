@@ -86,7 +86,8 @@ def cmd_quickstart(settings: Settings, args: argparse.Namespace) -> int:
     print()
     print_status(status(settings))
     program = command_name()
-    query = (f"SELECT * FROM bi.recommendations WHERE user_id = {result.sample_user} "
+    query = (f"SELECT * FROM {settings.names.bi_schema}.recommendations"
+             f" WHERE user_id = {result.sample_user} "
              "ORDER BY rank LIMIT 10")
     print("\nRead one user's recommendations (from Redis):")
     print(f"  {program} recs {result.sample_user}")

@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from jobs.contracts.engine import (
@@ -54,7 +53,7 @@ from jobs.data.store import (
     epoch_to_sql,
     rows_to_csv,
 )
-from jobs.platform.db import cursor
+from jobs.platform.db import composed, cursor, statement
 
 logger = logging.getLogger(__name__)
 
@@ -178,12 +177,10 @@ def table_batch(engine: Engine, run_date: date) -> InputBatch:
     start = day_end(run_date - timedelta(days=1))
     with engine.connect() as conn:
         frame = pd.read_sql(
-            sa.text(
-                "SELECT event_id, user_id, item_id, rating,"
+            statement(conn, "SELECT event_id, user_id, item_id, rating,"
                 " extract(epoch FROM event_at)::bigint AS timestamp"
-                " FROM batchscore.interactions WHERE event_at >= :start AND event_at < :end"
-                " ORDER BY event_id"
-            ),
+                " FROM {schema}.interactions WHERE event_at >= :start AND event_at < :end"
+                " ORDER BY event_id"),
             conn, params={"start": start, "end": day_end(run_date)}, index_col="event_id",
         )
     return InputBatch(frame=frame, source=TABLE_SOURCE, row_label="event")
@@ -193,12 +190,10 @@ def volume_baseline(engine: Engine, run_date: date, runs: int) -> VolumeBaseline
     """Median input rows and users of the last ``runs`` succeeded nightly runs before the date."""
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.text(
-                "SELECT (stats->>'input_rows')::float, (stats->>'input_users')::float"
-                " FROM batchscore.runs WHERE kind = 'nightly' AND status = 'succeeded'"
+            statement(conn, "SELECT (stats->>'input_rows')::float, (stats->>'input_users')::float"
+                " FROM {schema}.runs WHERE kind = 'nightly' AND status = 'succeeded'"
                 " AND logical_date < :d AND stats ? 'input_rows'"
-                " ORDER BY logical_date DESC, finished_at DESC LIMIT :n"
-            ),
+                " ORDER BY logical_date DESC, finished_at DESC LIMIT :n"),
             {"d": run_date, "n": runs},
         ).all()
     if not rows:
@@ -218,8 +213,8 @@ def snapshot_baseline(engine: Engine) -> VolumeBaseline | None:
     range.
     """
     with engine.connect() as conn:
-        found = conn.execute(sa.text(
-            "SELECT version, data_snapshot FROM batchscore.model_versions"
+        found = conn.execute(statement(conn,
+            "SELECT version, data_snapshot FROM {schema}.model_versions"
             " WHERE status = 'serving'")).first()
         if found is None:
             return None
@@ -228,11 +223,11 @@ def snapshot_baseline(engine: Engine) -> VolumeBaseline | None:
             days, rows, users = (snapshot.get("days"), snapshot["median_daily_rows"],
                                  snapshot["median_daily_users"])
         elif "first_event" in snapshot and "last_event" in snapshot:
-            days, rows, users = conn.execute(sa.text(
+            days, rows, users = conn.execute(statement(conn,
                 "SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY rows),"
                 " percentile_cont(0.5) WITHIN GROUP (ORDER BY users)"
                 " FROM (SELECT count(*) AS rows, count(DISTINCT user_id) AS users"
-                "  FROM batchscore.interactions WHERE event_at >= :first AND event_at <= :last"
+                "  FROM {schema}.interactions WHERE event_at >= :first AND event_at <= :last"
                 "  GROUP BY (event_at AT TIME ZONE 'UTC')::date) AS daily"),
                 {"first": snapshot["first_event"], "last": snapshot["last_event"]}).one()
             if not days:
@@ -246,7 +241,7 @@ def snapshot_baseline(engine: Engine) -> VolumeBaseline | None:
 
 def known_items(engine: Engine) -> list[int] | None:
     with engine.connect() as conn:
-        items = conn.execute(sa.text("SELECT item_id FROM batchscore.items")).scalars().all()
+        items = conn.execute(statement(conn, "SELECT item_id FROM {schema}.items")).scalars().all()
     return [int(item) for item in items] or None
 
 
@@ -439,10 +434,11 @@ def store_load(engine: Engine, run_id: str, batch: InputBatch, outcome: InputOut
         staged.seek(0)
         with cursor(engine) as cur:
             if replace:
-                cur.execute("TRUNCATE batchscore.interactions")
+                cur.execute(composed(cur, "TRUNCATE {schema}.interactions"))
             cur.executemany(
-                "INSERT INTO batchscore.rejects (run_id, source, row_number, row, reasons)"
-                " VALUES (%s, %s, %s, %s, %s)",
+                composed(cur,
+                        "INSERT INTO {schema}.rejects (run_id, source, row_number, row, reasons)"
+                        " VALUES (%s, %s, %s, %s, %s)"),
                 [(run_id, batch.source, int(index), json_row(batch.frame.loc[index]), reasons)
                  for index, reasons in sorted(outcome.rejected.items())])
             copy_with_progress(cur, COPY_INTERACTIONS, staged, "loading interactions", count)
@@ -484,12 +480,12 @@ def loaded_before(engine: Engine, run_date: date, batch: InputBatch,
         cur.copy_expert("COPY batch_events FROM STDIN WITH (FORMAT csv)", buffer)
         cur.execute("ANALYZE batch_events")
         cur.execute(
-            "SELECT b.row_key, min(i.event_id) FROM batch_events AS b"
-            " JOIN batchscore.interactions AS i USING (user_id, item_id, rating, event_at)"
+            composed(cur, "SELECT b.row_key, min(i.event_id) FROM batch_events AS b"
+            " JOIN {schema}.interactions AS i USING (user_id, item_id, rating, event_at)"
             " WHERE i.user_id = ANY(%(users)s) AND i.event_at BETWEEN %(first)s AND %(last)s"
             " AND (i.load_id IS NULL OR i.load_id NOT IN (SELECT load_id"
-            "  FROM batchscore.input_loads WHERE run_date = %(run_date)s))"
-            " GROUP BY b.row_key",
+            "  FROM {schema}.input_loads WHERE run_date = %(run_date)s))"
+            " GROUP BY b.row_key"),
             {"users": sorted({int(user) for user in frame["user_id"]}),
              "first": epoch_to_sql(int(frame["timestamp"].min())),
              "last": epoch_to_sql(int(frame["timestamp"].max())), "run_date": run_date})
@@ -524,12 +520,12 @@ def quarantine_and_load(engine: Engine, run_id: str, run_date: date, batch: Inpu
     ]
     with cursor(engine) as cur:
         cur.executemany(
-            "INSERT INTO batchscore.rejects (run_id, source, row_number, row, reasons)"
-            " VALUES (%s, %s, %s, %s, %s)", rejects,
+            composed(cur, "INSERT INTO {schema}.rejects (run_id, source, row_number, row, reasons)"
+            " VALUES (%s, %s, %s, %s, %s)"), rejects,
         )
         loaded = 0
         if batch.source == TABLE_SOURCE:
-            cur.execute("DELETE FROM batchscore.interactions WHERE event_id = ANY(%s)",
+            cur.execute(composed(cur, "DELETE FROM {schema}.interactions WHERE event_id = ANY(%s)"),
                         ([int(index) for index in outcome.rejected],))
         else:
             loaded = _load_file_rows(cur, run_id, run_date, batch, outcome)
@@ -539,19 +535,21 @@ def quarantine_and_load(engine: Engine, run_id: str, run_date: date, batch: Inpu
 
 def _load_file_rows(cur: Any, run_id: str, run_date: date, batch: InputBatch,
                     outcome: InputOutcome) -> int:
-    cur.execute("SELECT load_id, sha256 FROM batchscore.input_loads WHERE run_date = %s",
+    cur.execute(composed(cur,
+            "SELECT load_id, sha256 FROM {schema}.input_loads WHERE run_date = %s"),
                 (run_date,))
     previous = cur.fetchall()
     if any(sha == batch.sha256 for _, sha in previous):
         logger.info("input: this file was already loaded for %s; not loading it again", run_date)
         return 0
     if previous:
-        cur.execute("DELETE FROM batchscore.interactions WHERE load_id = ANY(%s)",
+        cur.execute(composed(cur, "DELETE FROM {schema}.interactions WHERE load_id = ANY(%s)"),
                     ([load_id for load_id, _ in previous],))
-        cur.execute("DELETE FROM batchscore.input_loads WHERE run_date = %s", (run_date,))
+        cur.execute(composed(cur, "DELETE FROM {schema}.input_loads WHERE run_date = %s"),
+                    (run_date,))
     cur.execute(
-        "INSERT INTO batchscore.input_loads (run_date, sha256, source, run_id)"
-        " VALUES (%s, %s, %s, %s) RETURNING load_id",
+        composed(cur, "INSERT INTO {schema}.input_loads (run_date, sha256, source, run_id)"
+        " VALUES (%s, %s, %s, %s) RETURNING load_id"),
         (run_date, batch.sha256, batch.source, run_id),
     )
     load_id = cur.fetchone()[0]
@@ -563,9 +561,9 @@ def _load_file_rows(cur: Any, run_id: str, run_date: date, batch: InputBatch,
                          epoch_to_sql(int(seconds)), load_id))
     buffer.seek(0)
     copy_with_progress(
-        cur, "COPY batchscore.interactions (user_id, item_id, rating, event_at, load_id)"
+        cur, "COPY {schema}.interactions (user_id, item_id, rating, event_at, load_id)"
         " FROM STDIN WITH (FORMAT csv)", buffer, "loading the input", len(accepted))
-    cur.execute("UPDATE batchscore.input_loads SET rows = %s WHERE load_id = %s",
+    cur.execute(composed(cur, "UPDATE {schema}.input_loads SET rows = %s WHERE load_id = %s"),
                 (len(accepted), load_id))
     return len(accepted)
 
@@ -584,8 +582,8 @@ def list_rejects(engine: Engine, run_id: str | None = None, limit: int = 100
                  ) -> list[dict[str, Any]]:
     """Quarantined input rows with their reasons, newest first (of one run, if given)."""
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT run_id, source, row_number, row, reasons, rejected_at FROM bi.rejects"
+        rows = conn.execute(statement(conn,
+            "SELECT run_id, source, row_number, row, reasons, rejected_at FROM {bi}.rejects"
             " WHERE CAST(:run_id AS text) IS NULL OR run_id = :run_id"
             " ORDER BY rejected_at DESC, run_id, row_number LIMIT :n"),
             {"run_id": run_id, "n": limit}).mappings().all()

@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from jobs.contracts.engine import (
@@ -48,6 +47,7 @@ from jobs.contracts.engine import (
     failure_message,
     load_contracts_config,
 )
+from jobs.platform.db import statement
 
 SUITE = "predictions"
 SUMMARY_SUITE = "predictions_summary"
@@ -316,24 +316,24 @@ def served_checks(engine: Engine, publish_id: int | None = None
     with engine.connect() as conn:
         if publish_id is None:
             publish_id = conn.execute(
-                sa.text("SELECT publish_id FROM batchscore.serving")).scalar()
+                statement(conn, "SELECT publish_id FROM {schema}.serving")).scalar()
             if publish_id is None:
                 raise LookupError("nothing is published yet")
-        version = conn.execute(sa.text(
+        version = conn.execute(statement(conn,
             "SELECT v.model_version, v.logical_date, v.k, r.stats, m.trained_as_of"
-            " FROM batchscore.prediction_versions v JOIN batchscore.runs r USING (run_id)"
-            " JOIN batchscore.model_versions m ON m.version = v.model_version"
+            " FROM {schema}.prediction_versions v JOIN {schema}.runs r USING (run_id)"
+            " JOIN {schema}.model_versions m ON m.version = v.model_version"
             " WHERE v.publish_id = :id AND v.status = 'published'"), {"id": publish_id}).first()
         if version is None:
             raise LookupError(f"published version {publish_id} does not exist or was dropped")
         params = {"id": publish_id, "d": version.logical_date, "t": version.trained_as_of,
                   "k": int(version.k)}
-        catalog_cte = ("catalog AS (SELECT DISTINCT item_id FROM batchscore.interactions"
+        catalog_cte = ("catalog AS (SELECT DISTINCT item_id FROM {schema}.interactions"
                        " WHERE event_at < CAST(:t AS date) + 1)")
-        users = pd.read_sql(sa.text(
-            "WITH p AS (SELECT * FROM batchscore.predictions WHERE publish_id = :id),"
+        users = pd.read_sql(statement(conn,
+            "WITH p AS (SELECT * FROM {schema}.predictions WHERE publish_id = :id),"
             f" {catalog_cte},"
-            " seen AS (SELECT DISTINCT i.user_id, i.item_id FROM batchscore.interactions i"
+            " seen AS (SELECT DISTINCT i.user_id, i.item_id FROM {schema}.interactions i"
             "   WHERE i.event_at < CAST(:d AS date) + 1"
             "   AND i.user_id IN (SELECT user_id FROM p)),"
             " known AS (SELECT user_id, count(*) AS n FROM seen JOIN catalog USING (item_id)"
@@ -348,12 +348,12 @@ def served_checks(engine: Engine, publish_id: int | None = None
             "   = array_agg(p.score ORDER BY p.score DESC, p.rank) AS scores_sorted"
             " FROM p LEFT JOIN seen USING (user_id, item_id) LEFT JOIN known USING (user_id)"
             " GROUP BY p.user_id"), conn, params=params)
-        exposure = conn.execute(sa.text(
+        exposure = conn.execute(statement(conn,
             "SELECT count(*), coalesce(max(n), 0), coalesce(sum(n), 0),"
             " coalesce(sum(n * ln(n)), 0) FROM"
-            " (SELECT item_id, count(DISTINCT user_id) AS n FROM batchscore.predictions"
+            " (SELECT item_id, count(DISTINCT user_id) AS n FROM {schema}.predictions"
             "  WHERE publish_id = :id GROUP BY item_id) e"), params).one()
-        catalog = conn.execute(sa.text(f"WITH {catalog_cte} SELECT count(*) FROM catalog"),
+        catalog = conn.execute(statement(conn, f"WITH {catalog_cte} SELECT count(*) FROM catalog"),
                                params).scalar_one()
     stats = version.stats or {}
     history_users = int(stats.get("predictions_history_users", 0))

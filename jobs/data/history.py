@@ -32,12 +32,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import sqlalchemy as sa
 from pyarrow import fs as pafs
 from sqlalchemy.engine import Engine
 
 from jobs.data.store import day_end
-from jobs.platform.db import cursor
+from jobs.platform.db import composed, cursor, statement
 from jobs.platform.progress import progress
 
 logger = logging.getLogger(__name__)
@@ -68,7 +67,7 @@ def root(engine: Engine, configured: str | None, home: Path) -> str:
     if configured:
         return configured
     with engine.connect() as conn:
-        store_id = conn.execute(sa.text("SELECT store_id FROM batchscore.history_store")
+        store_id = conn.execute(statement(conn, "SELECT store_id FROM {schema}.history_store")
                                 ).scalar_one()
     return str(home / "history" / str(store_id))
 
@@ -109,8 +108,8 @@ def sync(engine: Engine, root: str) -> SyncReport:
     """Write every day a load changed since the last sync, and remove the folders of days
     PostgreSQL has no events for; see the module's notes."""
     with engine.connect() as conn:
-        days = conn.execute(sa.text(
-            "SELECT event_date, marked_at FROM batchscore.history_days ORDER BY event_date")
+        days = conn.execute(statement(conn,
+            "SELECT event_date, marked_at FROM {schema}.history_days ORDER BY event_date")
             ).all()
     known = {day for day, _ in days}
     marked = [(day, marked_at) for day, marked_at in days if marked_at is not None]
@@ -131,13 +130,12 @@ def sync(engine: Engine, root: str) -> SyncReport:
             count = write_day(engine, files, base, day)
             with engine.begin() as conn:
                 if count:
-                    conn.execute(sa.text(
-                        "UPDATE batchscore.history_days SET marked_at = NULL, events = :n,"
+                    conn.execute(statement(conn,
+                        "UPDATE {schema}.history_days SET marked_at = NULL, events = :n,"
                         " written_at = now() WHERE event_date = :d AND marked_at = :m"),
                         {"n": count, "d": day, "m": marked_at})
                 else:
-                    conn.execute(sa.text(
-                        "DELETE FROM batchscore.history_days"
+                    conn.execute(statement(conn, "DELETE FROM {schema}.history_days"
                         " WHERE event_date = :d AND marked_at = :m"), {"d": day, "m": marked_at})
             written, removed = written + bool(count), removed + (not count)
             events += count
@@ -153,13 +151,13 @@ def write_day(engine: Engine, files: pafs.FileSystem, base: str, day: date) -> i
     folder = day_folder(base, day)
     final, staged = f"{folder}/{FILE_NAME}", f"{folder}/.{uuid.uuid4().hex}.tmp"
     query = ("COPY (SELECT user_id, item_id, rating, extract(epoch FROM event_at)::bigint"
-             " FROM batchscore.interactions WHERE event_at >= %s AND event_at < %s"
+             " FROM {schema}.interactions WHERE event_at >= %s AND event_at < %s"
              " ORDER BY event_at, user_id) TO STDOUT WITH (FORMAT binary)")
     files.create_dir(folder, recursive=True)
     sink = RowsToParquet(files.open_output_stream(staged))
     try:
         with cursor(engine) as cur:
-            cur.copy_expert(cur.mogrify(query, (day_end(day) - timedelta(days=1),
+            cur.copy_expert(cur.mogrify(composed(cur, query), (day_end(day) - timedelta(days=1),
                                                 day_end(day))).decode(), sink)
         sink.close()
     except BaseException:
@@ -224,8 +222,8 @@ class RowsToParquet:
 def events_up_to(engine: Engine, until: date) -> int:
     """Events the history holds up to the end of ``until`` (after a sync)."""
     with engine.connect() as conn:
-        return int(conn.execute(sa.text(
-            "SELECT coalesce(sum(events), 0) FROM batchscore.history_days"
+        return int(conn.execute(statement(conn,
+            "SELECT coalesce(sum(events), 0) FROM {schema}.history_days"
             " WHERE event_date <= :d"), {"d": until}).scalar_one())
 
 

@@ -33,7 +33,7 @@ from sqlalchemy.engine import Engine
 
 from jobs.data.load import WHOLE_NUMBER, InputError, file_format_of, read_parquet_frame
 from jobs.data.store import copy_with_progress
-from jobs.platform.db import cursor
+from jobs.platform.db import cursor, names_of
 
 logger = logging.getLogger(__name__)
 
@@ -238,9 +238,9 @@ def upsert_metadata(engine: Engine, checked: MetadataFile, *, replace: bool = Fa
         writer.writerow([json.dumps(value) if isinstance(value, dict) else value
                          for value in values])
     buffer.seek(0)
-    table = sql.Identifier("batchscore", kind.table)
+    table = sql.Identifier(names_of(engine).schema, kind.table)
     staged = sql.Identifier(f"staged_{kind.table}")
-    names = sql.SQL(", ").join(map(sql.Identifier, columns))
+    listed = sql.SQL(", ").join(map(sql.Identifier, columns))
     updates = [sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(name))
                for name in columns[1:]]
     on_conflict = (sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(updates) if updates
@@ -250,14 +250,15 @@ def upsert_metadata(engine: Engine, checked: MetadataFile, *, replace: bool = Fa
             cur.execute(sql.SQL("TRUNCATE {}").format(table))
         cur.execute(sql.SQL("CREATE TEMPORARY TABLE {} (LIKE {} INCLUDING DEFAULTS)"
                             " ON COMMIT DROP").format(staged, table))
-        copy_with_progress(cur, sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
-            staged, names).as_string(cur), buffer, f"loading {kind.table}", len(checked.frame))
+        copy_with_progress(cur, "COPY {staged} ({columns}) FROM STDIN WITH (FORMAT csv)",
+                           buffer, f"loading {kind.table}", len(checked.frame),
+                           staged=staged, columns=listed)
         # xmax is 0 on a row this statement inserted, and set on one it updated.
         cur.execute(sql.SQL(
             "WITH upserted AS (INSERT INTO {table} ({names}) SELECT {names} FROM {staged}"
             " ON CONFLICT ({id}) {action} RETURNING xmax = 0 AS inserted)"
             " SELECT count(*) FILTER (WHERE inserted) FROM upserted").format(
-            table=table, names=names, staged=staged, id=sql.Identifier(kind.id_column),
+            table=table, names=listed, staged=staged, id=sql.Identifier(kind.id_column),
             action=on_conflict))
         inserted = int(cur.fetchone()[0])
     load = MetadataLoad(table=kind.table, rows=len(checked.frame), inserted=inserted,

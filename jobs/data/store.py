@@ -6,18 +6,21 @@ import csv
 import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from jobs.platform.db import cursor
+from jobs.platform.db import composed, cursor, statement
 from jobs.platform.progress import progress
+
+if TYPE_CHECKING:
+    from psycopg2.sql import Composable
 
 logger = logging.getLogger(__name__)
 
+# A template (:meth:`jobs.platform.names.Names.compose`).
 COPY_INTERACTIONS = (
-    "COPY batchscore.interactions (user_id, item_id, rating, event_at) FROM STDIN WITH (FORMAT csv)"
+    "COPY {schema}.interactions (user_id, item_id, rating, event_at) FROM STDIN WITH (FORMAT csv)"
 )
 
 
@@ -37,7 +40,7 @@ def copy_interactions(
     """
     with cursor(engine) as cur:
         if replace:
-            cur.execute("TRUNCATE batchscore.interactions")
+            cur.execute(composed(cur, "TRUNCATE {schema}.interactions"))
         count = copy_with_progress(cur, COPY_INTERACTIONS, rows_csv, "loading interactions",
                                    rows)
     logger.info("loaded %d interaction rows", count)
@@ -66,12 +69,13 @@ class CountingReader:
         return chunk
 
 
-def copy_with_progress(cur: Any, statement: str, rows_csv: IO[str], description: str,
-                       rows: int | None) -> int:
+def copy_with_progress(cur: Any, template: str, rows_csv: IO[str], description: str,
+                       rows: int | None, **fields: Composable) -> int:
     """``COPY ... FROM STDIN`` on ``cur`` from ``rows_csv``, showing the rows sent of
-    ``rows`` (None: unknown); the rows the server copied."""
+    ``rows`` (None: unknown); the rows the server copied. ``template`` names the table
+    with the deployment's fields and ``fields`` (:func:`jobs.platform.db.composed`)."""
     with progress(description, rows, "rows", verb="sent") as sent:
-        cur.copy_expert(statement, CountingReader(rows_csv, sent))
+        cur.copy_expert(composed(cur, template, **fields), CountingReader(rows_csv, sent))
     return cur.rowcount
 
 
@@ -93,6 +97,6 @@ def day_end(day: date) -> datetime:
 def newest_event_date(engine: Engine) -> date | None:
     """The day (UTC) of the newest interaction, or None when there is none."""
     with engine.connect() as conn:
-        newest = conn.execute(sa.text("SELECT max(event_at) FROM batchscore.interactions")
+        newest = conn.execute(statement(conn, "SELECT max(event_at) FROM {schema}.interactions")
                               ).scalar()
     return newest.astimezone(UTC).date() if newest is not None else None

@@ -8,8 +8,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+
+from jobs.platform.db import statement
 
 logger = logging.getLogger(__name__)
 
@@ -85,12 +86,12 @@ def register(engine: Engine, model: NewModel, *, promote_if_first: bool = True) 
     serves yet and ``promote_if_first``.
     """
     with engine.begin() as conn:
-        conn.execute(sa.text("LOCK TABLE batchscore.model_versions IN EXCLUSIVE MODE"))
+        conn.execute(statement(conn, "LOCK TABLE {schema}.model_versions IN EXCLUSIVE MODE"))
         version = conn.execute(
-            sa.text("SELECT coalesce(max(version), 0) + 1 FROM batchscore.model_versions")
+            statement(conn, "SELECT coalesce(max(version), 0) + 1 FROM {schema}.model_versions")
         ).scalar_one()
-        serving_exists = conn.execute(sa.text(
-            "SELECT exists(SELECT 1 FROM batchscore.model_versions WHERE status = 'serving')"
+        serving_exists = conn.execute(statement(
+            conn, "SELECT exists(SELECT 1 FROM {schema}.model_versions WHERE status = 'serving')"
         )).scalar_one()
         judged = "gates passed" if model.gates else "no gates ran"
         if model.gates and not model.gates["passed"]:
@@ -100,13 +101,11 @@ def register(engine: Engine, model: NewModel, *, promote_if_first: bool = True) 
         else:
             status, reason = "candidate", f"registered; {judged}"
         conn.execute(
-            sa.text(
-                "INSERT INTO batchscore.model_versions (version, status, created_by,"
+            statement(conn, "INSERT INTO {schema}.model_versions (version, status, created_by,"
                 " trained_as_of, params, metrics, data_snapshot, code_version, artifact_uri,"
                 " artifacts, gates, reports)"
                 " VALUES (:version, :status, :created_by, :trained_as_of, :params, :metrics,"
-                " :data_snapshot, :code_version, :artifact_uri, :artifacts, :gates, :reports)"
-            ),
+                " :data_snapshot, :code_version, :artifact_uri, :artifacts, :gates, :reports)"),
             {
                 **asdict(model),
                 "version": version,
@@ -128,7 +127,7 @@ def register(engine: Engine, model: NewModel, *, promote_if_first: bool = True) 
 def record_status(conn: Connection, version: int, status: str, changed_by: str,
                   reason: str) -> None:
     conn.execute(
-        sa.text("INSERT INTO batchscore.model_status_history (version, status, changed_by,"
+        statement(conn, "INSERT INTO {schema}.model_status_history (version, status, changed_by,"
                 " reason) VALUES (:v, :s, :by, :why)"),
         {"v": version, "s": status, "by": changed_by, "why": reason},
     )
@@ -137,18 +136,18 @@ def record_status(conn: Connection, version: int, status: str, changed_by: str,
 def promote(engine: Engine, version: int, changed_by: str, reason: str) -> ModelVersion:
     """Make ``version`` the serving one; the previous serving version is retired."""
     with engine.begin() as conn:
-        conn.execute(sa.text("LOCK TABLE batchscore.model_versions IN EXCLUSIVE MODE"))
+        conn.execute(statement(conn, "LOCK TABLE {schema}.model_versions IN EXCLUSIVE MODE"))
         target = _fetch(conn, version)
         if target.status == "serving":
             return target
-        previous = conn.execute(sa.text(
-            "UPDATE batchscore.model_versions SET status = 'retired' WHERE status = 'serving'"
+        previous = conn.execute(statement(conn,
+            "UPDATE {schema}.model_versions SET status = 'retired' WHERE status = 'serving'"
             " RETURNING version")).scalar()
         if previous is not None:
             record_status(conn, previous, "retired", changed_by,
                           f"replaced by version {version}")
-        conn.execute(sa.text(
-            "UPDATE batchscore.model_versions SET status = 'serving' WHERE version = :v"),
+        conn.execute(statement(conn,
+            "UPDATE {schema}.model_versions SET status = 'serving' WHERE version = :v"),
             {"v": version})
         record_status(conn, version, "serving", changed_by, reason)
         promoted = _fetch(conn, version)
@@ -170,9 +169,9 @@ def model_for_date(engine: Engine, run_date: date, pinned: int | None = None) ->
     if current.trained_as_of <= run_date:
         return current
     with engine.connect() as conn:
-        row = conn.execute(sa.text(
-            f"SELECT {COLUMNS} FROM batchscore.model_versions m WHERE trained_as_of <= :d"
-            " AND EXISTS (SELECT 1 FROM batchscore.model_status_history h"
+        row = conn.execute(statement(conn,
+            f"SELECT {COLUMNS} FROM {{schema}}.model_versions m WHERE trained_as_of <= :d"
+            " AND EXISTS (SELECT 1 FROM {schema}.model_status_history h"
             "  WHERE h.version = m.version AND h.status = 'serving')"
             " ORDER BY trained_as_of DESC, version DESC LIMIT 1"), {"d": run_date}).first()
     if row is None:
@@ -194,9 +193,8 @@ def serving_or_none(engine: Engine) -> ModelVersion | None:
 def serving(engine: Engine) -> ModelVersion:
     """The serving version; raises :class:`NoServingModelError` when there is none."""
     with engine.connect() as conn:
-        row = conn.execute(sa.text(
-            f"SELECT {COLUMNS} FROM batchscore.model_versions WHERE status = 'serving'"
-        )).first()
+        row = conn.execute(statement(conn,
+            f"SELECT {COLUMNS} FROM {{schema}}.model_versions WHERE status = 'serving'")).first()
     if row is None:
         raise NoServingModelError("no model version is serving yet; run `batchscore train` first")
     return ModelVersion(*row)
@@ -204,9 +202,8 @@ def serving(engine: Engine) -> ModelVersion:
 
 def list_versions(engine: Engine) -> list[ModelVersion]:
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            f"SELECT {COLUMNS} FROM batchscore.model_versions ORDER BY version"
-        )).all()
+        rows = conn.execute(statement(conn,
+            f"SELECT {COLUMNS} FROM {{schema}}.model_versions ORDER BY version")).all()
     return [ModelVersion(*row) for row in rows]
 
 
@@ -269,7 +266,8 @@ def set_status(engine: Engine, version: int, status: str, changed_by: str,
             raise ValueError(f"version {version} serves; promote another or roll back first")
         if current.status == status:
             return current
-        conn.execute(sa.text("UPDATE batchscore.model_versions SET status = :s WHERE version = :v"),
+        conn.execute(statement(conn,
+            "UPDATE {schema}.model_versions SET status = :s WHERE version = :v"),
                      {"s": status, "v": version})
         record_status(conn, version, status, changed_by, reason)
         updated = _fetch(conn, version)
@@ -295,15 +293,15 @@ def record_forced_use(engine: Engine, version: int, changed_by: str, reason: str
 
 def roll_back(conn: Connection, bad: int, restored: int, changed_by: str, reason: str) -> None:
     """Mark ``bad`` rolled back and make ``restored`` serve again, in the caller's transaction."""
-    conn.execute(sa.text("LOCK TABLE batchscore.model_versions IN EXCLUSIVE MODE"))
-    conn.execute(sa.text(
-        "UPDATE batchscore.model_versions SET status = 'rolled_back' WHERE version = :v"),
+    conn.execute(statement(conn, "LOCK TABLE {schema}.model_versions IN EXCLUSIVE MODE"))
+    conn.execute(statement(conn,
+        "UPDATE {schema}.model_versions SET status = 'rolled_back' WHERE version = :v"),
         {"v": bad})
     record_status(conn, bad, "rolled_back", changed_by, reason)
-    conn.execute(sa.text(
-        "UPDATE batchscore.model_versions SET status = 'retired' WHERE status = 'serving'"))
-    conn.execute(sa.text(
-        "UPDATE batchscore.model_versions SET status = 'serving' WHERE version = :v"),
+    conn.execute(statement(conn,
+        "UPDATE {schema}.model_versions SET status = 'retired' WHERE status = 'serving'"))
+    conn.execute(statement(conn,
+        "UPDATE {schema}.model_versions SET status = 'serving' WHERE version = :v"),
         {"v": restored})
     record_status(conn, restored, "serving", changed_by,
                   f"restored by the rollback of version {bad}: {reason}")
@@ -323,8 +321,8 @@ class StatusChange:
 def status_history(engine: Engine, version: int) -> list[StatusChange]:
     with engine.connect() as conn:
         _fetch(conn, version)
-        rows = conn.execute(sa.text(
-            "SELECT status, changed_at, changed_by, reason FROM batchscore.model_status_history"
+        rows = conn.execute(statement(conn,
+            "SELECT status, changed_at, changed_by, reason FROM {schema}.model_status_history"
             " WHERE version = :v ORDER BY changed_at, ctid"), {"v": version}).all()
     return [StatusChange(*row) for row in rows]
 
@@ -336,15 +334,15 @@ def get(engine: Engine, version: int) -> ModelVersion:
 
 def latest_trained_as_of(engine: Engine, as_of: date) -> ModelVersion | None:
     with engine.connect() as conn:
-        row = conn.execute(sa.text(
-            f"SELECT {COLUMNS} FROM batchscore.model_versions WHERE trained_as_of = :d"
+        row = conn.execute(statement(conn,
+            f"SELECT {COLUMNS} FROM {{schema}}.model_versions WHERE trained_as_of = :d"
             " ORDER BY version DESC LIMIT 1"), {"d": as_of}).first()
     return ModelVersion(*row) if row else None
 
 
 def _fetch(conn: Connection, version: int) -> ModelVersion:
     row = conn.execute(
-        sa.text(f"SELECT {COLUMNS} FROM batchscore.model_versions WHERE version = :v"),
+        statement(conn, f"SELECT {COLUMNS} FROM {{schema}}.model_versions WHERE version = :v"),
         {"v": version},
     ).first()
     if row is None:

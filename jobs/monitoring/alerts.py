@@ -19,11 +19,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from jobs.monitoring.thresholds import Crossing
 from jobs.platform.config import AlertSettings
+from jobs.platform.db import statement
 
 logger = logging.getLogger(__name__)
 
@@ -130,8 +130,8 @@ def run_info(engine: Engine, run_id: str | None) -> RunInfo:
     if run_id is None:
         return RunInfo(None, None, None)
     with engine.connect() as conn:
-        row = conn.execute(sa.text(
-            "SELECT logical_date, model_version FROM batchscore.runs WHERE run_id = :id"),
+        row = conn.execute(statement(conn,
+            "SELECT logical_date, model_version FROM {schema}.runs WHERE run_id = :id"),
             {"id": run_id}).first()
     if row is None:
         return RunInfo(run_id, None, None)
@@ -164,8 +164,8 @@ def raise_alert(engine: Engine, settings: AlertSettings, run_id: str | None, *,
             [{"level": c.level, "metric": c.metric, "segment": c.segment, "value": c.value,
               "threshold": c.threshold} for c in crossings])
     with engine.begin() as conn:
-        ids = tuple(conn.execute(sa.text(
-            "INSERT INTO batchscore.alerts (run_id, level, metric, segment, value, threshold,"
+        ids = tuple(conn.execute(statement(conn,
+            "INSERT INTO {schema}.alerts (run_id, level, metric, segment, value, threshold,"
             " message, channel, delivered, delivery_error) VALUES (:run_id, :level, :metric,"
             " :segment, :value, :threshold, :message, :channel, :delivered, :error)"
             " RETURNING alert_id"),

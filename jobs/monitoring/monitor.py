@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from jobs.monitoring import metrics as measures
 from jobs.monitoring.thresholds import Crossing, Level, crossings, levels
+from jobs.platform.db import names_of, statement
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def monitor(engine: Engine, run_id: str, config: MonitorConfig | None = None) ->
         if facts.publish_id is not None:
             found.update(prediction_metrics(conn, facts, catalog))
         found.update(realized_metrics(conn, facts, config.realized_window_days))
-        conn.execute(sa.text("DELETE FROM batchscore.run_metrics WHERE run_id = :id"),
+        conn.execute(statement(conn, "DELETE FROM {schema}.run_metrics WHERE run_id = :id"),
                      {"id": run_id})
         store(conn, run_id, found)
         # Read back from what is stored, this run's first measurements included.
@@ -150,8 +150,8 @@ def stored_result(engine: Engine, run_id: str, config: MonitorConfig | None = No
     """The metrics stored for ``run_id`` and the levels they cross now."""
     config = config or MonitorConfig.load()
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT metric, segment, value FROM batchscore.run_metrics WHERE run_id = :id"
+        rows = conn.execute(statement(conn,
+            "SELECT metric, segment, value FROM {schema}.run_metrics WHERE run_id = :id"
             " ORDER BY metric, segment"), {"id": run_id}).all()
     found = {(metric, segment): float(value) for metric, segment, value in rows}
     return MonitorResult(run_id=run_id, metrics=found, crossings=crossings(found, config.levels))
@@ -159,24 +159,24 @@ def stored_result(engine: Engine, run_id: str, config: MonitorConfig | None = No
 
 def store(conn: Connection, run_id: str, found: Metrics) -> None:
     if found:
-        conn.execute(sa.text(
-            "INSERT INTO batchscore.run_metrics (run_id, metric, segment, value)"
+        conn.execute(statement(conn,
+            "INSERT INTO {schema}.run_metrics (run_id, metric, segment, value)"
             " VALUES (:run_id, :metric, :segment, :value)"),
             [{"run_id": run_id, "metric": metric, "segment": segment, "value": value}
              for (metric, segment), value in found.items()])
 
 
 def run_facts(conn: Connection, run_id: str) -> RunFacts:
-    row = conn.execute(sa.text(
+    row = conn.execute(statement(conn,
         "SELECT r.status, r.logical_date, r.model_version, m.trained_as_of,"
         " (r.stats ->> 'predictions_catalog_items')::bigint,"
-        " (SELECT v.publish_id FROM batchscore.prediction_versions v"
+        " (SELECT v.publish_id FROM {schema}.prediction_versions v"
         "   WHERE v.run_id = r.run_id AND v.status NOT IN ('staged', 'dropped', 'failed')"
         "   ORDER BY v.publish_id DESC LIMIT 1) AS publish_id"
-        " FROM batchscore.runs r LEFT JOIN batchscore.model_versions m"
+        " FROM {schema}.runs r LEFT JOIN {schema}.model_versions m"
         "  ON m.version = r.model_version WHERE r.run_id = :id"), {"id": run_id}).first()
     if row is None:
-        raise MonitorError(f"no run {run_id!r} in batchscore.runs")
+        raise MonitorError(f"no run {run_id!r} in {names_of(conn.engine).schema}.runs")
     status, logical_date, model_version, trained_as_of, catalog_items, publish_id = row
     if status != "succeeded":
         raise MonitorError(f"run {run_id} is {status}: only a succeeded run is monitored")
@@ -184,7 +184,7 @@ def run_facts(conn: Connection, run_id: str) -> RunFacts:
         raise MonitorError(f"run {run_id} records no model version it served with")
     k = None
     if publish_id is not None:
-        k = conn.execute(sa.text("SELECT k FROM batchscore.prediction_versions"
+        k = conn.execute(statement(conn, "SELECT k FROM {schema}.prediction_versions"
                                  " WHERE publish_id = :p"), {"p": publish_id}).scalar_one()
     return RunFacts(run_id=run_id, logical_date=logical_date, model_version=model_version,
                     trained_as_of=trained_as_of, publish_id=publish_id, k=k,
@@ -215,11 +215,11 @@ def input_metrics(conn: Connection, facts: RunFacts,
               "training_start": midnight(training_end - timedelta(days=reference_days)),
               "training_end": midnight(training_end),
               "scan_start": midnight(scan_start)}
-    rows, active, new_users = conn.execute(sa.text(
-        "WITH today AS (SELECT user_id, count(*) AS events FROM batchscore.interactions"
+    rows, active, new_users = conn.execute(statement(conn,
+        "WITH today AS (SELECT user_id, count(*) AS events FROM {schema}.interactions"
         "  WHERE event_at >= :day AND event_at < :day_end GROUP BY user_id)"
         " SELECT coalesce(sum(events), 0), count(*),"
-        "  count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM batchscore.interactions i"
+        "  count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM {schema}.interactions i"
         "   WHERE i.user_id = today.user_id AND i.event_at < :day))"
         " FROM today"), bounds).one()
     found: Metrics = {("input.rows", ""): float(rows), ("input.active_users", ""): float(active)}
@@ -227,13 +227,12 @@ def input_metrics(conn: Connection, facts: RunFacts,
         found[("input.new_user_share", "")] = new_users / active
     # One pass over the scanned days: each item's events in the training window, the
     # previous day and the day, and whether it was seen in the scanned days before it.
-    items = conn.execute(sa.text(
-        "SELECT item_id,"
+    items = conn.execute(statement(conn, "SELECT item_id,"
         " count(*) FILTER (WHERE event_at >= :training_start AND event_at < :training_end),"
         " count(*) FILTER (WHERE event_at >= :previous AND event_at < :day),"
         " count(*) FILTER (WHERE event_at >= :day),"
         " bool_or(event_at < :day)"
-        " FROM batchscore.interactions WHERE event_at >= :scan_start AND event_at < :day_end"
+        " FROM {schema}.interactions WHERE event_at >= :scan_start AND event_at < :day_end"
         " GROUP BY item_id"), bounds).all()
     training = {int(i): float(n) for i, n, _, _, _ in items if n}
     previous = {int(i): float(n) for i, _, n, _, _ in items if n}
@@ -251,13 +250,12 @@ def input_metrics(conn: Connection, facts: RunFacts,
                 found[("input.item_popularity_psi", segment)] = measures.psi(expected, actual)
                 found[("input.item_popularity_js", segment)] = measures.js_divergence(
                     expected, actual)
-    activity = conn.execute(sa.text(
-        "SELECT events,"
+    activity = conn.execute(statement(conn, "SELECT events,"
         " count(*) FILTER (WHERE event_day >= :training_start AND event_day < :training_end),"
         " count(*) FILTER (WHERE event_day >= :previous AND event_day < :day),"
         " count(*) FILTER (WHERE event_day >= :day)"
         " FROM (SELECT date_trunc('day', event_at, 'UTC') AS event_day, count(*) AS events"
-        "  FROM batchscore.interactions WHERE event_at >= :scan_start AND event_at < :day_end"
+        "  FROM {schema}.interactions WHERE event_at >= :scan_start AND event_at < :day_end"
         "  GROUP BY user_id, event_day) AS user_days GROUP BY events"), bounds).all()
     histograms = [measures.activity_histogram({int(row[0]): int(row[column])
                                                for row in activity if row[column]})
@@ -279,10 +277,9 @@ def input_metrics(conn: Connection, facts: RunFacts,
 
 def previous_version(conn: Connection, facts: RunFacts) -> int | None:
     """The newest kept, served version of an earlier date than the run's."""
-    return conn.execute(sa.text(
-        "SELECT v.publish_id FROM batchscore.prediction_versions v"
+    return conn.execute(statement(conn, "SELECT v.publish_id FROM {schema}.prediction_versions v"
         " WHERE v.logical_date < :day AND v.status = ANY(:kept)"
-        "  AND EXISTS (SELECT 1 FROM batchscore.serving_history h"
+        "  AND EXISTS (SELECT 1 FROM {schema}.serving_history h"
         "              WHERE h.publish_id = v.publish_id)"
         " ORDER BY v.logical_date DESC, v.publish_id DESC LIMIT 1"),
         {"day": facts.logical_date, "kept": list(SERVED_KEPT)}).scalar()
@@ -293,15 +290,15 @@ def prediction_metrics(conn: Connection, facts: RunFacts, catalog: int) -> Metri
     concentration, and their scores and overlap against the previous version's."""
     publish_id = facts.publish_id
     # The publisher counted them as it loaded the version.
-    users, rows = conn.execute(sa.text(
-        "SELECT coalesce(users, 0), coalesce(rows, 0) FROM batchscore.prediction_versions"
+    users, rows = conn.execute(statement(conn,
+        "SELECT coalesce(users, 0), coalesce(rows, 0) FROM {schema}.prediction_versions"
         " WHERE publish_id = :p"), {"p": publish_id}).one()
     found: Metrics = {("predictions.users", ""): float(users),
                       ("predictions.rows", ""): float(rows)}
     if not users:
         return found
-    exposure = [float(n) for n in conn.execute(sa.text(
-        "SELECT count(*) FROM batchscore.predictions WHERE publish_id = :p"
+    exposure = [float(n) for n in conn.execute(statement(conn,
+        "SELECT count(*) FROM {schema}.predictions WHERE publish_id = :p"
         " GROUP BY item_id"), {"p": publish_id}).scalars()]
     catalog = max(catalog, len(exposure))
     found[("predictions.catalog_coverage", "")] = len(exposure) / catalog
@@ -314,15 +311,15 @@ def prediction_metrics(conn: Connection, facts: RunFacts, catalog: int) -> Metri
     # Both comparisons over the same sample of users: every user up to SAMPLE_USERS,
     # else those whose id is a multiple of the stride that leaves about that many.
     sample = {"stride": max(1, int(users) // SAMPLE_USERS)}
-    edges = conn.execute(sa.text(
+    edges = conn.execute(statement(conn,
         "SELECT percentile_cont(CAST(:q AS float8[])) WITHIN GROUP (ORDER BY score)"
-        " FROM batchscore.predictions WHERE publish_id = :p AND user_id % :stride = 0"),
+        " FROM {schema}.predictions WHERE publish_id = :p AND user_id % :stride = 0"),
         {"q": SCORE_DECILES, "p": previous, **sample}).scalar_one()
     if edges is None:
         return found
-    counts = conn.execute(sa.text(
+    counts = conn.execute(statement(conn,
         "SELECT publish_id, width_bucket(CAST(score AS float8), CAST(:edges AS float8[])),"
-        " count(*) FROM batchscore.predictions WHERE publish_id IN (:p, :q)"
+        " count(*) FROM {schema}.predictions WHERE publish_id IN (:p, :q)"
         " AND user_id % :stride = 0 GROUP BY 1, 2"),
         {"edges": list(edges), "p": publish_id, "q": previous, **sample}).all()
     histogram = {version: [0.0] * (len(edges) + 1) for version in (publish_id, previous)}
@@ -330,10 +327,10 @@ def prediction_metrics(conn: Connection, facts: RunFacts, catalog: int) -> Metri
         histogram[version][bucket] += n
     found[("predictions.score_psi", "vs_previous_version")] = measures.psi(
         histogram[previous], histogram[publish_id])
-    common, shared = conn.execute(sa.text(
-        "WITH cur AS (SELECT user_id, item_id FROM batchscore.predictions"
+    common, shared = conn.execute(statement(conn,
+        "WITH cur AS (SELECT user_id, item_id FROM {schema}.predictions"
         "  WHERE publish_id = :p AND rank <= :k AND user_id % :stride = 0),"
-        " prev AS (SELECT user_id, item_id FROM batchscore.predictions"
+        " prev AS (SELECT user_id, item_id FROM {schema}.predictions"
         "  WHERE publish_id = :q AND rank <= :k AND user_id % :stride = 0)"
         " SELECT (SELECT count(*) FROM (SELECT DISTINCT user_id FROM cur) a"
         "         JOIN (SELECT DISTINCT user_id FROM prev) b USING (user_id)),"
@@ -350,25 +347,26 @@ def prediction_metrics(conn: Connection, facts: RunFacts, catalog: int) -> Metri
 # Per user who had a list of version :p and came back in [:start, :end) (of those whose
 # id is a multiple of :stride): the distinct items they touched, and where those sit in
 # their list (list 'model') and in the version's popularity list (list 'popularity');
-# summed per arm. :ideal holds the ideal DCG for 1..K relevant items.
+# summed per arm. :ideal holds the ideal DCG for 1..K relevant items. A template
+# (:func:`jobs.platform.db.statement`).
 REALIZED_SQL = """
 WITH came_back AS (
-    SELECT DISTINCT i.user_id, i.item_id FROM batchscore.interactions i
+    SELECT DISTINCT i.user_id, i.item_id FROM {schema}.interactions i
     WHERE i.event_at >= :start AND i.event_at < :end AND i.user_id % :stride = 0),
 relevant AS (
     SELECT c.user_id, count(*) AS n FROM came_back c
-    WHERE EXISTS (SELECT 1 FROM batchscore.predictions p
+    WHERE EXISTS (SELECT 1 FROM {schema}.predictions p
                   WHERE p.publish_id = :p AND p.user_id = c.user_id AND p.rank = 1)
     GROUP BY c.user_id),
 hits AS (
     SELECT 'model' AS list, p.user_id, p.rank FROM came_back c
-    JOIN batchscore.predictions p
+    JOIN {schema}.predictions p
       ON p.publish_id = :p AND p.user_id = c.user_id AND p.item_id = c.item_id
     WHERE p.rank <= :k
     UNION ALL
     SELECT 'popularity', c.user_id, pi.rank FROM came_back c
     JOIN relevant r USING (user_id)
-    JOIN batchscore.popular_items pi ON pi.publish_id = :p AND pi.item_id = c.item_id
+    JOIN {schema}.popular_items pi ON pi.publish_id = :p AND pi.item_id = c.item_id
     WHERE pi.rank <= :k),
 ranked AS (
     SELECT list, user_id, rank,
@@ -389,7 +387,7 @@ SELECT u.list,
        sum(u.dcg / (CAST(:ideal AS float8[]))[least(u.n, :k)]) AS ndcg,
        sum(u.ap / least(u.n, :k)) AS map
 FROM per_user u
-LEFT JOIN batchscore.canary_users cu ON cu.publish_id = :p AND cu.user_id = u.user_id
+LEFT JOIN {schema}.canary_users cu ON cu.publish_id = :p AND cu.user_id = u.user_id
 GROUP BY u.list, arm
 """
 
@@ -397,19 +395,19 @@ GROUP BY u.list, arm
 def realized_metrics(conn: Connection, facts: RunFacts, window_days: int) -> Metrics:
     """How every kept, served version of an earlier date did on the events since: those
     of the days after its date, up to ``window_days`` of them and the run's date."""
-    versions = conn.execute(sa.text(
+    versions = conn.execute(statement(conn,
         "SELECT v.publish_id, v.model_version, v.logical_date, v.k, v.canary_model_version,"
         " coalesce(v.users, 0)"
-        " FROM batchscore.prediction_versions v"
+        " FROM {schema}.prediction_versions v"
         " WHERE v.logical_date < :day AND v.status = ANY(:kept)"
-        "  AND EXISTS (SELECT 1 FROM batchscore.serving_history h"
+        "  AND EXISTS (SELECT 1 FROM {schema}.serving_history h"
         "              WHERE h.publish_id = v.publish_id)"
         " ORDER BY v.logical_date"),
         {"day": facts.logical_date, "kept": list(SERVED_KEPT)}).all()
     found: Metrics = {}
     for publish_id, model_version, logical_date, k, canary_model, listed in versions:
         last_day = min(logical_date + timedelta(days=window_days), facts.logical_date)
-        rows = conn.execute(sa.text(REALIZED_SQL), {
+        rows = conn.execute(statement(conn, REALIZED_SQL), {
             "p": publish_id, "k": k, "stride": max(1, int(listed) // REALIZED_SAMPLE_USERS),
             "start": midnight(logical_date + timedelta(days=1)),
             "end": midnight(last_day + timedelta(days=1)),
@@ -445,16 +443,15 @@ def ndcg_share(conn: Connection, model_version: int, as_of: date) -> float | Non
     its date), so every value covers the same one day of events; None until one
     exists.
     """
-    row = conn.execute(sa.text(
-        "WITH first_measured AS ("
+    row = conn.execute(statement(conn, "WITH first_measured AS ("
         "  SELECT DISTINCT ON (m.segment) m.value,"
         "   CAST(split_part(m.segment, 'publish:', 2) AS bigint) AS publish_id"
-        "  FROM batchscore.run_metrics m JOIN batchscore.runs r USING (run_id)"
+        "  FROM {schema}.run_metrics m JOIN {schema}.runs r USING (run_id)"
         "  WHERE m.metric = 'realized.ndcg' AND m.segment LIKE :prefix"
         "   AND m.segment NOT LIKE '%/arm:%' AND r.logical_date <= :as_of"
         "  ORDER BY m.segment, r.logical_date, m.computed_at),"
         " dated AS (SELECT f.value, v.logical_date FROM first_measured f"
-        "  JOIN batchscore.prediction_versions v USING (publish_id))"
+        "  JOIN {schema}.prediction_versions v USING (publish_id))"
         " SELECT (SELECT value FROM dated ORDER BY logical_date DESC LIMIT 1),"
         "  (SELECT avg(value) FROM dated"
         "   WHERE logical_date < (SELECT min(logical_date) FROM dated) + :days)"),

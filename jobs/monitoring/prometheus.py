@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
 from sqlalchemy.engine import Engine
 
 from jobs.platform.config import PrometheusSettings
+from jobs.platform.db import names_of, statement
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +49,13 @@ def gauge_name(metric: str) -> str:
 
 def read_run_metrics(engine: Engine, run_id: str) -> RunMetrics:
     with engine.connect() as conn:
-        run = conn.execute(sa.text(
-            "SELECT logical_date, model_version FROM batchscore.runs WHERE run_id = :id"),
+        run = conn.execute(statement(conn,
+            "SELECT logical_date, model_version FROM {schema}.runs WHERE run_id = :id"),
             {"id": run_id}).first()
         if run is None:
-            raise LookupError(f"no run {run_id} in batchscore.runs")
-        rows = conn.execute(sa.text(
-            "SELECT metric, segment, value, computed_at FROM batchscore.run_metrics"
+            raise LookupError(f"no run {run_id} in {names_of(engine).schema}.runs")
+        rows = conn.execute(statement(conn,
+            "SELECT metric, segment, value, computed_at FROM {schema}.run_metrics"
             " WHERE run_id = :id ORDER BY metric, segment"), {"id": run_id}).all()
     return RunMetrics(run_id=run_id, logical_date=run.logical_date.isoformat(),
                       model_version=run.model_version,

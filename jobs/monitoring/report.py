@@ -20,11 +20,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from jobs.monitoring.thresholds import Crossing, Level, crossings, levels
 from jobs.platform import runs
+from jobs.platform.db import statement
 
 logger = logging.getLogger(__name__)
 
@@ -179,8 +179,8 @@ def write_index(engine: Engine, home: Path, held_to: Sequence[Level]) -> Path:
     recent = [run for run in runs.list_runs(engine, limit=HISTORY_RUNS * 4)
               if run.kind == "nightly"][:HISTORY_RUNS]
     with engine.connect() as conn:
-        metric_rows = conn.execute(sa.text(
-            "SELECT run_id, metric, segment, value FROM batchscore.run_metrics"
+        metric_rows = conn.execute(statement(conn,
+            "SELECT run_id, metric, segment, value FROM {schema}.run_metrics"
             " WHERE run_id = ANY(:ids)"), {"ids": [run.run_id for run in recent]}).all()
     metrics: dict[str, dict[tuple[str, str], float]] = {}
     for run_id, metric, segment, value in metric_rows:
@@ -202,8 +202,8 @@ def write_index(engine: Engine, home: Path, held_to: Sequence[Level]) -> Path:
 
 def newest_run_id(engine: Engine) -> str:
     with engine.connect() as conn:
-        run_id = conn.execute(sa.text(
-            "SELECT run_id FROM batchscore.runs WHERE kind = 'nightly'"
+        run_id = conn.execute(statement(conn,
+            "SELECT run_id FROM {schema}.runs WHERE kind = 'nightly'"
             " ORDER BY started_at DESC LIMIT 1")).scalar()
     if run_id is None:
         raise ReportError("there is no nightly run yet to report on; run `batchscore nightly`")
@@ -220,23 +220,23 @@ def gather(engine: Engine, run_id: str, held_to: list[Level]) -> ReportData:
         raise ReportError(f"there is no run {run_id!r} (`batchscore runs list` shows them)")
     with engine.connect() as conn:
         version = published_version(conn, run_id)
-        history = [(str(r), d) for r, d in conn.execute(sa.text(
+        history = [(str(r), d) for r, d in conn.execute(statement(conn,
             "SELECT run_id, logical_date FROM ("
             "  SELECT DISTINCT ON (logical_date) run_id, logical_date, started_at"
-            "  FROM batchscore.runs WHERE kind = 'nightly' AND logical_date <= :d"
+            "  FROM {schema}.runs WHERE kind = 'nightly' AND logical_date <= :d"
             "   AND (run_id = :id OR (status = 'succeeded' AND logical_date < :d))"
             "  ORDER BY logical_date, run_id = :id DESC, started_at DESC) latest"
             " ORDER BY logical_date DESC LIMIT :n"),
             {"id": run_id, "d": run.logical_date, "n": HISTORY_RUNS})][::-1]
-        metric_rows = conn.execute(sa.text(
+        metric_rows = conn.execute(statement(conn,
             "SELECT m.run_id, r.logical_date, m.metric, m.segment, m.value"
-            " FROM batchscore.run_metrics m JOIN batchscore.runs r USING (run_id)"
+            " FROM {schema}.run_metrics m JOIN {schema}.runs r USING (run_id)"
             " WHERE m.run_id = ANY(:ids) ORDER BY r.logical_date"),
             {"ids": [r for r, _ in history]}).all()
-        published_for = dict(conn.execute(sa.text(
-            "SELECT publish_id, logical_date FROM batchscore.prediction_versions")).all())
-        gates = conn.execute(sa.text(
-            "SELECT gates FROM batchscore.model_versions WHERE version = :v"),
+        published_for = dict(conn.execute(statement(conn,
+            "SELECT publish_id, logical_date FROM {schema}.prediction_versions")).all())
+        gates = conn.execute(statement(conn,
+            "SELECT gates FROM {schema}.model_versions WHERE version = :v"),
             {"v": run.model_version}).scalar() if run.model_version is not None else None
     trends = collect_trends(metric_rows)
     current = metrics_of(metric_rows, run_id)
@@ -275,9 +275,9 @@ def previous_run(engine: Engine, run_id: str, logical_date: date, metric_rows: S
 
 def published_version(conn: Any, run_id: str) -> Mapping[str, Any] | None:
     """The newest version ``run_id`` kept (not staged, not failed), or None."""
-    return conn.execute(sa.text(
+    return conn.execute(statement(conn,
         "SELECT publish_id, model_version, logical_date, k, status, users, rows,"
-        " canary_model_version, canary_fraction FROM batchscore.prediction_versions"
+        " canary_model_version, canary_fraction FROM {schema}.prediction_versions"
         " WHERE run_id = :id AND status NOT IN ('staged', 'failed')"
         " ORDER BY publish_id DESC LIMIT 1"), {"id": run_id}).mappings().first()
 
@@ -323,23 +323,23 @@ def score_histogram(engine: Engine, publish_id: int, logical_date: date
                     ) -> ScoreHistogram | None:
     """This version's scores, and the previous kept version's, counted in the same bins."""
     with engine.connect() as conn:
-        previous = conn.execute(sa.text(
-            "SELECT publish_id FROM batchscore.prediction_versions"
+        previous = conn.execute(statement(conn,
+            "SELECT publish_id FROM {schema}.prediction_versions"
             " WHERE publish_id < :id AND logical_date <= :d AND dropped_at IS NULL"
             "  AND status IN ('published', 'superseded', 'rolled_back')"
             " ORDER BY logical_date DESC, publish_id DESC LIMIT 1"),
             {"id": publish_id, "d": logical_date}).scalar()
         ids = [publish_id] + ([previous] if previous is not None else [])
-        low, high = conn.execute(sa.text(
-            "SELECT min(score), max(score) FROM batchscore.predictions"
+        low, high = conn.execute(statement(conn,
+            "SELECT min(score), max(score) FROM {schema}.predictions"
             " WHERE publish_id = ANY(:ids)"), {"ids": ids}).one()
         if low is None:
             return None
         # width_bucket needs an upper bound above every score, the maximum included.
         top = float(high) + max(abs(float(high)) * 1e-6, 1e-6)
-        counted = conn.execute(sa.text(
+        counted = conn.execute(statement(conn,
             "SELECT publish_id, width_bucket(CAST(score AS double precision), :lo, :hi, :n),"
-            " count(*) FROM batchscore.predictions WHERE publish_id = ANY(:ids)"
+            " count(*) FROM {schema}.predictions WHERE publish_id = ANY(:ids)"
             " GROUP BY 1, 2"), {"ids": ids, "lo": float(low), "hi": top, "n": SCORE_BINS}).all()
     counts = {pid: [0] * SCORE_BINS for pid in ids}
     for pid, bucket, count in counted:
@@ -357,9 +357,9 @@ def most_recommended(engine: Engine, publish_id: int, limit: int = TOP_ITEMS
                      ) -> list[dict[str, Any]]:
     """The items in the most users' lists of a version, with their titles when known."""
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(
+        rows = conn.execute(statement(conn,
             "SELECT p.item_id, i.title, count(*) AS users, avg(p.rank) AS mean_rank"
-            " FROM batchscore.predictions p LEFT JOIN batchscore.items i USING (item_id)"
+            " FROM {schema}.predictions p LEFT JOIN {schema}.items i USING (item_id)"
             " WHERE p.publish_id = :id GROUP BY p.item_id, i.title"
             " ORDER BY users DESC, p.item_id LIMIT :n"), {"id": publish_id, "n": limit}
         ).mappings().all()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from jobs.platform import services
 from jobs.platform.config import Settings
+from jobs.platform.db import statement
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,6 @@ def run_nightly(settings: Settings, run_date: date) -> DagRun:
 
     Raises :class:`AirflowError` pointing at the log unless the run published.
     """
-    import sqlalchemy as sa
 
 
     engine = services.database(settings)
@@ -97,8 +97,8 @@ def run_nightly(settings: Settings, run_date: date) -> DagRun:
     logger.info("airflow: running batchscore_nightly for %s (airflow dags test)", run_date)
     airflow_command(env, "dags", "test", "batchscore_nightly", run_date.isoformat(), log=log)
     with engine.connect() as conn:
-        row = conn.execute(sa.text(
-            "SELECT run_id, status, stats->>'publish_id' FROM batchscore.runs"
+        row = conn.execute(statement(conn,
+            "SELECT run_id, status, stats->>'publish_id' FROM {schema}.runs"
             " WHERE kind = 'nightly' AND logical_date = :d ORDER BY started_at DESC LIMIT 1"),
             {"d": run_date}).first()
     engine.dispose()

@@ -6,14 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
-import sqlalchemy as sa
-
 from jobs.data.generate import GenerateConfig, generate_and_load, last_whole_day
 from jobs.data.store import newest_event_date
 from jobs.lifecycle import registry
 from jobs.orchestration import local_airflow, nightly
 from jobs.platform import services
 from jobs.platform.config import Settings
+from jobs.platform.db import statement
 from jobs.training import train
 
 # The sample data set: small enough for a few minutes on 2 cores.
@@ -52,8 +51,8 @@ def quickstart(settings: Settings, *, through_airflow: bool = True,
             as_of=run_date, spark_master=settings.spark_master, als=train.AlsParams(),
             names=settings.names, history_uri=settings.history_uri))
     with engine.connect() as conn:
-        published = conn.execute(sa.text(
-            "SELECT publish_id FROM batchscore.prediction_versions"
+        published = conn.execute(statement(conn,
+            "SELECT publish_id FROM {schema}.prediction_versions"
             " WHERE status = 'published' AND logical_date = :d"), {"d": run_date}).scalar()
     if published is not None:
         say(f"3/3 {run_date} already published (version {published}): reusing it")
@@ -70,8 +69,8 @@ def quickstart(settings: Settings, *, through_airflow: bool = True,
             keep_versions=settings.keep_versions, alerts=settings.alerts,
             empty_day=settings.empty_day)).publish_id
     with engine.connect() as conn:
-        user = conn.execute(sa.text(
-            "SELECT user_id FROM bi.recommendations ORDER BY user_id LIMIT 1")).scalar()
+        user = conn.execute(statement(conn,
+            "SELECT user_id FROM {bi}.recommendations ORDER BY user_id LIMIT 1")).scalar()
     engine.dispose()
     return QuickstartResult(run_date=run_date, publish_id=published,
                             model_version=model.version, sample_user=user)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
-
 from jobs.contracts.redis import Keyspace, decode_meta
 from jobs.lifecycle import registry
 from jobs.platform import runs, services
 from jobs.platform.config import Settings
-from jobs.platform.db import applied_migrations, migrations
+from jobs.platform.db import applied_migrations, migrations, statement
 from jobs.platform.redis_client import connect
 from jobs.publish.reconcile import disagreement
 
@@ -34,12 +32,11 @@ def status(settings: Settings) -> dict[str, Any]:
     serving = registry.serving_or_none(engine)
     record["serving_model"] = serving.version if serving else None
     with engine.connect() as conn:
-        served = conn.execute(sa.text(
+        served = conn.execute(statement(conn,
             "SELECT publish_id, run_id, model_version, logical_date, users, rows, published_at"
-            " FROM bi.prediction_versions WHERE is_serving"
-        )).mappings().first()
+            " FROM {bi}.prediction_versions WHERE is_serving")).mappings().first()
         record["interactions"] = conn.execute(
-            sa.text("SELECT count(*) FROM batchscore.interactions")).scalar_one()
+            statement(conn, "SELECT count(*) FROM {schema}.interactions")).scalar_one()
     record["postgres_served"] = dict(served) if served else None
     client = connect(endpoints.redis_url)
     keys = Keyspace(settings.names.redis_prefix)

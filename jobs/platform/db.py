@@ -24,6 +24,9 @@ from sqlalchemy.engine import Engine
 from jobs.platform.names import Names
 
 if TYPE_CHECKING:
+    from psycopg2.sql import Composable, Composed
+
+if TYPE_CHECKING:
     # yoyo is imported where it is used: importing it takes tens of milliseconds,
     # which the modules that only connect need not pay.
     from yoyo.backends import DatabaseBackend
@@ -38,7 +41,10 @@ SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 # process of an older release never migrates at the same time as this one.
 MIGRATION_LOCK_ID = 7_203_114_001
 # The checksum of every applied migration file, written by batchscore (yoyo keeps none).
-CHECKSUMS_TABLE = "batchscore.schema_migrations"
+CHECKSUMS_TABLE = "{schema}.schema_migrations"
+# The sha256 of each migration as the releases before the migrations were templates
+# wrote it (the default names in the text): a database they migrated recorded these.
+CHECKSUMS_BEFORE_TEMPLATES = SQL_DIR / "checksums-before-templates.json"
 # The migration that creates the roles: every migration after it runs as the owner
 # role, so what it creates is the owner's and gets the owner's default privileges.
 ROLES_MIGRATION = "009_roles"
@@ -150,9 +156,9 @@ def cursor(engine: Engine) -> Iterator[Any]:
 def engine_for(database_url: str, names: Names | None = None) -> Engine:
     """A SQLAlchemy engine (psycopg2 driver) for a ``postgresql://`` URL.
 
-    With ``names`` other than the defaults, every statement sent through the
-    engine, raw psycopg2 cursors and COPY included, names that deployment's
-    schemas and roles (:meth:`Names.sql`); :func:`names_of` gives them back.
+    The engine carries ``names`` (the default ones unless given), which
+    :func:`names_of` gives back, and so do its psycopg2 connections:
+    :func:`statement` and :func:`composed` compose them into SQL.
     A login the server refuses for its password raises
     :class:`AuthenticationError`, naming the role, the server and what to do.
     """
@@ -160,9 +166,8 @@ def engine_for(database_url: str, names: Names | None = None) -> Engine:
     url = sa.engine.make_url(database_url)
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg2")
-    factory = names.cursor_factory()
     engine = sa.create_engine(url, pool_pre_ping=True,
-                              connect_args={"cursor_factory": factory} if factory else {},
+                              connect_args={"connection_factory": _connection_class(names)},
                               execution_options={"batchscore_names": names})
     sa.event.listen(engine, "do_connect", _connect_explaining_refusals)
     return engine
@@ -171,6 +176,31 @@ def engine_for(database_url: str, names: Names | None = None) -> Engine:
 def names_of(engine: Engine) -> Names:
     """The deployment names ``engine`` was made for (:func:`engine_for`)."""
     return engine.get_execution_options().get("batchscore_names") or Names()
+
+
+def composed(cur: Any, template: str, **more: Composable) -> Composed:
+    """``template`` composed with the names of the deployment whose engine made ``cur``'s
+    connection (:meth:`Names.compose`), for a psycopg2 cursor's ``execute`` or COPY."""
+    names = getattr(cur.connection, "deployment_names", None)
+    if names is None:
+        raise TypeError("this psycopg2 connection was not made by engine_for(), so it "
+                        "belongs to no deployment; compose with Names.compose instead")
+    return names.compose(template, **more)
+
+
+def _connection_class(names: Names) -> type:
+    """A psycopg2 connection class that knows the deployment it connects for."""
+    import psycopg2.extensions
+
+    return type(f"DeploymentConnection[{names.schema}]", (psycopg2.extensions.connection,),
+                {"deployment_names": names})
+
+
+def statement(conn: sa.Connection, template: str, **more: Composable) -> sa.TextClause:
+    """``template`` composed with the names of ``conn``'s deployment (:meth:`Names.compose`),
+    as a SQLAlchemy text clause: ``:name`` parameters bind as in ``sa.text``."""
+    composed = names_of(conn.engine).compose(template, **more)
+    return sa.text(composed.as_string(conn.connection.dbapi_connection))
 
 
 def _connect_explaining_refusals(dialect: Any, connection_record: Any, cargs: Any,
@@ -266,7 +296,8 @@ def _read(sql_dir: Path) -> MigrationList:
 def migrations(sql_dir: Path = SQL_DIR) -> list[Migration]:
     """The migrations in ``sql_dir``, in file-name order, as yoyo reads that folder.
 
-    Every ``.sql`` and ``.py`` file there is one; ``NAME.rollback.sql`` files
+    Every ``.sql`` file there is one (a ``.py`` file is refused when applied);
+    ``NAME.rollback.sql`` files
     are the rollbacks of ``NAME.sql``, not migrations. Raises
     :class:`MigrationError` when the folder is missing.
     """
@@ -283,11 +314,12 @@ def upgrade(engine: Engine, sql_dir: Path = SQL_DIR) -> list[str]:
     whose file has changed since. Safe to run again and from several processes
     at once: they take turns, and the later ones find nothing to do.
 
-    yoyo-migrations splits the files into statements and keeps its record of
-    what is applied in schema ``batchscore`` (the deployment's own, see
-    :mod:`jobs.platform.names`, which also names the schemas in the files) (``_yoyo_migration``,
-    ``_yoyo_log``, ``_yoyo_version``, ``yoyo_lock``);
-    ``batchscore.schema_migrations`` keeps each applied file's checksum. A
+    Each file is a template (:meth:`Names.compose`): its statements are
+    composed with ``engine``'s deployment names before they run. yoyo-migrations
+    splits the files into statements and keeps its record of what is applied in
+    the deployment's core schema (``batchscore`` by default: ``_yoyo_migration``,
+    ``_yoyo_log``, ``_yoyo_version``, ``yoyo_lock``); ``schema_migrations`` there
+    keeps each applied file's checksum. A
     database migrated before yoyo kept that record has only the checksums: its
     migrations are verified against them and marked applied, not run again.
     """
@@ -297,10 +329,10 @@ def upgrade(engine: Engine, sql_dir: Path = SQL_DIR) -> list[str]:
             # yoyo connects with search_path set to this schema, so it must exist
             # first; and under the lock, as CREATE SCHEMA IF NOT EXISTS fails when
             # another session creates the schema at the same moment.
-            conn.execute(sa.text("CREATE SCHEMA IF NOT EXISTS batchscore"))
+            conn.execute(statement(conn, "CREATE SCHEMA IF NOT EXISTS {schema}"))
         backend = _yoyo_backend(engine)
         try:
-            applied_now = _apply(backend, source)
+            applied_now = _apply(backend, source, names_of(engine))
         finally:
             backend.connection.close()
     if applied_now:
@@ -325,8 +357,7 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
 
 
 def _yoyo_backend(engine: Engine) -> DatabaseBackend:
-    """A yoyo backend on a connection of its own to ``engine``'s database, translating the
-    migrations' schema and role names as ``engine`` does."""
+    """A yoyo backend on a connection of its own to ``engine``'s database."""
     from yoyo import get_backend
 
     names = names_of(engine)
@@ -338,15 +369,15 @@ def _yoyo_backend(engine: Engine) -> DatabaseBackend:
     if "application_name" not in url.query:
         query["application_name"] = "batchscore db upgrade"
     backend = get_backend(url.update_query_dict(query).render_as_string(hide_password=False))
-    factory = names.cursor_factory()
-    if factory is not None:
-        backend.connection.cursor_factory = factory
     return backend
 
 
-def _apply(backend: DatabaseBackend, source: MigrationList) -> list[str]:
+def _apply(backend: DatabaseBackend, source: MigrationList, names: Names) -> list[str]:
     """Verify, mark and apply under the migration lock; the versions applied."""
     from yoyo.exceptions import BadMigration
+
+    def composed(template: str) -> str:
+        return names.compose(template).as_string(backend.connection)
 
     try:
         # Also creates or upgrades yoyo's own tables, in a transaction of its own.
@@ -359,17 +390,17 @@ def _apply(backend: DatabaseBackend, source: MigrationList) -> list[str]:
     # migration, then marks it in another transaction, which a crash between
     # the two turns into a migration run twice.
     with backend.transaction():
-        backend.execute(
+        backend.execute(composed(
             f"CREATE TABLE IF NOT EXISTS {CHECKSUMS_TABLE} ("
             " version text PRIMARY KEY, checksum text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        recorded = dict(backend.execute(
+        ))
+        recorded = dict(backend.execute(composed(
             f"SELECT version, checksum FROM {CHECKSUMS_TABLE}"
-        ).fetchall())
+        )).fetchall())
         for migration in source:
             if migration.id in recorded:
-                if recorded[migration.id] != _file_checksum(Path(migration.path)):
+                if recorded[migration.id] not in _accepted_checksums(migration):
                     raise MigrationError(
                         f"migration {migration.id} was changed after it was applied; "
                         "add a new migration instead of editing an applied one"
@@ -381,7 +412,8 @@ def _apply(backend: DatabaseBackend, source: MigrationList) -> list[str]:
             elif migration.id not in pending_ids:
                 raise MigrationError(
                     f"migration {migration.id} is marked applied in yoyo's table but its "
-                    f"checksum is not in {CHECKSUMS_TABLE}; was it applied with the yoyo "
+                    f"checksum is not in {names.schema}.schema_migrations; was it applied "
+                    "with the yoyo "
                     "command? Record its checksum there, or unmark it, and try again"
                 )
         for migration in pending:
@@ -392,8 +424,8 @@ def _apply(backend: DatabaseBackend, source: MigrationList) -> list[str]:
             as_owner = migration.id > ROLES_MIGRATION
             try:
                 if as_owner:
-                    backend.execute("SET ROLE batchscore_owner")
-                migration.process_steps(backend, "apply")
+                    backend.execute(composed("SET ROLE {owner}"))
+                _apply_statements(backend, migration, names)
                 if as_owner:
                     backend.execute("RESET ROLE")
             except backend.DatabaseError as exc:
@@ -402,12 +434,43 @@ def _apply(backend: DatabaseBackend, source: MigrationList) -> list[str]:
             backend.log_migration(migration, "apply")
             backend.mark_one(migration, log=False)
             backend.execute(
-                f"INSERT INTO {CHECKSUMS_TABLE} (version, checksum)"
-                " VALUES (:version, :checksum)",
+                composed(f"INSERT INTO {CHECKSUMS_TABLE} (version, checksum)"
+                         " VALUES (:version, :checksum)"),
                 {"version": migration.id, "checksum": _file_checksum(Path(migration.path))},
             )
             applied_now.append(migration.id)
     return applied_now
+
+
+def _accepted_checksums(migration: YoyoMigration) -> set[str]:
+    """The checksums a database may have recorded for ``migration``: its file's, and the
+    one its text had before its names were template fields."""
+    import json
+
+    before = json.loads(CHECKSUMS_BEFORE_TEMPLATES.read_text())
+    path = Path(migration.path)
+    accepted = {_file_checksum(path)}
+    if path.parent == SQL_DIR and migration.id in before:
+        accepted.add(before[migration.id])
+    return accepted
+
+
+def _apply_statements(backend: DatabaseBackend, migration: YoyoMigration,
+                      names: Names) -> None:
+    """Run ``migration``'s statements, each composed with ``names`` (a file is a template:
+    :meth:`Names.compose`), in the upgrade's transaction."""
+    from yoyo.migrations import read_sql_migration
+
+    _, _, statements = read_sql_migration(migration.path)
+    with backend.connection.cursor() as cur:
+        for text in statements:
+            try:
+                cur.execute(names.compose(text))
+            except (KeyError, IndexError, ValueError) as exc:
+                raise MigrationError(
+                    f"migration {migration.id} is not a valid template ({exc!r}): its "
+                    "names are fields such as {schema}, and a literal brace is doubled"
+                ) from exc
 
 
 def _check_applicable(migration: YoyoMigration) -> None:
@@ -420,6 +483,10 @@ def _check_applicable(migration: YoyoMigration) -> None:
         # earlier migrations and leave them marked applied.
         raise MigrationError(f"migration {migration.id} asks to run outside a transaction "
                              "(-- transactional: false), which upgrade() does not support")
+    if not migration.is_raw_sql():
+        raise MigrationError(f"migration {migration.id} is a Python file; batchscore's "
+                             "migrations are SQL templates (.sql), so that every "
+                             "deployment's names can be composed into them")
     if migration.is_raw_sql():
         _, _, statements = read_sql_migration(migration.path)
         if any(not _COMMENTS.sub("", statement).strip() for statement in statements):
@@ -437,12 +504,12 @@ def applied_migrations(engine: Engine) -> list[str]:
     """
     with engine.connect() as conn:
         exists = conn.execute(
-            sa.text(f"SELECT to_regclass('{CHECKSUMS_TABLE}')")
+            statement(conn, f"SELECT to_regclass('{CHECKSUMS_TABLE}')")
         ).scalar()
         if exists is None:
             return []
         return list(conn.execute(
-            sa.text(f"SELECT version FROM {CHECKSUMS_TABLE} ORDER BY version")
+            statement(conn, f"SELECT version FROM {CHECKSUMS_TABLE} ORDER BY version")
         ).scalars())
 
 

@@ -3,14 +3,18 @@
 Two deployments can share one database and one Redis when each sets its own
 schema names and key prefix. Every name must match :data:`NAME_PATTERN`, so a
 name can never carry a quote, a space, a glob character or a semicolon into
-SQL or into a Redis pattern.
+SQL or into a Redis pattern. SQL, in code and in the migrations alike, is
+written as a template whose schemas and roles are fields, and
+:meth:`Names.compose` builds each statement from it with
+``psycopg2.sql.Identifier``; no statement is rewritten on its way to the server.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+
+from psycopg2.sql import SQL, Composable, Composed, Identifier, Literal
 
 # Lower-case letters, digits and underscores, starting with a letter; short
 # enough that the roles derived from a schema name stay within PostgreSQL's
@@ -19,21 +23,6 @@ NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,39}")
 DEFAULT_SCHEMA = "batchscore"
 DEFAULT_BI_SCHEMA = "bi"
 DEFAULT_REDIS_PREFIX = "batchscore"
-
-
-# SQL in batchscore, code and migrations alike, names its schemas and roles by
-# their default names; a deployment with other names gets them translated
-# here, at execution (see :meth:`Names.sql`). These are the forms translated:
-# a qualified name, schema or quoted schema before a dot ...
-# (``%`` for a name formatted in by plpgsql's format(): ``batchscore.%I``) ...
-_QUALIFIED = re.compile(r'(?<![\w."$])("?)(batchscore|bi)\1(?=\.[A-Za-z_"%])')
-# ... a schema after SCHEMA (CREATE/DROP/ALTER SCHEMA, ON/IN SCHEMA) ...
-_AFTER_SCHEMA = re.compile(
-    r'(?i)(\bSCHEMA\s+(?:IF\s+(?:NOT\s+)?EXISTS\s+)?)"?(batchscore|bi)"?(?![\w.$])')
-# ... a schema's name as a string (``nspname = 'batchscore'``) ...
-_SCHEMA_LITERAL = re.compile(r"'(batchscore|bi)'")
-# ... and the roles, bare or as strings.
-_ROLE = re.compile(r"\bbatchscore_(owner|writer|bi)\b")
 
 
 class InvalidNameError(ValueError):
@@ -98,55 +87,23 @@ class Names:
     def is_default(self) -> bool:
         return (self.schema, self.bi_schema) == (DEFAULT_SCHEMA, DEFAULT_BI_SCHEMA)
 
-    def sql(self, text: str) -> str:
-        """``text`` with the default schema and role names replaced by this deployment's.
+    def compose(self, template: str, **more: Composable) -> Composed:
+        """``template`` with this deployment's schemas and roles composed in.
 
-        The names matched are the schemas before a dot (``batchscore.runs``,
-        ``"bi".runs``), after ``SCHEMA`` (``CREATE SCHEMA IF NOT EXISTS bi``,
-        ``ON SCHEMA batchscore``), as whole string literals (``'batchscore'``),
-        and the roles ``batchscore_owner``, ``batchscore_writer`` and
-        ``batchscore_bi``. Names are safe by construction (:data:`NAME_PATTERN`),
-        so they need no quoting.
+        A template is SQL with ``psycopg2.sql.SQL.format`` fields (so a literal
+        brace is written twice: ``'{{}}'::jsonb``). Identifiers, quoted:
+        ``{schema}`` and ``{bi}`` for the two schemas, ``{owner}``, ``{writer}``
+        and ``{bi_role}`` for the roles. The same names as string literals, for
+        catalogue lookups: ``{schema_name}``, ``{bi_name}``, ``{owner_name}``,
+        ``{writer_name}``, ``{bi_role_name}``. ``more`` adds fields of the
+        caller's own (an ``sql.Identifier`` of a table, say). Nothing is
+        rewritten: the statement is built from the template and the names.
         """
-        if self.is_default:
-            return text
-        schemas = {DEFAULT_SCHEMA: self.schema, DEFAULT_BI_SCHEMA: self.bi_schema}
-        roles = {"owner": self.owner_role, "writer": self.writer_role, "bi": self.bi_role}
-        text = _ROLE.sub(lambda m: roles[m.group(1)], text)
-        text = _QUALIFIED.sub(lambda m: m.group(1) + schemas[m.group(2)] + m.group(1), text)
-        text = _AFTER_SCHEMA.sub(lambda m: m.group(1) + schemas[m.group(2)], text)
-        return _SCHEMA_LITERAL.sub(lambda m: f"'{schemas[m.group(1)]}'", text)
+        return SQL(template).format(**self.fields(), **more)
 
-    def cursor_factory(self) -> type | None:
-        """A psycopg2 cursor class whose statements are translated by :meth:`sql`;
-        ``None`` for the default names, which need no translation."""
-        if self.is_default:
-            return None
-        return _translating_cursor(self)
-
-
-def _translating_cursor(names: Names) -> type:
-    import psycopg2.extensions
-
-    def translated(cursor: Any, query: Any) -> Any:
-        if isinstance(query, bytes):
-            return names.sql(query.decode()).encode()
-        if not isinstance(query, str):  # a psycopg2.sql.Composed
-            query = query.as_string(cursor)
-        return names.sql(query)
-
-    class TranslatingCursor(psycopg2.extensions.cursor):
-        def execute(self, query: Any, vars: Any = None) -> Any:
-            return super().execute(translated(self, query), vars)
-
-        def executemany(self, query: Any, vars_list: Any) -> Any:
-            return super().executemany(translated(self, query), vars_list)
-
-        def mogrify(self, query: Any, vars: Any = None) -> Any:
-            return super().mogrify(translated(self, query), vars)
-
-        def copy_expert(self, sql: Any, file: Any, size: int = 8192) -> Any:
-            return super().copy_expert(translated(self, sql), file, size)
-
-    TranslatingCursor.__name__ = f"TranslatingCursor[{names.schema},{names.bi_schema}]"
-    return TranslatingCursor
+    def fields(self) -> dict[str, Composable]:
+        """The fields :meth:`compose` fills, by name."""
+        roles = {"owner": self.owner_role, "writer": self.writer_role, "bi_role": self.bi_role}
+        names = {"schema": self.schema, "bi": self.bi_schema, **roles}
+        return {**{field: Identifier(name) for field, name in names.items()},
+                **{f"{field}_name": Literal(name) for field, name in names.items()}}

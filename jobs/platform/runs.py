@@ -13,10 +13,9 @@ from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from jobs.platform.db import session_lock, try_session_lock
+from jobs.platform.db import session_lock, statement, try_session_lock
 from jobs.platform.provenance import code_version, current_user
 
 logger = logging.getLogger(__name__)
@@ -104,12 +103,10 @@ def start(engine: Engine, kind: str, logical_date: date, model_version: int | No
     run_id = run_id or new_run_id(kind, logical_date)
     with engine.begin() as conn:
         conn.execute(
-            sa.text(
-                "INSERT INTO batchscore.runs (run_id, kind, logical_date, model_version,"
+            statement(conn, "INSERT INTO {schema}.runs (run_id, kind, logical_date, model_version,"
                 " status, started_by, code_version, lease_seconds)"
                 " VALUES (:run_id, :kind, :logical_date, :model_version, 'running',"
-                " :started_by, :code_version, :lease_seconds)"
-            ),
+                " :started_by, :code_version, :lease_seconds)"),
             {"run_id": run_id, "kind": kind, "logical_date": logical_date,
              "model_version": model_version, "started_by": current_user(),
              "code_version": code_version(), "lease_seconds": lease_seconds},
@@ -120,28 +117,28 @@ def start(engine: Engine, kind: str, logical_date: date, model_version: int | No
 
 def exists(engine: Engine, run_id: str) -> bool:
     with engine.connect() as conn:
-        return conn.execute(sa.text("SELECT exists(SELECT 1 FROM batchscore.runs"
+        return conn.execute(statement(conn, "SELECT exists(SELECT 1 FROM {schema}.runs"
                                     " WHERE run_id = :id)"), {"id": run_id}).scalar_one()
 
 
 def heartbeat(engine: Engine, run_id: str) -> None:
     """Renew a running run's lease: a process works on it now."""
     with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE batchscore.runs SET heartbeat_at = now()"
+        conn.execute(statement(conn, "UPDATE {schema}.runs SET heartbeat_at = now()"
                              " WHERE run_id = :id AND status = 'running'"), {"id": run_id})
 
 
 def status_of(engine: Engine, run_id: str) -> str | None:
     with engine.connect() as conn:
-        return conn.execute(sa.text("SELECT status FROM batchscore.runs WHERE run_id = :id"),
+        return conn.execute(statement(conn, "SELECT status FROM {schema}.runs WHERE run_id = :id"),
                             {"id": run_id}).scalar()
 
 
 def gone(engine: Engine) -> list[str]:
     """Running runs that no process works on any more: lease run out, nobody holds it."""
     with engine.connect() as conn:
-        candidates = list(conn.execute(sa.text(
-            "SELECT run_id FROM batchscore.runs WHERE status = 'running'"
+        candidates = list(conn.execute(statement(conn,
+            "SELECT run_id FROM {schema}.runs WHERE status = 'running'"
             " AND heartbeat_at + lease_seconds * interval '1 second' <= now()"
             " ORDER BY started_at")).scalars())
     return [run_id for run_id in candidates if not is_held(engine, run_id)]
@@ -169,7 +166,7 @@ def annotate(engine: Engine, run_id: str, stats: dict[str, Any],
     run's status is left as it is."""
     with engine.begin() as conn:
         conn.execute(
-            sa.text("UPDATE batchscore.runs SET stats = (stats - CAST(:drop AS text[]))"
+            statement(conn, "UPDATE {schema}.runs SET stats = (stats - CAST(:drop AS text[]))"
                     " || CAST(:stats AS jsonb) WHERE run_id = :run_id"),
             {"stats": json.dumps(stats), "drop": list(drop), "run_id": run_id},
         )
@@ -177,7 +174,8 @@ def annotate(engine: Engine, run_id: str, stats: dict[str, Any],
 
 def get(engine: Engine, run_id: str) -> Run | None:
     with engine.connect() as conn:
-        row = conn.execute(sa.text(f"SELECT {COLUMNS} FROM batchscore.runs WHERE run_id = :id"),
+        row = conn.execute(statement(conn,
+            f"SELECT {COLUMNS} FROM {{schema}}.runs WHERE run_id = :id"),
                            {"id": run_id}).first()
     return Run(*row) if row is not None else None
 
@@ -185,7 +183,8 @@ def get(engine: Engine, run_id: str) -> Run | None:
 def list_runs(engine: Engine, limit: int = 50) -> list[Run]:
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.text(f"SELECT {COLUMNS} FROM batchscore.runs ORDER BY started_at DESC LIMIT :n"),
+            statement(conn,
+                f"SELECT {COLUMNS} FROM {{schema}}.runs ORDER BY started_at DESC LIMIT :n"),
             {"n": limit},
         ).all()
     return [Run(*row) for row in rows]
@@ -195,9 +194,7 @@ def _finish(engine: Engine, run_id: str, status: str, stats: dict[str, Any],
             error: str | None) -> None:
     with engine.begin() as conn:
         conn.execute(
-            sa.text(
-                "UPDATE batchscore.runs SET status = :status, finished_at = now(),"
-                " stats = stats || CAST(:stats AS jsonb), error = :error WHERE run_id = :run_id"
-            ),
+            statement(conn, "UPDATE {schema}.runs SET status = :status, finished_at = now(),"
+                " stats = stats || CAST(:stats AS jsonb), error = :error WHERE run_id = :run_id"),
             {"status": status, "stats": json.dumps(stats), "error": error, "run_id": run_id},
         )

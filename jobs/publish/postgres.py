@@ -29,12 +29,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
-import sqlalchemy as sa
 from psycopg2 import errors, sql
 from sqlalchemy.engine import Connection, Engine
 
 from jobs.platform.config import DEFAULT_KEEP_VERSIONS
-from jobs.platform.db import cursor
+from jobs.platform.db import composed, cursor, names_of, statement
 from jobs.platform.provenance import current_user
 from jobs.publish import PublishVersion, SwitchOutcome, read_ahead
 from jobs.publish.copy_binary import CopyPayload, copy_lists_binary
@@ -94,15 +93,15 @@ class Rollback:
 def served_publish_id(engine: Engine) -> int | None:
     """The publish id readers are served now, or None before the first publish."""
     with engine.connect() as conn:
-        return conn.execute(sa.text("SELECT publish_id FROM batchscore.serving")).scalar()
+        return conn.execute(statement(conn, "SELECT publish_id FROM {schema}.serving")).scalar()
 
 
 def served_version(engine: Engine) -> tuple[int, date, int] | None:
     """What readers are served now: ``(publish_id, logical_date, model_version)``, or None."""
     with engine.connect() as conn:
-        row = conn.execute(sa.text(
-            "SELECT v.publish_id, v.logical_date, v.model_version FROM batchscore.serving s"
-            " JOIN batchscore.prediction_versions v USING (publish_id)")).first()
+        row = conn.execute(statement(conn,
+            "SELECT v.publish_id, v.logical_date, v.model_version FROM {schema}.serving s"
+            " JOIN {schema}.prediction_versions v USING (publish_id)")).first()
     return None if row is None else (row.publish_id, row.logical_date, row.model_version)
 
 
@@ -110,10 +109,10 @@ def list_versions(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
     """Published versions, newest first, as ``bi.prediction_versions`` shows them: the ids
     ``batchscore rollback --to`` and ``batchscore validate --predictions`` take."""
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(
+        rows = conn.execute(statement(conn,
             "SELECT publish_id, run_id, model_version, logical_date, k, status, users, rows,"
             " created_at, published_at, dropped_at, is_serving, canary_model_version,"
-            " canary_fraction FROM bi.prediction_versions"
+            " canary_fraction FROM {bi}.prediction_versions"
             " ORDER BY publish_id DESC LIMIT :n"), {"n": limit}).mappings().all()
     return [dict(row) for row in rows]
 
@@ -122,8 +121,9 @@ def record_switch(cur: Any, publish_id: int, previous: int | None, action: str,
                   reason: str, switched_by: str | None = None) -> None:
     """Add a row to ``batchscore.serving_history`` in the cursor's transaction."""
     cur.execute(
-        "INSERT INTO batchscore.serving_history (publish_id, previous_publish_id, action,"
-        " switched_by, reason) VALUES (%s, %s, %s, %s, %s)",
+        composed(cur,
+                "INSERT INTO {schema}.serving_history (publish_id, previous_publish_id, action,"
+                " switched_by, reason) VALUES (%s, %s, %s, %s, %s)"),
         (publish_id, previous, action, switched_by or current_user(), reason),
     )
 
@@ -151,14 +151,12 @@ class PostgresPublisher:
         """Reserve a publish id for a run; nothing is visible to readers yet."""
         with self.engine.begin() as conn:
             publish_id = conn.execute(
-                sa.text(
-                    "INSERT INTO batchscore.prediction_versions"
+                statement(conn, "INSERT INTO {schema}.prediction_versions"
                     " (run_id, model_version, logical_date, k, status, canary_model_version,"
                     "  canary_fraction)"
                     " VALUES (:run_id, :model_version, :logical_date, :k, 'staged',"
                     "  :canary_model_version, :canary_fraction)"
-                    " RETURNING publish_id"
-                ),
+                    " RETURNING publish_id"),
                 {"run_id": run_id, "model_version": model_version,
                  "logical_date": logical_date, "k": k,
                  "canary_model_version": canary.model_version if canary else None,
@@ -250,8 +248,9 @@ class PostgresPublisher:
         version = self._require_version()
         with self.engine.begin() as conn:
             conn.execute(
-                sa.text("INSERT INTO batchscore.popular_items (publish_id, rank, item_id, score)"
-                        " VALUES (:publish_id, :rank, :item_id, :score)"),
+                statement(conn,
+                    "INSERT INTO {schema}.popular_items (publish_id, rank, item_id, score)"
+                    " VALUES (:publish_id, :rank, :item_id, :score)"),
                 [{"publish_id": version.publish_id, "rank": int(rank), "item_id": int(item),
                   "score": float(score)}
                  for rank, item, score in zip(popular.column("rank").to_pylist(),
@@ -267,8 +266,9 @@ class PostgresPublisher:
         version = self._require_version()
         self._call("index_version_table", version.publish_id)
         with cursor(self.engine) as cur:
-            cur.execute("UPDATE batchscore.prediction_versions SET users = %s, rows = %s"
-                        " WHERE publish_id = %s AND status = 'staged'",
+            cur.execute(composed(cur,
+                    "UPDATE {schema}.prediction_versions SET users = %s, rows = %s"
+                    " WHERE publish_id = %s AND status = 'staged'"),
                         (self.users, self.rows, version.publish_id))
 
     def switch(self, publish_id: int, force_serve: bool = False) -> SwitchOutcome:
@@ -298,7 +298,8 @@ class PostgresPublisher:
         def attach(cur: Any) -> None:
             status = self._lock_version(cur, publish_id)[0]
             if status == "staged" and not self._is_partition(cur, publish_id):
-                cur.execute("SELECT batchscore.attach_version_table(%s)", (publish_id,))
+                cur.execute(composed(cur, "SELECT {schema}.attach_version_table(%s)"),
+                            (publish_id,))
 
         self._with_lock_retries(f"attaching version {publish_id}", attach)
 
@@ -307,29 +308,30 @@ class PostgresPublisher:
         if status != "staged":
             return self._already_switched(cur, publish_id, status)
         cur.execute(
-            "UPDATE batchscore.prediction_versions SET status = 'superseded'"
-            " WHERE logical_date = %s AND status = 'published' RETURNING publish_id",
+            composed(cur, "UPDATE {schema}.prediction_versions SET status = 'superseded'"
+            " WHERE logical_date = %s AND status = 'published' RETURNING publish_id"),
             (logical_date,),
         )
         superseded = [row[0] for row in cur.fetchall()]
         cur.execute(
-            "UPDATE batchscore.prediction_versions SET status = 'published',"
-            " published_at = now() WHERE publish_id = %s", (publish_id,))
+            composed(cur, "UPDATE {schema}.prediction_versions SET status = 'published',"
+            " published_at = now() WHERE publish_id = %s"), (publish_id,))
         cur.execute(
-            "SELECT s.publish_id, v.logical_date FROM batchscore.serving s"
-            " JOIN batchscore.prediction_versions v USING (publish_id)"
+            composed(cur, "SELECT s.publish_id, v.logical_date FROM {schema}.serving s"
+            " JOIN {schema}.prediction_versions v USING (publish_id)")
         )
         current = cur.fetchone()
         served = force_serve or current is None or logical_date >= current[1]
         if served:
             cur.execute(
-                "INSERT INTO batchscore.serving (only_row, publish_id) VALUES (true, %s)"
-                " ON CONFLICT (only_row) DO UPDATE"
-                " SET publish_id = EXCLUDED.publish_id, switched_at = now()",
+                composed(cur,
+                        "INSERT INTO {schema}.serving (only_row, publish_id) VALUES (true, %s)"
+                        " ON CONFLICT (only_row) DO UPDATE"
+                        " SET publish_id = EXCLUDED.publish_id, switched_at = now()"),
                 (publish_id,),
             )
-            cur.execute("SELECT run_id FROM batchscore.prediction_versions"
-                        " WHERE publish_id = %s", (publish_id,))
+            cur.execute(composed(cur, "SELECT run_id FROM {schema}.prediction_versions"
+                        " WHERE publish_id = %s"), (publish_id,))
             record_switch(cur, publish_id, current[0] if current else None,
                           "publish", f"run {cur.fetchone()[0]}")
         logger.info("postgres: version %d published (%s users, %s rows)%s", publish_id, users,
@@ -346,8 +348,8 @@ class PostgresPublisher:
             status, _, users, rows = self._lock_version(cur, publish_id)
             if status != "staged":
                 return self._already_switched(cur, publish_id, status)
-            cur.execute("UPDATE batchscore.prediction_versions SET status = 'shadow',"
-                        " published_at = now() WHERE publish_id = %s", (publish_id,))
+            cur.execute(composed(cur, "UPDATE {schema}.prediction_versions SET status = 'shadow',"
+                        " published_at = now() WHERE publish_id = %s"), (publish_id,))
             logger.info("postgres: shadow version %d stored (%s users, %s rows), not served",
                         publish_id, users, rows)
             return SwitchOutcome(served=False)
@@ -356,8 +358,8 @@ class PostgresPublisher:
 
     @staticmethod
     def _lock_version(cur: Any, publish_id: int) -> tuple[str, date, int | None, int | None]:
-        cur.execute("SELECT status, logical_date, users, rows"
-                    " FROM batchscore.prediction_versions WHERE publish_id = %s FOR UPDATE",
+        cur.execute(composed(cur, "SELECT status, logical_date, users, rows"
+                    " FROM {schema}.prediction_versions WHERE publish_id = %s FOR UPDATE"),
                     (publish_id,))
         row = cur.fetchone()
         if row is None:
@@ -369,7 +371,7 @@ class PostgresPublisher:
         if status not in SWITCHED:
             raise VersionStateError(f"version {publish_id} is {status}, not staged: it cannot "
                                     "be switched in; run its date again")
-        cur.execute("SELECT publish_id FROM batchscore.serving")
+        cur.execute(composed(cur, "SELECT publish_id FROM {schema}.serving"))
         row = cur.fetchone()
         logger.info("postgres: version %d was already switched in (%s)", publish_id, status)
         return SwitchOutcome(served=row is not None and row[0] == publish_id)
@@ -380,8 +382,9 @@ class PostgresPublisher:
         buffer = io.StringIO("".join(f"{version.publish_id}\t{int(user)}\t{model_version}\n"
                                      for user in user_ids))
         with cursor(self.engine) as cur:
-            cur.copy_expert("COPY batchscore.canary_users (publish_id, user_id, model_version)"
-                            " FROM STDIN", buffer)
+            cur.copy_expert(composed(cur,
+                    "COPY {schema}.canary_users (publish_id, user_id, model_version)"
+                    " FROM STDIN"), buffer)
         logger.info("postgres: %d users of version %d get canary model %d",
                     len(user_ids), version.publish_id, model_version)
         return len(user_ids)
@@ -401,24 +404,23 @@ class PostgresPublisher:
         (the registry's statuses); if it raises, nothing changes.
         """
         with self.engine.begin() as conn:
-            conn.execute(sa.text("LOCK TABLE batchscore.serving IN EXCLUSIVE MODE"))
-            current = conn.execute(sa.text(
+            conn.execute(statement(conn, "LOCK TABLE {schema}.serving IN EXCLUSIVE MODE"))
+            current = conn.execute(statement(conn,
                 "SELECT v.publish_id, v.model_version, v.canary_model_version"
-                " FROM batchscore.serving s JOIN batchscore.prediction_versions v"
+                " FROM {schema}.serving s JOIN {schema}.prediction_versions v"
                 " USING (publish_id)")).first()
             if current is None:
                 raise RollbackError("nothing is served yet: there is nothing to roll back")
-            target = conn.execute(sa.text(
+            target = conn.execute(statement(conn,
                 "SELECT v.publish_id, v.model_version, v.canary_model_version"
-                " FROM batchscore.prediction_versions v"
+                " FROM {schema}.prediction_versions v"
                 " WHERE v.publish_id <> :current AND (v.status = 'published'"
-                # A replaced version of a date comes back only if nothing else serves it.
                 "  OR (v.status = 'superseded' AND NOT EXISTS (SELECT 1"
-                "   FROM batchscore.prediction_versions o WHERE o.logical_date = v.logical_date"
+                "   FROM {schema}.prediction_versions o WHERE o.logical_date = v.logical_date"
                 "   AND o.status = 'published' AND o.publish_id <> :current)))"
                 " AND (v.publish_id = :to OR (CAST(:to AS bigint) IS NULL AND v.publish_id IN"
-                "  (SELECT h.publish_id FROM batchscore.serving_history h)))"
-                " ORDER BY (SELECT max(h.switched_at) FROM batchscore.serving_history h"
+                "  (SELECT h.publish_id FROM {schema}.serving_history h)))"
+                " ORDER BY (SELECT max(h.switched_at) FROM {schema}.serving_history h"
                 "  WHERE h.publish_id = v.publish_id) DESC NULLS LAST, v.publish_id DESC"
                 " LIMIT 1"), {"current": current.publish_id, "to": to}).first()
             if target is None:
@@ -428,14 +430,14 @@ class PostgresPublisher:
                     f"{current.publish_id}")
             if before_switch is not None:
                 before_switch(target.publish_id)
-            conn.execute(sa.text(
-                "UPDATE batchscore.prediction_versions SET status = 'rolled_back'"
+            conn.execute(statement(conn,
+                "UPDATE {schema}.prediction_versions SET status = 'rolled_back'"
                 " WHERE publish_id = :id"), {"id": current.publish_id})
-            conn.execute(sa.text(
-                "UPDATE batchscore.prediction_versions SET status = 'published'"
+            conn.execute(statement(conn,
+                "UPDATE {schema}.prediction_versions SET status = 'published'"
                 " WHERE publish_id = :id"), {"id": target.publish_id})
-            conn.execute(sa.text(
-                "UPDATE batchscore.serving SET publish_id = :id, switched_at = now()"),
+            conn.execute(statement(conn,
+                "UPDATE {schema}.serving SET publish_id = :id, switched_at = now()"),
                 {"id": target.publish_id})
             record_switch(conn.connection.cursor(), target.publish_id, current.publish_id,
                           "rollback", reason, changed_by)
@@ -462,17 +464,17 @@ class PostgresPublisher:
         anything was discarded.
         """
         def drop(cur: Any) -> bool:
-            cur.execute("SELECT status FROM batchscore.prediction_versions"
-                        " WHERE publish_id = %s FOR UPDATE", (publish_id,))
+            cur.execute(composed(cur, "SELECT status FROM {schema}.prediction_versions"
+                        " WHERE publish_id = %s FOR UPDATE"), (publish_id,))
             row = cur.fetchone()
             if row is None or row[0] != "staged":
                 return False
             self._drop_table(cur, publish_id)
-            cur.execute("UPDATE batchscore.prediction_versions SET status = 'failed'"
-                        " WHERE publish_id = %s", (publish_id,))
-            cur.execute("DELETE FROM batchscore.popular_items WHERE publish_id = %s",
+            cur.execute(composed(cur, "UPDATE {schema}.prediction_versions SET status = 'failed'"
+                        " WHERE publish_id = %s"), (publish_id,))
+            cur.execute(composed(cur, "DELETE FROM {schema}.popular_items WHERE publish_id = %s"),
                         (publish_id,))
-            cur.execute("DELETE FROM batchscore.canary_users WHERE publish_id = %s",
+            cur.execute(composed(cur, "DELETE FROM {schema}.canary_users WHERE publish_id = %s"),
                         (publish_id,))
             return True
 
@@ -492,19 +494,17 @@ class PostgresPublisher:
         """
         with self.engine.connect() as conn:
             doomed = list(conn.execute(
-                sa.text(
-                    "SELECT publish_id FROM batchscore.prediction_versions v"
+                statement(conn, "SELECT publish_id FROM {schema}.prediction_versions v"
                     " WHERE (v.status = 'published'"
-                    "  AND v.publish_id <> (SELECT publish_id FROM batchscore.serving)"
+                    "  AND v.publish_id <> (SELECT publish_id FROM {schema}.serving)"
                     "  AND v.publish_id NOT IN (SELECT kept.publish_id"
-                    "   FROM batchscore.prediction_versions kept WHERE kept.status = 'published'"
+                    "   FROM {schema}.prediction_versions kept WHERE kept.status = 'published'"
                     "   ORDER BY kept.logical_date DESC LIMIT :keep))"
                     " OR (v.status IN ('superseded', 'shadow', 'rolled_back')"
                     "  AND v.publish_id NOT IN (SELECT kept.publish_id"
-                    "   FROM batchscore.prediction_versions kept WHERE kept.status = v.status"
+                    "   FROM {schema}.prediction_versions kept WHERE kept.status = v.status"
                     "   ORDER BY kept.publish_id DESC LIMIT :aside))"
-                    " ORDER BY publish_id"
-                ),
+                    " ORDER BY publish_id"),
                 {"keep": self.keep_versions + 1, "aside": self.keep_versions},
             ).scalars())
         dropped = []
@@ -532,12 +532,12 @@ class PostgresPublisher:
     def _drop(cls, cur: Any, publish_id: int) -> None:
         cls._drop_table(cur, publish_id)
         cur.execute(
-            "UPDATE batchscore.prediction_versions SET status = 'dropped',"
-            " dropped_at = now() WHERE publish_id = %s", (publish_id,),
+            composed(cur, "UPDATE {schema}.prediction_versions SET status = 'dropped',"
+            " dropped_at = now() WHERE publish_id = %s"), (publish_id,),
         )
-        cur.execute("DELETE FROM batchscore.popular_items WHERE publish_id = %s",
+        cur.execute(composed(cur, "DELETE FROM {schema}.popular_items WHERE publish_id = %s"),
                     (publish_id,))
-        cur.execute("DELETE FROM batchscore.canary_users WHERE publish_id = %s",
+        cur.execute(composed(cur, "DELETE FROM {schema}.canary_users WHERE publish_id = %s"),
                     (publish_id,))
 
     def _with_lock_retries(self, what: str, work: Callable[[Any], T]) -> T:
@@ -558,20 +558,21 @@ class PostgresPublisher:
                 time.sleep(delay)
                 delay *= 2
         raise LockTimeoutError(
-            f"{what}: a lock on batchscore.prediction_lists stayed taken through "
+            f"{what}: a lock on {names_of(self.engine).schema}.prediction_lists stayed taken "
+            f"through "
             f"{self.lock_attempts} tries of {self.lock_timeout_ms} ms (a long query holds it; "
             "see pg_stat_activity)")
 
     @staticmethod
     def _drop_table(cur: Any, publish_id: int) -> None:
         """Detach a version's table if it is a partition, then drop it."""
-        cur.execute("SELECT batchscore.drop_version_table(%s)", (publish_id,))
+        cur.execute(composed(cur, "SELECT {schema}.drop_version_table(%s)"), (publish_id,))
 
     @staticmethod
     def _is_partition(cur: Any, publish_id: int) -> bool:
-        cur.execute("SELECT c.relispartition FROM pg_class c JOIN pg_namespace n"
-                    " ON n.oid = c.relnamespace WHERE n.nspname = 'batchscore'"
-                    " AND c.relname = %s", (partition_name(publish_id),))
+        cur.execute(composed(cur, "SELECT c.relispartition FROM pg_class c JOIN pg_namespace n"
+                    " ON n.oid = c.relnamespace WHERE n.nspname = {schema_name}"
+                    " AND c.relname = %s"), (partition_name(publish_id),))
         row = cur.fetchone()
         return row is not None and bool(row[0])
 
@@ -584,5 +585,5 @@ class PostgresPublisher:
         """Run one of the publisher's DDL functions (``sql/009_roles.sql``): the writer
         role may create, index, attach and drop version tables only through them."""
         with cursor(self.engine) as cur:
-            cur.execute(sql.SQL("SELECT batchscore.{}(%s)").format(sql.Identifier(function)),
-                        (publish_id,))
+            cur.execute(composed(cur, "SELECT {schema}.{function}(%s)",
+                                 function=sql.Identifier(function)), (publish_id,))

@@ -18,12 +18,11 @@ from contextlib import contextmanager
 
 import pyarrow as pa
 import redis
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from jobs.contracts.redis import Keyspace
 from jobs.platform.config import DEFAULT_KEEP_VERSIONS
-from jobs.platform.db import names_of, session_lock
+from jobs.platform.db import names_of, session_lock, statement
 from jobs.platform.names import Names
 from jobs.publish import PublishVersion, SwitchOutcome
 from jobs.publish.postgres import PostgresPublisher, served_publish_id
@@ -124,9 +123,9 @@ def follow_postgres(engine: Engine, client: redis.Redis, keys: Keyspace) -> Serv
 def version_record(engine: Engine, publish_id: int) -> tuple[PublishVersion, int | None]:
     """A version as PostgreSQL records it, and its user count."""
     with engine.connect() as conn:
-        row = conn.execute(sa.text(
+        row = conn.execute(statement(conn,
             "SELECT run_id, model_version, logical_date, k, canary_model_version,"
-            " canary_fraction, users FROM batchscore.prediction_versions"
+            " canary_fraction, users FROM {schema}.prediction_versions"
             " WHERE publish_id = :id"), {"id": publish_id}).one()
     return PublishVersion(publish_id=publish_id, run_id=row.run_id,
                           model_version=row.model_version, logical_date=row.logical_date,
@@ -140,14 +139,13 @@ def rewrite_from_postgres(engine: Engine, client: redis.Redis, keys: Keyspace,
     publisher = RedisPublisher(client, keys)
     publisher.prepare(version)
     with engine.connect() as conn:
-        popular = conn.execute(sa.text(
-            "SELECT item_id, score FROM batchscore.popular_items WHERE publish_id = :id"
+        popular = conn.execute(statement(conn,
+            "SELECT item_id, score FROM {schema}.popular_items WHERE publish_id = :id"
             " ORDER BY rank"), {"id": version.publish_id}).all()
         rows = conn.execution_options(stream_results=True, yield_per=REWRITE_BLOCK_USERS
-                                      ).execute(sa.text(
-                "SELECT user_id, item_ids, scores FROM batchscore.prediction_lists"
-                " WHERE publish_id = :id ORDER BY user_id"),
-                {"id": version.publish_id})
+                                      ).execute(statement(conn,
+            "SELECT user_id, item_ids, scores FROM {schema}.prediction_lists"
+            " WHERE publish_id = :id ORDER BY user_id"), {"id": version.publish_id})
         publisher.write_blocks(blocks_of(rows.partitions()))
     publisher.write_fallback(pa.table({"item_id": pa.array([r[0] for r in popular], pa.int64()),
                                        "score": pa.array([r[1] for r in popular], pa.float32())}))

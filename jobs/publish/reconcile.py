@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import redis
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from jobs.contracts.redis import Keyspace
 from jobs.platform import runs
+from jobs.platform.db import statement
 from jobs.publish.postgres import PostgresPublisher, partition_name, served_publish_id
 from jobs.publish.protocol import DEFAULT_LOCK_WAIT_SECONDS, follow_postgres, publish_lock
 from jobs.publish.redis import (
@@ -135,9 +135,9 @@ def reconcile(engine: Engine, client: redis.Redis, keys: Keyspace, staging_dir: 
 def staged_of_finished_runs(engine: Engine) -> list[int]:
     """Staged versions whose run no longer runs: nothing will ever switch them in."""
     with engine.connect() as conn:
-        return list(conn.execute(sa.text(
-            "SELECT v.publish_id FROM batchscore.prediction_versions v"
-            " JOIN batchscore.runs r USING (run_id)"
+        return list(conn.execute(statement(conn,
+            "SELECT v.publish_id FROM {schema}.prediction_versions v"
+            " JOIN {schema}.runs r USING (run_id)"
             " WHERE v.status = 'staged' AND r.status <> 'running' ORDER BY v.publish_id"
         )).scalars())
 
@@ -145,11 +145,11 @@ def staged_of_finished_runs(engine: Engine) -> list[int]:
 def drop_stale_tables(engine: Engine, postgres: PostgresPublisher) -> list[str]:
     """Drop version tables that are not partitions and whose version is not staged."""
     with engine.connect() as conn:
-        stale = list(conn.execute(sa.text(
+        stale = list(conn.execute(statement(conn,
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = 'batchscore' AND c.relkind = 'r' AND NOT c.relispartition"
+            " WHERE n.nspname = {schema_name} AND c.relkind = 'r' AND NOT c.relispartition"
             " AND c.relname ~ '^prediction_lists_p[0-9]+$'"
-            " AND NOT EXISTS (SELECT 1 FROM batchscore.prediction_versions v"
+            " AND NOT EXISTS (SELECT 1 FROM {schema}.prediction_versions v"
             "  WHERE v.status = 'staged'"
             "  AND 'prediction_lists_p' || v.publish_id::text = c.relname)"
             " ORDER BY c.relname")).scalars())
@@ -169,8 +169,8 @@ def settle_other_versions(engine: Engine, client: redis.Redis, keys: Keyspace,
     if not others:
         return [], []
     with engine.connect() as conn:
-        statuses = dict(conn.execute(sa.text(
-            "SELECT publish_id, status FROM batchscore.prediction_versions"
+        statuses = dict(conn.execute(statement(conn,
+            "SELECT publish_id, status FROM {schema}.prediction_versions"
             " WHERE publish_id = ANY(:ids)"), {"ids": others}).all())
     retired, deleted = [], []
     for publish_id in others:
@@ -187,8 +187,8 @@ def settle_other_versions(engine: Engine, client: redis.Redis, keys: Keyspace,
 def previously_served(engine: Engine, served: int) -> int | None:
     """The version served before ``served`` last became served."""
     with engine.connect() as conn:
-        return conn.execute(sa.text(
-            "SELECT previous_publish_id FROM batchscore.serving_history"
+        return conn.execute(statement(conn,
+            "SELECT previous_publish_id FROM {schema}.serving_history"
             " WHERE publish_id = :id ORDER BY switched_at DESC LIMIT 1"),
             {"id": served}).scalar()
 

@@ -35,7 +35,7 @@ from jobs.data.store import day_end
 from jobs.lifecycle.registry import ModelVersion, NewModel, get, register, serving_or_none
 from jobs.platform.artifacts import artifact_path, artifact_record, sha256_of
 from jobs.platform.config import Settings
-from jobs.platform.db import engine_for, ensure_schema
+from jobs.platform.db import engine_for, ensure_schema, statement
 from jobs.platform.names import Names
 from jobs.platform.progress import spark_progress
 from jobs.platform.provenance import code_version, current_user
@@ -413,11 +413,10 @@ def load_model(version: ModelVersion) -> ALSModel:
 
 def user_attributes(engine: Engine, users: list[int]) -> dict[int, dict[str, Any]]:
     """Attributes of ``users`` from ``batchscore.users`` (most users may have none)."""
-    import sqlalchemy as sa
 
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT user_id, attributes FROM batchscore.users WHERE user_id = ANY(:ids)"),
+        rows = conn.execute(statement(conn,
+            "SELECT user_id, attributes FROM {schema}.users WHERE user_id = ANY(:ids)"),
             {"ids": users}).all()
     return {int(user): dict(attributes) for user, attributes in rows}
 

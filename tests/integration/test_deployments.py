@@ -15,7 +15,7 @@ from jobs.lifecycle import registry
 from jobs.orchestration.rollback import roll_back
 from jobs.platform import services
 from jobs.platform.config import Settings
-from jobs.platform.db import applied_migrations, engine_for, migrations, upgrade
+from jobs.platform.db import applied_migrations, engine_for, migrations, statement, upgrade
 from jobs.platform.names import Names
 from jobs.platform.redis_client import connect
 from jobs.publish.protocol import publish_lock, publish_lock_key
@@ -42,9 +42,9 @@ def acme(engine, endpoints, acme_settings):
 
     def drop() -> None:
         with admin.begin() as conn:
-            # Translated: these drop acme_bi and acme, never bi or batchscore.
-            conn.execute(sa.text("DROP SCHEMA IF EXISTS bi CASCADE"))
-            conn.execute(sa.text("DROP SCHEMA IF EXISTS batchscore CASCADE"))
+            # Composed with acme's names: these drop acme_bi and acme, never bi or batchscore.
+            conn.execute(statement(conn, "DROP SCHEMA IF EXISTS {bi} CASCADE"))
+            conn.execute(statement(conn, "DROP SCHEMA IF EXISTS {schema} CASCADE"))
 
     drop()
     services.upgrade(acme_settings)

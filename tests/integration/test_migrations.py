@@ -1,4 +1,5 @@
 import hashlib
+import json
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -7,7 +8,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from jobs.platform.db import Migration, MigrationError, applied_migrations, migrations, upgrade
+from jobs.platform.db import (
+    CHECKSUMS_BEFORE_TEMPLATES,
+    Migration,
+    MigrationError,
+    applied_migrations,
+    migrations,
+    upgrade,
+)
+from jobs.platform.names import Names
 from tests.conftest import reset_database
 
 
@@ -30,8 +39,10 @@ def migrate_the_old_way(engine: sa.engine.Engine, applied: list[Migration]) -> N
             " applied_at timestamptz NOT NULL DEFAULT now())"
         ))
         for migration in applied:
-            # Without parameters, so a % in a file (009's format() calls) is itself.
-            conn.connection.driver_connection.cursor().execute(migration.path.read_text())
+            # The file composed with the default names (the runner ran plain SQL, which
+            # the file was then); without parameters, so a % (009's format()) is itself.
+            raw = conn.connection.driver_connection
+            raw.cursor().execute(Names().compose(migration.path.read_text()).as_string(raw))
             conn.execute(
                 sa.text("INSERT INTO batchscore.schema_migrations (version, checksum)"
                         " VALUES (:v, :c)"),
@@ -162,6 +173,25 @@ def test_a_database_migrated_before_yoyo_is_upgraded_in_place(engine) -> None:
                       **{m.version: "apply" for m in later}}
     assert yoyo_marked(engine) == applied_migrations(engine) == [m.version for m in migrations()]
     assert upgrade(engine) == []
+
+
+def test_checksums_recorded_before_the_migrations_were_templates_are_accepted(engine) -> None:
+    reset_database(engine)
+    upgrade(engine)
+    before = json.loads(CHECKSUMS_BEFORE_TEMPLATES.read_text())
+    assert sorted(before) == [m.version for m in migrations()][:15]
+    with engine.begin() as conn:
+        for version, checksum in before.items():
+            conn.execute(sa.text("UPDATE batchscore.schema_migrations SET checksum = :c"
+                                 " WHERE version = :v"), {"c": checksum, "v": version})
+
+    assert upgrade(engine) == []
+
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE batchscore.schema_migrations SET checksum = :c"
+                             " WHERE version = '003_bi'"), {"c": before["002_predictions"]})
+    with pytest.raises(MigrationError, match="003_bi was changed after it was applied"):
+        upgrade(engine)
 
 
 def test_a_database_migrated_before_yoyo_is_verified_before_it_is_marked(

@@ -33,7 +33,7 @@ def test_yoyo_runs_every_statement_as_written(migration) -> None:
 def test_a_do_block_is_one_statement() -> None:
     blocks = [s for s in statements_of("003_bi") if s.startswith("DO $$")]
     assert len(blocks) == 1
-    assert blocks[0].endswith("$$;") and "CREATE ROLE batchscore_bi NOLOGIN;" in blocks[0]
+    assert blocks[0].endswith("$$;") and "CREATE ROLE {bi_role} NOLOGIN;" in blocks[0]
 
 
 def test_comments_between_statements_go_with_the_next_one() -> None:

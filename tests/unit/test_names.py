@@ -1,8 +1,9 @@
-"""Configurable names: the strict pattern, and the translation of SQL to a deployment's names."""
+"""Configurable names: the strict pattern, and SQL composed with a deployment's names."""
 
 from __future__ import annotations
 
 import pytest
+from psycopg2.sql import SQL, Composed, Identifier, Literal
 
 from jobs.platform.config import ConfigError, Settings
 from jobs.platform.names import Names
@@ -42,36 +43,49 @@ def test_roles_carry_the_core_schema_name():
         "batchscore_owner", "batchscore_writer", "batchscore_bi")
 
 
-@pytest.mark.parametrize(("sql", "translated"), [
-    ("SELECT r.run_id FROM batchscore.runs r JOIN bi.runs b USING (run_id)",
-     "SELECT r.run_id FROM acme.runs r JOIN acme_bi.runs b USING (run_id)"),
-    ('COPY "batchscore"."items" (item_id) FROM STDIN', 'COPY "acme"."items" (item_id) FROM STDIN'),
-    ("CREATE SCHEMA IF NOT EXISTS batchscore", "CREATE SCHEMA IF NOT EXISTS acme"),
-    ("DROP SCHEMA IF EXISTS bi CASCADE", "DROP SCHEMA IF EXISTS acme_bi CASCADE"),
-    ("GRANT SELECT ON ALL TABLES IN SCHEMA bi TO batchscore_bi",
-     "GRANT SELECT ON ALL TABLES IN SCHEMA acme_bi TO acme_bi"),
-    ("SELECT 1 FROM pg_roles WHERE rolname = 'batchscore_writer'",
-     "SELECT 1 FROM pg_roles WHERE rolname = 'acme_writer'"),
-    ("SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-     " WHERE n.nspname = 'batchscore'",
-     "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-     " WHERE n.nspname = 'acme'"),
-    ("EXECUTE format('DROP TABLE IF EXISTS batchscore.%I', 'predictions_p' || id)",
-     "EXECUTE format('DROP TABLE IF EXISTS acme.%I', 'predictions_p' || id)"),
-    ("WHERE c.relnamespace IN ('batchscore'::regnamespace, 'bi'::regnamespace)",
-     "WHERE c.relnamespace IN ('acme'::regnamespace, 'acme_bi'::regnamespace)"),
-    ("SET ROLE batchscore_owner", "SET ROLE acme_owner"),
-    ("SELECT to_regclass('batchscore.schema_migrations')",
-     "SELECT to_regclass('acme.schema_migrations')"),
-    # Not schema names: a column of an alias, longer identifiers, other literals.
-    ("SELECT abi.x, mybatchscore.y, batchscore_writers, 'batchscore://models/serving'",
-     "SELECT abi.x, mybatchscore.y, batchscore_writers, 'batchscore://models/serving'"),
-])
-def test_sql_is_translated_to_the_deployments_names(sql, translated):
-    assert ACME.sql(sql) == translated
+def parts(composed: Composed) -> list:
+    """``composed``'s pieces, the plain SQL between fields joined into one string."""
+    joined: list = []
+    for piece in composed.seq:
+        if isinstance(piece, SQL) and joined and isinstance(joined[-1], str):
+            joined[-1] += piece.string
+        else:
+            joined.append(piece.string if isinstance(piece, SQL) else piece)
+    return joined
 
 
-def test_the_default_names_leave_sql_alone():
-    sql = "SELECT * FROM batchscore.runs JOIN bi.runs USING (run_id)"
-    assert Names().sql(sql) is sql
-    assert Names().cursor_factory() is None
+def test_a_template_is_composed_with_quoted_identifiers_and_literals():
+    assert ACME.compose(
+        "SELECT r.run_id FROM {schema}.runs r JOIN {bi}.runs b USING (run_id)"
+    ) == Composed([SQL("SELECT r.run_id FROM "), Identifier("acme"), SQL(".runs r JOIN "),
+                   Identifier("acme_bi"), SQL(".runs b USING (run_id)")])
+    assert ACME.compose("GRANT USAGE ON SCHEMA {bi} TO {writer}, {bi_role}") == Composed([
+        SQL("GRANT USAGE ON SCHEMA "), Identifier("acme_bi"), SQL(" TO "),
+        Identifier("acme_writer"), SQL(", "), Identifier("acme_bi")])
+    assert ACME.compose("SET ROLE {owner}") == Composed([SQL("SET ROLE "),
+                                                         Identifier("acme_owner")])
+    assert ACME.compose("WHERE rolname = {owner_name} AND nspname = {bi_name}") == Composed([
+        SQL("WHERE rolname = "), Literal("acme_owner"), SQL(" AND nspname = "),
+        Literal("acme_bi")])
+
+
+def test_the_default_names_are_composed_the_same_way():
+    assert Names().compose("SELECT * FROM {schema}.runs JOIN {bi}.runs USING (run_id)") == (
+        Composed([SQL("SELECT * FROM "), Identifier("batchscore"), SQL(".runs JOIN "),
+                  Identifier("bi"), SQL(".runs USING (run_id)")]))
+
+
+def test_nothing_outside_a_field_is_touched():
+    # An alias, a literal and a comment that read like the default names stay as written:
+    # only fields are filled, and a doubled brace is one brace.
+    text = ("SELECT bi.x, 'bi', 'batchscore' FROM {schema}.t AS bi -- batchscore.t\n"
+            "WHERE a = '{{}}'::jsonb")
+    assert parts(ACME.compose(text)) == [
+        "SELECT bi.x, 'bi', 'batchscore' FROM ", Identifier("acme"),
+        ".t AS bi -- batchscore.t\nWHERE a = '{}'::jsonb"]
+
+
+def test_a_callers_own_fields_join_the_deployments():
+    assert ACME.compose("SELECT {schema}.{function}(%s)", function=Identifier("f")) == (
+        Composed([SQL("SELECT "), Identifier("acme"), SQL("."), Identifier("f"),
+                  SQL("(%s)")]))
