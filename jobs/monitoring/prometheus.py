@@ -90,18 +90,24 @@ def export(engine: Engine, settings: PrometheusSettings, home: Path, run_id: str
     A Pushgateway when ``BATCHSCORE_PUSHGATEWAY_URL`` is set (the job
     ``batchscore_nightly``'s group is replaced); otherwise the textfile
     ``batchscore.prom`` in the metrics folder (default ``home/metrics``), replaced
-    atomically.
+    atomically. A deployment of other names has a group and a file of its own: the
+    grouping key ``deployment=<schema>``, the file ``batchscore-<schema>.prom``.
     """
     run = read_run_metrics(engine, run_id)
     registry = collect(run)
     url = settings.pushgateway_url
     if url:
-        push_to_gateway(url, job=PUSHGATEWAY_JOB, registry=registry, timeout=30)
-        where = f"{url} (job {PUSHGATEWAY_JOB})"
+        names = names_of(engine)
+        group = {} if names.is_default else {"deployment": names.schema}
+        push_to_gateway(url, job=PUSHGATEWAY_JOB, registry=registry, grouping_key=group,
+                        timeout=30)
+        where = f"{url} (job {PUSHGATEWAY_JOB}{''.join(f', {k} {v}' for k, v in group.items())})"
     else:
         folder = settings.folder(home)
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / TEXTFILE
+        names = names_of(engine)
+        path = folder / (TEXTFILE if names.is_default
+                         else TEXTFILE.replace(".prom", f"-{names.schema}.prom"))
         # Written beside the file and renamed: the collector never reads half of it.
         write_to_textfile(str(path), registry)
         where = str(path)

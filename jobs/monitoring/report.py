@@ -24,7 +24,8 @@ from sqlalchemy.engine import Engine
 
 from jobs.monitoring.thresholds import Crossing, Level, crossings, levels
 from jobs.platform import runs
-from jobs.platform.db import statement
+from jobs.platform.db import names_of, statement
+from jobs.platform.names import Names
 
 logger = logging.getLogger(__name__)
 
@@ -135,12 +136,14 @@ class Previous:
     crossed: int
 
 
-def report_path(home: Path, run_id: str) -> Path:
-    return home / REPORTS_DIR / f"{run_id}.html"
+def report_path(home: Path, run_id: str, names: Names | None = None) -> Path:
+    """Where a run's report is: ``home/reports`` (a sub-folder of it for a deployment of
+    other names, :meth:`Names.own_folder`)."""
+    return (names or Names()).own_folder(home / REPORTS_DIR) / f"{run_id}.html"
 
 
-def index_path(home: Path) -> Path:
-    return home / REPORTS_DIR / INDEX_FILE
+def index_path(home: Path, names: Names | None = None) -> Path:
+    return (names or Names()).own_folder(home / REPORTS_DIR) / INDEX_FILE
 
 
 def write_report(engine: Engine, home: Path, run_id: str | None = None,
@@ -152,7 +155,7 @@ def write_report(engine: Engine, home: Path, run_id: str | None = None,
     run_id = run_id or newest_run_id(engine)
     held_to = levels(load_contracts_config() if contracts is None else contracts)
     data = gather(engine, run_id, held_to)
-    path = report_path(home, run_id)
+    path = report_path(home, run_id, names_of(engine))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_report(data), encoding="utf-8")
     runs.annotate(engine, run_id, {"report": str(path)})
@@ -174,8 +177,8 @@ def write_report_logged(engine: Engine, home: Path, run_id: str) -> Path | None:
 
 
 def write_index(engine: Engine, home: Path, held_to: Sequence[Level]) -> Path:
-    """Rewrite ``reports/index.html``: the recent nightly runs with their headline figures,
-    the levels their metrics cross among them."""
+    """Rewrite the deployment's ``reports/index.html``: the recent nightly runs with their
+    headline figures, the levels their metrics cross among them."""
     recent = [run for run in runs.list_runs(engine, limit=HISTORY_RUNS * 4)
               if run.kind == "nightly"][:HISTORY_RUNS]
     with engine.connect() as conn:
@@ -187,14 +190,14 @@ def write_index(engine: Engine, home: Path, held_to: Sequence[Level]) -> Path:
         metrics.setdefault(run_id, {})[(metric, segment)] = float(value)
     rows = []
     for run in recent:
-        report = report_path(home, run.run_id)
+        report = report_path(home, run.run_id, names_of(engine))
         crossed = [c.level for c in crossings(metrics.get(run.run_id, {}), list(held_to))]
         rows.append({"run": run, "stats": run.stats,
                      "report": report.name if report.exists() else None,
                      "crossed": ", ".join(f"{crossed.count(level)} {level}"
                                           for level in ("retrain", "warn")
                                           if level in crossed)})
-    path = index_path(home)
+    path = index_path(home, names_of(engine))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(_template("index.html.j2").render(rows=rows), encoding="utf-8")
     return path

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from psycopg2.sql import SQL, Composable, Composed, Identifier, Literal
 
@@ -82,6 +83,12 @@ class Names:
     def redis_reader_user(self) -> str:
         """The Redis ACL user product services read as: GET on the serving keys only."""
         return f"{self.redis_prefix}_reader"
+
+    def own_folder(self, folder: Path) -> Path:
+        """Where this deployment keeps what it writes to ``folder`` of a home that several
+        deployments may share: ``folder`` itself for the default names, else a
+        sub-folder named after the core schema."""
+        return folder if self.is_default else folder / self.schema
 
     @property
     def is_default(self) -> bool:

@@ -214,10 +214,10 @@ class PostgresPublisher:
                 idle.put(connection)
 
         try:
-            statement = sql.SQL(
-                "COPY batchscore.{} (publish_id, user_id, item_ids, scores)"
-                " FROM STDIN WITH (FORMAT binary)").format(
-                sql.Identifier(partition_name(version.publish_id))).as_string(
+            statement = names_of(self.engine).compose(
+                "COPY {schema}.{table} (publish_id, user_id, item_ids, scores)"
+                " FROM STDIN WITH (FORMAT binary)",
+                table=sql.Identifier(partition_name(version.publish_id))).as_string(
                     connections[0].dbapi_connection)
             with ThreadPoolExecutor(len(connections), thread_name_prefix="copy") as loaders:
                 for users, payload in read_ahead(

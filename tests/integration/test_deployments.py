@@ -64,8 +64,8 @@ def tables_of(engine, schema: str) -> set[str]:
 
 def served(engine) -> list[tuple]:
     with engine.connect() as conn:
-        return [tuple(row) for row in conn.execute(sa.text(
-            "SELECT user_id, rank, item_id, logical_date FROM bi.recommendations"
+        return [tuple(row) for row in conn.execute(statement(
+            conn, "SELECT user_id, rank, item_id, logical_date FROM {bi}.recommendations"
             " ORDER BY user_id, rank"))]
 
 
@@ -87,22 +87,22 @@ def test_a_second_deployment_migrates_into_its_own_schemas(engine, acme):
 
 
 def test_a_deployments_roles_reach_only_its_own_schemas(engine, acme, acme_settings):
-    """acme's writer, connected without translation, is refused our schemas by the server."""
+    """acme's writer, asked for our schemas by name, is refused them by the server."""
     url = services.database_url(acme_settings, services.WRITER)
     assert "acme_writer" in url
-    plain = engine_for(url)  # default names: the SQL below means our schemas
+    plain = engine_for(url)  # default names: the templates below name our schemas
     try:
-        for statement in ("SELECT count(*) FROM batchscore.runs",
-                          "SELECT count(*) FROM bi.recommendations",
-                          "SELECT batchscore.drop_version_table(1)"):
+        for template in ("SELECT count(*) FROM {schema}.runs",
+                         "SELECT count(*) FROM {bi}.recommendations",
+                         "SELECT {schema}.drop_version_table(1)"):
             with pytest.raises(sa.exc.ProgrammingError) as refused, plain.connect() as conn:
-                conn.execute(sa.text(statement))
-            assert refused.value.orig.pgcode == "42501", statement
+                conn.execute(statement(conn, template))
+            assert refused.value.orig.pgcode == "42501", template
     finally:
         plain.dispose()
     # Its own tables it may use.
     with acme.connect() as conn:
-        assert conn.execute(sa.text("SELECT count(*) FROM batchscore.runs")).scalar() == 0
+        assert conn.execute(statement(conn, "SELECT count(*) FROM {schema}.runs")).scalar() == 0
 
 
 def keys_and_values(admin, pattern: str) -> dict[bytes, bytes | set]:
