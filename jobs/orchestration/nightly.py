@@ -64,7 +64,7 @@ from jobs.platform.config import (
     AlertSettings,
     PrometheusSettings,
 )
-from jobs.platform.db import engine_for, ensure_schema
+from jobs.platform.db import engine_for, ensure_schema, statement
 from jobs.platform.names import DEFAULT_REDIS_PREFIX, Names
 from jobs.platform.progress import progress
 from jobs.platform.provenance import current_user
@@ -582,10 +582,9 @@ def record_canary_users(engine: Engine, redis_url: str, state: RunState) -> RunS
 
 
 def version_status(engine: Engine, publish_id: int) -> str | None:
-    import sqlalchemy as sa
 
     with engine.connect() as conn:
-        return conn.execute(sa.text("SELECT status FROM batchscore.prediction_versions"
+        return conn.execute(statement(conn, "SELECT status FROM {schema}.prediction_versions"
                                     " WHERE publish_id = :id"), {"id": publish_id}).scalar()
 
 
@@ -647,17 +646,16 @@ def smoke_check(engine: Engine, redis_url: str, state: RunState) -> RunState:
     (Redis holds the served version and the one before it): its rows are
     checked, and Redis's pointer.
     """
-    import sqlalchemy as sa
 
     client = connect(redis_url)
     keys = state.keys
     publish_id = state.publish_id
     with engine.connect() as conn:
-        status = conn.execute(sa.text(
-            "SELECT status FROM batchscore.prediction_versions WHERE publish_id = :id"),
+        status = conn.execute(statement(conn,
+            "SELECT status FROM {schema}.prediction_versions WHERE publish_id = :id"),
             {"id": publish_id}).scalar()
-        sample = conn.execute(sa.text(
-            "SELECT user_id, item_ids FROM batchscore.prediction_lists"
+        sample = conn.execute(statement(conn,
+            "SELECT user_id, item_ids FROM {schema}.prediction_lists"
             " WHERE publish_id = :id ORDER BY user_id LIMIT :n"),
             {"id": publish_id, "n": SMOKE_SAMPLE_USERS}).all()
     served = served_publish_id(engine)
@@ -718,21 +716,20 @@ def sampled_lists(engine: Engine, publish_id: int, other: int, sample_size: int
                   ) -> tuple[dict[int, tuple[list[int], list[float]]], ...]:
     """Both versions' lists for a fixed sample of ``publish_id``'s users (stable hash)."""
     import numpy as np
-    import sqlalchemy as sa
 
     from jobs.contracts.canary import fixed_sample
 
     with engine.connect() as conn:
-        users = np.array(conn.execute(sa.text(
-            "SELECT user_id FROM batchscore.prediction_lists WHERE publish_id = :id"),
+        users = np.array(conn.execute(statement(conn,
+            "SELECT user_id FROM {schema}.prediction_lists WHERE publish_id = :id"),
             {"id": publish_id}).scalars().all(), dtype=np.int64)
         chosen = [int(user) for user in fixed_sample(users, sample_size)]
         lists = []
         for version in (publish_id, other):
             rows: dict[int, tuple[list[int], list[float]]] = {}
-            for user, items, scores in conn.execute(sa.text(
-                    "SELECT user_id, item_ids, scores FROM batchscore.prediction_lists"
-                    " WHERE publish_id = :id AND user_id = ANY(:users)"),
+            for user, items, scores in conn.execute(statement(conn,
+                "SELECT user_id, item_ids, scores FROM {schema}.prediction_lists"
+                " WHERE publish_id = :id AND user_id = ANY(:users)"),
                     {"id": version, "users": chosen}):
                 rows[int(user)] = (list(items), list(scores))
             lists.append(rows)

@@ -28,6 +28,7 @@ from jobs.platform import services
 from jobs.platform.config import Settings
 from jobs.platform.db import engine_for, statement
 from jobs.platform.names import Names
+from jobs.platform.redis_client import connect
 from jobs.platform.services.ports import free_port
 from tests.e2e.conftest import cli_world
 
@@ -48,11 +49,12 @@ def airflow_env(spark, settings, endpoints, tmp_path_factory):
     a model trained as of the 18th and the environment of an Airflow home for it; yields
     (environment, the second deployment's engine, Redis, the default one's state)."""
     with cli_world(settings, endpoints) as (default_engine, client):
-        assert main(["data", "generate", "--users", "200", "--items", "80", "--days", "20",
-                     "--seed", "3", "--end-date", "2026-11-20"]) == 0
+        assert main(["data", "generate", "--users", "300", "--items", "120", "--days", "30",
+                     "--seed", "5", "--end-date", "2026-11-20"]) == 0
         assert main(["train", "--as-of", "2026-11-20"]) == 0
         assert main(["nightly", "--run-date", "2026-11-20"]) == 0
-        default_before = deployment_state(default_engine, client, Names())
+        admin = connect(services.redis_url(settings, "admin"))
+        default_before = deployment_state(default_engine, admin, Names())
         assert default_before["redis"] and default_before["tables"]["prediction_versions"]
 
         engine = engine_for(endpoints.database_url, ACME)
@@ -86,7 +88,7 @@ def airflow_env(spark, settings, endpoints, tmp_path_factory):
         migrate = airflow(env, "db", "migrate")
         assert migrate.returncode == 0, migrate.stdout[-3000:]
         try:
-            yield env, engine, client, (default_engine, default_before)
+            yield env, engine, client, (default_engine, admin, default_before)
         finally:
             monkeypatch.undo()
             drop_schemas(engine)
@@ -100,7 +102,7 @@ def drop_schemas(engine: sa.engine.Engine) -> None:
         conn.execute(statement(conn, "DROP SCHEMA IF EXISTS {schema} CASCADE"))
 
 
-def deployment_state(engine: sa.engine.Engine, client, names: Names) -> dict:
+def deployment_state(engine: sa.engine.Engine, admin, names: Names) -> dict:
     """Every row of a deployment's tables (a digest per table) and every Redis key of its
     prefix with its value, and its Redis users' rules."""
     with engine.connect() as conn:
@@ -110,14 +112,14 @@ def deployment_state(engine: sa.engine.Engine, client, names: Names) -> dict:
         digests = {table: conn.execute(sa.text(
             f'SELECT count(*), md5(coalesce(string_agg(t::text, \'|\' ORDER BY t::text), \'\'))'
             f' FROM "{names.schema}"."{table}" t')).one()._tuple() for table in tables}
-    keys = sorted(client.scan_iter(match=f"{names.redis_prefix}:*", count=1000))
-    users = sorted(line for line in client.acl_list()
+    keys = sorted(admin.scan_iter(match=f"{names.redis_prefix}:*", count=1000))
+    users = sorted(line for line in admin.acl_list()
                    if line.startswith((f"user {names.redis_writer_user} ",
                                        f"user {names.redis_reader_user} ")))
     home = Path(os.environ["BATCHSCORE_HOME"])
     files = [names.own_folder(home / "reports") / "index.html",
              home / "metrics" / "batchscore.prom"]
-    return {"tables": digests, "redis": {key: client.dump(key) for key in keys},
+    return {"tables": digests, "redis": {key: admin.dump(key) for key in keys},
             "redis_users": users,
             "files": {path.name: path.read_bytes() for path in files if path.exists()}}
 
@@ -309,7 +311,7 @@ def test_a_failing_gate_fails_the_task_with_the_contract_in_its_log(airflow_env,
 
 def test_the_rest_of_the_flow_under_its_names_leaves_the_default_deployment_untouched(
         airflow_env, capsys) -> None:
-    _, engine, client, (default_engine, default_before) = airflow_env
+    _, engine, client, (default_engine, admin, default_before) = airflow_env
     capsys.readouterr()
     assert main(["quickstart", "--without-airflow"]) == 0
     out = capsys.readouterr().out
@@ -329,4 +331,4 @@ def test_the_rest_of_the_flow_under_its_names_leaves_the_default_deployment_unto
             "SELECT nspname FROM pg_namespace WHERE nspname IN ('acme', 'acme_bi')"
             " ORDER BY 1")).scalars().all()
     assert schemas == ["acme", "acme_bi"]
-    assert deployment_state(default_engine, client, Names()) == default_before
+    assert deployment_state(default_engine, admin, Names()) == default_before
