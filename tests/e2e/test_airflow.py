@@ -48,7 +48,7 @@ def airflow_env(spark, settings, endpoints, tmp_path_factory):
     """A default deployment with one published night, then the second deployment's data,
     a model trained as of the 18th and the environment of an Airflow home for it; yields
     (environment, the second deployment's engine, Redis, the default one's state)."""
-    with cli_world(settings, endpoints) as (default_engine, client):
+    with cli_world(settings, endpoints) as (default_engine, _):
         assert main(["data", "generate", "--users", "300", "--items", "120", "--days", "30",
                      "--seed", "5", "--end-date", "2026-11-20"]) == 0
         assert main(["train", "--as-of", "2026-11-20"]) == 0
@@ -82,9 +82,11 @@ def airflow_env(spark, settings, endpoints, tmp_path_factory):
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW_CONN_BATCHSCORE_POSTGRES": database_url,
-            "AIRFLOW_CONN_BATCHSCORE_REDIS": endpoints.redis_url,
+            # Its own Redis user too, held to the keys of its prefix.
+            "AIRFLOW_CONN_BATCHSCORE_REDIS": services.redis_url(acme_settings, "writer"),
             "AIRFLOW_CONN_SPARK_DEFAULT": '{"conn_type": "spark", "host": "local[1]"}',
         }
+        client = connect(services.redis_url(acme_settings, "writer"))
         migrate = airflow(env, "db", "migrate")
         assert migrate.returncode == 0, migrate.stdout[-3000:]
         try:
