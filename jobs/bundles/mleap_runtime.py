@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import queue
 import shutil
 import subprocess
@@ -74,9 +75,9 @@ class MleapRuntime:
     def command(self) -> list[str]:
         """The java command line; raises MleapRuntimeError naming what is missing."""
         java = self.java or shutil.which("java")
-        if java is None:
-            raise MleapRuntimeError("MLeap's JVM runtime needs Java 17 or newer, and 'java' is "
-                                     "not on PATH")
+        if java is None or not os.access(java, os.X_OK):
+            where = f"there is no program {java}" if java else "'java' is not on PATH"
+            raise MleapRuntimeError(f"MLeap's JVM runtime needs Java 17 or newer, and {where}")
         classes = self.project / "target" / "classes"
         jars = self.project / "target" / "lib"
         if not (classes / "batchscore" / "mleap" / "ScoreServer.class").is_file() \
@@ -85,6 +86,11 @@ class MleapRuntime:
                                      f"{jars}); run `make install`, which fetches MLeap's "
                                      f"jars and builds it")
         return [java, "-cp", f"{classes}:{jars}/*", MAIN_CLASS]
+
+    @property
+    def pid(self) -> int | None:
+        """The JVM's process id while it is started, else None."""
+        return self._process.pid if self._process is not None else None
 
     def start(self) -> MleapRuntime:
         """Start the JVM and wait until MLeap is loaded."""

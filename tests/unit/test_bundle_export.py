@@ -114,6 +114,29 @@ def test_als_bundle_predicts_what_spark_predicts(spark, als_model, tmp_path: Pat
     assert report.max_abs_diff <= 1e-5
 
 
+def test_each_scorer_catches_a_perturbed_factor(spark, als_model, tmp_path: Path,
+                                               mleap_runtime, three_ways) -> None:
+    from jobs.bundles import format as fmt
+
+    info = export_als(als_model, tmp_path / "als", spark_sample_users=3, sample_items=3)
+    with zipfile.ZipFile(info.path) as archive:
+        files = {n: archive.read(n).decode() for n in archive.namelist() if not n.endswith("/")}
+    model = json.loads(files["root/model.json"])
+    model["attributes"]["user_factors"]["tensor"][0]["float"][0] += 1e-3  # user 1
+    files["root/model.json"] = json.dumps(model)
+    fmt.write_zip(files, info.path)
+    sample = spark.createDataFrame([(1, 10), (2, 11)], ["user", "item"])
+
+    # MLeap's runtime and the Python reader each see the change on their own...
+    for scorer in (mleap_runtime.scorer(info.path), load_bundle(info.path)):
+        with pytest.raises(ParityError, match=r"column 'prediction': worst row 0 "
+                                              r"\{'user': 1, 'item': 10\}"):
+            check_parity(scorer, als_model, sample)
+    # ...and so does the three-way check.
+    with pytest.raises(ParityError, match=r"python and spark differ on column 'prediction'"):
+        three_ways(info.path, als_model, sample)
+
+
 def test_parity_gate_names_the_column_and_row(spark, als_model, tmp_path: Path) -> None:
     from pyspark.ml.recommendation import ALS
 
