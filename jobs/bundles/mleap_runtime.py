@@ -206,3 +206,15 @@ class MleapRuntime:
     def _stderr_text(self) -> str:
         lines = [line for line in self._stderr_tail if line.strip()]
         return "; its stderr ends: " + " | ".join(lines[-5:]) if lines else ""
+
+
+def score_file(bundle_path: Path, frame_path: Path) -> LeapFrame:
+    """Score the LeapFrame JSON file with the bundle in MLeap's runtime, in a JVM started and
+    stopped for this call; the CLI's ``bundle score --runtime jvm``."""
+    from jobs.bundles.leapframe import read_frame
+
+    if not bundle_path.exists():
+        raise FileNotFoundError(f"no bundle at {bundle_path}")
+    frame = read_frame(frame_path)
+    with MleapRuntime() as runtime:
+        return runtime.transform(bundle_path, frame)
