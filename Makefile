@@ -1,10 +1,13 @@
 # batchscore: `make help` lists the targets. The first `make run` or `make test`
-# creates .venv and installs the project and its dependencies into it.
+# creates .venv and installs the project and its dependencies into it, and builds
+# the checker that scores bundles in MLeap's JVM runtime (its jars from Maven Central).
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+MLEAP_JVM := jobs/bundles/jvm
+MLEAP_RUNTIME := $(MLEAP_JVM)/target/.built
 
 .DEFAULT_GOAL := help
 .PHONY: help install run airflow test test-unit test-integration test-dags test-e2e test-faults lint format services-stop clean bench bench-layouts bench-scale spark-cluster
@@ -19,7 +22,11 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install batchscore with its dev tools
+$(MLEAP_RUNTIME): $(MLEAP_JVM)/pom.xml $(wildcard $(MLEAP_JVM)/src/main/java/batchscore/mleap/*.java)
+	mvn -q -B -Dstyle.color=never -f $(MLEAP_JVM)/pom.xml package
+	touch $@
+
+install: $(STAMP) $(MLEAP_RUNTIME) ## create .venv, install batchscore with its dev tools, build the MLeap runtime checker
 
 run: $(STAMP) ## quick start: sample data, train, one nightly through Airflow, embedded servers
 	$(BIN)/batchscore quickstart
@@ -27,12 +34,12 @@ run: $(STAMP) ## quick start: sample data, train, one nightly through Airflow, e
 airflow: $(STAMP) ## a local Airflow (UI on 127.0.0.1:8080) with the DAGs, wired to the servers
 	$(BIN)/batchscore airflow start
 
-test: $(STAMP) ## run every test tier
+test: $(STAMP) $(MLEAP_RUNTIME) ## run every test tier
 	@status=0; $(BIN)/pytest || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; fi; \
 	exit $$status
 
-test-unit: $(STAMP) ## unit tests only
+test-unit: $(STAMP) $(MLEAP_RUNTIME) ## unit tests only
 	$(BIN)/pytest tests/unit
 
 test-integration: $(STAMP) ## integration tests (embedded PostgreSQL and Redis)
@@ -71,4 +78,4 @@ services-stop: $(STAMP) ## stop the embedded PostgreSQL and Redis
 	$(BIN)/batchscore services stop
 
 clean: ## remove the virtual environment and caches (keeps .batchscore state)
-	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info $(MLEAP_JVM)/target

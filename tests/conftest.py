@@ -1,5 +1,6 @@
-"""Fixtures shared by every tier: one local Spark session, one pair of embedded servers,
-and one pair of Debian's servers (PostgreSQL 15, Redis 7) for the tests that run on both."""
+"""Fixtures shared by every tier: one local Spark session, one JVM with MLeap's runtime,
+one pair of embedded servers, and one pair of Debian's servers (PostgreSQL 15, Redis 7)
+for the tests that run on both."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from jobs.bundles.mleap_runtime import MLEAP_RUNTIME_VERSION, MleapRuntime, MleapRuntimeError
+from jobs.bundles.parity import ThreeWayReport, check_three_ways
+from jobs.bundles.reader import load_bundle
 from jobs.platform import services
 from jobs.platform.config import Settings
 from jobs.platform.db import engine_for, upgrade
@@ -37,6 +41,49 @@ def spark():
                             shuffle_partitions=1)
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def mleap_runtime() -> Iterator[MleapRuntime]:
+    """MLeap's JVM runtime, started once for the session and stopped at its end. A test
+    that needs it fails, never skips, when Java or the built runtime is missing."""
+    try:
+        runtime = MleapRuntime().start()
+    except MleapRuntimeError as err:
+        pytest.fail(str(err), pytrace=False)
+    yield runtime
+    runtime.close()
+
+
+# What each three-way parity check measured, printed at the end of the session.
+THREE_WAY_REPORTS: dict[str, ThreeWayReport] = {}
+
+
+@pytest.fixture
+def three_ways(request: pytest.FixtureRequest, mleap_runtime: MleapRuntime):
+    """``check(bundle, spark_model, sample, columns=None)``: score the sample with Spark,
+    MLeap's JVM runtime and the Python reader, fail on a pair that differs by more than
+    1e-5, and keep the report for the session's summary."""
+
+    def check(bundle: Path, spark_model, sample, columns=None) -> ThreeWayReport:
+        report = check_three_ways(load_bundle(bundle), mleap_runtime.scorer(bundle),
+                                  spark_model, sample, columns)
+        THREE_WAY_REPORTS[request.node.name] = report
+        return report
+
+    return check
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not THREE_WAY_REPORTS:
+        return
+    terminalreporter.write_line(f"largest |diff| between Spark, MLeap {MLEAP_RUNTIME_VERSION}'s "
+                                f"JVM runtime and the Python reader, per exported bundle:")
+    for name, report in sorted(THREE_WAY_REPORTS.items()):
+        terminalreporter.write_line(
+            f"  {name:<52} {report.rows:>3} rows  python-spark {report.python_vs_spark:.3g}  "
+            f"jvm-spark {report.jvm_vs_spark:.3g}  python-jvm {report.python_vs_jvm:.3g}  "
+            f"(bound {report.tolerance:g})")
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,10 @@ that it can be scored without Spark or a JVM. The modules:
 - ``reader``: loads a bundle (zip or directory) into a transformer and scores
   a LeapFrame with it.
 - ``export``: Spark models (``ALSModel``, ``PipelineModel``) to bundles.
-- ``parity``: the gate that checks a bundle scores like Spark does.
+- ``parity``: the gate that checks a bundle scores like Spark does, and the
+  three-way check that adds MLeap's own runtime.
+- ``mleap_runtime``: MLeap's JVM runtime (0.20.0, the Java program in ``jvm/``)
+  in a subprocess, scoring bundles as a second opinion.
 
 The reader modules import neither pyspark nor a JVM; Spark is imported only
 inside the export and parity functions.

@@ -165,6 +165,10 @@ def _write_value(value: Any, dtype: DataType) -> Any:
 
 def _read_value(raw: Any, dtype: DataType, where: str) -> Any:
     if raw is None:
+        if not dtype.nullable and dtype.kind == "scalar" and dtype.base in ("double", "float"):
+            # JSON has no NaN: MLeap's writer, like ours, writes it as null (an ALS
+            # prediction for an unknown user or item).
+            return math.nan
         if not dtype.nullable:
             raise BundleError(f"{where}: null in a non-nullable column")
         return None

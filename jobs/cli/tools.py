@@ -51,6 +51,10 @@ def add_commands(commands: Commands) -> None:
     bundle_score.add_argument("bundle", type=Path, help="a bundle: zip file or directory")
     bundle_score.add_argument("--frame", type=Path, required=True,
                               help="rows in MLeap's LeapFrame JSON (schema + rows)")
+    bundle_score.add_argument("--runtime", choices=("python", "jvm"), default="python",
+                              help="python: batchscore's reader (default); jvm: MLeap's own "
+                                   "runtime 0.20.0 in a JVM started for the call (make install "
+                                   "builds it)")
 
     add_bench_arguments(commands.add(
         "bench", cmd_bench,
@@ -120,13 +124,14 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_bundle_score(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs.bundles import mleap_runtime, reader
     from jobs.bundles.format import BundleError
     from jobs.bundles.leapframe import frame_to_text
-    from jobs.bundles.reader import score_file
 
+    score_file = mleap_runtime.score_file if args.runtime == "jvm" else reader.score_file
     try:
         scored = score_file(args.bundle, args.frame)
-    except BundleError as err:
+    except (BundleError, mleap_runtime.MleapRuntimeError) as err:
         raise CommandError(str(err)) from None
     print(frame_to_text(scored))
     return 0

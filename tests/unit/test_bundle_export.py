@@ -1,4 +1,10 @@
-"""Spark models exported as MLeap bundles score like Spark does (local Spark, tiny data)."""
+"""Spark models exported as MLeap bundles score like Spark does (local Spark, tiny data).
+
+Every kind of bundle the exporter writes is also scored three ways, by Spark, by
+MLeap's own JVM runtime (0.20.0) and by the Python reader, with each pair's
+largest difference bounded by 1e-5 (the ``three_ways`` fixture; the session's
+summary lists what each test measured).
+"""
 
 from __future__ import annotations
 
@@ -64,7 +70,8 @@ def features_stages(encode: bool = True) -> list:
     return stages
 
 
-def test_als_bundle_predicts_what_spark_predicts(spark, als_model, tmp_path: Path) -> None:
+def test_als_bundle_predicts_what_spark_predicts(spark, als_model, tmp_path: Path,
+                                                 three_ways) -> None:
     info = export_als(als_model, tmp_path / "als-v1", spark_sample_users=10, sample_items=10)
 
     assert info.path == tmp_path / "als-v1.zip"
@@ -99,6 +106,36 @@ def test_als_bundle_predicts_what_spark_predicts(spark, als_model, tmp_path: Pat
         else:
             assert prediction == pytest.approx(expected[(user, item)], abs=1e-5)
 
+    # Every known pair and the unknown ones, in Spark, MLeap's runtime and the reader.
+    every_pair = [(u, i) for u in range(1, 7) for i in (10, 11, 12, 20, 21, 22)]
+    report = three_ways(info.path, als_model,
+                        spark.createDataFrame([*every_pair, (99, 10), (2, 98)], ["user", "item"]))
+    assert report.rows == 38 and report.columns == ("prediction",)
+    assert report.max_abs_diff <= 1e-5
+
+
+def test_each_scorer_catches_a_perturbed_factor(spark, als_model, tmp_path: Path,
+                                               mleap_runtime, three_ways) -> None:
+    from jobs.bundles import format as fmt
+
+    info = export_als(als_model, tmp_path / "als", spark_sample_users=3, sample_items=3)
+    with zipfile.ZipFile(info.path) as archive:
+        files = {n: archive.read(n).decode() for n in archive.namelist() if not n.endswith("/")}
+    model = json.loads(files["root/model.json"])
+    model["attributes"]["user_factors"]["tensor"][0]["float"][0] += 1e-3  # user 1
+    files["root/model.json"] = json.dumps(model)
+    fmt.write_zip(files, info.path)
+    sample = spark.createDataFrame([(1, 10), (2, 11)], ["user", "item"])
+
+    # MLeap's runtime and the Python reader each see the change on their own...
+    for scorer in (mleap_runtime.scorer(info.path), load_bundle(info.path)):
+        with pytest.raises(ParityError, match=r"column 'prediction': worst row 0 "
+                                              r"\{'user': 1, 'item': 10\}"):
+            check_parity(scorer, als_model, sample)
+    # ...and so does the three-way check.
+    with pytest.raises(ParityError, match=r"python and spark differ on column 'prediction'"):
+        three_ways(info.path, als_model, sample)
+
 
 def test_parity_gate_names_the_column_and_row(spark, als_model, tmp_path: Path) -> None:
     from pyspark.ml.recommendation import ALS
@@ -132,7 +169,8 @@ def leap_frame(rows: list[tuple]) -> LeapFrame:
                             "rows": [list(r) for r in rows]})
 
 
-def test_linear_regression_pipeline_round_trip(spark, houses, tmp_path: Path) -> None:
+def test_linear_regression_pipeline_round_trip(spark, houses, tmp_path: Path,
+                                               three_ways) -> None:
     from pyspark.ml.regression import LinearRegression
 
     stages = [*features_stages(), LinearRegression(labelCol="price", regParam=0.01)]
@@ -148,6 +186,10 @@ def test_linear_regression_pipeline_round_trip(spark, houses, tmp_path: Path) ->
     assert scored.rows[0][names.index("city_index")] == expected["city_index"] == 3.0
     assert scored.rows[0][names.index("prediction")] == pytest.approx(expected["prediction"],
                                                                      abs=1e-5)
+    report = three_ways(info.path, model, houses.union(spark.createDataFrame(unseen,
+                                                                             HOUSE_COLUMNS)))
+    assert report.rows == len(HOUSES) + 1 and report.max_abs_diff <= 1e-5
+    assert {"city_index", "city_vector", "prediction"} <= set(report.columns)
     with zipfile.ZipFile(info.path) as archive:
         listing = archive.namelist()
         stage_models = [json.loads(archive.read(n)) for n in listing
@@ -164,18 +206,23 @@ def test_linear_regression_pipeline_round_trip(spark, houses, tmp_path: Path) ->
     assert encoder["drop_last"] == {"boolean": True}
 
 
-def test_logistic_regression_pipeline_round_trip(spark, houses, tmp_path: Path) -> None:
+def test_logistic_regression_pipeline_round_trip(spark, houses, tmp_path: Path,
+                                                 three_ways) -> None:
     from pyspark.ml.classification import LogisticRegression
 
     stages = [*features_stages(), LogisticRegression(labelCol="expensive", maxIter=20,
                                                      regParam=0.1)]
-    _, info = pipeline_round_trip(spark, houses, stages, tmp_path, "logit")
+    model, info = pipeline_round_trip(spark, houses, stages, tmp_path, "logit")
 
     assert info.parity is not None
     assert {"rawPrediction", "probability", "prediction"} <= set(info.parity.columns)
+    report = three_ways(info.path, model, houses)
+    assert {"rawPrediction", "probability", "prediction"} <= set(report.columns)
+    assert report.max_abs_diff <= 1e-5
 
 
-def test_multinomial_logistic_regression_round_trip(spark, houses, tmp_path: Path) -> None:
+def test_multinomial_logistic_regression_round_trip(spark, houses, tmp_path: Path,
+                                                    three_ways) -> None:
     from pyspark.ml.classification import LogisticRegression
     from pyspark.ml.feature import StringIndexer, VectorAssembler
 
@@ -183,9 +230,11 @@ def test_multinomial_logistic_regression_round_trip(spark, houses, tmp_path: Pat
     stages = [StringIndexer(inputCol="city", outputCol="label"),
               VectorAssembler(inputCols=["rooms", "size", "price"], outputCol="features"),
               LogisticRegression(maxIter=20, regParam=0.1)]
-    _, info = pipeline_round_trip(spark, houses, stages, tmp_path, "multinomial")
+    model, info = pipeline_round_trip(spark, houses, stages, tmp_path, "multinomial")
 
     assert info.parity is not None and "probability" in info.parity.columns
+    report = three_ways(info.path, model, houses)
+    assert "probability" in report.columns and report.max_abs_diff <= 1e-5
     with zipfile.ZipFile(info.path) as archive:
         models = [json.loads(archive.read(n)) for n in archive.namelist()
                   if n.endswith("model.json")]
@@ -197,7 +246,8 @@ def test_multinomial_logistic_regression_round_trip(spark, houses, tmp_path: Pat
 
 @pytest.mark.parametrize(("kind", "trees"), [("decision_tree", 1), ("random_forest", 4),
                                              ("gbt", 4)])
-def test_tree_pipeline_round_trip(spark, houses, tmp_path: Path, kind: str, trees: int) -> None:
+def test_tree_pipeline_round_trip(spark, houses, tmp_path: Path, kind: str, trees: int,
+                                  three_ways) -> None:
     from pyspark.ml.regression import (
         DecisionTreeRegressor,
         GBTRegressor,
@@ -211,15 +261,18 @@ def test_tree_pipeline_round_trip(spark, houses, tmp_path: Path, kind: str, tree
         "gbt": GBTRegressor(labelCol="price", maxIter=4, maxDepth=2, seed=3),
     }
     stages = [*features_stages(encode=False), learners[kind]]
-    _, info = pipeline_round_trip(spark, houses, stages, tmp_path, kind)
+    model, info = pipeline_round_trip(spark, houses, stages, tmp_path, kind)
 
     assert info.parity is not None and "prediction" in info.parity.columns
+    report = three_ways(info.path, model, houses)
+    assert "prediction" in report.columns and report.max_abs_diff <= 1e-5
     with zipfile.ZipFile(info.path) as archive:
         tree_files = [n for n in archive.namelist() if n.endswith("/tree.json")]
     assert len(tree_files) == trees
 
 
-def test_parity_accepts_rows_spark_drops_for_cold_start(spark, tmp_path: Path) -> None:
+def test_parity_accepts_rows_spark_drops_for_cold_start(spark, tmp_path: Path,
+                                                        three_ways) -> None:
     from pyspark.ml.recommendation import ALS
 
     ratings = spark.createDataFrame(RATINGS, ["user_id", "item_id", "rating"])
@@ -232,6 +285,39 @@ def test_parity_accepts_rows_spark_drops_for_cold_start(spark, tmp_path: Path) -
     report = check_parity(load_bundle(info.path), model, sample)
 
     assert report.rows == 2 and report.columns == ("prediction",)
+    # MLeap's runtime has no cold start strategy: like the reader, it says NaN.
+    assert three_ways(info.path, model, sample).max_abs_diff == 0.0
+
+
+def test_multi_column_encoder_round_trip(spark, houses, tmp_path: Path, three_ways) -> None:
+    from pyspark.ml.feature import OneHotEncoder, StringIndexer, VectorAssembler
+    from pyspark.ml.regression import LinearRegression
+
+    stages = [StringIndexer(inputCol="city", outputCol="city_index", handleInvalid="keep"),
+              OneHotEncoder(inputCols=["city_index"], outputCols=["city_vector"]),
+              VectorAssembler(inputCols=["rooms", "city_vector"], outputCol="features"),
+              LinearRegression(labelCol="price")]
+    model, info = pipeline_round_trip(spark, houses, stages, tmp_path, "encoder-columns")
+
+    report = three_ways(info.path, model, houses)
+    assert {"city_vector", "prediction"} <= set(report.columns)
+    assert report.max_abs_diff <= 1e-5
+
+
+def test_multi_column_string_indexer_is_beyond_mleap_0_20(spark, houses, tmp_path: Path,
+                                                          mleap_runtime) -> None:
+    from pyspark.ml.feature import StringIndexer
+
+    from jobs.bundles.mleap_runtime import MleapRefusedError
+
+    stages = [StringIndexer(inputCols=["city"], outputCols=["city_index"])]
+    _, info = pipeline_round_trip(spark, houses, stages, tmp_path, "indexer-columns")
+
+    # The Python reader passed the export's gate; MLeap 0.20.0's string indexer has a
+    # single input port (the input_cols form came in a later MLeap), so it refuses.
+    assert info.parity is not None and info.parity.max_abs_diff == 0.0
+    with pytest.raises(MleapRefusedError, match=r"NoSuchElementException: None\.get"):
+        mleap_runtime.transform(info.path, leap_frame(HOUSES[:1]))
 
 
 def test_export_refuses_a_stage_it_cannot_write(spark, houses, tmp_path: Path) -> None:
