@@ -28,7 +28,17 @@ from jobs.contracts.redis import Keyspace
 from jobs.data import history
 from jobs.data.store import day_end
 from jobs.lifecycle import registry
-from jobs.orchestration import nightly
+from jobs.orchestration.after_monitor import monitor
+from jobs.orchestration.checks import smoke_check
+from jobs.orchestration.outcome import finish
+from jobs.orchestration.prepare import (
+    begin,
+    score_in_process,
+    validate_inputs,
+    validate_predictions,
+)
+from jobs.orchestration.publish_steps import publish_postgres, publish_redis, switch
+from jobs.orchestration.run_state import NightlyConfig
 from jobs.platform.config import Settings
 from jobs.platform.db import engine_for, statement, upgrade
 from jobs.platform.redis_client import connect
@@ -76,7 +86,7 @@ class Stages:
         print(f"  {name}: {self.seconds[name]:.1f}s (median)", flush=True)
 
 
-def report_of(engine: Any, config: nightly.NightlyConfig, run_id: str) -> Path:
+def report_of(engine: Any, config: NightlyConfig, run_id: str) -> Path:
     from jobs.monitoring.report import write_report
 
     return write_report(engine, config.home, run_id)
@@ -108,36 +118,36 @@ def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int
             data_snapshot={}, code_version="bench", artifact_uri=model_path.as_uri()),
             promote_if_first=False).version
         (model_path / MODEL_METADATA_FILE).write_text(json.dumps({"model_version": version}))
-        config = nightly.NightlyConfig(
+        config = NightlyConfig(
             run_date=SCALE_DATE, database_url=servers.database_url,
             redis_url=servers.redis_url, home=work / "home", k=K, model_version=version,
             serve_older_date=True)
-        state = nightly.begin(engine, config)
+        state = begin(engine, config)
 
         print("the nightly steps:", flush=True)
         with PeakMemory() as peak:
             nightly_stages.run("validate inputs (the day's events; the history's sync)",
-                               lambda: nightly.validate_inputs(engine, state))
+                               lambda: validate_inputs(engine, state))
             nightly_stages.run("score (Spark job, with the prediction checks)",
-                               lambda: nightly.score_in_process(state, None))
+                               lambda: score_in_process(state, None))
             nightly_stages.run("validate predictions",
-                               lambda: nightly.validate_predictions(state))
+                               lambda: validate_predictions(state))
             nightly_stages.run("write aside in PostgreSQL (load, index)",
-                               lambda: nightly.publish_postgres(engine, state))
+                               lambda: publish_postgres(engine, state))
             nightly_stages.run("write aside in Redis",
-                               lambda: nightly.publish_redis(engine, servers.redis_url, state))
+                               lambda: publish_redis(engine, servers.redis_url, state))
             nightly_stages.run("switch both stores (attach, serve, persist, flip)",
-                               lambda: nightly.switch(engine, servers.redis_url, state))
+                               lambda: switch(engine, servers.redis_url, state))
             nightly_stages.run("smoke check",
-                               lambda: nightly.smoke_check(engine, servers.redis_url, state))
+                               lambda: smoke_check(engine, servers.redis_url, state))
             # Recording the run removes its staging folder: the floors below load
             # the same lists, kept aside (a rename, not timed).
             recommendations = (state.folder / RECOMMENDATIONS_DIR).rename(
                 work / RECOMMENDATIONS_DIR)
-            nightly_stages.run("record the run", lambda: nightly.finish(engine, state))
+            nightly_stages.run("record the run", lambda: finish(engine, state))
             monitoring = nightly_stages.run(
                 "monitor (input drift over the reference window, predictions)",
-                lambda: nightly.monitor(engine, state.run_id, raise_errors=True))
+                lambda: monitor(engine, state.run_id, raise_errors=True))
             nightly_stages.run("run report", lambda: report_of(engine, config, state.run_id))
         print(f"  monitoring: {len(monitoring['crossings'])} threshold(s) crossed", flush=True)
         stored = stored_sizes(engine, servers.redis_url, state.publish_id, users)

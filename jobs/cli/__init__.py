@@ -63,7 +63,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     )
     from jobs.monitoring.report import ReportError
     from jobs.orchestration.local_airflow import AirflowError
-    from jobs.orchestration.nightly import RunRequestError, StoreUnavailableError
+    from jobs.orchestration.run_state import RunRequestError, StoreUnavailableError
     from jobs.platform.db import AuthenticationError, LockWaitError, MigrationError
     from jobs.platform.redis_client import RedisAccessError
     from jobs.publish.postgres import LockTimeoutError, RollbackError, VersionStateError

@@ -91,6 +91,7 @@ def add_commands(commands: Commands) -> None:
 def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
     from jobs.contracts.inputs import NothingToScoreError
     from jobs.orchestration import nightly
+    from jobs.orchestration.run_state import NightlyConfig
 
     engine = database(settings)
     run_date = run_date_or_newest(engine, args.run_date)
@@ -113,7 +114,7 @@ def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
         raise CommandError("--force needs --reason: why the model serves despite its gates "
                            "is recorded")
     try:
-        result = nightly.run(nightly.NightlyConfig(
+        result = nightly.run(NightlyConfig(
             run_date=run_date, database_url=services.database_url(settings, services.WRITER),
             redis_url=services.redis_url(settings, "writer"), home=settings.home, k=k,
             spark_master=settings.spark_master,

@@ -55,7 +55,7 @@ def _engine() -> Any:
 
 
 def _state(context: dict[str, Any]) -> Any:
-    from jobs.orchestration.nightly import RunState
+    from jobs.orchestration.run_state import RunState
 
     begun = context["ti"].xcom_pull(task_ids=FIRST_TASK)
     if not begun:
@@ -85,12 +85,14 @@ def validate_inputs(**context: Any) -> dict[str, Any]:
     from airflow.sdk.exceptions import AirflowSkipException
 
     from jobs.contracts.inputs import NothingToScoreError
-    from jobs.orchestration import nightly
+    from jobs.orchestration.outcome import empty_day, fail
+    from jobs.orchestration.prepare import begin, validate_inputs
+    from jobs.orchestration.run_state import NightlyConfig
     from jobs.platform import runs
 
     params = context["params"]
     settings = Settings.from_env()
-    config = nightly.NightlyConfig(
+    config = NightlyConfig(
         run_date=resolve_run_date(params.get("run_date"), context.get("logical_date")),
         database_url=connection_url(POSTGRES_CONN_ID),
         redis_url=connection_url(REDIS_CONN_ID),
@@ -114,18 +116,18 @@ def validate_inputs(**context: Any) -> dict[str, Any]:
     engine = _engine()
     run_id = runs.new_run_id("nightly", config.run_date)
     with runs.lease(engine, run_id):
-        state = nightly.begin(engine, config, run_id, lease_seconds=RUN_LEASE_SECONDS)
+        state = begin(engine, config, run_id, lease_seconds=RUN_LEASE_SECONDS)
         try:
-            nightly.validate_inputs(engine, state)
+            validate_inputs(engine, state)
         except NothingToScoreError as nothing:
             try:
-                nightly.empty_day(engine, state, nothing, config.empty_day, settings.alerts,
-                                  context=context)
+                empty_day(engine, state, nothing, config.empty_day, settings.alerts,
+                          context=context)
             finally:
                 write_report(engine, state.run_id)
             raise AirflowSkipException(f"{nothing} (an empty-day alert was raised)") from None
         except BaseException as err:
-            nightly.fail(engine, state, err, config.redis_url)
+            fail(engine, state, err, config.redis_url)
             write_report(engine, state.run_id)
             raise
     return {"run_id": state.run_id, "work_dir": state.work_dir, "run_date": state.run_date,
@@ -147,18 +149,18 @@ def leased(context: dict[str, Any], step: Callable[[Any, Any], Any]) -> Any:
 
 
 def validate_predictions(**context: Any) -> None:
-    from jobs.orchestration import nightly
+    from jobs.orchestration.prepare import validate_predictions as validate
 
-    leased(context, lambda engine, state: nightly.validate_predictions(state))
+    leased(context, lambda engine, state: validate(state))
 
 
 def stage(context: dict[str, Any], name: str) -> Any:
-    """One stage of the run's plan (``jobs.orchestration.nightly.PLANS``): a shadow run's
+    """One stage of the run's plan (``jobs.orchestration.plans.PLANS``): a shadow run's
     ``publish_redis`` task writes nothing, its ``switch`` only attaches, its
     ``smoke_check`` compares with what is served."""
-    from jobs.orchestration import nightly
+    from jobs.orchestration.plans import run_stage
 
-    return leased(context, lambda engine, state: nightly.run_stage(
+    return leased(context, lambda engine, state: run_stage(
         engine, connection_url(REDIS_CONN_ID), state, name))
 
 
@@ -181,9 +183,9 @@ def smoke_check(**context: Any) -> None:
 
 
 def record_run(**context: Any) -> dict[str, Any]:
-    from jobs.orchestration import nightly
+    from jobs.orchestration.outcome import finish
 
-    state = leased(context, nightly.finish)
+    state = leased(context, finish)
     return {"run_id": state.run_id, "publish_id": state.publish_id,
             "served": bool(state.switch and state.switch["served"])}
 
@@ -192,12 +194,12 @@ def monitor(**context: Any) -> dict[str, Any]:
     """The recorded run's metrics, stored and held to their levels: ``{"run_id",
     "crossings": [...], "retrain"}``. A failure is recorded on the run (which stays
     published) and fails the task, so that Airflow retries it."""
-    from jobs.orchestration import nightly
+    from jobs.orchestration.after_monitor import monitor as measure
 
     recorded = context["ti"].xcom_pull(task_ids="record_run")
     if not recorded:
         raise RuntimeError("task record_run left no run id")
-    return nightly.monitor(_engine(), recorded["run_id"], raise_errors=True)
+    return measure(_engine(), recorded["run_id"], raise_errors=True)
 
 
 def record_failure(context: dict[str, Any]) -> None:
@@ -205,7 +207,8 @@ def record_failure(context: dict[str, Any]) -> None:
     and raise a ``failed`` alert naming the task, the run and the error. An empty day
     under BATCHSCORE_EMPTY_DAY=fail was recorded and alerted by its task already."""
     from jobs.contracts.inputs import EmptyDayError
-    from jobs.orchestration import nightly
+    from jobs.orchestration.outcome import alert_failed, fail
+    from jobs.orchestration.run_state import RunState
 
     begun = context["ti"].xcom_pull(task_ids=FIRST_TASK)
     error = context.get("exception") or f"task {context['ti'].task_id} failed"
@@ -216,15 +219,14 @@ def record_failure(context: dict[str, Any]) -> None:
         logger.warning("no batchscore run was begun; nothing to record")
     else:
         try:
-            state = nightly.RunState.load(begun["work_dir"])
+            state = RunState.load(begun["work_dir"])
         except FileNotFoundError:
             logger.warning("run %s has no staging folder left; already recorded",
                            begun["run_id"])
         else:
             engine = _engine()
-            nightly.fail(engine, state,
-                         error if isinstance(error, BaseException) else str(error),
-                         connection_url(REDIS_CONN_ID))
+            fail(engine, state, error if isinstance(error, BaseException) else str(error),
+                 connection_url(REDIS_CONN_ID))
             write_report(engine, state.run_id)
     reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     try:
@@ -232,9 +234,9 @@ def record_failure(context: dict[str, Any]) -> None:
     except Exception as err:  # the task's own failure is what Airflow reports
         logger.error("no failure alert: PostgreSQL is out of reach (%s)", type(err).__name__)
         return
-    nightly.alert_failed(engine, Settings.from_env().alerts, begun["run_id"] if begun else None,
-                         f"task {context['ti'].task_id} of DAG run "
-                         f"{context.get('run_id') or '?'} failed: {reason}", context)
+    alert_failed(engine, Settings.from_env().alerts, begun["run_id"] if begun else None,
+                 f"task {context['ti'].task_id} of DAG run "
+                 f"{context.get('run_id') or '?'} failed: {reason}", context)
 
 
 # ---------------------------------------------------------------- after monitor

@@ -10,6 +10,7 @@ from jobs.data.generate import GenerateConfig, generate_and_load, last_whole_day
 from jobs.data.store import newest_event_date
 from jobs.lifecycle import registry
 from jobs.orchestration import local_airflow, nightly
+from jobs.orchestration.run_state import NightlyConfig
 from jobs.platform import services
 from jobs.platform.config import Settings
 from jobs.platform.db import statement
@@ -61,7 +62,7 @@ def quickstart(settings: Settings, *, through_airflow: bool = True,
         published = local_airflow.run_nightly(settings, run_date).publish_id
     else:
         say(f"3/3 nightly run for {run_date}")
-        published = nightly.run(nightly.NightlyConfig(
+        published = nightly.run(NightlyConfig(
             run_date=run_date, database_url=services.database_url(settings, services.WRITER),
             redis_url=services.redis_url(settings, "writer"), home=settings.home,
             k=settings.top_k, spark_master=settings.spark_master,

@@ -7,8 +7,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from jobs.lifecycle.registry import NewModel, register
-from jobs.orchestration import nightly
 from jobs.orchestration.airflow_tasks import FIRST_TASK, record_failure, report
+from jobs.orchestration.prepare import begin
+from jobs.orchestration.run_state import NightlyConfig
 from jobs.platform import runs
 from jobs.publish.postgres import PostgresPublisher
 
@@ -35,7 +36,7 @@ def test_failure_callback_records_the_run_and_discards_the_staged_version(
     register(engine, NewModel(created_by="test", trained_as_of=date(2026, 11, 1), params={},
                               metrics={}, data_snapshot={}, code_version="test",
                               artifact_uri=artifact.as_uri()))
-    state = nightly.begin(engine, nightly.NightlyConfig(
+    state = begin(engine, NightlyConfig(
         run_date=date(2026, 11, 20), database_url=endpoints.database_url,
         redis_url=endpoints.redis_url, home=tmp_path / "home", k=5))
     staged = PostgresPublisher(engine).allocate(state.run_id, 1, date(2026, 11, 20), 5)

@@ -30,7 +30,9 @@ import pyarrow.parquet as pq
 
 from jobs.contracts import redis as contract
 from jobs.lifecycle import registry
-from jobs.orchestration import nightly
+from jobs.orchestration import nightly, plans, publish_steps
+from jobs.orchestration.run_state import NightlyConfig, RunState
+from jobs.platform import runs
 from jobs.publish import postgres as postgres_module
 from jobs.publish import protocol as protocol_module
 from jobs.publish import read_blocks
@@ -95,7 +97,7 @@ def ensure_model(engine: Any, home: Path) -> None:
 
 def publish(target: Target, run_date: date, tag: int, *, lock_wait_seconds: float = 30.0,
             users: int = USERS, on_begin: Callable[[], None] | None = None,
-            serve_older_date: bool = False) -> nightly.RunState:
+            serve_older_date: bool = False) -> RunState:
     """One nightly run's publish through ``jobs.orchestration.nightly.execute``;
     ``on_begin`` is called once the run has begun (after reconcile), before anything is
     written."""
@@ -105,14 +107,14 @@ def publish(target: Target, run_date: date, tag: int, *, lock_wait_seconds: floa
     ensure_model(engine, target.home)
     engine.dispose()
 
-    def prepare(engine: Any, state: nightly.RunState) -> None:
+    def prepare(engine: Any, state: RunState) -> None:
         write_scoring_output(state.folder, tag, users)
         state.stats["scored_users"] = users
         state.save()
         if on_begin is not None:
             on_begin()
 
-    config = nightly.NightlyConfig(
+    config = NightlyConfig(
         run_date=run_date, database_url=target.database_url, redis_url=target.redis_url,
         home=target.home, k=K, lock_wait_seconds=lock_wait_seconds,
         serve_older_date=serve_older_date)
@@ -164,6 +166,17 @@ def hooked(owner: Any, name: str, nth: int, after: bool, action: Callable[[], No
     return wrapper
 
 
+def pause_at_stage(kind: str, stage: str, stop: Callable[[], None]) -> None:
+    """Stop as a stage of a ``kind`` run's plan begins, before its first step runs."""
+    first, *rest = plans.PLANS[kind][stage]
+
+    def stopped(*args: Any) -> Any:
+        stop()
+        return first(*args)
+
+    plans.PLANS[kind][stage] = (stopped, *rest)
+
+
 def pause_in_key_pass(nth: int, at_key: int, stop: Callable[[], None]) -> None:
     """Stop in the ``nth`` pass over a version's Redis keys (persist, or the retirement of
     a version two back), once ``at_key`` keys were sent: the commands before ran, the
@@ -199,7 +212,8 @@ def pause_in_key_pass(nth: int, at_key: int, stop: Callable[[], None]) -> None:
 
 PG = postgres_module.PostgresPublisher
 REDIS = redis_module.RedisPublisher
-# name -> how to stop there: (owner, attribute, nth call, after it) or a key pass.
+# name -> how to stop there: (owner, attribute, nth call, after it), a key pass, or the
+# beginning of a stage of a plan.
 POINTS: dict[str, tuple] = {
     "postgres: version allocated": (PG, "allocate", 1, True),
     "postgres: staged table created": (PG, "prepare", 1, True),
@@ -224,9 +238,9 @@ POINTS: dict[str, tuple] = {
     "redis: oldest half retired": ("keys", 2, 250),
     "postgres: cleanup begins": (PG, "cleanup", 1, False),
     "postgres: partition detached, not committed": (PG, "_drop", 1, True),
-    "smoke check begins": (nightly, "smoke_check", 1, False),
+    "smoke check begins": ("stage", "serve", "check"),
     "run record begins": (nightly, "finish", 1, False),
-    "run recorded, folder left": (nightly.runs, "succeed", 1, True),
+    "run recorded, folder left": (runs, "succeed", 1, True),
 }
 
 
@@ -236,6 +250,8 @@ def arm(point: str, marker: Path) -> None:
     stop = functools.partial(pause_here, marker, point)
     if spec[0] == "keys":
         pause_in_key_pass(spec[1], spec[2], stop)
+    elif spec[0] == "stage":
+        pause_at_stage(spec[1], spec[2], stop)
     else:
         owner, name, nth, after = spec
         setattr(owner, name, hooked(owner, name, nth, after, stop))
@@ -244,7 +260,7 @@ def arm(point: str, marker: Path) -> None:
 def small_blocks() -> None:
     """Blocks of BLOCK_USERS users and key batches of 100, so a few hundred users make
     several of each to stop between."""
-    nightly.read_blocks = functools.partial(read_blocks, block_users=BLOCK_USERS)
+    publish_steps.read_blocks = functools.partial(read_blocks, block_users=BLOCK_USERS)
     redis_module.PIPELINE_BATCH = 100
     redis_module.KEY_BLOCK = 100
 

@@ -13,7 +13,9 @@ import sqlalchemy as sa
 
 from jobs.client import RecommendationClient
 from jobs.contracts.redis import Keyspace
-from jobs.orchestration import nightly
+from jobs.orchestration import plans
+from jobs.orchestration.publish_steps import publish_postgres, publish_redis, switch
+from jobs.orchestration.run_state import RunState
 from jobs.platform.redis_client import connect
 from tests.faults import checks
 from tests.faults.publisher import HELD, USERS, expected_items, publish, version_tag
@@ -175,21 +177,21 @@ def test_a_publisher_waits_for_the_lock_then_fails_clearly(target, engine, clien
 def test_publish_steps_retried_after_the_switch_keep_the_served_version_readable(
         target, engine, client, monkeypatch) -> None:
     publish(target, FIRST_DAY, tag=1)
-    smoke_check = nightly.smoke_check
+    (smoke_check,) = plans.PLANS["serve"]["check"]
     retried = []
 
     def retry_then_check(engine, redis_url, state):
         # As Airflow's retries would: a new process reads the run's state again.
-        again = nightly.RunState.load(state.work_dir)
+        again = RunState.load(state.work_dir)
         served_before = checks.redis_serves_whole(client)
-        nightly.publish_postgres(engine, again)
-        nightly.publish_redis(engine, redis_url, again)
-        nightly.switch(engine, redis_url, again)
+        publish_postgres(engine, again)
+        publish_redis(engine, redis_url, again)
+        switch(engine, redis_url, again)
         retried.append(again.publish_id)
         assert checks.redis_serves_whole(client) == served_before
         return smoke_check(engine, redis_url, state)
 
-    monkeypatch.setattr(nightly, "smoke_check", retry_then_check)
+    monkeypatch.setitem(plans.PLANS["serve"], "check", (retry_then_check,))
     readers = read_while(target.redis_url,
                          lambda: publish(target, FIRST_DAY + timedelta(days=1), tag=2))
     assert [reader.failures for reader in readers] == [[]] * len(readers)

@@ -14,7 +14,8 @@ import psycopg2
 import pytest
 
 from jobs.contracts.redis import Keyspace
-from jobs.orchestration import nightly
+from jobs.orchestration import publish_steps
+from jobs.orchestration.run_state import StoreUnavailableError
 from jobs.platform import services
 from jobs.publish import postgres as postgres_module
 from jobs.publish import read_blocks
@@ -32,7 +33,7 @@ DAY1, DAY2 = date(2026, 11, 1), date(2026, 11, 2)
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch) -> None:
     """Several blocks per store, so a fault can land between them."""
-    monkeypatch.setattr(nightly, "read_blocks",
+    monkeypatch.setattr(publish_steps, "read_blocks",
                         functools.partial(read_blocks, block_users=BLOCK_USERS))
 
 
@@ -67,7 +68,7 @@ def test_terminated_load_connections_publish_nothing_and_the_retry_succeeds(
             terminated.extend(row[0] for row in cur.fetchall())
 
     on_call(monkeypatch, postgres_module, "copy_lists_binary", 3, terminate_loads)
-    with pytest.raises(nightly.StoreUnavailableError, match="lost its connection to PostgreSQL"):
+    with pytest.raises(StoreUnavailableError, match="lost its connection to PostgreSQL"):
         publish(target, DAY2, tag=2)
     admin.close()
     assert terminated == [True, True]  # both load connections, mid-COPY
@@ -85,7 +86,7 @@ def test_redis_killed_mid_write_then_restarted(target, engine, client, monkeypat
     publish(target, DAY1, tag=1)
     on_call(monkeypatch, redis_module.RedisPublisher, "_commands", 3,
             lambda: kill_redis(fault_settings))
-    with pytest.raises(nightly.StoreUnavailableError, match="lost its connection to Redis"):
+    with pytest.raises(StoreUnavailableError, match="lost its connection to Redis"):
         publish(target, DAY2, tag=2)
     restart_redis(fault_settings)
     # Postgres never switched; Redis came back with the old version whole.
@@ -105,7 +106,7 @@ def test_redis_killed_between_the_postgres_switch_and_the_flip(target, engine, c
     publish(target, DAY1, tag=1)
     on_call(monkeypatch, PostgresPublisher, "switch", 1, lambda: kill_redis(fault_settings),
             after=True)
-    with pytest.raises(nightly.StoreUnavailableError, match="lost its connection to Redis"):
+    with pytest.raises(StoreUnavailableError, match="lost its connection to Redis"):
         publish(target, DAY2, tag=2)
     restart_redis(fault_settings)
     # Postgres serves the new version, Redis still the old one: each whole.
@@ -128,7 +129,7 @@ def test_postgres_restarted_mid_run_fails_it_clearly_and_the_next_run_succeeds(
         checks.TALLY["postgres restarts"] += 1
 
     on_call(monkeypatch, postgres_module, "copy_lists_binary", 3, restart)
-    with pytest.raises(nightly.StoreUnavailableError,
+    with pytest.raises(StoreUnavailableError,
                        match=r"lost its connection to PostgreSQL .*run the date again"):
         publish(target, DAY2, tag=2)
     engine.dispose()

@@ -10,8 +10,9 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from jobs.lifecycle import registry
 from jobs.lifecycle.registry import NewModel, register
-from jobs.orchestration import nightly
 from jobs.orchestration.airflow_tasks import validate_inputs
+from jobs.orchestration.prepare import begin
+from jobs.orchestration.run_state import NightlyConfig, RunRequestError
 
 DAY = date(2026, 11, 20)
 FAILED_GATES = {"passed": False, "reason": "ndcg below the popularity baseline",
@@ -37,8 +38,8 @@ def models(engine, tmp_path: Path) -> dict[str, int]:
     return {"serving": serving, "rejected": rejected, "rolled_back": rolled_back}
 
 
-def config(endpoints, tmp_path: Path, **kwargs) -> nightly.NightlyConfig:
-    return nightly.NightlyConfig(run_date=DAY, database_url=endpoints.database_url,
+def config(endpoints, tmp_path: Path, **kwargs) -> NightlyConfig:
+    return NightlyConfig(run_date=DAY, database_url=endpoints.database_url,
                                  redis_url=endpoints.redis_url, home=tmp_path / "home", k=5,
                                  **kwargs)
 
@@ -53,16 +54,16 @@ def runs_recorded(engine) -> int:
 def test_a_gated_model_is_refused_without_force(engine, endpoints, models, tmp_path,
                                                 status, option) -> None:
     version = models[status]
-    with pytest.raises(nightly.RunRequestError,
+    with pytest.raises(RunRequestError,
                        match=rf"model version {version} is {status.replace('_', ' ')}: .*"
                              r"pass --force with --reason"):
-        nightly.begin(engine, config(endpoints, tmp_path, **{option: version}))
+        begin(engine, config(endpoints, tmp_path, **{option: version}))
     assert runs_recorded(engine) == 0
 
 
 def test_force_needs_a_reason(engine, endpoints, models, tmp_path) -> None:
-    with pytest.raises(nightly.RunRequestError, match="--force needs --reason"):
-        nightly.begin(engine, config(endpoints, tmp_path, model_version=models["rejected"],
+    with pytest.raises(RunRequestError, match="--force needs --reason"):
+        begin(engine, config(endpoints, tmp_path, model_version=models["rejected"],
                                      force=True, reason="  "))
     assert runs_recorded(engine) == 0
 
@@ -70,7 +71,7 @@ def test_force_needs_a_reason(engine, endpoints, models, tmp_path) -> None:
 def test_a_forced_model_serves_and_the_reason_is_in_its_status_history(
         engine, endpoints, models, tmp_path) -> None:
     version = models["rejected"]
-    state = nightly.begin(engine, config(endpoints, tmp_path, model_version=version,
+    state = begin(engine, config(endpoints, tmp_path, model_version=version,
                                          force=True, reason="the baseline is broken today"))
     assert state.model_version == version
     last = registry.status_history(engine, version)[-1]
@@ -85,7 +86,7 @@ def test_the_dag_params_are_gated_too(engine, endpoints, models, tmp_path,
     monkeypatch.setenv("AIRFLOW_CONN_BATCHSCORE_REDIS", endpoints.redis_url)
     monkeypatch.setenv("BATCHSCORE_HOME", str(tmp_path / "home"))
     params = {"run_date": DAY.isoformat(), "model_version": models["rolled_back"], "k": 5}
-    with pytest.raises(nightly.RunRequestError, match="is rolled back"):
+    with pytest.raises(RunRequestError, match="is rolled back"):
         validate_inputs(params=params, logical_date=None)
     assert runs_recorded(engine) == 0
     # Forced, the run begins (and, with no events for the date, is skipped later).

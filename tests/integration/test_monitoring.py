@@ -15,7 +15,7 @@ from jobs.cli import main
 from jobs.contracts.redis import Keyspace
 from jobs.lifecycle.registry import NewModel, register
 from jobs.monitoring.monitor import MonitorConfig, MonitorError, monitor
-from jobs.orchestration import nightly
+from jobs.orchestration import after_monitor
 from jobs.platform import runs
 from jobs.publish.postgres import Canary, PostgresPublisher
 from jobs.publish.protocol import publish_lock, switch
@@ -280,7 +280,7 @@ def test_only_a_succeeded_run_is_monitored_and_a_failure_unpublishes_nothing(
     run1, p1 = publish_day(engine, redis_client, history, DAY1, LISTS)
     with engine.begin() as conn:  # monitoring breaks: its table is gone
         conn.execute(sa.text("ALTER TABLE batchscore.run_metrics RENAME TO run_metrics_gone"))
-    record = nightly.monitor(engine, run1)
+    record = after_monitor.monitor(engine, run1)
     assert record["run_id"] == run1 and record["retrain"] is False
     assert "run_metrics" in record["error"]
     with engine.connect() as conn:
@@ -290,10 +290,10 @@ def test_only_a_succeeded_run_is_monitored_and_a_failure_unpublishes_nothing(
     assert (status, served) == ("succeeded", p1)
     assert "run_metrics" in stats["monitoring_error"]
     with pytest.raises(sa.exc.ProgrammingError):
-        nightly.monitor(engine, run1, raise_errors=True)
+        after_monitor.monitor(engine, run1, raise_errors=True)
     with engine.begin() as conn:
         conn.execute(sa.text("ALTER TABLE batchscore.run_metrics_gone RENAME TO run_metrics"))
-    assert nightly.monitor(engine, run1)["crossings"] == []
+    assert after_monitor.monitor(engine, run1)["crossings"] == []
     assert "monitoring_error" not in runs.get(engine, run1).stats
 
 

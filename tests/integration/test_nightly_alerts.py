@@ -12,11 +12,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jobs.lifecycle.registry import NewModel, register
 from jobs.orchestration import nightly
+from jobs.orchestration.after_monitor import after_monitor
+from jobs.orchestration.run_state import NightlyConfig
 from jobs.platform import runs
 
 
-def config(endpoints, home: Path) -> nightly.NightlyConfig:
-    return nightly.NightlyConfig(run_date=date(2026, 11, 20), database_url=endpoints.database_url,
+def config(endpoints, home: Path) -> NightlyConfig:
+    return NightlyConfig(run_date=date(2026, 11, 20), database_url=endpoints.database_url,
                                  redis_url=endpoints.redis_url, home=home, k=5)
 
 
@@ -56,7 +58,7 @@ def test_after_monitor_alerts_the_crossed_levels_and_writes_the_metrics(
         {"metric": "realized.ndcg_share", "segment": "model:1", "value": 0.55,
          "level": "retrain", "threshold": 0.7, "direction": "below"}]}
 
-    done = nightly.after_monitor(engine, config(endpoints, tmp_path), monitored)
+    done = after_monitor(engine, config(endpoints, tmp_path), monitored)
 
     assert done["alert"]["level"] == "retrain" and done["alert"]["delivered"] is True
     assert done["retrain"] is True
@@ -69,6 +71,6 @@ def test_after_monitor_alerts_the_crossed_levels_and_writes_the_metrics(
         rows = conn.execute(sa.text("SELECT level, metric, segment FROM bi.alerts")).all()
     assert [tuple(r) for r in rows] == [("retrain", "realized.ndcg_share", "model:1")]
 
-    quiet = nightly.after_monitor(engine, config(endpoints, tmp_path),
+    quiet = after_monitor(engine, config(endpoints, tmp_path),
                                   {"run_id": run_id, "retrain": False, "crossings": []})
     assert quiet["alert"] is None and quiet["retrain"] is False

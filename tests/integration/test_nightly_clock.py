@@ -18,6 +18,8 @@ from jobs.lifecycle.registry import NewModel, register
 from jobs.monitoring.report import write_report
 from jobs.orchestration import nightly
 from jobs.orchestration.airflow_tasks import validate_inputs
+from jobs.orchestration.model_choice import refuse_future_date
+from jobs.orchestration.run_state import NightlyConfig, RunRequestError
 from jobs.platform.runs import list_runs
 
 DAY = date(2026, 11, 20)
@@ -32,8 +34,8 @@ def model(engine, tmp_path: Path) -> int:
         code_version="test", artifact_uri=artifact.as_uri())).version
 
 
-def config(endpoints, tmp_path: Path, run_date: date, **kwargs) -> nightly.NightlyConfig:
-    return nightly.NightlyConfig(run_date=run_date, database_url=endpoints.database_url,
+def config(endpoints, tmp_path: Path, run_date: date, **kwargs) -> NightlyConfig:
+    return NightlyConfig(run_date=run_date, database_url=endpoints.database_url,
                                  redis_url=endpoints.redis_url, home=tmp_path / "home", k=5,
                                  **kwargs)
 
@@ -58,20 +60,20 @@ def published(engine) -> int:
 
 def test_a_date_after_today_is_refused_by_name() -> None:
     today = date(2026, 12, 2)
-    nightly.refuse_future_date(today, today, allowed=False)  # today itself runs
-    nightly.refuse_future_date(today + timedelta(days=1), today, allowed=True)
-    with pytest.raises(nightly.RunRequestError, match=re.escape(
+    refuse_future_date(today, today, allowed=False)  # today itself runs
+    refuse_future_date(today + timedelta(days=1), today, allowed=True)
+    with pytest.raises(RunRequestError, match=re.escape(
             "run date 2026-12-03 is after today (2026-12-02, UTC): a future date would take "
             "over serving from every normal run after it; nothing was run. Name the date "
             "with --run-date (the default is the newest event's), or pass --allow-future-date "
             "(the DAG param allow_future_date) to run it anyway")):
-        nightly.refuse_future_date(today + timedelta(days=1), today, allowed=False)
+        refuse_future_date(today + timedelta(days=1), today, allowed=False)
 
 
 def test_the_run_refuses_tomorrow_by_the_real_clock(engine, endpoints, model, tmp_path
                                                     ) -> None:
     tomorrow = datetime.now(UTC).date() + timedelta(days=1)
-    with pytest.raises(nightly.RunRequestError,
+    with pytest.raises(RunRequestError,
                        match=rf"run date {tomorrow} is after today \({tomorrow - timedelta(1)}"):
         nightly.run(config(endpoints, tmp_path, tomorrow))
     assert recorded_runs(engine) == []
@@ -128,7 +130,7 @@ def test_the_dag_task_refuses_a_future_date_and_skips_a_day_without_events(
     monkeypatch.setenv("AIRFLOW_CONN_BATCHSCORE_REDIS", endpoints.redis_url)
     monkeypatch.setenv("BATCHSCORE_HOME", str(tmp_path / "home"))
     tomorrow = (datetime.now(UTC).date() + timedelta(days=1)).isoformat()
-    with pytest.raises(nightly.RunRequestError, match="allow_future_date"):
+    with pytest.raises(RunRequestError, match="allow_future_date"):
         validate_inputs(params={"run_date": tomorrow, "k": 5}, logical_date=None)
     assert recorded_runs(engine) == []
     # Allowed, the date runs; it has no events, so the task is skipped (and the tasks

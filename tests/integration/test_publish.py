@@ -67,7 +67,8 @@ def stage_day(engine, redis_client, model_version: int, day: date,
 
 def test_the_nightlys_switch_keeps_as_many_versions_as_its_run_was_given(
         engine, redis_client, model_version, tmp_path) -> None:
-    from jobs.orchestration.nightly import RunState, switched
+    from jobs.orchestration.publish_steps import switched
+    from jobs.orchestration.run_state import RunState
 
     for n, day in enumerate((DAY1, DAY2), start=10):
         publish_day(engine, redis_client, model_version, day, {1: [(n, 1.0)]})

@@ -99,3 +99,37 @@ def test_there_is_no_import_circle(graph) -> None:
         if module not in state:
             visit(module, [module])
     assert circles == []
+
+
+# The nightly's modules in jobs.orchestration, each importing only those before it: the
+# run's request and state, the steps, the plans that string the publish steps together,
+# how a run ends, monitoring, then the in-process driver and the Airflow tasks.
+NIGHTLY = ["run_state", "model_choice", "prepare", "publish_steps", "checks", "plans",
+           "outcome", "after_monitor", "nightly", "airflow_tasks"]
+
+
+def test_the_nightlys_modules_depend_one_way(graph) -> None:
+    order = {f"jobs.orchestration.{name}": rank for rank, name in enumerate(NIGHTLY)}
+    wrong = sorted(f"{importer} imports {imported}"
+                   for importer, rank in order.items() for imported in graph[importer]
+                   if imported in order and order[imported] >= rank)
+    assert wrong == []
+
+
+def test_the_nightly_leaves_its_sql_to_the_packages_that_own_the_tables() -> None:
+    found = sorted(
+        f"jobs.orchestration.{name} line {node.lineno}: .{node.func.attr}()"
+        for name in NIGHTLY[:-1]
+        for node in ast.walk(ast.parse((JOBS / "orchestration" / f"{name}.py").read_text()))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+        and node.func.attr in ("text", "execute"))
+    assert found == []
+
+
+def test_nothing_is_looked_up_by_name_in_a_modules_globals() -> None:
+    found = sorted(
+        f"{module} line {node.lineno}"
+        for module, path in modules().items() for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        and node.func.id == "globals")
+    assert found == []
