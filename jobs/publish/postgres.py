@@ -120,15 +120,15 @@ def list_versions(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
 def version_status(engine: Engine, publish_id: int) -> str | None:
     """A version's status (``staged``, ``published``, ...), or None for no such version."""
     with engine.connect() as conn:
-        return conn.execute(sa.text("SELECT status FROM batchscore.prediction_versions"
+        return conn.execute(statement(conn, "SELECT status FROM {schema}.prediction_versions"
                                     " WHERE publish_id = :id"), {"id": publish_id}).scalar()
 
 
 def first_lists(engine: Engine, publish_id: int, users: int) -> list[tuple[int, list[int]]]:
     """The item lists of a version's first ``users`` users by id: ``(user_id, item_ids)``."""
     with engine.connect() as conn:
-        return [(user_id, list(items)) for user_id, items in conn.execute(sa.text(
-            "SELECT user_id, item_ids FROM batchscore.prediction_lists"
+        return [(user_id, list(items)) for user_id, items in conn.execute(statement(conn,
+            "SELECT user_id, item_ids FROM {schema}.prediction_lists"
             " WHERE publish_id = :id ORDER BY user_id LIMIT :n"),
             {"id": publish_id, "n": users})]
 
@@ -136,8 +136,8 @@ def first_lists(engine: Engine, publish_id: int, users: int) -> list[tuple[int, 
 def version_users(engine: Engine, publish_id: int) -> np.ndarray:
     """The ids of the users a version holds lists for (int64)."""
     with engine.connect() as conn:
-        return np.array(conn.execute(sa.text(
-            "SELECT user_id FROM batchscore.prediction_lists WHERE publish_id = :id"),
+        return np.array(conn.execute(statement(conn,
+            "SELECT user_id FROM {schema}.prediction_lists WHERE publish_id = :id"),
             {"id": publish_id}).scalars().all(), dtype=np.int64)
 
 
@@ -146,9 +146,9 @@ def lists_of(engine: Engine, publish_id: int, users: list[int]
     """A version's lists of ``users`` (those it holds): user id -> (item ids, scores)."""
     rows: dict[int, tuple[list[int], list[float]]] = {}
     with engine.connect() as conn:
-        for user, items, scores in conn.execute(sa.text(
-                "SELECT user_id, item_ids, scores FROM batchscore.prediction_lists"
-                " WHERE publish_id = :id AND user_id = ANY(:users)"),
+        for user, items, scores in conn.execute(statement(conn,
+            "SELECT user_id, item_ids, scores FROM {schema}.prediction_lists"
+            " WHERE publish_id = :id AND user_id = ANY(:users)"),
                 {"id": publish_id, "users": users}):
             rows[int(user)] = (list(items), list(scores))
     return rows
