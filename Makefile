@@ -10,7 +10,7 @@ MLEAP_JVM := jobs/bundles/jvm
 MLEAP_RUNTIME := $(MLEAP_JVM)/target/.built
 
 .DEFAULT_GOAL := help
-.PHONY: help install run airflow test test-unit test-integration test-dags test-e2e test-faults lint format services-stop clean bench bench-layouts bench-scale spark-cluster
+.PHONY: help install run airflow test test-unit test-integration test-dags test-e2e test-faults lint format services-stop clean bench bench-peers bench-layouts bench-scale spark-cluster
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -62,13 +62,28 @@ format: $(STAMP) ## apply ruff's fixes
 
 SIZE ?= default
 
-bench: $(STAMP) ## side-by-side benchmarks and their ratios (SIZE=large for the larger size)
+# The peers the benchmarks compare against, from Debian's packages, installed when
+# missing (as root, or through sudo): redis-cli and redis-benchmark, psql, and
+# PostgreSQL's JDBC driver for Spark's DataFrame.write.jdbc.
+bench-peers: ## install what the benchmarks compare against (redis-tools, postgresql-client, the JDBC driver)
+	@missing=""; \
+	command -v redis-benchmark >/dev/null || missing="$$missing redis-tools"; \
+	command -v psql >/dev/null || missing="$$missing postgresql-client"; \
+	[ -f /usr/share/java/postgresql.jar ] || missing="$$missing libpostgresql-jdbc-java"; \
+	if [ -n "$$missing" ]; then \
+	  as_root=""; [ "$$(id -u)" -eq 0 ] || as_root=sudo; \
+	  echo "installing the benchmarks' peers:$$missing"; \
+	  $$as_root apt-get update -qq && \
+	  $$as_root apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+bench: $(STAMP) bench-peers ## side-by-side benchmarks and their ratios (SIZE=large for the larger size)
 	$(BIN)/python -m jobs.bench --size $(SIZE)
 
-bench-layouts: $(STAMP) ## PostgreSQL's row-per-rank and row-per-user layouts side by side (USERS=1000000)
+bench-layouts: $(STAMP) bench-peers ## PostgreSQL's row-per-rank and row-per-user layouts side by side (USERS=1000000)
 	$(BIN)/python -m jobs.bench --layouts --layout-users $(or $(USERS),1000000)
 
-bench-scale: $(STAMP) ## the nightly end to end (USERS=1000000 ITEMS=20000): stage times, peak memory, stored sizes
+bench-scale: $(STAMP) bench-peers ## the nightly end to end (USERS=1000000 ITEMS=20000): stage times, peak memory, stored sizes
 	$(BIN)/python -m jobs.bench --scale --scale-users $(or $(USERS),1000000) --scale-items $(or $(ITEMS),20000)
 
 spark-cluster: $(STAMP) ## a Spark standalone master and worker on 127.0.0.1 until Ctrl-C
