@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import logging
 import re
 import time
@@ -26,7 +27,6 @@ from jobs.platform.names import Names
 if TYPE_CHECKING:
     from psycopg2.sql import Composable, Composed
 
-if TYPE_CHECKING:
     # yoyo is imported where it is used: importing it takes tens of milliseconds,
     # which the modules that only connect need not pay.
     from yoyo.backends import DatabaseBackend
@@ -297,8 +297,7 @@ def migrations(sql_dir: Path = SQL_DIR) -> list[Migration]:
     """The migrations in ``sql_dir``, in file-name order, as yoyo reads that folder.
 
     Every ``.sql`` file there is one (a ``.py`` file is refused when applied);
-    ``NAME.rollback.sql`` files
-    are the rollbacks of ``NAME.sql``, not migrations. Raises
+    ``NAME.rollback.sql`` files are the rollbacks of ``NAME.sql``, not migrations. Raises
     :class:`MigrationError` when the folder is missing.
     """
     return [Migration(version=m.id, path=Path(m.path)) for m in _read(sql_dir)]
@@ -376,8 +375,10 @@ def _apply(backend: DatabaseBackend, source: MigrationList, names: Names) -> lis
     """Verify, mark and apply under the migration lock; the versions applied."""
     from yoyo.exceptions import BadMigration
 
-    def composed(template: str) -> str:
+    def text_of(template: str) -> str:
         return names.compose(template).as_string(backend.connection)
+
+    accepted_before = json.loads(CHECKSUMS_BEFORE_TEMPLATES.read_text())
 
     try:
         # Also creates or upgrades yoyo's own tables, in a transaction of its own.
@@ -390,17 +391,18 @@ def _apply(backend: DatabaseBackend, source: MigrationList, names: Names) -> lis
     # migration, then marks it in another transaction, which a crash between
     # the two turns into a migration run twice.
     with backend.transaction():
-        backend.execute(composed(
+        backend.execute(text_of(
             f"CREATE TABLE IF NOT EXISTS {CHECKSUMS_TABLE} ("
             " version text PRIMARY KEY, checksum text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         ))
-        recorded = dict(backend.execute(composed(
+        recorded = dict(backend.execute(text_of(
             f"SELECT version, checksum FROM {CHECKSUMS_TABLE}"
         )).fetchall())
         for migration in source:
             if migration.id in recorded:
-                if recorded[migration.id] not in _accepted_checksums(migration):
+                if recorded[migration.id] not in _accepted_checksums(migration,
+                                                                     accepted_before):
                     raise MigrationError(
                         f"migration {migration.id} was changed after it was applied; "
                         "add a new migration instead of editing an applied one"
@@ -413,8 +415,8 @@ def _apply(backend: DatabaseBackend, source: MigrationList, names: Names) -> lis
                 raise MigrationError(
                     f"migration {migration.id} is marked applied in yoyo's table but its "
                     f"checksum is not in {names.schema}.schema_migrations; was it applied "
-                    "with the yoyo "
-                    "command? Record its checksum there, or unmark it, and try again"
+                    "with the yoyo command? Record its checksum there, or unmark it, and "
+                    "try again"
                 )
         for migration in pending:
             if migration.id in recorded:
@@ -424,7 +426,7 @@ def _apply(backend: DatabaseBackend, source: MigrationList, names: Names) -> lis
             as_owner = migration.id > ROLES_MIGRATION
             try:
                 if as_owner:
-                    backend.execute(composed("SET ROLE {owner}"))
+                    backend.execute(text_of("SET ROLE {owner}"))
                 _apply_statements(backend, migration, names)
                 if as_owner:
                     backend.execute("RESET ROLE")
@@ -434,20 +436,18 @@ def _apply(backend: DatabaseBackend, source: MigrationList, names: Names) -> lis
             backend.log_migration(migration, "apply")
             backend.mark_one(migration, log=False)
             backend.execute(
-                composed(f"INSERT INTO {CHECKSUMS_TABLE} (version, checksum)"
-                         " VALUES (:version, :checksum)"),
+                text_of(f"INSERT INTO {CHECKSUMS_TABLE} (version, checksum)"
+                        " VALUES (:version, :checksum)"),
                 {"version": migration.id, "checksum": _file_checksum(Path(migration.path))},
             )
             applied_now.append(migration.id)
     return applied_now
 
 
-def _accepted_checksums(migration: YoyoMigration) -> set[str]:
+def _accepted_checksums(migration: YoyoMigration, before: dict[str, str]) -> set[str]:
     """The checksums a database may have recorded for ``migration``: its file's, and the
-    one its text had before its names were template fields."""
-    import json
-
-    before = json.loads(CHECKSUMS_BEFORE_TEMPLATES.read_text())
+    one its text had before its names were template fields (``before``, by version, from
+    :data:`CHECKSUMS_BEFORE_TEMPLATES`)."""
     path = Path(migration.path)
     accepted = {_file_checksum(path)}
     if path.parent == SQL_DIR and migration.id in before:
@@ -487,13 +487,12 @@ def _check_applicable(migration: YoyoMigration) -> None:
         raise MigrationError(f"migration {migration.id} is a Python file; batchscore's "
                              "migrations are SQL templates (.sql), so that every "
                              "deployment's names can be composed into them")
-    if migration.is_raw_sql():
-        _, _, statements = read_sql_migration(migration.path)
-        if any(not _COMMENTS.sub("", statement).strip() for statement in statements):
-            # yoyo sends a comment after the last statement on its own, and psycopg2
-            # refuses that as "can't execute an empty query".
-            raise MigrationError(f"migration {migration.id} ends with a comment after its "
-                                 "last statement; move the comment above a statement")
+    _, _, statements = read_sql_migration(migration.path)
+    if any(not _COMMENTS.sub("", statement).strip() for statement in statements):
+        # yoyo sends a comment after the last statement on its own, and psycopg2
+        # refuses that as "can't execute an empty query".
+        raise MigrationError(f"migration {migration.id} ends with a comment after its "
+                             "last statement; move the comment above a statement")
 
 
 def applied_migrations(engine: Engine) -> list[str]:
