@@ -18,7 +18,9 @@ from jobs.lifecycle import registry
 from jobs.platform import services
 from jobs.platform.config import Settings
 from jobs.platform.provenance import current_user
+from jobs.scoring.model import ALS, FAMILIES
 from jobs.training import train
+from jobs.training.ease import EaseParams
 
 # Training options of `batchscore train`: option, default, help.
 TRAIN_OPTIONS = (
@@ -27,13 +29,17 @@ TRAIN_OPTIONS = (
     ("--reg-param", train.DEFAULT_REG_PARAM, "ALS regularisation"),
     ("--alpha", train.DEFAULT_ALPHA, "ALS implicit-feedback confidence"),
     ("--max-iter", train.DEFAULT_MAX_ITER, "ALS iterations"),
+    ("--l2", EaseParams().l2, "EASE's L2 regularisation"),
 )
 
 
 def add_commands(commands: Commands) -> None:
-    trainer = commands.add("train", cmd_train, "train ALS and register a model version")
+    trainer = commands.add("train", cmd_train, "train a model and register its version")
     trainer.add_argument("--as-of", type=parse_date, default=None,
                          help="train on events up to this date (default: the newest event's)")
+    trainer.add_argument("--family", choices=FAMILIES, default=None,
+                         help=f"als (a factor model) or ease (an item-item model; its catalogue "
+                              f"is bounded by BATCHSCORE_EASE_MAX_ITEMS) (default: {ALS})")
     # No defaults here: --reproduce refuses any of them given, the version's own are used.
     for option, default, text in TRAIN_OPTIONS:
         trainer.add_argument(option, type=type(default), default=None,
@@ -59,7 +65,7 @@ def add_commands(commands: Commands) -> None:
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     engine = database(settings)
     if args.reproduce is not None:
-        given = [option for option, _, _ in TRAIN_OPTIONS
+        given = [option for option, _, _ in (*TRAIN_OPTIONS, ("--family", None, ""))
                  if getattr(args, dest(option)) is not None]
         if args.as_of is not None:
             given.insert(0, "--as-of")
@@ -80,8 +86,10 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
         config = train.TrainConfig(
             database_url=services.database_url(settings, services.WRITER), home=settings.home,
             as_of=run_date_or_newest(engine, args.as_of), spark_master=settings.spark_master,
+            family=args.family or ALS,
             als=train.AlsParams(rank=chosen["rank"], reg_param=chosen["reg_param"],
                                 alpha=chosen["alpha"], max_iter=chosen["max_iter"]),
+            ease=EaseParams(l2=chosen["l2"]), ease_max_items=settings.ease_max_items,
             holdout_days=chosen["holdout_days"], names=settings.names,
             history_uri=settings.history_uri)
     except ValueError as err:
@@ -113,7 +121,7 @@ def describe_reproduction(original: Any, reproduced: Any) -> None:
 
 def describe_model(version: Any) -> None:
     k = version.params.get("eval_k", "K")
-    print(f"model version {version.version} ({version.status}), trained as of "
+    print(f"model version {version.version} ({version.status}, {version.kind}), trained as of "
           f"{version.trained_as_of} on {version.data_snapshot['rows']} interactions")
     print(f"  holdout @{k}:     precision  recall  ndcg    map     coverage")
     rows = [("this model", version.metrics["als"]),
@@ -140,7 +148,8 @@ def cmd_models_list(settings: Settings, args: argparse.Namespace) -> int:
         als = version.metrics["als"]
         gates = ("gates passed" if version.gates.get("passed") else
                  "gates failed" if version.gates else "no gates")
-        print(f"v{version.version:<4} {version.status:<11} as of {version.trained_as_of}  "
+        print(f"v{version.version:<4} {version.status:<11} {version.kind:<4} "
+              f"as of {version.trained_as_of}  "
               f"ndcg@{version.params.get('eval_k', 'K')} {als['ndcg_at_k']:.4f}  {gates:<12}  "
               f"by {version.created_by} at {version.created_at:%Y-%m-%d %H:%M}")
     return 0

@@ -30,6 +30,8 @@ class ModelVersion:
     artifacts: list[dict[str, Any]]
     gates: dict[str, Any]
     reports: dict[str, Any]
+    # The model's family (jobs.scoring.model.FAMILIES).
+    kind: str = "als"
 
     def to_json(self) -> dict[str, Any]:
         record = asdict(self)
@@ -56,6 +58,7 @@ class NewModel:
     artifacts: list[dict[str, Any]] = field(default_factory=list)
     gates: dict[str, Any] = field(default_factory=dict)
     reports: dict[str, Any] = field(default_factory=dict)
+    kind: str = "als"
 
 
 class NoServingModelError(LookupError):
@@ -72,7 +75,7 @@ class PromotionRefusedError(RuntimeError):
 
 COLUMNS = (
     "version, status, created_at, created_by, trained_as_of, params, metrics,"
-    " data_snapshot, code_version, artifact_uri, artifacts, gates, reports"
+    " data_snapshot, code_version, artifact_uri, artifacts, gates, reports, kind"
 )
 # The statuses a version can have; ``serving`` is held by at most one.
 STATUSES = ("candidate", "shadow", "canary", "serving", "retired", "rejected", "rolled_back")
@@ -103,9 +106,10 @@ def register(engine: Engine, model: NewModel, *, promote_if_first: bool = True) 
         conn.execute(
             statement(conn, "INSERT INTO {schema}.model_versions (version, status, created_by,"
                 " trained_as_of, params, metrics, data_snapshot, code_version, artifact_uri,"
-                " artifacts, gates, reports)"
+                " artifacts, gates, reports, kind)"
                 " VALUES (:version, :status, :created_by, :trained_as_of, :params, :metrics,"
-                " :data_snapshot, :code_version, :artifact_uri, :artifacts, :gates, :reports)"),
+                " :data_snapshot, :code_version, :artifact_uri, :artifacts, :gates, :reports,"
+                " :kind)"),
             {
                 **asdict(model),
                 "version": version,

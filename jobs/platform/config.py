@@ -22,6 +22,9 @@ DEFAULT_TOP_K = 50
 # Published versions PostgreSQL keeps besides the served one, for history and rollback
 # (about 5.4 GB each at 10,000,000 users and K = 50; README, Performance).
 DEFAULT_KEEP_VERSIONS = 7
+# 25,000 items: the EASE solve's float64 matrix is 5 GB and its float32 weights 2.5 GB,
+# within a 24 GiB driver beside Spark (README, "Choosing a family").
+DEFAULT_EASE_MAX_ITEMS = 25_000
 # What a nightly does with a date that has no input events: both raise an alert.
 EMPTY_DAY_POLICIES = ("skip", "fail")
 DEFAULT_EMPTY_DAY = "skip"
@@ -94,6 +97,8 @@ class Settings:
     history_uri: str | None = None
     keep_versions: int = DEFAULT_KEEP_VERSIONS
     empty_day: str = DEFAULT_EMPTY_DAY
+    # The largest catalogue an EASE model is fitted over (jobs.training.ease).
+    ease_max_items: int = DEFAULT_EASE_MAX_ITEMS
 
     @property
     def services_dir(self) -> Path:
@@ -122,6 +127,11 @@ class Settings:
             raise ConfigError("BATCHSCORE_KEEP_VERSIONS must be a whole number of at least 1 "
                               f"(published versions kept besides the served one), got "
                               f"{keep_text!r}")
+        ease_text = get("BATCHSCORE_EASE_MAX_ITEMS") or str(DEFAULT_EASE_MAX_ITEMS)
+        if not ease_text.isdigit() or int(ease_text) < 1:
+            raise ConfigError("BATCHSCORE_EASE_MAX_ITEMS must be a whole number of at least 1 "
+                              "(the largest catalogue an EASE model is fitted over), got "
+                              f"{ease_text!r}")
         empty_day = (get("BATCHSCORE_EMPTY_DAY") or DEFAULT_EMPTY_DAY).lower()
         if empty_day not in EMPTY_DAY_POLICIES:
             raise ConfigError("BATCHSCORE_EMPTY_DAY must be skip (record the run as skipped) "
@@ -169,6 +179,7 @@ class Settings:
             history_uri=get("BATCHSCORE_HISTORY_URI"),
             keep_versions=int(keep_text),
             empty_day=empty_day,
+            ease_max_items=int(ease_text),
         )
 
 

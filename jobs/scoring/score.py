@@ -31,8 +31,9 @@ from jobs.scoring.model import MODEL_METADATA_FILE
 
 if TYPE_CHECKING:
     import pandas as pd
-    from pyspark.ml.recommendation import ALSModel
     from pyspark.sql import DataFrame, SparkSession
+
+    from jobs.scoring.model import ScoringModel
 
 logger = logging.getLogger(__name__)
 
@@ -83,13 +84,14 @@ def parse_args(argv: list[str]) -> ScoreConfig:
                         help="the interaction history: a folder or Hadoop file system URI of "
                              "Parquet files by event_date=YYYY-MM-DD (jobs.data.history)")
     parser.add_argument("--run-date", type=date.fromisoformat, required=True)
-    parser.add_argument("--model-path", type=Path, required=True, help="saved Spark ALSModel")
+    parser.add_argument("--model-path", type=Path, required=True,
+                        help="a saved model of either family (jobs.scoring.model)")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--k", type=int, default=DEFAULT_TOP_K)
     parser.add_argument("--spark-master", default=None)
     # Empty values mean no canary, so a scheduler can always pass both options.
     parser.add_argument("--canary-model-path", type=lambda text: Path(text) if text else None,
-                        default=None, help="saved Spark ALSModel serving the canary's users")
+                        default=None, help="a saved model serving the canary's users")
     parser.add_argument("--canary-fraction", type=lambda text: float(text) if text else None,
                         default=None, help="share of users the canary model serves (0 < F < 1)")
     args = parser.parse_args(argv)
@@ -117,14 +119,12 @@ def main(argv: list[str] | None = None) -> int:
 def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from pyspark.ml.recommendation import ALSModel
-    from pyspark.sql import functions as F
 
     from jobs.data.history import read_events
     from jobs.platform.progress import spark_progress
     from jobs.platform.spark import spark_session
     from jobs.scoring.checks import TotalsParam, run_totals
-    from jobs.scoring.model import item_matrix
+    from jobs.scoring.model import load_model
     from jobs.scoring.output import write_scored
     from jobs.scoring.transforms import (
         Checked,
@@ -145,20 +145,16 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
     interactions = events_before(read_events(spark, config.interactions, config.run_date),
                                  end).select("user_id", "item_id").cache()
     with spark_progress(spark, "scoring: the model"):
-        model = ALSModel.load(str(config.model_path))
-        item_ids, item_factors = item_matrix(model)
+        model = load_model(config.model_path)
+    item_ids = model.item_ids
     # Transform
     seen = seen_items(interactions).cache()
     parallelism = spark.sparkContext.defaultParallelism
 
-    def users_of(als: ALSModel, users_seen: DataFrame) -> DataFrame:
-        return (als.userFactors.withColumnRenamed("id", "user_id")
-                .withColumn("user_id", F.col("user_id").cast("long"))
-                .join(users_seen, "user_id")
-                # One scoring task per core rather than one per shuffle
-                # partition, merged from the join's partitions without
-                # shuffling the factors again.
-                .coalesce(parallelism))
+    def users_of(scoring: ScoringModel, users_seen: DataFrame) -> DataFrame:
+        # One scoring task per core rather than one per shuffle partition,
+        # merged from the join's partitions without shuffling the factors again.
+        return scoring.users(users_seen).coalesce(parallelism)
 
     base_seen, canary_seen = (split_canary(seen, config.canary_fraction)
                               if config.canary_model_path else (seen, None))
@@ -176,13 +172,13 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
     canary_users = 0
     if config.canary_model_path is not None and canary_seen is not None:
         with spark_progress(spark, "scoring: canary"):
-            canary_model = ALSModel.load(str(config.canary_model_path))
-            canary_ids, canary_factors = item_matrix(canary_model)
-            canary_ranking = catalog_popularity(popularity, canary_ids)
+            canary_model = load_model(config.canary_model_path)
+            canary_ranking = catalog_popularity(popularity, canary_model.item_ids)
             written = write_scored(scoring_input(users_of(canary_model, canary_seen)),
-                                   task_scorer(spark.sparkContext, canary_ids, canary_factors,
-                                               config.k,
-                                               Checked(canary_ranking, totals, "canary")),
+                                   task_scorer(spark.sparkContext, canary_model.item_ids,
+                                               canary_model.item_matrix, config.k,
+                                               Checked(canary_ranking, totals, "canary"),
+                                               canary_model.item_item),
                                    output, "canary")
         canary = pa.concat_tables(
             [pq.read_table(output / name, columns=["user_id"]) for name in written]
@@ -192,8 +188,8 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
         logger.info("canary: %d users scored by %s", canary_users, config.canary_model_path)
     with spark_progress(spark, "scoring: all users"):
         write_scored(scoring_input(users_of(model, base_seen)),
-                     task_scorer(spark.sparkContext, item_ids, item_factors, config.k,
-                                 Checked(ranking, totals, "model")),
+                     task_scorer(spark.sparkContext, item_ids, model.item_matrix, config.k,
+                                 Checked(ranking, totals, "model"), model.item_item),
                      output, "model")
     ranked = most_popular(popularity, config.k)
     ranked.insert(0, "rank", range(1, len(ranked) + 1))

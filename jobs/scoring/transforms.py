@@ -137,12 +137,16 @@ def most_popular(popularity: pd.DataFrame, k: int) -> pd.DataFrame:
 
 def top_k_unseen(
     users: DataFrame, item_ids: np.ndarray, item_factors: np.ndarray, k: int,
-    checked: Checked | None = None,
+    checked: Checked | None = None, item_item: bool = False,
 ) -> DataFrame:
     """Exact top-``k`` items per user by dot product, excluding items already seen.
 
     ``users`` has ``user_id``, ``features`` (array of floats) and ``seen``
-    (array of item ids, may be null). The item matrix reaches every task once,
+    (array of item ids, may be null). With ``item_item`` the item matrix is an
+    item-item model's weights (see :meth:`ItemCatalog.build`): a user's scores
+    are the sum of the rows of the items they have seen, ``features`` is not
+    read, and a user none of whose seen items the model knows is not scored.
+    The item matrix reaches every task once,
     as a broadcast variable when it is large enough for that to pay off. Users
     are scored in blocks: one matrix multiply per block, a top-``k`` selection
     that never sorts whole rows, and each input batch's lists, with their checks,
@@ -156,7 +160,8 @@ def top_k_unseen(
     """
     schema = SCORED_SCHEMA if checked else RECOMMENDATIONS_SCHEMA
     return scoring_input(users).mapInArrow(
-        task_scorer(users.sparkSession.sparkContext, item_ids, item_factors, k, checked),
+        task_scorer(users.sparkSession.sparkContext, item_ids, item_factors, k, checked,
+                    item_item),
         schema)
 
 
@@ -166,7 +171,7 @@ def scoring_input(users: DataFrame) -> DataFrame:
 
 
 def task_scorer(context: Any, item_ids: np.ndarray, item_factors: np.ndarray, k: int,
-                checked: Checked | None = None
+                checked: Checked | None = None, item_item: bool = False
                 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """What each task of :func:`top_k_unseen` runs over its Arrow batches of
     :func:`scoring_input` rows (for ``mapInArrow``, or wrapped by a task that writes
@@ -174,7 +179,7 @@ def task_scorer(context: Any, item_ids: np.ndarray, item_factors: np.ndarray, k:
     that broadcasts the item matrix."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    catalog = ItemCatalog.build(item_ids, item_factors, k)
+    catalog = ItemCatalog.build(item_ids, item_factors, k, item_item)
     if catalog.nbytes >= BROADCAST_MIN_BYTES:
         shared = context.broadcast(catalog)
 
@@ -188,6 +193,8 @@ def task_scorer(context: Any, item_ids: np.ndarray, item_factors: np.ndarray, k:
         items = load()
         totals = BlockTotals.empty()
         for batch in batches:
+            if items.item_item:
+                batch = with_known_history(batch, items)
             out = score_arrow_block(batch, items, k, history=checked is not None)
             if checked is None:
                 yield out
@@ -217,29 +224,42 @@ def with_redis_value(batch: pa.RecordBatch) -> pa.RecordBatch:
 class ItemCatalog:
     """The item side of scoring, laid out once for every block.
 
-    ``ids`` are sorted; ``factors`` holds their rows in that order, padded with
-    zero rows up to a whole number of ``chunk``-wide column chunks (the padded
-    columns score ``-inf``). ``size`` is the number of real items.
+    ``ids`` are sorted. For a factor model, ``factors`` holds their rows in that
+    order, padded with zero rows up to a whole number of ``chunk``-wide column
+    chunks (the padded columns score ``-inf``). For an item-item model
+    (``item_item``), ``factors`` is the (size, padded) weight matrix, rows and
+    columns in id order: row i is what having seen item i adds to every item's
+    score. ``size`` is the number of real items.
     """
 
     ids: np.ndarray
     factors: np.ndarray
     size: int
     chunk: int
+    item_item: bool = False
 
     @classmethod
-    def build(cls, item_ids: np.ndarray, item_factors: np.ndarray, k: int) -> ItemCatalog:
+    def build(cls, item_ids: np.ndarray, item_factors: np.ndarray, k: int,
+              item_item: bool = False) -> ItemCatalog:
         ids = np.asarray(item_ids, dtype=np.int64)
         factors = np.asarray(item_factors, dtype=np.float32).reshape(len(ids), -1)
         order = np.argsort(ids, kind="stable")
         size = len(ids)
+        if item_item and factors.shape[1] != size:
+            raise ValueError(f"an item-item model over {size} items needs a {size} x {size} "
+                             f"weight matrix, got {size} x {factors.shape[1]}")
         # About CHUNKS_PER_K chunks per wanted item: the selection then looks
         # at roughly k chunks of this width per user instead of the whole row.
         chunk = max(1, size // (CHUNKS_PER_K * k))
         padded = -(-size // chunk) * chunk
-        laid_out = np.zeros((padded, factors.shape[1]), dtype=np.float32)
-        laid_out[:size] = factors[order]
-        return cls(ids=ids[order], factors=laid_out, size=size, chunk=chunk)
+        if item_item:
+            laid_out = np.zeros((size, padded), dtype=np.float32)
+            laid_out[:, :size] = factors[np.ix_(order, order)]
+        else:
+            laid_out = np.zeros((padded, factors.shape[1]), dtype=np.float32)
+            laid_out[:size] = factors[order]
+        return cls(ids=ids[order], factors=laid_out, size=size, chunk=chunk,
+                   item_item=item_item)
 
     @property
     def nbytes(self) -> int:
@@ -260,17 +280,20 @@ def score_arrow_block(batch: pa.RecordBatch, catalog: ItemCatalog, k: int,
     """
     user_ids = batch.column("user_id").to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     n = len(user_ids)
-    users = user_matrix(batch.column("features"), catalog.factors.shape[1])
+    users = (None if catalog.item_item
+             else user_matrix(batch.column("features"), catalog.factors.shape[1]))
     seen_rows, seen_columns = seen_positions(batch.column("seen"), catalog.ids)
     seen_scores = np.empty(len(seen_rows), dtype=np.float32)
-    step = block_rows or max(1, SCORE_BLOCK_BYTES // (4 * max(1, catalog.factors.shape[0])))
+    width = catalog.factors.shape[1] if catalog.item_item else catalog.factors.shape[0]
+    step = block_rows or max(1, SCORE_BLOCK_BYTES // (4 * max(1, width)))
     # seen_rows ascend: each block's seen items are one slice of them.
     seen_bounds = np.searchsorted(seen_rows, np.arange(0, n + step, step))
     rows, columns, best = [], [], []
     for number, start in enumerate(range(0, n, step)):
-        scores = block_scores(users[start:start + step], catalog)
         seen_here = slice(seen_bounds[number], seen_bounds[number + 1])
         at = (seen_rows[seen_here] - start, seen_columns[seen_here])
+        scores = (item_item_scores(at, min(step, n - start), catalog) if users is None
+                  else block_scores(users[start:start + step], catalog))
         seen_scores[seen_here] = scores[at]
         scores[at] = -np.inf
         top_rows, top_columns, top_scores = top_k_columns(scores, k, catalog.chunk)
@@ -311,6 +334,29 @@ def block_scores(users: np.ndarray, catalog: ItemCatalog) -> np.ndarray:
     scores = users @ catalog.factors.T
     scores[:, catalog.size:] = -np.inf
     return scores
+
+
+def item_item_scores(seen_at: tuple[np.ndarray, np.ndarray], n_users: int,
+                     catalog: ItemCatalog) -> np.ndarray:
+    """An item-item model's scores for a block of users: the sum of the weight rows of
+    each user's seen items (``seen_at``: their rows in the block, their columns)."""
+    from scipy import sparse
+
+    rows, columns = seen_at
+    seen = sparse.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, columns)),
+                             shape=(n_users, catalog.size))
+    scores = np.asarray(seen @ catalog.factors, dtype=np.float32)
+    scores[:, catalog.size:] = -np.inf
+    return scores
+
+
+def with_known_history(batch: pa.RecordBatch, catalog: ItemCatalog) -> pa.RecordBatch:
+    """The rows of ``batch`` with at least one seen item in ``catalog``: an item-item
+    model knows nothing of the others, as a factor model knows nothing of a user
+    without factors."""
+    rows, _ = seen_positions(batch.column("seen"), catalog.ids)
+    known = np.bincount(rows, minlength=batch.num_rows) > 0
+    return batch if known.all() else batch.filter(pa.array(known))
 
 
 def seen_positions(seen: pa.Array, sorted_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

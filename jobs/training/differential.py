@@ -22,13 +22,16 @@ class Differential:
     score_ks: float
     candidate_mean_score: float
     reference_mean_score: float
+    # False when the models are of different families, whose scores are on different
+    # scales: the score shift then says nothing about either.
+    same_family: bool = True
 
     def to_json(self) -> dict[str, float | int]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
 def compare(candidate: Mapping[int, RankedList], reference: Mapping[int, RankedList],
-            k: int) -> Differential:
+            k: int, same_family: bool = True) -> Differential:
     """Compare the lists of the users both mappings have.
 
     Overlap@K is the share of the reference's first ``k`` items the candidate
@@ -61,6 +64,7 @@ def compare(candidate: Mapping[int, RankedList], reference: Mapping[int, RankedL
         score_ks=ks_statistic(np.asarray(candidate_scores), np.asarray(reference_scores)),
         candidate_mean_score=float(np.mean(candidate_scores)) if candidate_scores else 0.0,
         reference_mean_score=float(np.mean(reference_scores)) if reference_scores else 0.0,
+        same_family=same_family,
     )
 
 

@@ -16,8 +16,9 @@ import numpy as np
 from jobs.data.load import InputError
 
 if TYPE_CHECKING:
-    from pyspark.ml.recommendation import ALSModel
     from pyspark.sql import DataFrame
+
+    from jobs.scoring.model import ScoringModel
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +51,8 @@ class Evaluation:
         return self.metrics["als"]["ndcg_at_k"] > self.metrics["popularity"]["ndcg_at_k"]
 
 
-def evaluate(train: DataFrame, holdout_pairs: DataFrame, candidate: ALSModel, k: int,
-             serving: ALSModel | None = None) -> Evaluation:
+def evaluate(train: DataFrame, holdout_pairs: DataFrame, candidate: ScoringModel, k: int,
+             serving: ScoringModel | None = None) -> Evaluation:
     """Rank the holdout with the candidate, popularity and (if given) the serving model.
 
     ``train`` holds the events before the cutoff (the candidate was fitted on
@@ -99,24 +100,9 @@ def evaluate(train: DataFrame, holdout_pairs: DataFrame, candidate: ALSModel, k:
     return Evaluation(holdout=holdout, recommendations=recommendations, metrics=metrics, k=k)
 
 
-def recommend(model: ALSModel, users_seen: DataFrame, k: int) -> dict[int, list[int]]:
+def recommend(model: ScoringModel, users_seen: DataFrame, k: int) -> dict[int, list[int]]:
     """Each user's top-``k`` unseen items by ``model`` (users it does not know get none)."""
-    return items_by_user(ranked_lists(model, users_seen, k))
-
-
-def ranked_lists(model: ALSModel, users_seen: DataFrame, k: int) -> DataFrame:
-    """:func:`jobs.scoring.transforms.top_k_unseen` for the users in ``users_seen``
-    (user_id, seen)."""
-    from pyspark.sql import functions as F
-
-    from jobs.scoring.model import item_matrix
-    from jobs.scoring.transforms import top_k_unseen
-
-    ids, factors = item_matrix(model)
-    users = (model.userFactors.withColumnRenamed("id", "user_id")
-             .withColumn("user_id", F.col("user_id").cast("long"))
-             .join(users_seen, "user_id"))
-    return top_k_unseen(users, ids, factors, k)
+    return items_by_user(model.ranked_lists(users_seen, k))
 
 
 def items_by_user(recommendations: DataFrame) -> dict[int, list[int]]:

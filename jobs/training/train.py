@@ -1,9 +1,11 @@
-"""The training job: implicit-feedback ALS on interactions up to a date.
+"""The training job: a model of one family on interactions up to a date.
 
 ``main(argv)`` is what ``spark-submit jobs/training/train.py`` and ``batchscore train``
-run: extract the interactions, fit ALS on all but the last ``holdout_days``,
-evaluate it and a popularity baseline on those days, refit on everything, save
-the Spark model and register the version with its metrics and provenance.
+run: extract the interactions, fit the family's model (implicit-feedback ALS, or
+the EASE item-item model of :mod:`jobs.training.ease`) on all but the last
+``holdout_days``, evaluate it and a popularity baseline on those days, refit on
+everything, save the model with its portable artifact and register the version
+with its family, metrics and provenance.
 
 The interactions are read once from the interaction history
 (:mod:`jobs.data.history`, the days up to the as-of date) into a Parquet
@@ -34,12 +36,14 @@ from jobs.data.load import MAX_ID, InputError
 from jobs.data.store import day_end
 from jobs.lifecycle.registry import ModelVersion, NewModel, get, register, serving_or_none
 from jobs.platform.artifacts import artifact_path, artifact_record, sha256_of
-from jobs.platform.config import Settings
+from jobs.platform.config import DEFAULT_EASE_MAX_ITEMS, Settings
 from jobs.platform.db import engine_for, ensure_schema, statement
 from jobs.platform.names import Names
 from jobs.platform.progress import spark_progress
 from jobs.platform.provenance import code_version, current_user
-from jobs.scoring.model import MODEL_METADATA_FILE
+from jobs.scoring import item_item
+from jobs.scoring.model import ALS, EASE, FAMILIES, MODEL_METADATA_FILE, ScoringModel
+from jobs.training.ease import EaseParams, fit_ease
 from jobs.training.gates import GateConfig, judge
 from jobs.training.holdout import summary
 
@@ -85,7 +89,12 @@ class TrainConfig:
     home: Path
     as_of: date
     spark_master: str | None
-    als: AlsParams
+    als: AlsParams = field(default_factory=AlsParams)
+    # Which family to train (jobs.scoring.model.FAMILIES); ``als`` uses ``als``, ``ease``
+    # uses ``ease`` and the catalogue limit.
+    family: str = ALS
+    ease: EaseParams = field(default_factory=EaseParams)
+    ease_max_items: int = DEFAULT_EASE_MAX_ITEMS
     holdout_days: int = DEFAULT_HOLDOUT_DAYS
     eval_k: int = DEFAULT_EVAL_K
     promote_if_first: bool = True
@@ -103,17 +112,33 @@ class TrainConfig:
                 raise ValueError(f"--{name} must be at least 1, got {value}")
         if self.als.alpha <= 0 or self.als.reg_param < 0:
             raise ValueError("--alpha must be positive and --reg-param not negative")
+        if self.family not in FAMILIES:
+            raise ValueError(f"--family must be one of {', '.join(FAMILIES)}, got "
+                             f"{self.family!r}")
+
+    @property
+    def model_params(self) -> AlsParams | EaseParams:
+        return self.ease if self.family == EASE else self.als
+
+    def params(self) -> dict[str, Any]:
+        """The version's recorded parameters: its family's, and the evaluation's."""
+        chosen = ({**asdict(self.als), "implicit_prefs": True} if self.family == ALS
+                  else asdict(self.ease))
+        return {"family": self.family, **chosen, "holdout_days": self.holdout_days,
+                "eval_k": self.eval_k}
 
     @classmethod
     def reproducing(cls, version: ModelVersion, database_url: str, home: Path,
                     spark_master: str | None, names: Names | None = None,
                     history_uri: str | None = None) -> TrainConfig:
         """Train ``version`` again as it was trained: on its kept training set, with its
-        as-of date, holdout days, K and ALS parameters (the seed too); never promoted."""
+        family, as-of date, holdout days, K and parameters (the seed too); never
+        promoted."""
         params = version.params
+        chosen = family_params(params)
         return cls(database_url=database_url, home=home, as_of=version.trained_as_of,
-                   spark_master=spark_master,
-                   als=AlsParams(**{name: params[name] for name in AlsParams.__dataclass_fields__}),
+                   spark_master=spark_master, family=params.get("family", ALS),
+                   **({"ease": chosen} if isinstance(chosen, EaseParams) else {"als": chosen}),
                    holdout_days=params["holdout_days"], eval_k=params["eval_k"],
                    promote_if_first=False, reproduces=version.version, names=names or Names(),
                    history_uri=history_uri)
@@ -135,6 +160,10 @@ def parse_args(argv: list[str]) -> TrainConfig:
                         help="state folder; the model is saved under HOME/models")
     parser.add_argument("--spark-master", default=None,
                         help="Spark master (ignored under spark-submit, which sets it)")
+    parser.add_argument("--family", choices=FAMILIES, default=ALS,
+                        help="als (factor model) or ease (item-item model)")
+    parser.add_argument("--l2", type=float, default=EaseParams().l2,
+                        help="EASE's L2 regularisation")
     parser.add_argument("--rank", type=int, default=DEFAULT_RANK)
     parser.add_argument("--reg-param", type=float, default=DEFAULT_REG_PARAM)
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA)
@@ -167,8 +196,11 @@ def parse_args(argv: list[str]) -> TrainConfig:
             home=args.home.absolute(),
             as_of=args.as_of,
             spark_master=args.spark_master,
+            family=args.family,
             als=AlsParams(rank=args.rank, reg_param=args.reg_param, alpha=args.alpha,
                           max_iter=args.max_iter, seed=args.seed),
+            ease=EaseParams(l2=args.l2),
+            ease_max_items=settings.ease_max_items,
             holdout_days=args.holdout_days,
             eval_k=args.eval_k,
             promote_if_first=not args.no_promote,
@@ -200,7 +232,7 @@ def run(config: TrainConfig, spark: SparkSession | None = None) -> ModelVersion:
 
     engine = engine_for(config.database_url, config.names)
     ensure_schema(engine)
-    name = f"als-{config.as_of.isoformat()}-{uuid.uuid4().hex[:8]}"
+    name = f"{config.family}-{config.as_of.isoformat()}-{uuid.uuid4().hex[:8]}"
     work_dir = config.home / "staging" / f"train-{name}"
     training_set = work_dir / TRAINING_SET_FILE
     # Extract
@@ -224,32 +256,27 @@ def run(config: TrainConfig, spark: SparkSession | None = None) -> ModelVersion:
         if original is not None:
             check_content_hash(original, snapshot)
         check_als_ids(snapshot)
-        serving_model = load_model(serving) if serving is not None else None
+        serving_model = load_serving(serving) if serving is not None else None
         # Transform
-        metrics, fairness = evaluate(engine, interactions, config, serving, serving_model)
-        logger.info("holdout NDCG@%d: ALS %.4f, popularity %.4f", config.eval_k,
-                    metrics["als"]["ndcg_at_k"], metrics["popularity"]["ndcg_at_k"])
-        logger.info("refitting ALS on all %d interactions up to %s", snapshot["rows"],
-                    config.as_of)
-        model = fit_als(interactions, config.als, "ALS fit (all events)")
+        metrics, fairness = evaluate(engine, interactions, config, serving, serving_model,
+                                     work_dir)
+        logger.info("holdout NDCG@%d: %s %.4f, popularity %.4f", config.eval_k,
+                    config.family, metrics["als"]["ndcg_at_k"],
+                    metrics["popularity"]["ndcg_at_k"])
+        logger.info("refitting %s on all %d interactions up to %s", config.family,
+                    snapshot["rows"], config.as_of)
+        model = fit(interactions, config.model_params, work_dir, config.ease_max_items,
+                    f"{config.family} fit (all events)")
         differential = None
         if serving_model is not None:
             with spark_progress(spark, "comparison with serving"):
-                differential = compare_with_serving(model, serving_model, interactions,
+                differential = compare_with_serving(model.scoring, serving_model, interactions,
                                                     config.eval_k,
                                                     gate_config.differential.sample_users)
         # Load
         artifact = config.home / "models" / name
         with spark_progress(spark, "saving the model"):
-            model.save(str(artifact))
-            # Spark's files only: the training set and the metadata file join them later.
-            model_record = artifact_record("spark_als_model", artifact)
-            try:
-                # Raises when the bundle does not score like Spark: nothing is registered.
-                bundle = export_als(model, artifact.with_name(artifact.name + ".mleap"))
-            except BaseException:
-                shutil.rmtree(artifact, ignore_errors=True)
-                raise
+            artifacts = model.save(artifact)
         interactions.unpersist()
         kept = Path(shutil.move(training_set, artifact / TRAINING_SET_FILE))
     finally:
@@ -262,15 +289,13 @@ def run(config: TrainConfig, spark: SparkSession | None = None) -> ModelVersion:
     new_model = NewModel(
         created_by=current_user(),
         trained_as_of=config.as_of,
-        params={**asdict(config.als), "implicit_prefs": True,
-                "holdout_days": config.holdout_days, "eval_k": config.eval_k},
+        kind=config.family,
+        params=config.params(),
         metrics=metrics,
         data_snapshot=snapshot,
         code_version=code_version(),
         artifact_uri=artifact.as_uri(),
-        artifacts=[model_record,
-                   {"kind": "mleap_bundle", "uri": bundle.path.absolute().as_uri(),
-                    **bundle.to_json()},
+        artifacts=[*artifacts,
                    {**artifact_record(TRAINING_SET, kept), "rows": snapshot["rows"]}],
         gates=gates,
         reports=reports,
@@ -346,7 +371,7 @@ def holdout_start(config: TrainConfig) -> date:
 
 
 def evaluate(engine: Engine, interactions: DataFrame, config: TrainConfig,
-             serving: ModelVersion | None, serving_model: ALSModel | None
+             serving: ModelVersion | None, serving_model: ScoringModel | None, work: Path
              ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit on the events before the holdout and rank it: the metrics and the fairness report.
 
@@ -361,16 +386,17 @@ def evaluate(engine: Engine, interactions: DataFrame, config: TrainConfig,
 
     cutoff = int(day_end(holdout_start(config)).timestamp())
     train, holdout_pairs = time_split(interactions, cutoff)
-    logger.info("fitting ALS on events before the %d-day holdout", config.holdout_days)
+    logger.info("fitting %s on events before the %d-day holdout", config.family,
+                config.holdout_days)
     reference, compared_as = serving_model, "artifact"
     if serving is not None and serving.trained_as_of > holdout_start(config):
         logger.info("serving version %d was trained on part of the holdout: refitting its "
                     "parameters on the candidate's training events", serving.version)
-        reference = fit_als(train, AlsParams(**{name: serving.params[name]
-                                                 for name in AlsParams.__dataclass_fields__}),
-                            "ALS refit (serving)")
+        reference = fit(train, family_params(serving.params), work, config.ease_max_items,
+                        f"{serving.params.get('family', ALS)} refit (serving)").scoring
         compared_as = "its parameters refitted on the candidate's training events"
-    candidate = fit_als(train, config.als, "ALS fit (candidate)")
+    candidate = fit(train, config.model_params, work, config.ease_max_items,
+                    f"{config.family} fit (candidate)").scoring
     with spark_progress(train.sparkSession, "holdout evaluation"):
         evaluation = holdout.evaluate(train, holdout_pairs, candidate, config.eval_k, reference)
     metrics = summary(evaluation)
@@ -384,13 +410,13 @@ def evaluate(engine: Engine, interactions: DataFrame, config: TrainConfig,
     return metrics, report
 
 
-def compare_with_serving(model: ALSModel, serving_model: ALSModel, interactions: DataFrame,
-                         k: int, sample_size: int) -> Differential:
+def compare_with_serving(model: ScoringModel, serving_model: ScoringModel,
+                         interactions: DataFrame, k: int, sample_size: int) -> Differential:
     """The candidate's and the serving model's top-K on a fixed sample of users."""
     from jobs.contracts.canary import fixed_sample
     from jobs.scoring.transforms import seen_items
     from jobs.training.differential import compare
-    from jobs.training.holdout import lists_with_scores, ranked_lists
+    from jobs.training.holdout import lists_with_scores
 
     users = np.array([row["user_id"] for row in
                       interactions.select("user_id").distinct().collect()], dtype=np.int64)
@@ -399,16 +425,78 @@ def compare_with_serving(model: ALSModel, serving_model: ALSModel, interactions:
     chosen = spark.createDataFrame([(int(user),) for user in sample], "user_id long")
     seen = seen_items(interactions.join(chosen, "user_id", "left_semi")).cache()
     try:
-        return compare(lists_with_scores(ranked_lists(model, seen, k)),
-                       lists_with_scores(ranked_lists(serving_model, seen, k)), k)
+        return compare(lists_with_scores(model.ranked_lists(seen, k)),
+                       lists_with_scores(serving_model.ranked_lists(seen, k)), k,
+                       same_family=model.family == serving_model.family)
     finally:
         seen.unpersist()
 
 
-def load_model(version: ModelVersion) -> ALSModel:
-    from pyspark.ml.recommendation import ALSModel
+def load_serving(version: ModelVersion) -> ScoringModel:
+    from jobs.scoring.model import load_model
 
-    return ALSModel.load(str(artifact_path(version.artifact_uri)))
+    return load_model(artifact_path(version.artifact_uri))
+
+
+def family_params(params: dict[str, Any]) -> AlsParams | EaseParams:
+    """A recorded version's ``params`` as its family's parameters (ALS before families
+    were recorded)."""
+    if params.get("family", ALS) == EASE:
+        return EaseParams(l2=params["l2"])
+    return AlsParams(**{name: params[name] for name in AlsParams.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class FittedModel:
+    """A model just fitted: what scores with it, and the family's own object to save."""
+
+    scoring: ScoringModel
+    spark_model: ALSModel | None = None
+    item_item_model: item_item.ItemItemModel | None = None
+
+    def save(self, folder: Path) -> list[dict[str, Any]]:
+        """Save the model into ``folder`` with its portable artifact; their records.
+
+        ALS: the Spark model, and an MLeap bundle beside it that must score like
+        Spark (nothing is kept otherwise). EASE: the portable item-item files
+        (:mod:`jobs.scoring.item_item`), the artifact the nightly scores with,
+        since MLeap has no op for an item-item model.
+        """
+        if self.item_item_model is not None:
+            item_item.save(self.item_item_model, folder)
+            return [{**artifact_record(ITEM_ITEM_MODEL, folder),
+                     "format": f"{item_item.FORMAT} {item_item.FORMAT_VERSION}",
+                     "mleap": "MLeap has no op for an item-item model: saved in the "
+                              "portable format of schemas/item-item-model.md instead"}]
+        assert self.spark_model is not None
+        self.spark_model.save(str(folder))
+        # Spark's files only: the training set and the metadata file join them later.
+        record = artifact_record("spark_als_model", folder)
+        try:
+            # Raises when the bundle does not score like Spark: nothing is registered.
+            bundle = export_als(self.spark_model, folder.with_name(folder.name + ".mleap"))
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return [record, {"kind": "mleap_bundle", "uri": bundle.path.absolute().as_uri(),
+                         **bundle.to_json()}]
+
+
+# The artifact kind of an EASE version's model folder.
+ITEM_ITEM_MODEL = "item_item_model"
+
+
+def fit(interactions: DataFrame, params: AlsParams | EaseParams, work: Path,
+        max_items: int = DEFAULT_EASE_MAX_ITEMS, description: str = "fit") -> FittedModel:
+    """The family of ``params`` fitted on ``interactions``; EASE keeps its partial Gram
+    matrices under ``work`` and refuses a catalogue of more than ``max_items``."""
+    from jobs.scoring.model import from_als, from_item_item
+
+    if isinstance(params, EaseParams):
+        model = fit_ease(interactions, params, max_items, work, description)
+        return FittedModel(scoring=from_item_item(model), item_item_model=model)
+    spark_model = fit_als(interactions, params, description)
+    return FittedModel(scoring=from_als(spark_model), spark_model=spark_model)
 
 
 def user_attributes(engine: Engine, users: list[int]) -> dict[int, dict[str, Any]]:
