@@ -119,20 +119,36 @@ def describe_reproduction(original: Any, reproduced: Any) -> None:
     print(f"  largest difference in a holdout metric: {report['largest_metric_difference']:.2g}")
 
 
+# The debiased holdout metrics (jobs.training.metrics), as models show titles them.
+DEBIASED_COLUMNS = (("ips_ndcg_at_k", "ips ndcg"), ("ips_recall_at_k", "ips recall"),
+                    ("novelty", "novelty"))
+
+
+def debiased_cell(value: float | None, title: str) -> str:
+    return f"{'-' if value is None else f'{value:.4f}':<{len(title)}}"
+
+
 def describe_model(version: Any) -> None:
     k = version.params.get("eval_k", "K")
     print(f"model version {version.version} ({version.status}, {version.kind}), trained as of "
           f"{version.trained_as_of} on {version.data_snapshot['rows']} interactions")
-    print(f"  holdout @{k}:     precision  recall  ndcg    map     coverage")
     rows = [("this model", version.metrics["als"]),
             ("popularity", version.metrics["popularity"])]
     if "serving" in version.metrics:
         serving = version.metrics["serving"]
         rows.append((f"serving v{serving['version']}", serving))
+    # Versions trained before the debiased metrics have none: their columns are left out.
+    debiased = any(name in metrics for _, metrics in rows for name, _ in DEBIASED_COLUMNS)
+    print(f"  holdout @{k}:     precision  recall  ndcg    map     coverage"
+          + ("".join(f"  {title}" for _, title in DEBIASED_COLUMNS) if debiased else ""))
     for label, metrics in rows:
-        print(f"  {label:<14} {metrics['precision_at_k']:.4f}     {metrics['recall_at_k']:.4f}"
-              f"  {metrics['ndcg_at_k']:.4f}  {metrics.get('map_at_k', float('nan')):.4f}"
-              f"  {metrics['catalog_coverage']:.3f}")
+        line = (f"  {label:<14} {metrics['precision_at_k']:.4f}     {metrics['recall_at_k']:.4f}"
+                f"  {metrics['ndcg_at_k']:.4f}  {metrics.get('map_at_k', float('nan')):.4f}"
+                f"  {metrics['catalog_coverage']:<8.3f}")
+        if debiased:
+            line += "".join(f"  {debiased_cell(metrics.get(name), title)}"
+                            for name, title in DEBIASED_COLUMNS)
+        print(line.rstrip())
     if version.gates:
         print(f"  gates {'passed' if version.gates['passed'] else 'FAILED'}:")
         for check in version.gates["checks"]:

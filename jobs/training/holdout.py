@@ -95,7 +95,7 @@ def evaluate(train: DataFrame, holdout_pairs: DataFrame, candidate: ScoringModel
     if serving is not None:
         recommendations["serving"] = recommend(serving, seen, k)
     seen.unpersist()
-    metrics = {name: ranking_metrics(lists, truth, k, holdout.catalog)
+    metrics = {name: ranking_metrics(lists, truth, k, holdout.catalog, holdout.item_popularity)
                for name, lists in recommendations.items()}
     return Evaluation(holdout=holdout, recommendations=recommendations, metrics=metrics, k=k)
 

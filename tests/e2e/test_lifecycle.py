@@ -73,7 +73,9 @@ def test_version_two_passes_its_gates_against_the_serving_model(world, capsys) -
         "score_shift"]
     for model in ("als", "popularity", "serving"):
         assert set(shown["metrics"][model]) >= {"precision_at_k", "recall_at_k", "ndcg_at_k",
-                                                "map_at_k", "catalog_coverage"}
+                                                "map_at_k", "catalog_coverage",
+                                                "ips_recall_at_k", "ips_ndcg_at_k", "novelty"}
+        assert 0.0 <= shown["metrics"][model]["ips_ndcg_at_k"] <= 1.0
     assert shown["metrics"]["serving"]["version"] == 1
     kinds = {artifact["kind"]: artifact for artifact in shown["artifacts"]}
     assert set(kinds) == {"spark_als_model", "mleap_bundle", "training_set"}

@@ -1,3 +1,8 @@
+from dataclasses import replace
+
+import pytest
+
+from jobs.platform.config import ConfigError
 from jobs.training.differential import Differential
 from jobs.training.gates import DifferentialBounds, GateConfig, judge
 
@@ -46,3 +51,62 @@ def test_the_configured_bounds_load_from_the_contracts_file() -> None:
     config = GateConfig.load()
     assert 0 < config.max_ndcg_drop < 1
     assert config.differential.sample_users > 0
+
+
+# The candidate wins on plain NDCG but loses on IPS NDCG: it finds the popular
+# items the baseline finds, and misses the rare ones the baseline happens to hit.
+BOTH = {
+    "als": {"ndcg_at_k": 0.20, "ips_ndcg_at_k": 0.10},
+    "popularity": {"ndcg_at_k": 0.15, "ips_ndcg_at_k": 0.12},
+    "serving": {"ndcg_at_k": 0.22, "ips_ndcg_at_k": 0.10, "compared_as": "artifact"},
+}
+IPS_CONFIG = replace(CONFIG, gate_metric="ips_ndcg_at_k")
+
+
+def test_the_gate_metric_decides_and_is_named() -> None:
+    plain = judge(BOTH, None, None, CONFIG)
+    assert plain["passed"]
+    assert plain["checks"][0]["detail"] == "NDCG 0.2000 vs popularity 0.1500"
+    debiased = judge(BOTH, None, None, IPS_CONFIG)
+    assert not debiased["passed"]
+    assert debiased["reason"] == ("beats_popularity failed: IPS NDCG 0.1000 vs popularity "
+                                  "0.1200")
+
+
+def test_keeping_up_with_serving_uses_the_gate_metric() -> None:
+    # Plain: floor 0.22 * 0.95 = 0.209 > 0.20 fails; IPS: floor 0.10 * 0.95 = 0.095 <= 0.10.
+    serving = {name: BOTH[name] for name in ("als", "serving")}
+    serving["popularity"] = {"ndcg_at_k": 0.1, "ips_ndcg_at_k": 0.05}
+    plain = judge(serving, None, 3, CONFIG)
+    assert [c["passed"] for c in plain["checks"]] == [True, False]
+    debiased = judge(serving, None, 3, IPS_CONFIG)
+    assert [c["passed"] for c in debiased["checks"]] == [True, True]
+    assert debiased["checks"][1]["detail"].startswith(
+        "IPS NDCG 0.1000 vs serving version 3's 0.1000 on the same holdout (floor 0.0950")
+
+
+def test_metrics_without_the_gate_metric_fail_the_gate_and_say_so() -> None:
+    # A version stored before the debiased metrics existed has no ips_ndcg_at_k.
+    old_serving = {**BOTH, "popularity": {"ndcg_at_k": 0.1, "ips_ndcg_at_k": 0.05},
+                   "serving": {"ndcg_at_k": 0.22, "compared_as": "artifact"}}
+    gates = judge(old_serving, None, 3, IPS_CONFIG)
+    assert not gates["passed"]
+    assert gates["reason"] == ("keeps_up_with_serving failed: serving version 3's metrics "
+                               "have no ips_ndcg_at_k")
+
+
+def test_the_gate_metric_loads_and_a_bad_value_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs.contracts import engine
+
+    assert GateConfig.load().gate_metric == "ndcg_at_k"
+    contracts = engine.load_contracts_config()
+    contracts["promotion"] = {**contracts["promotion"], "gate_metric": "ips_ndcg"}
+    monkeypatch.setattr(engine, "load_contracts_config", lambda: contracts)
+    with pytest.raises(ConfigError, match=r"promotion\.gate_metric in schemas/contracts\.json "
+                       r"is 'ips_ndcg'; expected one of 'ndcg_at_k', 'ips_ndcg_at_k'"):
+        GateConfig.load()
+    contracts["promotion"]["gate_metric"] = "ips_ndcg_at_k"
+    assert GateConfig.load().gate_metric == "ips_ndcg_at_k"
+    del contracts["promotion"]["gate_metric"]
+    assert GateConfig.load().gate_metric == "ndcg_at_k"
