@@ -21,6 +21,7 @@ from jobs.platform.provenance import current_user
 from jobs.scoring.model import ALS, FAMILIES
 from jobs.training import train
 from jobs.training.ease import EaseParams
+from jobs.training.holdout import CANDIDATE, LEGACY_CANDIDATE, candidate_metrics
 
 # Training options of `batchscore train`: option, default, help.
 TRAIN_OPTIONS = (
@@ -109,10 +110,11 @@ def describe_reproduction(original: Any, reproduced: Any) -> None:
           f"(v{original.version}: {report['original_content_hash']})")
     print(f"  holdout @{reproduced.params['eval_k']}:     precision  recall  ndcg    map     "
           "coverage")
-    for model in ("als", "popularity"):
+    for model in (CANDIDATE, "popularity"):
         for label, version in ((f"v{original.version}", original),
                                (f"v{reproduced.version}", reproduced)):
-            metrics = version.metrics[model]
+            metrics = (candidate_metrics(version.metrics) if model == CANDIDATE
+                       else version.metrics[model])
             print(f"  {label + ' ' + model:<14} {metrics['precision_at_k']:.4f}     "
                   f"{metrics['recall_at_k']:.4f}  {metrics['ndcg_at_k']:.4f}  "
                   f"{metrics.get('map_at_k', float('nan')):.4f}  {metrics['catalog_coverage']:.3f}")
@@ -132,7 +134,7 @@ def describe_model(version: Any) -> None:
     k = version.params.get("eval_k", "K")
     print(f"model version {version.version} ({version.status}, {version.kind}), trained as of "
           f"{version.trained_as_of} on {version.data_snapshot['rows']} interactions")
-    rows = [("this model", version.metrics["als"]),
+    rows = [("this model", candidate_metrics(version.metrics)),
             ("popularity", version.metrics["popularity"])]
     if "serving" in version.metrics:
         serving = version.metrics["serving"]
@@ -161,12 +163,12 @@ def cmd_models_list(settings: Settings, args: argparse.Namespace) -> int:
         print_json([version.to_json() for version in versions])
         return 0
     for version in versions:
-        als = version.metrics["als"]
+        metrics = candidate_metrics(version.metrics)
         gates = ("gates passed" if version.gates.get("passed") else
                  "gates failed" if version.gates else "no gates")
         print(f"v{version.version:<4} {version.status:<11} {version.kind:<4} "
               f"as of {version.trained_as_of}  "
-              f"ndcg@{version.params.get('eval_k', 'K')} {als['ndcg_at_k']:.4f}  {gates:<12}  "
+              f"ndcg@{version.params.get('eval_k', 'K')} {metrics['ndcg_at_k']:.4f}  {gates:<12}  "
               f"by {version.created_by} at {version.created_at:%Y-%m-%d %H:%M}")
     return 0
 
@@ -200,7 +202,8 @@ def cmd_models_show(settings: Settings, args: argparse.Namespace) -> int:
         for dimension, rows in fairness["quality"].items():
             for row in rows:
                 scores = "  ".join(f"{model} {row[model]['ndcg_at_k']:.4f}"
-                                   for model in ("als", "popularity", "serving") if model in row)
+                                   for model in (CANDIDATE, LEGACY_CANDIDATE, "popularity",
+                                                 "serving") if model in row)
                 print(f"    {dimension} {row['segment']:<24} {row['users']:>6} users  {scores}")
         print("  exposure by item popularity band (share of slots):")
         for row in fairness["exposure"]:

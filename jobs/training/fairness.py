@@ -34,7 +34,7 @@ def fairness_report(
 ) -> dict[str, Any]:
     """Quality per segment and exposure per band for each named model's lists.
 
-    ``recommendations`` maps a model name ("als", "popularity", ...) to its
+    ``recommendations`` maps a model name ("model", "popularity", ...) to its
     lists for the holdout users; ``activity`` is each user's number of
     training events; ``item_popularity`` each item's training users.
     """

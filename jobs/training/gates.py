@@ -23,6 +23,7 @@ from typing import Any
 
 from jobs.platform.config import ConfigError
 from jobs.training.differential import Differential
+from jobs.training.holdout import candidate_metrics
 
 # The metrics the first two gates may compare, with the name their details use.
 GATE_METRICS = {"ndcg_at_k": "NDCG", "ips_ndcg_at_k": "IPS NDCG"}
@@ -69,7 +70,7 @@ def judge(metrics: dict[str, Any], differential: Differential | None,
     lack ``config.gate_metric`` fails its check, saying so.
     """
     name, label = config.gate_metric, GATE_METRICS[config.gate_metric]
-    candidate = metrics["als"].get(name)
+    candidate = candidate_metrics(metrics).get(name)
     baseline = metrics["popularity"].get(name)
     if candidate is None or baseline is None:
         missing = "the candidate's" if candidate is None else "the popularity baseline's"

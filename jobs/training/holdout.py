@@ -24,6 +24,10 @@ logger = logging.getLogger(__name__)
 
 # Enough users for stable metrics; evaluation stays cheap at any scale.
 MAX_EVAL_USERS = 20_000
+# The candidate's name among the models ranked (its metrics, its fairness rows).
+CANDIDATE = "model"
+# ...under which versions registered before there were two families keep them.
+LEGACY_CANDIDATE = "als"
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ class Evaluation:
 
     @property
     def beats_popularity(self) -> bool:
-        return self.metrics["als"]["ndcg_at_k"] > self.metrics["popularity"]["ndcg_at_k"]
+        return self.metrics[CANDIDATE]["ndcg_at_k"] > self.metrics["popularity"]["ndcg_at_k"]
 
 
 def evaluate(train: DataFrame, holdout_pairs: DataFrame, candidate: ScoringModel, k: int,
@@ -84,7 +88,7 @@ def evaluate(train: DataFrame, holdout_pairs: DataFrame, candidate: ScoringModel
     )
     seen = seen_items(train).join(eval_users, "user_id", "left_semi").cache()
 
-    recommendations = {"als": recommend(candidate, seen, k)}
+    recommendations = {CANDIDATE: recommend(candidate, seen, k)}
     pop_users = seen.withColumn("features", F.array(F.lit(1.0).cast("float")))
     recommendations["popularity"] = items_by_user(top_k_unseen(
         pop_users,
@@ -114,6 +118,12 @@ def lists_with_scores(recommendations: DataFrame) -> dict[int, tuple[list[int], 
     return {int(row["user_id"]): ([int(i) for i in row["items"]],
                                   [float(s) for s in row["scores"]])
             for row in recommendations.select("user_id", "items", "scores").collect()}
+
+
+def candidate_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The candidate's holdout metrics in a version's ``metrics``, whichever release
+    registered it."""
+    return metrics[CANDIDATE] if CANDIDATE in metrics else metrics[LEGACY_CANDIDATE]
 
 
 def summary(evaluation: Evaluation) -> dict[str, Any]:

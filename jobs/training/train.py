@@ -45,7 +45,7 @@ from jobs.scoring import item_item
 from jobs.scoring.model import ALS, EASE, FAMILIES, MODEL_METADATA_FILE, ScoringModel
 from jobs.training.ease import EaseParams, fit_ease
 from jobs.training.gates import GateConfig, judge
-from jobs.training.holdout import summary
+from jobs.training.holdout import CANDIDATE, candidate_metrics, summary
 
 if TYPE_CHECKING:
     from pyspark.ml.recommendation import ALSModel
@@ -261,7 +261,7 @@ def run(config: TrainConfig, spark: SparkSession | None = None) -> ModelVersion:
         metrics, fairness = evaluate(engine, interactions, config, serving, serving_model,
                                      work_dir)
         logger.info("holdout NDCG@%d: %s %.4f, popularity %.4f", config.eval_k,
-                    config.family, metrics["als"]["ndcg_at_k"],
+                    config.family, candidate_metrics(metrics)["ndcg_at_k"],
                     metrics["popularity"]["ndcg_at_k"])
         logger.info("refitting %s on all %d interactions up to %s", config.family,
                     snapshot["rows"], config.as_of)
@@ -357,9 +357,10 @@ def reproduction_report(original: ModelVersion, metrics: dict[str, Any],
                         snapshot: dict[str, Any]) -> dict[str, Any]:
     """What a reproduction records: the version reproduced, both data hashes, and the
     largest difference between its holdout metrics and the original's."""
-    differences = [abs(metrics[model][name] - original.metrics[model][name])
-                   for model in ("als", "popularity") for name in COMPARED_METRICS
-                   if name in original.metrics.get(model, {})]
+    pairs = [(metrics[CANDIDATE], candidate_metrics(original.metrics)),
+             (metrics["popularity"], original.metrics["popularity"])]
+    differences = [abs(ours[name] - theirs[name]) for ours, theirs in pairs
+                   for name in COMPARED_METRICS if name in theirs]
     return {"of_version": original.version,
             "original_content_hash": original.data_snapshot["content_hash"],
             "content_hash": snapshot["content_hash"],

@@ -71,7 +71,7 @@ def test_version_two_passes_its_gates_against_the_serving_model(world, capsys) -
     assert [c["name"] for c in gates["checks"]] == [
         "beats_popularity", "keeps_up_with_serving", "overlap_at_k", "rank_correlation",
         "score_shift"]
-    for model in ("als", "popularity", "serving"):
+    for model in ("model", "popularity", "serving"):
         assert set(shown["metrics"][model]) >= {"precision_at_k", "recall_at_k", "ndcg_at_k",
                                                 "map_at_k", "catalog_coverage",
                                                 "ips_recall_at_k", "ips_ndcg_at_k", "novelty"}

@@ -83,7 +83,7 @@ def test_the_fairness_report_shows_the_user_attribute_segments(world, capsys) ->
                 shown["reports"]["fairness"]["quality"]["attribute:plan"]}
     assert set(segments) == {"free", "paid"}
     assert segments["free"]["users"] > segments["paid"]["users"] >= 5
-    assert 0.0 <= segments["paid"]["als"]["ndcg_at_k"] <= 1.0
+    assert 0.0 <= segments["paid"]["model"]["ndcg_at_k"] <= 1.0
     text = run(capsys, "models", "show", "1")
     assert "    attribute:plan free " in text and "    attribute:plan paid " in text
 

@@ -125,7 +125,7 @@ def test_status_runs_and_models_report_what_was_done(pipeline, capsys) -> None:
     assert [m["status"] for m in models] == ["serving"]
     snapshot = models[0]["data_snapshot"]
     assert snapshot["rows"] > 0 and snapshot["content_hash"].startswith("xxhash64-sum:")
-    for name in ("als", "popularity"):
+    for name in ("model", "popularity"):
         assert set(models[0]["metrics"][name]) >= {"precision_at_k", "recall_at_k",
                                                    "ndcg_at_k", "catalog_coverage"}
     assert main(["runs", "list", "--json"]) == 0

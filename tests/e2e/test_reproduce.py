@@ -134,7 +134,7 @@ def test_reproduce_trains_again_on_the_events_the_version_saw(changed, capsys) -
     assert reproduced.trained_as_of == original.trained_as_of == AS_OF
     assert reproduced.params == original.params
     assert reproduced.data_snapshot == original.data_snapshot
-    for model in ("als", "popularity"):
+    for model in ("model", "popularity"):
         for name in METRICS:
             assert reproduced.metrics[model][name] == pytest.approx(
                 original.metrics[model][name], abs=TOLERANCE), (model, name)
@@ -149,7 +149,7 @@ def test_reproduce_trains_again_on_the_events_the_version_saw(changed, capsys) -
     assert artifact_path(kept["uri"]).parent == artifact_path(reproduced.artifact_uri)
     assert (f"reproduces version 1: data hash {original.data_snapshot['content_hash']} "
             f"(v1: {original.data_snapshot['content_hash']})") in out
-    ndcg = original.metrics["als"]["ndcg_at_k"]
+    ndcg = original.metrics["model"]["ndcg_at_k"]
     assert "v1 als" in out and "v2 als" in out and f"{ndcg:.4f}" in out
 
 

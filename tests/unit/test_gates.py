@@ -10,8 +10,8 @@ CONFIG = GateConfig(max_ndcg_drop=0.05, differential=DifferentialBounds(
     sample_users=100, min_overlap_at_k=0.5, min_rank_correlation=0.2, max_score_ks=0.3))
 
 
-def metrics(als: float, popularity: float, serving: float | None = None) -> dict:
-    result = {"als": {"ndcg_at_k": als}, "popularity": {"ndcg_at_k": popularity}}
+def metrics(model: float, popularity: float, serving: float | None = None) -> dict:
+    result = {"model": {"ndcg_at_k": model}, "popularity": {"ndcg_at_k": popularity}}
     if serving is not None:
         result["serving"] = {"ndcg_at_k": serving, "compared_as": "artifact"}
     return result
@@ -56,7 +56,7 @@ def test_the_configured_bounds_load_from_the_contracts_file() -> None:
 # The candidate wins on plain NDCG but loses on IPS NDCG: it finds the popular
 # items the baseline finds, and misses the rare ones the baseline happens to hit.
 BOTH = {
-    "als": {"ndcg_at_k": 0.20, "ips_ndcg_at_k": 0.10},
+    "model": {"ndcg_at_k": 0.20, "ips_ndcg_at_k": 0.10},
     "popularity": {"ndcg_at_k": 0.15, "ips_ndcg_at_k": 0.12},
     "serving": {"ndcg_at_k": 0.22, "ips_ndcg_at_k": 0.10, "compared_as": "artifact"},
 }
@@ -75,7 +75,7 @@ def test_the_gate_metric_decides_and_is_named() -> None:
 
 def test_keeping_up_with_serving_uses_the_gate_metric() -> None:
     # Plain: floor 0.22 * 0.95 = 0.209 > 0.20 fails; IPS: floor 0.10 * 0.95 = 0.095 <= 0.10.
-    serving = {name: BOTH[name] for name in ("als", "serving")}
+    serving = {name: BOTH[name] for name in ("model", "serving")}
     serving["popularity"] = {"ndcg_at_k": 0.1, "ips_ndcg_at_k": 0.05}
     plain = judge(serving, None, 3, CONFIG)
     assert [c["passed"] for c in plain["checks"]] == [True, False]
@@ -110,3 +110,13 @@ def test_the_gate_metric_loads_and_a_bad_value_is_refused(
     assert GateConfig.load().gate_metric == "ips_ndcg_at_k"
     del contracts["promotion"]["gate_metric"]
     assert GateConfig.load().gate_metric == "ndcg_at_k"
+
+
+def test_a_version_registered_before_two_families_is_read_under_its_old_key() -> None:
+    from jobs.training.holdout import candidate_metrics
+
+    assert candidate_metrics({"als": {"ndcg_at_k": 0.3}, "popularity": {}}) == {
+        "ndcg_at_k": 0.3}
+    assert candidate_metrics({"model": {"ndcg_at_k": 0.4}}) == {"ndcg_at_k": 0.4}
+    legacy = {"als": {"ndcg_at_k": 0.19}, "popularity": {"ndcg_at_k": 0.15}}
+    assert judge(legacy, None, None, CONFIG)["passed"]
