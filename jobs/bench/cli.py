@@ -67,6 +67,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="users of the --scale run (make bench-scale USERS=...)")
     parser.add_argument("--scale-items", type=int, default=20_000,
                         help="items of the --scale run (make bench-scale ITEMS=...)")
+    parser.add_argument("--quality", action="store_true",
+                        help="instead: every family at its defaults and tuned, and the "
+                             "popularity baseline, on the synthetic sample and on a real data "
+                             "set (--dataset), then EASE's cost at --ease-items items")
+    parser.add_argument("--dataset", type=Path, default=None,
+                        help="MovieLens 100K's ml-100k.inter for --quality (default: fetched "
+                             "from PyPI's recbole 1.2.1 wheel into the home's bench/datasets)")
+    parser.add_argument("--budget-minutes", type=float, default=5.0,
+                        help="each data set's tuning budget for --quality (split between the "
+                             "families)")
+    parser.add_argument("--ease-items", type=int, default=20_000,
+                        help="catalogue size of --quality's EASE cost measurement")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="scratch space (default: a temporary folder, removed after)")
 
@@ -81,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from jobs.bench.servers import PEER_TOOLS, require_tool
 
     settings = Settings.from_env()
-    if not args.scale:
+    if not (args.scale or args.quality):
         for tool in PEER_TOOLS:  # before minutes of work, not after
             require_tool(tool)
     work = Path(tempfile.mkdtemp(prefix="batchscore-bench-", dir=args.work_dir))
@@ -98,6 +110,11 @@ def run(args: argparse.Namespace) -> int:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(report, indent=2) + "\n")
             print(f"written to {out}")
+        elif args.quality:
+            from jobs.bench.quality import run_quality
+
+            run_quality(work, settings.home / "bench" / "datasets", args.dataset,
+                        args.budget_minutes, args.ease_items)
         elif args.scale:
             from jobs.bench.scale import run_scale
 

@@ -93,7 +93,23 @@ def test_an_ease_version_is_judged_against_the_serving_als_and_records_its_famil
     assert " ease " in capsys.readouterr().out
 
 
-def test_the_promoted_ease_model_publishes_what_its_artifact_scores(world, capsys) -> None:
+def test_an_ease_shadow_beside_the_serving_als_changes_nothing_served(world) -> None:
+    engine, client = world
+    before = served_lists(engine), client.get(KEYS.pointer_key())
+    assert main(["nightly", "--run-date", RUN_DATE, "--k", str(K), "--shadow", "2"]) == 0
+    assert (served_lists(engine), client.get(KEYS.pointer_key())) == before
+    with engine.connect() as conn:
+        shadow = conn.execute(sa.text(
+            "SELECT model_version, users, is_serving FROM bi.prediction_versions"
+            " WHERE status = 'shadow'")).one()
+        stats = conn.execute(sa.text(
+            "SELECT stats FROM bi.runs WHERE stats -> 'shadow' IS NOT NULL")).scalar_one()
+    assert shadow.model_version == 2 and shadow.users > 0 and not shadow.is_serving
+    assert stats["shadow"]["differential"]["users"] > 0
+
+
+def test_the_promoted_ease_model_publishes_what_its_artifact_scores(world, settings,
+                                                                    capsys) -> None:
     engine, client = world
     assert main(["models", "promote", "2", "--reason", "EASE beats ALS on the holdout"]) == 0
     assert main(["nightly", "--run-date", RUN_DATE, "--k", str(K)]) == 0
@@ -114,6 +130,15 @@ def test_the_promoted_ease_model_publishes_what_its_artifact_scores(world, capsy
     recs = reader.get_recommendations(first, k=K)
     assert recs.model_version == 2
     assert [item.item_id for item in recs.items] == served[first][1]
+    # Monitoring measured the EASE night, and its run report was written.
+    with engine.connect() as conn:
+        run_id = conn.execute(sa.text(
+            "SELECT run_id FROM bi.runs WHERE kind = 'nightly' AND model_version = 2"
+            " AND status = 'succeeded' ORDER BY started_at DESC LIMIT 1")).scalar_one()
+        measured = conn.execute(sa.text(
+            "SELECT count(*) FROM bi.run_metrics WHERE run_id = :id"), {"id": run_id}).scalar()
+    assert measured > 0
+    assert (settings.home / "reports" / f"{run_id}.html").is_file()
 
 
 def test_an_als_canary_runs_beside_the_serving_ease_model(world, capsys) -> None:

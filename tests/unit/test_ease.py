@@ -105,3 +105,15 @@ def test_spark_scoring_agrees_with_the_artifacts_reader(spark, tmp_path: Path) -
             [score for _, score in expected], abs=1e-5)
         assert {item for item, _ in got}.isdisjoint(touched[user])
     assert from_item_item(fitted).item_ids.tolist() == fitted.item_ids.tolist()
+
+
+def test_the_documented_worked_example(tmp_path: Path) -> None:
+    # schemas/item-item-model.md, "Worked example".
+    model = item_item.ItemItemModel(
+        family="ease", item_ids=np.array([10, 20, 30]),
+        weights=np.array([[0, 0.5, 0.1], [0.6, 0, 0.3], [0.2, 0.4, 0]], dtype=np.float32),
+        params={"l2": 200.0})
+    assert item_item.top_k(model, [10, 30], 2) == [(20, pytest.approx(0.9))]
+    assert item_item.top_k(model, [20], 2) == [(10, pytest.approx(0.6)),
+                                               (30, pytest.approx(0.3))]
+    assert item_item.top_k(model, [99], 2) == []
