@@ -11,7 +11,10 @@ holdout, registers the version, and promotes it when the gates pass
   retrain level (the asset `batchscore://signals/retrain`), so a drifted model
   is retrained the same night; trigger it by hand for an on-demand model.
   **Params**: `as_of` (default: the run's logical date, or for a run the signal
-  started, the day it started), ALS params.
+  started, the day it started), `family` (`als`, `ease`, or with `tune` `all`),
+  ALS params; `tune` searches the family's parameters on a validation window
+  before the holdout within `budget_minutes` first (the ALS params must then stay
+  at their defaults) and records every trial with the version.
 * **Connections**: `batchscore_postgres`, `spark_default`.
 """
 
@@ -51,6 +54,12 @@ with DAG(
         "reg_param": Param(1.0, type="number", minimum=0),
         "alpha": Param(2.0, type="number", exclusiveMinimum=0),
         "max_iter": Param(10, type="integer", minimum=1),
+        "family": Param("als", type="string", enum=["als", "ease", "all"],
+                        description="all: with tune, both families, the better trained"),
+        "tune": Param(False, type="boolean",
+                      description="search the family's parameters within budget_minutes"),
+        "budget_minutes": Param(15, type="number", exclusiveMinimum=0,
+                                description="the search's time budget (with tune)"),
     },
 ) as dag:
     train = SparkSubmitOperator(
@@ -62,6 +71,9 @@ with DAG(
             "--as-of", "{{ params.as_of or (logical_date or dag_run.run_after) | ds }}",
             "--rank", "{{ params.rank }}", "--reg-param", "{{ params.reg_param }}",
             "--alpha", "{{ params.alpha }}", "--max-iter", "{{ params.max_iter }}",
+            "--family", "{{ params.family }}",
+            "--tune={{ 'yes' if params.tune else 'no' }}",
+            "--budget-minutes", "{{ params.budget_minutes }}",
             "--no-promote",
         ],
         # The URL travels in the environment, never on the logged command line.

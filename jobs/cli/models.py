@@ -18,8 +18,8 @@ from jobs.lifecycle import registry
 from jobs.platform import services
 from jobs.platform.config import Settings
 from jobs.platform.provenance import current_user
-from jobs.scoring.model import ALS, FAMILIES
-from jobs.training import train
+from jobs.scoring.model import ALS
+from jobs.training import train, tune
 from jobs.training.ease import EaseParams
 from jobs.training.holdout import CANDIDATE, LEGACY_CANDIDATE, candidate_metrics
 
@@ -32,15 +32,24 @@ TRAIN_OPTIONS = (
     ("--max-iter", train.DEFAULT_MAX_ITER, "ALS iterations"),
     ("--l2", EaseParams().l2, "EASE's L2 regularisation"),
 )
+# Those a search chooses (jobs.training.tune): not to be given with --tune.
+TUNED_OPTIONS = ("--rank", "--reg-param", "--alpha", "--max-iter", "--l2")
 
 
 def add_commands(commands: Commands) -> None:
     trainer = commands.add("train", cmd_train, "train a model and register its version")
     trainer.add_argument("--as-of", type=parse_date, default=None,
                          help="train on events up to this date (default: the newest event's)")
-    trainer.add_argument("--family", choices=FAMILIES, default=None,
+    trainer.add_argument("--family", choices=tune.TUNED_FAMILIES, default=None,
                          help=f"als (a factor model) or ease (an item-item model; its catalogue "
-                              f"is bounded by BATCHSCORE_EASE_MAX_ITEMS) (default: {ALS})")
+                              f"is bounded by BATCHSCORE_EASE_MAX_ITEMS), or with --tune all "
+                              f"(tune both, train the better) (default: {ALS})")
+    trainer.add_argument("--tune", action="store_true",
+                         help="search the family's parameters on a validation window before "
+                              "the holdout, within a time budget, and train with the best")
+    trainer.add_argument("--budget-minutes", type=float, default=None,
+                         help=f"with --tune: the search's time budget "
+                              f"(default: {tune.DEFAULT_BUDGET_MINUTES:g})")
     # No defaults here: --reproduce refuses any of them given, the version's own are used.
     for option, default, text in TRAIN_OPTIONS:
         trainer.add_argument(option, type=type(default), default=None,
@@ -64,15 +73,9 @@ def add_commands(commands: Commands) -> None:
 
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
+    refuse_conflicting_options(args)
     engine = database(settings)
     if args.reproduce is not None:
-        given = [option for option, _, _ in (*TRAIN_OPTIONS, ("--family", None, ""))
-                 if getattr(args, dest(option)) is not None]
-        if args.as_of is not None:
-            given.insert(0, "--as-of")
-        if given:
-            raise CommandError(f"--reproduce uses version {args.reproduce}'s recorded as-of "
-                               f"date and parameters; drop {', '.join(given)}")
         original = registry.get(engine, args.reproduce)
         config = train.TrainConfig.reproducing(
             original, services.database_url(settings, services.WRITER), settings.home,
@@ -87,7 +90,10 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
         config = train.TrainConfig(
             database_url=services.database_url(settings, services.WRITER), home=settings.home,
             as_of=run_date_or_newest(engine, args.as_of), spark_master=settings.spark_master,
-            family=args.family or ALS,
+            family=ALS if args.family in (None, tune.ALL) else args.family,
+            tuning=tune.TuneConfig(
+                budget_minutes=args.budget_minutes or tune.DEFAULT_BUDGET_MINUTES,
+                family=args.family or ALS) if args.tune else None,
             als=train.AlsParams(rank=chosen["rank"], reg_param=chosen["reg_param"],
                                 alpha=chosen["alpha"], max_iter=chosen["max_iter"]),
             ease=EaseParams(l2=chosen["l2"]), ease_max_items=settings.ease_max_items,
@@ -97,6 +103,31 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
         raise CommandError(str(err)) from None
     describe_model(train.run(config))
     return 0
+
+
+def refuse_conflicting_options(args: argparse.Namespace) -> None:
+    """Options that cannot go together, refused before anything is opened."""
+    if args.reproduce is not None:
+        given = [option for option, _, _ in (*TRAIN_OPTIONS, ("--family", None, ""),
+                                             ("--budget-minutes", None, ""))
+                 if getattr(args, dest(option)) is not None]
+        if args.tune:
+            given.insert(0, "--tune")
+        if args.as_of is not None:
+            given.insert(0, "--as-of")
+        if given:
+            raise CommandError(f"--reproduce uses version {args.reproduce}'s recorded as-of "
+                               f"date and parameters; drop {', '.join(given)}")
+    elif args.tune:
+        given = [option for option in TUNED_OPTIONS if getattr(args, dest(option)) is not None]
+        if given:
+            raise CommandError(f"--tune searches the family's parameters; drop "
+                               f"{', '.join(given)}")
+    elif args.family == tune.ALL:
+        raise CommandError("--family all needs --tune: it tunes both families and trains "
+                           "the better")
+    elif args.budget_minutes is not None:
+        raise CommandError("--budget-minutes needs --tune")
 
 
 def dest(option: str) -> str:
@@ -196,6 +227,9 @@ def cmd_models_show(settings: Settings, args: argparse.Namespace) -> int:
         print(f"  reproduces version {reproduction['of_version']} on its kept training set; "
               f"largest difference in a holdout metric "
               f"{reproduction['largest_metric_difference']:.2g}")
+    tuning = version.reports.get("tuning")
+    if tuning:
+        describe_tuning(tuning)
     fairness = version.reports.get("fairness")
     if fairness:
         print(f"  quality by segment (NDCG@{fairness['k']}):")
@@ -216,6 +250,31 @@ def cmd_models_show(settings: Settings, args: argparse.Namespace) -> int:
         print(f"    {change.changed_at:%Y-%m-%d %H:%M:%S} {change.status:<11} by "
               f"{change.changed_by}: {change.reason}")
     return 0
+
+
+def describe_tuning(tuning: dict[str, Any]) -> None:
+    """A tuned version's search: how, on which window, and every trial."""
+    window = tuning["validation"]
+    best = tuning["best"]
+    print(f"  tuned with {tuning['library']} in {tuning['seconds']:.0f} s of a "
+          f"{tuning['budget_minutes']:g}-minute budget: {tuning['method']}; validation "
+          f"{window['start']} .. {window['end']} ({window['users']} users), "
+          f"{tuning['metric']}@{tuning['k']}; "
+          + (f"best {best['family']} trial {best['number']} {best['value']:.4f}" if best
+             else "no trial completed"))
+    print("    family trial state     seconds  value   params (values by iterations)")
+    for trial in tuning["trials"]:
+        value = "-" if trial["value"] is None else f"{trial['value']:.4f}"
+        state = trial["state"] + ("*" if trial.get("stopped_by") == "budget" else "")
+        params = " ".join(f"{name} {value:.4g}" for name, value in trial["params"].items())
+        steps = (" (" + ", ".join(f"{step}: {value:.4f}" for step, value in
+                                  trial["values"].items()) + ")"
+                 if len(trial["values"]) > 1 or trial["state"] == "pruned" else "")
+        seconds = "-" if trial["seconds"] is None else f"{trial['seconds']:.1f}"
+        print(f"    {trial['family']:<6} {trial['number']:>5} {state:<9} {seconds:>7}  "
+              f"{value:<6}  {params}{steps}".rstrip())
+    if any(trial.get("stopped_by") == "budget" for trial in tuning["trials"]):
+        print("    * stopped: its next fit would have ended after the budget")
 
 
 def cmd_models_promote(settings: Settings, args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ import os
 import shutil
 import sys
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,9 +43,25 @@ from jobs.platform.progress import spark_progress
 from jobs.platform.provenance import code_version, current_user
 from jobs.scoring import item_item
 from jobs.scoring.model import ALS, EASE, FAMILIES, MODEL_METADATA_FILE, ScoringModel
+from jobs.training.als import (
+    DEFAULT_ALPHA,
+    DEFAULT_MAX_ITER,
+    DEFAULT_RANK,
+    DEFAULT_REG_PARAM,
+    AlsParams,
+    fit_als,
+)
 from jobs.training.ease import EaseParams, fit_ease
 from jobs.training.gates import GateConfig, judge
 from jobs.training.holdout import CANDIDATE, candidate_metrics, summary
+from jobs.training.tune import (
+    ALL,
+    DEFAULT_BUDGET_MINUTES,
+    TUNED_FAMILIES,
+    TuneConfig,
+    Tuned,
+    search,
+)
 
 if TYPE_CHECKING:
     from pyspark.ml.recommendation import ALSModel
@@ -56,11 +72,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Chosen on the holdout of the sample data set (see README, "Choosing the defaults").
-DEFAULT_RANK = 32
-DEFAULT_REG_PARAM = 1.0
-DEFAULT_ALPHA = 2.0
-DEFAULT_MAX_ITER = 10
 DEFAULT_HOLDOUT_DAYS = 7
 DEFAULT_EVAL_K = 10
 
@@ -72,15 +83,6 @@ TRAINING_SET_FILE = "training_set.parquet"
 
 class TrainingSetError(InputError):
     """A version's kept training set is missing or not the one recorded: no reproduction."""
-
-
-@dataclass(frozen=True)
-class AlsParams:
-    rank: int = DEFAULT_RANK
-    reg_param: float = DEFAULT_REG_PARAM
-    alpha: float = DEFAULT_ALPHA
-    max_iter: int = DEFAULT_MAX_ITER
-    seed: int = 42
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,9 @@ class TrainConfig:
     names: Names = field(default_factory=Names)
     # The interaction history's root (jobs.data.history); None: under home.
     history_uri: str | None = None
+    # Search the parameters first (jobs.training.tune): ``family`` and the family's
+    # parameters are then the search's starting point, replaced by what it chooses.
+    tuning: TuneConfig | None = None
 
     def __post_init__(self) -> None:
         for name, value in (("rank", self.als.rank), ("max-iter", self.als.max_iter),
@@ -160,8 +165,15 @@ def parse_args(argv: list[str]) -> TrainConfig:
                         help="state folder; the model is saved under HOME/models")
     parser.add_argument("--spark-master", default=None,
                         help="Spark master (ignored under spark-submit, which sets it)")
-    parser.add_argument("--family", choices=FAMILIES, default=ALS,
-                        help="als (factor model) or ease (item-item model)")
+    parser.add_argument("--family", choices=TUNED_FAMILIES, default=ALS,
+                        help="als (factor model) or ease (item-item model); with --tune, "
+                             "also all (tune both, keep the better)")
+    parser.add_argument("--tune", nargs="?", type=yes_or_no, const=True, default=False,
+                        metavar="yes|no",
+                        help="search the family's parameters on a validation window before "
+                             "the holdout first (README, Tuning); --tune=no: do not")
+    parser.add_argument("--budget-minutes", type=float, default=DEFAULT_BUDGET_MINUTES,
+                        help="with --tune: the search's time budget")
     parser.add_argument("--l2", type=float, default=EaseParams().l2,
                         help="EASE's L2 regularisation")
     parser.add_argument("--rank", type=int, default=DEFAULT_RANK)
@@ -190,13 +202,25 @@ def parse_args(argv: list[str]) -> TrainConfig:
                                        settings.history_uri)
     if args.as_of is None:
         parser.error("give --as-of DATE (or --reproduce VERSION)")
+    if args.tune:
+        given = [f"--{name.replace('_', '-')}" for name in TUNED_OPTIONS
+                 if getattr(args, name) != parser.get_default(name)]
+        if given:
+            parser.error(f"--tune searches the family's parameters; drop {', '.join(given)}")
+    elif args.family == ALL:
+        parser.error("--family all needs --tune: it tunes both families and trains the "
+                     "better")
+    elif args.budget_minutes != DEFAULT_BUDGET_MINUTES:
+        parser.error("--budget-minutes needs --tune")
     try:
         return TrainConfig(
             database_url=args.database_url,
             home=args.home.absolute(),
             as_of=args.as_of,
             spark_master=args.spark_master,
-            family=args.family,
+            family=ALS if args.family == ALL else args.family,
+            tuning=(TuneConfig(budget_minutes=args.budget_minutes, family=args.family,
+                               seed=args.seed) if args.tune else None),
             als=AlsParams(rank=args.rank, reg_param=args.reg_param, alpha=args.alpha,
                           max_iter=args.max_iter, seed=args.seed),
             ease=EaseParams(l2=args.l2),
@@ -209,6 +233,16 @@ def parse_args(argv: list[str]) -> TrainConfig:
         )
     except ValueError as err:
         parser.error(str(err))
+
+
+# The parameters a search chooses: not to be given with --tune.
+TUNED_OPTIONS = ("rank", "reg_param", "alpha", "max_iter", "l2")
+
+
+def yes_or_no(text: str) -> bool:
+    if text.lower() not in ("yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
+    return text.lower() == "yes"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,8 +266,8 @@ def run(config: TrainConfig, spark: SparkSession | None = None) -> ModelVersion:
 
     engine = engine_for(config.database_url, config.names)
     ensure_schema(engine)
-    name = f"{config.family}-{config.as_of.isoformat()}-{uuid.uuid4().hex[:8]}"
-    work_dir = config.home / "staging" / f"train-{name}"
+    run_id = f"{config.as_of.isoformat()}-{uuid.uuid4().hex[:8]}"
+    work_dir = config.home / "staging" / f"train-{run_id}"
     training_set = work_dir / TRAINING_SET_FILE
     # Extract
     original = get(engine, config.reproduces) if config.reproduces is not None else None
@@ -258,6 +292,14 @@ def run(config: TrainConfig, spark: SparkSession | None = None) -> ModelVersion:
         check_als_ids(snapshot)
         serving_model = load_serving(serving) if serving is not None else None
         # Transform
+        tuning = None
+        if config.tuning is not None:
+            tuned = search(interactions, holdout_start(config), config.holdout_days,
+                           config.eval_k, config.tuning, gate_config.gate_metric,
+                           {ALS: config.als, EASE: config.ease}, config.ease_max_items,
+                           work_dir)
+            config, tuning = with_tuned(config, tuned), tuned.report
+        name = f"{config.family}-{run_id}"
         metrics, fairness = evaluate(engine, interactions, config, serving, serving_model,
                                      work_dir)
         logger.info("holdout NDCG@%d: %s %.4f, popularity %.4f", config.eval_k,
@@ -284,6 +326,8 @@ def run(config: TrainConfig, spark: SparkSession | None = None) -> ModelVersion:
     gates = judge(metrics, differential, serving.version if serving else None, gate_config)
     logger.info("gates: %s", gates["reason"])
     reports: dict[str, Any] = {"fairness": fairness}
+    if tuning is not None:
+        reports["tuning"] = tuning
     if original is not None:
         reports["reproduction"] = reproduction_report(original, metrics, snapshot)
     new_model = NewModel(
@@ -303,6 +347,16 @@ def run(config: TrainConfig, spark: SparkSession | None = None) -> ModelVersion:
     version = register(engine, new_model, promote_if_first=config.promote_if_first)
     (artifact / MODEL_METADATA_FILE).write_text(json.dumps({"model_version": version.version}))
     return version
+
+
+def with_tuned(config: TrainConfig, tuned: Tuned) -> TrainConfig:
+    """``config`` with the family and parameters a search chose; as it is when no trial
+    completed in time."""
+    if isinstance(tuned.params, EaseParams):
+        return replace(config, family=EASE, ease=tuned.params)
+    if isinstance(tuned.params, AlsParams):
+        return replace(config, family=ALS, als=tuned.params)
+    return config
 
 
 def read_training_set(spark: SparkSession, path: Path) -> DataFrame:
@@ -554,29 +608,6 @@ def check_als_ids(snapshot: dict[str, Any]) -> None:
             raise InputError(
                 f"{kind} id {largest} is too large for ALS, which needs ids up to {MAX_ID}"
             )
-
-
-def fit_als(interactions: DataFrame, params: AlsParams, description: str = "ALS fit"
-            ) -> ALSModel:
-    """ALS fitted on ``interactions``, its Spark stages shown as ``description`` (keep it short).
-
-    Spark runs every iteration inside the one ``fit``; what can be shown is
-    the stages they are made of (for implicit ALS, a Spark job or two per
-    iteration), as they run.
-    """
-    from pyspark.ml.recommendation import ALS
-    from pyspark.sql import functions as F
-
-    als = ALS(
-        userCol="user_id", itemCol="item_id", ratingCol="rating",
-        implicitPrefs=True, rank=params.rank, regParam=params.reg_param, alpha=params.alpha,
-        maxIter=params.max_iter, seed=params.seed, coldStartStrategy="drop",
-    )
-    training = interactions.select(
-        F.col("user_id").cast("int"), F.col("item_id").cast("int"), "rating"
-    )
-    with spark_progress(interactions.sparkSession, description):
-        return als.fit(training)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,11 @@ def test_train_task_graph_emits_the_serving_model_asset(dagbag: DagBag) -> None:
     train = dag.get_task("train")
     assert not any("conn." in arg for arg in train.application_args)
     assert "conn.batchscore_postgres" in train.env_vars["BATCHSCORE_DATABASE_URL"]
+    # Tuning is off unless asked for, and its options always reach the job.
+    assert {name: dag.params[name] for name in ("tune", "family", "budget_minutes")} == {
+        "tune": False, "family": "als", "budget_minutes": 15}
+    assert "--tune={{ 'yes' if params.tune else 'no' }}" in train.application_args
+    assert {"--family", "--budget-minutes"} <= set(train.application_args)
 
 
 def test_train_runs_weekly_or_on_the_retrain_signal(dagbag: DagBag) -> None:
