@@ -2,9 +2,9 @@
 
 Two parts:
 
-- :func:`compare_families`: on a data set split by time (the last
-  ``holdout_days`` held out, as training evaluates), every family at its
-  defaults and tuned within a budget, and the popularity baseline, side by side:
+- :func:`compare_families`: on a data set split by time per user (each user's
+  latest fifth of events held out), every family at its defaults and tuned
+  within a budget, and the popularity baseline, side by side:
   NDCG@10, recall@10, IPS NDCG@10, coverage and training time, with each
   model's NDCG as a ratio to popularity's.
 - :func:`ease_catalogue`: fitting EASE on a synthetic catalogue of a given size
@@ -104,6 +104,9 @@ def score_params(train: Any, holdout_pairs: Any, params: Any, work: Path, name: 
 
 # The sample data set the defaults were chosen on (README, "Choosing the defaults").
 SYNTHETIC = ["--users", "3000", "--items", "800", "--days", "60", "--seed", "7"]
+# Each user's latest fifth of events is held out (a split by time per user).
+HOLDOUT_SHARE = 0.2
+# The days of the training part a tuning search validates on.
 HOLDOUT_DAYS = 7
 
 
@@ -126,9 +129,7 @@ def compare_families(spark: Any, data: DataSet, work: Path, budget_minutes: floa
     from jobs.cli import main as cli
     from jobs.cli.common import database, run_date_or_newest
     from jobs.data import history
-    from jobs.data.store import day_end
     from jobs.platform.config import Settings
-    from jobs.scoring.transforms import time_split
     from jobs.training.ease import EaseParams
     from jobs.training.train import AlsParams, read_training_set
 
@@ -151,16 +152,17 @@ def compare_families(spark: Any, data: DataSet, work: Path, budget_minutes: floa
         rows = history.write_snapshot(where, as_of, snapshot)
         engine.dispose()
         interactions = read_training_set(spark, snapshot)
-        cutoff = int(day_end(as_of - timedelta(days=HOLDOUT_DAYS)).timestamp())
-        train, holdout_pairs = time_split(interactions, cutoff)
+        train, holdout_pairs = split_per_user(interactions, HOLDOUT_SHARE)
         train, holdout_pairs = train.cache(), holdout_pairs.cache()
-        print(f"{data.name}: {rows:,} events up to {as_of}, the last {HOLDOUT_DAYS} days "
-              "held out", flush=True)
+        print(f"{data.name}: {rows:,} events up to {as_of}, each user's last "
+              f"{HOLDOUT_SHARE:.0%} held out", flush=True)
         results = []
         for name, params in (("als (defaults)", AlsParams()), ("ease (defaults)", EaseParams())):
             results.append(score_params(train, holdout_pairs, params, work, name))
             print(f"  {name}: NDCG@{EVAL_K} {results[-1].metrics['ndcg_at_k']:.4f}", flush=True)
-        results.extend(tuned(train, holdout_pairs, work, budget_minutes))
+        # The search validates on the last days of the training part.
+        results.extend(tuned(train, holdout_pairs, as_of + timedelta(days=1), work,
+                             budget_minutes))
         train.unpersist()
         holdout_pairs.unpersist()
         return results
@@ -173,10 +175,55 @@ def compare_families(spark: Any, data: DataSet, work: Path, budget_minutes: floa
                 os.environ[name] = value
 
 
-def tuned(train: Any, holdout_pairs: Any, work: Path, budget_minutes: float) -> list[Scored]:
-    """Each family tuned within ``budget_minutes`` on a validation window before the
-    holdout, then fitted on ``train`` and ranked on the holdout."""
-    return []
+def split_per_user(interactions: Any, share: float) -> tuple[Any, Any]:
+    """Split by time per user: each user's latest ``share`` of events (at least one, for
+    a user with two or more) held out, the rest to train on. As training's own split,
+    the holdout keeps (user, item) pairs whose item the training part knows and that
+    the user had not touched before."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    by_user = Window.partitionBy("user_id").orderBy("event_at", "item_id")
+    ranked = interactions.withColumn("position", F.row_number().over(by_user)).withColumn(
+        "events", F.count("*").over(Window.partitionBy("user_id")))
+    held = F.col("position") > F.greatest(
+        F.lit(1), F.floor(F.col("events") * (1 - share))).cast("long")
+    train = ranked.where(~held).drop("position", "events")
+    later = ranked.where(held)
+    holdout = (later.join(train.select("item_id").distinct(), "item_id", "left_semi")
+               .join(train.select("user_id", "item_id").distinct(), ["user_id", "item_id"],
+                     "left_anti")
+               .select("user_id", "item_id").distinct())
+    return train, holdout
+
+
+def tuned(train: Any, holdout_pairs: Any, holdout_start: Any, work: Path,
+          budget_minutes: float) -> list[Scored]:
+    """Each family tuned within half of ``budget_minutes`` on the validation window
+    before ``holdout_start`` (as ``batchscore train --tune`` does), then fitted on
+    ``train`` and ranked on the holdout; its time is the search's plus the fit's."""
+    from jobs.platform.config import DEFAULT_EASE_MAX_ITEMS
+    from jobs.training.ease import EaseParams
+    from jobs.training.train import AlsParams
+    from jobs.training.tune import TuneConfig, search
+
+    if budget_minutes <= 0:
+        return []
+    results = []
+    for family, defaults in (("als", AlsParams()), ("ease", EaseParams())):
+        found = search(train, holdout_start, HOLDOUT_DAYS, EVAL_K,
+                       TuneConfig(budget_minutes=budget_minutes / 2, family=family),
+                       "ndcg_at_k", {family: defaults}, DEFAULT_EASE_MAX_ITEMS, work)
+        if found.params is None:
+            print(f"  {family} (tuned): no trial completed within the budget", flush=True)
+            continue
+        name = f"{family} (tuned)"
+        results.append(score_params(train, holdout_pairs, found.params, work, name,
+                                    extra_seconds=found.report["seconds"]))
+        print(f"  {name}: {found.params}, {len(found.report['trials'])} trials in "
+              f"{found.report['seconds']:.0f} s; NDCG@{EVAL_K} "
+              f"{results[-1].metrics['ndcg_at_k']:.4f}", flush=True)
+    return results
 
 
 def print_families(name: str, results: list[Scored]) -> None:
