@@ -1,5 +1,6 @@
 """Every command of the CLI, run at least once on embedded servers of its own, and the
-quick start both ways (in this process, and through Airflow) on a fresh home.
+quick start in this process on a fresh home (through Airflow on a fresh home it runs in
+tests/e2e/test_secrets.py, with passwords that need URL encoding).
 
 The last test checks that each command the parser knows was run here, so a new command
 without a test fails."""
@@ -264,21 +265,8 @@ def answers(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_the_quick_start_through_airflow_on_a_fresh_home(monkeypatch, capsys) -> None:
-    home = fresh_home()
-    monkeypatch.setenv("BATCHSCORE_HOME", str(home))
-    monkeypatch.delenv("BATCHSCORE_DATABASE_URL", raising=False)
-    monkeypatch.delenv("BATCHSCORE_REDIS_URL", raising=False)
-    try:
-        out = run(capsys, "quickstart")
-        assert "1/3 generating a sample data set" in out
-        assert "2/3 training a model (Spark ALS)" in out
-        assert "through Airflow (the batchscore_nightly DAG)" in out
-        assert "served:    version 1 for " in out
-    finally:
-        stopped = run(capsys, "services", "stop")
-        shutil.rmtree(home, ignore_errors=True)
-    assert stopped == "postgres: stopped\nredis: stopped\n"
+def test_services_stop_stops_both_servers(home, capsys) -> None:
+    assert run(capsys, "services", "stop") == "postgres: stopped\nredis: stopped\n"
 
 
 def test_every_command_was_run() -> None:

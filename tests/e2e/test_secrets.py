@@ -1,7 +1,8 @@
-"""No password leaks: after a successful and a failing Airflow run, with every password
-set to one that needs URL encoding, no file the runs wrote (batchscore's and Airflow's
-logs, Spark's output in them, Data Docs, reports, metrics, the servers' own logs and
-data), no row batchscore keeps and no --json output holds any of them."""
+"""The quick start through Airflow on a fresh home, and no password leaks: after it and a
+failing Airflow run, with every password set to one that needs URL encoding, no file the
+runs wrote (batchscore's and Airflow's logs, Spark's output in them, Data Docs, reports,
+metrics, the servers' own logs and data), no row batchscore keeps and no --json output
+holds any of them."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
@@ -54,9 +56,8 @@ def leaks_in(data: bytes) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def world(spark) -> Iterator[tuple[Settings, dict[str, str]]]:
-    """A fresh home whose servers start with the passwords above, data, a trained model,
-    and the environment of its Airflow."""
+def world(spark) -> Iterator[Settings]:
+    """A fresh home, nothing in it but the passwords above, which its servers start with."""
     home = Path(tempfile.mkdtemp(prefix="batchscore-secrets-"))
     folder = secrets_dir(home)
     folder.mkdir(mode=0o700)
@@ -70,14 +71,7 @@ def world(spark) -> Iterator[tuple[Settings, dict[str, str]]]:
         monkeypatch.delenv(variable, raising=False)
     settings = Settings.from_env({"BATCHSCORE_HOME": str(home)})
     try:
-        assert main(["data", "generate", "--users", "400", "--items", "150", "--days", "25",
-                     "--seed", "5", "--end-date", "2026-11-20"]) == 0
-        assert main(["train", "--as-of", "2026-11-18"]) == 0
-        env = environment(settings)
-        env["AIRFLOW_CONN_SPARK_DEFAULT"] = '{"conn_type": "spark", "host": "local[1]"}'
-        migrate = airflow(env, "db", "migrate")
-        assert migrate.returncode == 0, migrate.stdout[-3000:]
-        yield settings, env
+        yield settings
     finally:
         monkeypatch.undo()
         services.stop_embedded(settings)
@@ -99,23 +93,42 @@ def files_under(root: Path, skip: Path) -> Iterator[Path]:
                 yield path
 
 
-def test_no_password_in_anything_a_good_and_a_failing_run_leave(world, capsys) -> None:
-    settings, env = world
+def test_the_quick_start_through_airflow_and_a_failing_run_leave_no_password(
+        world, capsys) -> None:
+    settings = world
+    outputs: list[str] = []
+    # The quick start on the fresh home: sample data, a model, and its first nightly run
+    # through Airflow (`airflow dags test`, its output in the run's log under the home).
+    capsys.readouterr()
+    assert main(["quickstart"]) == 0
+    captured = capsys.readouterr()
+    outputs.append(captured.out + captured.err)
+    assert "1/3 generating a sample data set" in captured.out
+    assert "2/3 training a model (Spark ALS)" in captured.out
+    assert "through Airflow (the batchscore_nightly DAG)" in captured.out
+    assert "served:    version 1 for " in captured.out
     # The passwords really are the ones in use: each URL carries its role's, encoded.
     writer_url = services.database_url(settings, services.WRITER)
     assert quote(PASSWORDS["postgres_batchscore_writer"], safe="") in writer_url
-    outputs: list[str] = []
 
-    good = airflow(env, "dags", "test", "batchscore_nightly", "2026-11-19")
-    outputs.append(good.stdout + good.stderr)
-    assert good.returncode == 0, outputs[-1][-5000:]
-    # A day every rating of which is out of range: the input contract fails the task
-    # (`tasks test` runs it once, without the DAG's retries, and exits 0 either way).
+    engine = engine_for(services.admin_url(settings))
+    with engine.connect() as conn:
+        good_day = conn.execute(sa.text("SELECT logical_date FROM batchscore.runs"
+                                        " WHERE kind = 'nightly'")).scalar_one()
+    engine.dispose()
+    bad_day = good_day - timedelta(days=1)
+    env = environment(settings)
+    env["AIRFLOW_CONN_SPARK_DEFAULT"] = '{"conn_type": "spark", "host": "local[1]"}'
+    # The day before, every rating of which is out of range: the input contract fails the
+    # task (`tasks test` runs it once, without the DAG's retries, and exits 0 either way).
+    # The model was trained as of the quick start's day: the earlier day pins it.
     bad = settings.home / "bad-day.csv"
+    at = int(datetime.combine(bad_day, time(12), UTC).timestamp())
     bad.write_text("user_id,item_id,rating,timestamp\n"
-                   + "".join(f"{n},{n % 150 + 1},9,1795219200\n" for n in range(1, 401)))
+                   + "".join(f"{n},{n % 150 + 1},9,{at}\n" for n in range(1, 401)))
     failing = airflow(env, "tasks", "test", "batchscore_nightly", "validate_inputs",
-                      "2026-11-20", "-t", json.dumps({"input_path": str(bad)}))
+                      bad_day.isoformat(), "-t",
+                      json.dumps({"input_path": str(bad), "model_version": 1}))
     outputs.append(failing.stdout + failing.stderr)
     assert "Task failed with exception" in outputs[-1]
 
@@ -125,9 +138,9 @@ def test_no_password_in_anything_a_good_and_a_failing_run_leave(world, capsys) -
         runs = conn.execute(sa.text("SELECT logical_date::text, status, error FROM"
                                     " batchscore.runs WHERE kind = 'nightly'"
                                     " ORDER BY logical_date")).all()
-        assert [(r[0], r[1]) for r in runs] == [("2026-11-19", "succeeded"),
-                                                 ("2026-11-20", "failed")]
-        assert "input contract failed for 2026-11-20" in runs[1].error
+        assert [(r[0], r[1]) for r in runs] == [(bad_day.isoformat(), "failed"),
+                                                 (good_day.isoformat(), "succeeded")]
+        assert f"input contract failed for {bad_day}" in runs[0].error
         # Every row batchscore keeps, in both schemas, as text.
         relations = conn.execute(sa.text(
             "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n"
@@ -149,7 +162,8 @@ def test_no_password_in_anything_a_good_and_a_failing_run_leave(world, capsys) -
         outputs.append(captured.out + captured.err)
 
     # `dags test` prints the task logs, spark-submit's output of the score task among them.
-    assert "Spark-Submit cmd" in outputs[0]
+    assert "Spark-Submit cmd" in (settings.home / "airflow" / f"nightly-{good_day}.log"
+                                  ).read_text()
     reports = list((settings.home / "reports").glob("*.html"))
     assert len(reports) >= 2 and list((settings.home / "gx").rglob("*.html"))
 
@@ -165,3 +179,8 @@ def test_no_password_in_anything_a_good_and_a_failing_run_leave(world, capsys) -
         if leaked:
             found[f"output {index}"] = leaked
     assert found == {}
+
+    # The quick start's servers stop on request, both of them.
+    capsys.readouterr()
+    assert main(["services", "stop"]) == 0
+    assert capsys.readouterr().out == "postgres: stopped\nredis: stopped\n"

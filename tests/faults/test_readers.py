@@ -20,7 +20,9 @@ from tests.faults import checks
 from tests.faults.publisher import publish
 
 FIRST_DAY = date(2026, 9, 1)
-SWITCHES = 50
+# Enough switches for every reader to see several versions come and go, and for cleanup
+# to drop partitions (7 kept besides the served one) while they read.
+SWITCHES = 15
 # Each reader must have read at least this often while the switches ran.
 MIN_READS = 10
 LEVELS = {"read committed": ISOLATION_LEVEL_READ_COMMITTED,
@@ -121,7 +123,9 @@ def test_readers_of_every_isolation_level_see_whole_versions_across_switches(
         dropped = conn.exec_driver_sql(
             "SELECT count(*) FROM batchscore.prediction_versions WHERE status = 'dropped'"
         ).scalar()
-    assert dropped >= SWITCHES - 10
+    # All but the served version and the 7 kept besides it, give or take a drop a reader's
+    # lock put off to the next switch.
+    assert dropped >= SWITCHES + 1 - 8 - 2
     checks.TALLY["partitions dropped"] += dropped
 
 
