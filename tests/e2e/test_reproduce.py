@@ -150,7 +150,7 @@ def test_reproduce_trains_again_on_the_events_the_version_saw(changed, capsys) -
     assert (f"reproduces version 1: data hash {original.data_snapshot['content_hash']} "
             f"(v1: {original.data_snapshot['content_hash']})") in out
     ndcg = original.metrics["model"]["ndcg_at_k"]
-    assert "v1 als" in out and "v2 als" in out and f"{ndcg:.4f}" in out
+    assert "v1 model" in out and "v2 model" in out and f"{ndcg:.4f}" in out
 
 
 @pytest.fixture
