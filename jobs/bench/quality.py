@@ -124,10 +124,16 @@ def compare_families(spark: Any, data: DataSet, work: Path, budget_minutes: floa
     """``data`` loaded through the CLI into a deployment of its own (embedded servers
     under ``work``, stopped after), split by time, and every family ranked on it."""
     import os
+    import subprocess
+    import sys
     from datetime import timedelta
 
-    from jobs.cli import main as cli
-    from jobs.cli.common import database, run_date_or_newest
+    from jobs.data.store import newest_event_date
+    from jobs.platform import services
+    from jobs.platform.db import engine_for
+
+    def cli(argv: list[str]) -> int:
+        return subprocess.run([sys.executable, "-m", "jobs", *argv]).returncode
     from jobs.data import history
     from jobs.platform.config import Settings
     from jobs.training.ease import EaseParams
@@ -145,8 +151,8 @@ def compare_families(spark: Any, data: DataSet, work: Path, budget_minutes: floa
         if cli(["data", *data.load]) != 0:
             raise RuntimeError(f"batchscore data {' '.join(data.load)} failed")
         settings = Settings.from_env()
-        engine = database(settings)
-        as_of = run_date_or_newest(engine, None)
+        engine = engine_for(services.database_url(settings, services.WRITER), settings.names)
+        as_of = newest_event_date(engine)
         where = history.root(engine, None, home)
         snapshot = work / f"{data.name}.parquet"
         rows = history.write_snapshot(where, as_of, snapshot)
