@@ -7,7 +7,6 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from jobs.lifecycle import registry
 from jobs.platform import runs
 from jobs.platform.db import migrations, upgrade
 from jobs.publish.postgres import PostgresPublisher
@@ -38,9 +37,13 @@ def migrate_to_previous_release(engine: sa.engine.Engine, folder: Path) -> None:
 def write_as_the_previous_release(engine: sa.engine.Engine) -> dict[date, int]:
     """Day 1 published, day 2 published and served, day 3 loaded and staged (its table
     not attached yet), each through the previous release's partition functions."""
-    model = registry.register(engine, registry.NewModel(
-        created_by="test", trained_as_of=DAY1, params={}, metrics={}, data_snapshot={},
-        code_version="previous", artifact_uri="file:///previous")).version
+    # As the previous release registered it: no family column yet.
+    with engine.begin() as conn:
+        model = conn.execute(sa.text(
+            "INSERT INTO batchscore.model_versions (version, status, created_by,"
+            " trained_as_of, params, metrics, data_snapshot, code_version, artifact_uri)"
+            " VALUES (1, 'serving', 'test', :d, '{}', '{}', '{}', 'previous',"
+            " 'file:///previous') RETURNING version"), {"d": DAY1}).scalar_one()
     ids = {}
     with engine.begin() as conn:
         for day, rows in OLD_ROWS.items():
