@@ -16,8 +16,8 @@ hash() { printf %s "$1" | sha256sum | cut -d ' ' -f 1; }
 umask 077
 cat > "$acl_file" <<ACL
 user default on #$(hash "$REDIS_ADMIN_PASSWORD") ~* &* +@all
-user ${prefix}_writer on #$(hash "$REDIS_WRITER_PASSWORD") ~${prefix}:* resetchannels -@all +get +mget +set +exists +ttl +expire +persist +unlink +scan +sadd +srem +smembers +eval +append +getrange +ping +select
-user ${prefix}_reader on #$(hash "$REDIS_READER_PASSWORD") ~${prefix}:recs:current ~${prefix}:recs:v[0-9]* resetchannels -@all +get +mget +ping +select
+user ${prefix}_writer on #$(hash "$REDIS_WRITER_PASSWORD") ~${prefix}:* resetchannels -@all +get +set +exists +ttl +expire +persist +unlink +scan +sadd +srem +smembers +eval +append +getrange +ping +select
+user ${prefix}_reader on #$(hash "$REDIS_READER_PASSWORD") ~${prefix}:recs:current ~${prefix}:recs:v[0-9]* resetchannels -@all +get +ping +select
 ACL
 
 exec docker-entrypoint.sh redis-server --appendonly yes --aclfile "$acl_file" "$@"

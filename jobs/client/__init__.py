@@ -4,23 +4,23 @@
     client = RecommendationClient.from_url("redis://batchscore_reader:PASSWORD@cache:6379/0")
     recs = client.get_recommendations(user_id=42, k=10)
 
-The URL is the reader's (``batchscore redis url --role reader`` prints it);
-``prefix`` is the deployment's ``BATCHSCORE_REDIS_PREFIX`` when it is not
-the default. The reader may only GET and MGET the serving keys, which is all
-this client does.
+The URL is the reader's (``batchscore redis url --role reader`` prints it):
+``redis://`` for one server, ``redis+cluster://`` (any node) for a Redis
+Cluster; ``prefix`` is the deployment's ``BATCHSCORE_REDIS_PREFIX`` when it is
+not the default. The reader may only GET the serving keys (and, on a cluster,
+learn the slot map), which is all this client does.
 
 Reads follow the contract in ``schemas/redis.md``: the pointer names the
 served version, and a user without predictions gets that version's
 popularity list (``source == "fallback"``). The client keeps the pointer for
-``pointer_ttl_seconds`` (1 s by default), so a read is one round trip: the
-user's key, the fallback list and the version's meta key, in one ``MGET``
-(read at one instant), or, for a reader user whose ACL predates ``MGET``, in
-one pipeline of ``GET``s with the meta key last. A version's meta key is
-written after all its other keys and deleted before any of them, so finding
-it proves the keys read with it were the whole version's; when it is gone
-(the version was retired), the pointer is read again and the read done again
-on the version now served. A switch reaches a client within
-``pointer_ttl_seconds``.
+``pointer_ttl_seconds`` (1 s by default), and a version's meta and fallback
+list, which never change, for as long as it reads that version; so a read is
+one ``GET`` of the user's key, one round trip. A version's meta key is written
+after all its other keys and deleted before any of them: when the user's key
+is missing, the meta key is read again, and if it is still there the user has
+no predictions in that version; if it is gone, the version was retired under
+the read, and the read is done again on the version the pointer names now. A
+switch reaches a client within ``pointer_ttl_seconds``.
 """
 
 from __future__ import annotations
@@ -67,6 +67,15 @@ class Recommendations:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class ServedVersion:
+    """What a client keeps of a version it reads: its meta and its fallback list."""
+
+    publish_id: int
+    meta: dict[str, Any]
+    popular: bytes
+
+
 class RecommendationClient:
     def __init__(self, client: redis.Redis, keys: Keyspace,
                  pointer_ttl_seconds: float = DEFAULT_POINTER_TTL_SECONDS,
@@ -79,8 +88,7 @@ class RecommendationClient:
         self.clock = clock
         self._publish_id: int | None = None
         self._read_at = 0.0
-        # False once the server refused MGET to this user (an ACL from before it).
-        self._mget = True
+        self._version: ServedVersion | None = None
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_REDIS_PREFIX,
@@ -89,52 +97,57 @@ class RecommendationClient:
         return cls(connect(url, socket_timeout=1.0), Keyspace(prefix), pointer_ttl_seconds)
 
     def get_recommendations(self, user_id: int, k: int = 10) -> Recommendations:
-        """The best ``k`` items for a user, best first: one round trip while the
-        pointer read before is younger than ``pointer_ttl_seconds``, two otherwise.
+        """The best ``k`` items for a user, best first: one ``GET`` while the pointer
+        read before is younger than ``pointer_ttl_seconds`` (and the user has
+        predictions), more otherwise.
 
-        Every key is read from one version, whole: if its meta key is gone by the
-        end of the read, the version was being retired, and the read is done
-        again on the version the pointer names now.
+        Every key is read from one version, whole: a user key found belongs to the
+        version the pointer named; a user key missing counts only if the version's
+        meta key is still there after it, else the version was being retired, and
+        the read is done again on the version the pointer names now.
         """
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         publish_id = self._served(refresh=False)
         for _ in range(READ_ATTEMPTS):
-            user_value, popular_value, meta_value = self._read(publish_id, user_id)
-            if meta_value is not None:
-                break
+            version = self._version_of(publish_id)
+            if version is not None:
+                value = self.client.get(self.keys.user_key(publish_id, user_id))
+                if value is not None:
+                    return self._recommendations(user_id, k, version, value, "predictions")
+                if self.client.get(self.keys.meta_key(publish_id)) is not None:
+                    return self._recommendations(user_id, k, version, version.popular,
+                                                 "fallback")
+            self._version = None
             publish_id = self._served(refresh=True)
-        else:
-            raise RuntimeError(f"the version the Redis pointer names was retired during each "
-                               f"of {READ_ATTEMPTS} reads")
-        meta = contract.decode_meta(meta_value)
-        source = "predictions" if user_value is not None else "fallback"
-        value = user_value if user_value is not None else popular_value
-        pairs = contract.decode_items(value, limit=k) if value is not None else []
+        raise RuntimeError(f"the version the Redis pointer names was retired during each "
+                           f"of {READ_ATTEMPTS} reads")
+
+    @staticmethod
+    def _recommendations(user_id: int, k: int, version: ServedVersion, value: bytes,
+                         source: str) -> Recommendations:
         return Recommendations(
             user_id=user_id,
-            items=[Item(item_id, score) for item_id, score in pairs],
-            run_id=str(meta["run_id"]),
-            model_version=model_version_for(user_id, meta),
+            items=[Item(item_id, score)
+                   for item_id, score in contract.decode_items(value, limit=k)],
+            run_id=str(version.meta["run_id"]),
+            model_version=model_version_for(user_id, version.meta),
             source=source,
         )
 
-    def _read(self, publish_id: int, user_id: int) -> list[bytes | None]:
-        """The user's value, the fallback list and the meta key of one version, in one
-        round trip."""
-        keys = [self.keys.user_key(publish_id, user_id), self.keys.popular_key(publish_id),
-                self.keys.meta_key(publish_id)]
-        if self._mget:
-            try:
-                return self.client.mget(keys)
-            except redis.exceptions.NoPermissionError:
-                # The reader's ACL predates MGET (`batchscore redis users` sets it
-                # again): the same keys as GETs, the meta key last.
-                self._mget = False
+    def _version_of(self, publish_id: int) -> ServedVersion | None:
+        """The version's meta and fallback list, read once per version; None when its
+        keys are gone (it was retired since the pointer was read)."""
+        if self._version is not None and self._version.publish_id == publish_id:
+            return self._version
         pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.get(key)
-        return pipe.execute()
+        pipe.get(self.keys.popular_key(publish_id))
+        pipe.get(self.keys.meta_key(publish_id))
+        popular, meta = pipe.execute()
+        if popular is None or meta is None:
+            return None
+        self._version = ServedVersion(publish_id, contract.decode_meta(meta), popular)
+        return self._version
 
     def _served(self, refresh: bool) -> int:
         """The publish id the pointer names, read again when asked or when older than

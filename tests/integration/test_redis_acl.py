@@ -191,42 +191,18 @@ def test_the_reader_gets_the_serving_keys_and_nothing_else(server: Server) -> No
     assert reader.get(POINTER) == b"7"
     assert reader.get(USER_KEY) == b"[[10,0.5]]"
     assert reader.get(META_KEY) == b"{}"
-    assert reader.mget([USER_KEY, META_KEY]) == [b"[[10,0.5]]", b"{}"]
     assert reader.ping() is True
     # the versions set, other deployments' keys
     for key in (VERSIONS, *OUTSIDE):
         refused(server, reader, "GET", key)
-        refused(server, reader, "MGET", USER_KEY, key)
     # no write of any kind, even to the keys it reads
-    for command in (("SET", POINTER, "8"), ("UNLINK", USER_KEY), ("EXPIRE", USER_KEY, "1"),
+    for command in (("MGET", USER_KEY), ("SET", POINTER, "8"), ("UNLINK", USER_KEY),
+                    ("EXPIRE", USER_KEY, "1"),
                     ("PERSIST", USER_KEY), ("SADD", VERSIONS, "8"), ("DEL", POINTER),
                     ("SMEMBERS", VERSIONS), ("TTL", USER_KEY), ("EXISTS", USER_KEY),
                     ("EVAL", "return 1", "0")):
         refused(server, reader, *command)
     assert server.admin.get(POINTER) == b"7"
-
-
-def test_a_reader_whose_acl_predates_mget_still_reads_one_version(server: Server) -> None:
-    from jobs.client import RecommendationClient
-    from jobs.contracts.redis import encode_items
-
-    server.admin.set(USER_KEY, encode_items([10, 11], [0.5, 0.25]))
-    server.admin.set(META_KEY, b'{"run_id": "r7", "model_version": 3}')
-    # As an earlier release set it: GET only.
-    user = server.names.redis_reader_user
-    server.admin.execute_command("ACL", "SETUSER", user, "-mget")
-    try:
-        client = RecommendationClient(server.reader, KEYS)
-        for _ in range(2):  # refused once, then pipelined GETs without asking again
-            recs = client.get_recommendations(1, k=2)
-            assert ([item.item_id for item in recs.items], recs.run_id, recs.source) == (
-                [10, 11], "r7", "predictions")
-        assert client._mget is False
-    finally:
-        server.admin.execute_command("ACL", "SETUSER", user, "+mget")
-    # With MGET allowed, the same read is one MGET.
-    fresh = RecommendationClient(server.reader, KEYS)
-    assert fresh.get_recommendations(1, k=2).run_id == "r7" and fresh._mget is True
 
 
 def test_errors_name_the_user_the_server_and_what_to_do(server: Server) -> None:
