@@ -1,6 +1,7 @@
 """Fixtures shared by every tier: one local Spark session, one JVM with MLeap's runtime,
-one pair of embedded servers, and one pair of Debian's servers (PostgreSQL 15, Redis 7)
-for the tests that run on both."""
+one pair of embedded servers, one pair of Debian's servers (PostgreSQL 15, Redis 7)
+for the tests that run on both, and one Redis Cluster of Debian's Redis 7 (three
+masters, a replica each)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from jobs.platform.names import Names
 from jobs.platform.redis_client import connect
 from jobs.platform.services.postgres import EmbeddedPostgres
 from jobs.platform.services.redis import EmbeddedRedis
+from jobs.platform.services.redis_cluster import LocalRedisCluster
 
 # Debian's packages, the servers many users run (.ci/run installs them):
 # postgresql-15 and redis-server.
@@ -168,6 +170,48 @@ def system_servers() -> Iterator[SystemServers]:
         redis_server.stop()
         postgres.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalRedisCluster]:
+    """Three masters with a replica each, from Debian's ``redis-server``, on free loopback
+    ports for the test session, the default deployment's users on every node; stopped
+    by the process ids the nodes wrote. A test that kills a node starts the cluster
+    again with :func:`healthy_cluster`."""
+    if not os.access(DEBIAN_REDIS_SERVER, os.X_OK):
+        pytest.fail(f"Debian's Redis is missing ({DEBIAN_REDIS_SERVER}): apt-get install "
+                    "redis-server (as .ci/run does)", pytrace=False)
+    root = Path(tempfile.mkdtemp(prefix="batchscore-redis-cluster-"))
+    cluster = LocalRedisCluster(root / "cluster", root, executable=DEBIAN_REDIS_SERVER)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def healthy_cluster(cluster: LocalRedisCluster) -> LocalRedisCluster:
+    """``cluster`` emptied, or started afresh if a test took a node down."""
+    if len(cluster.masters_now()) != cluster.masters or any(
+            not cluster.is_running(node) for node in cluster.nodes):
+        cluster.stop()
+        cluster.start()
+    for node in cluster.masters_now():
+        admin = cluster.node_admin(node)
+        try:
+            admin.flushall()
+        finally:
+            admin.close()
+    return cluster
+
+
+@pytest.fixture
+def cluster_writer(redis_cluster: LocalRedisCluster) -> Iterator[redis.Redis]:
+    """The default prefix's writer on an emptied cluster, as publishing connects."""
+    client = connect(healthy_cluster(redis_cluster).url(Names(), "writer"))
+    yield client
+    client.close()
 
 
 def reset_database(engine: sa.engine.Engine) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis
+import redis.cluster
 from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import NoPermissionError
 
@@ -110,12 +111,31 @@ class ExplainedUnixConnection(ExplainedErrors, UnixDomainSocketConnection):
 
 CONNECTION_CLASSES = {"redis": ExplainedConnection, "rediss": ExplainedSSLConnection,
                       "unix": ExplainedUnixConnection}
+# A Redis Cluster is named by its own scheme: the URL's host and port are any one node
+# (the others are learnt from it), its user and password are those of every node.
+CLUSTER_SCHEME = "redis+cluster"
+CLUSTER_SCHEMES = {CLUSTER_SCHEME: "redis", "rediss+cluster": "rediss"}
+
+
+def is_cluster_url(url: str) -> bool:
+    return urlsplit(url).scheme in CLUSTER_SCHEMES
+
+
+def is_cluster(client: Any) -> bool:
+    return isinstance(client, redis.cluster.RedisCluster)
 
 
 def connect(url: str, **kwargs: Any) -> redis.Redis:
-    """A client for ``url`` (``redis://``, ``rediss://`` or ``unix://``) as
-    ``redis.Redis.from_url`` makes it, with the errors above."""
+    """A client for ``url`` as ``redis.Redis.from_url`` makes it, with the errors above:
+    ``redis://``, ``rediss://`` or ``unix://`` for one server; ``redis+cluster://`` or
+    ``rediss+cluster://`` for a Redis Cluster (a ``redis.cluster.RedisCluster``, which
+    follows the cluster's slot map and its redirections)."""
     scheme = urlsplit(url).scheme
+    if scheme in CLUSTER_SCHEMES:
+        base = CLUSTER_SCHEMES[scheme]
+        return redis.cluster.RedisCluster.from_url(  # type: ignore[return-value]
+            base + url[len(scheme):], connection_class=CONNECTION_CLASSES[base], **kwargs)
     if scheme not in CONNECTION_CLASSES:
-        raise ValueError(f"not a Redis URL: scheme {scheme!r}")
+        raise ValueError(f"not a Redis URL: scheme {scheme!r} (redis, rediss or unix for one "
+                         f"server, {' or '.join(CLUSTER_SCHEMES)} for a cluster)")
     return redis.Redis.from_url(url, connection_class=CONNECTION_CLASSES[scheme], **kwargs)

@@ -25,7 +25,9 @@ retired, the only SCAN left (the upgrade path).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +42,7 @@ from redis.connection import Connection
 from jobs.contracts import redis as contract
 from jobs.contracts.redis import Keyspace
 from jobs.platform.redis_client import permission_error
+from jobs.platform.redis_nodes import NodeGroup, NodeRoutes
 from jobs.publish import PublishVersion, read_ahead
 
 logger = logging.getLogger(__name__)
@@ -54,6 +57,12 @@ SCAN_COUNT = 1_000
 RECORD_CHUNK_BYTES = 4 << 20
 # User keys handled per pass of the key passes (persist, expire, unlink).
 KEY_BLOCK = 100_000
+
+# How long a master that went down may take to be replaced by its replica before a
+# write to its slots fails (a cluster fails over after its cluster-node-timeout).
+FAILOVER_TIMEOUT_SECONDS = 30.0
+# How long the publisher waits for a master's replicas to confirm a block's writes.
+REPLICA_WAIT_MS = 5_000
 
 # The reply to every SET ... EX that succeeds.
 OK_REPLY = b"+OK\r\n"
@@ -135,27 +144,22 @@ class RedisPublisher:
         version = self._require_version()
         before = self.users
         record = self.keys.users_key(version.publish_id)
-        with pipelined_connection(self.client) as connection:
-            unread = 0
-            for users, user_ids, chunks in read_ahead(
+        with NodeWriters(self.client) as writers:
+            for users, user_ids, keys, values in read_ahead(
                     (block.num_rows, contract.encode_user_ids(block.column("user_id")),
-                     self._commands(version, block)) for block in blocks):
+                     *self._keys_and_values(version, block)) for block in blocks):
                 pipe = self.client.pipeline(transaction=False)
                 pipe.append(record, user_ids)
                 pipe.expire(record, self.staged_ttl_seconds)
                 pipe.execute()
-                for chunk, commands in chunks:
-                    connection.send_packed_command([chunk])
-                    read_ok_replies(connection, unread)
-                    unread = commands
+                writers.set_with_expiry(keys, values, self.staged_ttl_seconds)
                 self.users += users
                 if progress is not None:
                     progress(self.users)
-            read_ok_replies(connection, unread)
         return self.users - before
 
-    def _commands(self, version: PublishVersion, block: pa.RecordBatch
-                  ) -> list[tuple[memoryview, int]]:
+    def _keys_and_values(self, version: PublishVersion, block: pa.RecordBatch
+                         ) -> tuple[pa.Array, pa.Array]:
         keys = self.keys.user_keys(version.publish_id, block.column("user_id"))
         if contract.VALUE_COLUMN in block.schema.names:
             values = block.column(contract.VALUE_COLUMN)
@@ -163,7 +167,7 @@ class RedisPublisher:
                 self.value_format = contract.JSON_VALUE_FORMAT
         else:
             values = contract.encode_items_block(block.column("items"), block.column("scores"))
-        return set_with_expiry_commands(keys, values, self.staged_ttl_seconds, PIPELINE_BATCH)
+        return pc.cast(keys, pa.binary()), pc.cast(values, pa.binary())
 
     def write_fallback(self, popular: pa.Table) -> None:
         version = self._require_version()
@@ -326,18 +330,19 @@ def key_pass(client: redis.Redis, keys: Keyspace, publish_id: int, command: tupl
     version's keys (not counting the record) it answered 1 for."""
     meta, record = keys.meta_key(publish_id), keys.users_key(publish_id)
     blocks = user_key_blocks(client, keys, publish_id)
-    with pipelined_connection(client) as connection:
+    with NodeWriters(client) as writers:
 
         def one(key: bytes) -> int:
-            return run_on_keys(connection, command, pa.array([key], pa.binary()))
+            return writers.run(command, pa.array([key], pa.binary()))
 
         done = one(meta) if meta_first else 0
         for user_keys in blocks:
-            done += run_on_keys(connection, command, user_keys)
+            done += writers.run(command, user_keys)
         done += one(keys.popular_key(publish_id))
         if not meta_first:
             done += one(meta)
         one(record)
+        writers.wait_for_replicas()
     return done
 
 
@@ -402,16 +407,45 @@ def read_users_record(client: redis.Redis, keys: Keyspace, publish_id: int) -> b
         start += RECORD_CHUNK_BYTES
 
 
-def run_on_keys(connection: Connection, command: tuple[str, ...], keys: pa.Array) -> int:
+def run_on_keys(connection: Connection, command: tuple[str, ...], keys: pa.Array,
+                follow: Callable[[tuple[str, ...], bytes], int] | None = None) -> int:
     """Send ``command`` for each key on ``connection``, :data:`PIPELINE_BATCH` to a
-    buffer, replies read a buffer behind; how many answered 1."""
+    buffer, replies read a buffer behind; how many answered 1. A key a cluster node
+    redirects (``MOVED``, ``ASK``) is run again by ``follow``, which says whether it
+    answered 1; without ``follow`` a redirection is an error."""
     done = 0
-    unread = 0
+    redirected: list[int] = []
+    unread, unread_from, sent = 0, 0, 0
     for chunk, count in key_commands(command, keys, PIPELINE_BATCH):
         connection.send_packed_command([chunk])
-        done += count_integer_replies(connection, unread, command[0])
-        unread = count
-    return done + count_integer_replies(connection, unread, command[0])
+        ones, moved = count_integer_replies(connection, unread, command[0])
+        done += ones
+        redirected += [unread_from + position for position in moved]
+        unread, unread_from, sent = count, sent, sent + count
+    ones, moved = count_integer_replies(connection, unread, command[0])
+    done += ones
+    redirected += [unread_from + position for position in moved]
+    for position in redirected:
+        key = keys[position].as_py()
+        if follow is None:
+            raise redis.ResponseError(f"{command[0]} {key!r} was redirected to another node")
+        done += follow(command, key)
+    return done
+
+
+def send_sets(connection: Connection, keys: pa.Array, values: pa.Array, seconds: int
+              ) -> list[int]:
+    """``SET key value EX seconds`` for each key on ``connection``, :data:`PIPELINE_BATCH`
+    to a buffer, replies read a buffer behind; the positions of the keys a cluster node
+    redirected (``MOVED``, ``ASK``) instead of setting them."""
+    redirected: list[int] = []
+    unread, unread_from, sent = 0, 0, 0
+    for chunk, count in set_with_expiry_commands(keys, values, seconds, PIPELINE_BATCH):
+        connection.send_packed_command([chunk])
+        redirected += [unread_from + position for position in read_ok_replies(connection, unread)]
+        unread, unread_from, sent = count, sent, sent + count
+    redirected += [unread_from + position for position in read_ok_replies(connection, unread)]
+    return redirected
 
 
 def key_commands(command: tuple[str, ...], keys: pa.Array, batch: int
@@ -483,18 +517,180 @@ def pipelined_connection(client: redis.Redis) -> Iterator[Connection]:
     than ``max_connections`` in the client's life; to send RESP-encoded commands
     on and read their replies as the caller chooses. It is closed afterwards, so
     no reply left unread can reach another command."""
-    pool = client.connection_pool
-    connection = pool.connection_class(**pool.connection_kwargs)
+    connection = open_connection(client)
     try:
-        connection.connect()
         yield connection
     finally:
         connection.disconnect()
 
 
-def read_ok_replies(connection: Connection, count: int) -> None:
-    """Read the replies of ``count`` commands that each answer ``+OK``; any other reply
-    raises :class:`redis.ResponseError` with the server's message.
+class NodeWriters:
+    """A connection to each node that keys go to, for pipelined commands.
+
+    For one server, one connection. For a Redis Cluster, one to each master,
+    used in parallel (a thread each): a block's keys are grouped by the master
+    that serves their slot (:class:`jobs.platform.redis_nodes.NodeRoutes`); a
+    key a node redirects (``MOVED`` during a resharding, ``ASK`` while its slot
+    migrates) is sent again through the cluster client, which follows the
+    redirection; and when a master goes down, its keys are sent again to the
+    replica that takes its slots, once the cluster has failed over (within
+    :data:`FAILOVER_TIMEOUT_SECONDS`, else the error says so). After each
+    block, :meth:`wait_for_replicas` has each master's replicas confirm what it
+    was sent (``WAIT``), so a failover loses none of the blocks before.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.routes = NodeRoutes(client)
+        self._connections: dict[str, Connection] = {}
+        self._threads: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> NodeWriters:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for connection in self._connections.values():
+            connection.disconnect()
+        self._connections.clear()
+        if self._threads is not None:
+            self._threads.shutdown(wait=True)
+
+    def set_with_expiry(self, keys: pa.Array, values: pa.Array, seconds: int) -> None:
+        """``SET key value EX seconds`` for each key, on the node that serves it."""
+
+        def send(connection: Connection, positions: np.ndarray) -> int:
+            node_keys, node_values = take(keys, positions), take(values, positions)
+            for position in send_sets(connection, node_keys, node_values, seconds):
+                self.client.set(node_keys[position].as_py(), node_values[position].as_py(),
+                                ex=seconds)
+            return len(positions)
+
+        self._on_nodes(keys, send)
+        self.wait_for_replicas()
+
+    def run(self, command: tuple[str, ...], keys: pa.Array) -> int:
+        """``command`` on each key, on the node that serves it; how many answered 1."""
+
+        def follow(command: tuple[str, ...], key: bytes) -> int:
+            return int(self.client.execute_command(command[0], key, *command[1:]) == 1)
+
+        return self._on_nodes(keys, lambda connection, positions: run_on_keys(
+            connection, command, take(keys, positions), follow))
+
+    def wait_for_replicas(self) -> None:
+        """Each master's replicas confirm every write sent to it so far (a cluster's
+        masters; nothing for one server). A replica that does not within
+        :data:`REPLICA_WAIT_MS` is logged, not waited for longer."""
+        if not self.routes.cluster:
+            return
+        for name, connection in self._connections.items():
+            wanted = self.routes.replicas.get(name, 0)
+            if wanted == 0:
+                continue
+            connection.send_packed_command([wait_command(wanted, REPLICA_WAIT_MS)])
+            confirmed = int(line_replies(connection_socket(connection), bytearray(), 1,
+                                         INTEGER_REPLY_BYTES)[0].removeprefix(b":"))
+            if confirmed < wanted:
+                logger.warning("redis: %d of master %s's %d replicas confirmed its writes "
+                               "within %d ms", confirmed, name, wanted, REPLICA_WAIT_MS)
+
+    def _connection(self, group: NodeGroup) -> Connection:
+        connection = self._connections.get(group.name)
+        if connection is None:
+            connection = open_connection(group.client)
+            self._connections[group.name] = connection
+        return connection
+
+    def _on_nodes(self, keys: pa.Array, work: Callable[[Connection, np.ndarray], int]) -> int:
+        """``work`` on each node's share of ``keys`` (its connection and the keys'
+        positions), in parallel on a cluster; the sum of what it returns."""
+        pending = self.routes.groups(keys)
+        total = 0
+        deadline: float | None = None
+        while True:
+            failed = []
+            for group, outcome in self._each(pending, work):
+                if (isinstance(outcome, (redis.ConnectionError, redis.TimeoutError))
+                        and self.routes.cluster):
+                    failed.append((group, outcome))
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+                else:
+                    total += outcome
+            if not failed:
+                return total
+            for group, _ in failed:
+                dropped = self._connections.pop(group.name, None)
+                if dropped is not None:
+                    dropped.disconnect()
+            if deadline is None:
+                deadline = time.monotonic() + FAILOVER_TIMEOUT_SECONDS
+            self._await_failover([group for group, _ in failed], failed[0][1], deadline)
+            positions = np.concatenate([group.positions for group, _ in failed])
+            pending = [NodeGroup(group.name, group.client, positions[group.positions])
+                       for group in self.routes.groups(take(keys, positions))]
+
+    def _each(self, groups: list[NodeGroup], work: Callable[[Connection, np.ndarray], int]
+              ) -> list[tuple[NodeGroup, Any]]:
+        def attempt(group: NodeGroup) -> Any:
+            try:
+                return work(self._connection(group), group.positions)
+            except Exception as err:  # handed back, to tell a lost node from the rest
+                return err
+
+        if len(groups) == 1:
+            return [(groups[0], attempt(groups[0]))]
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(max_workers=len(self.routes.nodes()),
+                                               thread_name_prefix="redis-node")
+        return list(zip(groups, self._threads.map(attempt, groups), strict=True))
+
+    def _await_failover(self, lost: list[NodeGroup], error: Exception, deadline: float) -> None:
+        names = {group.name for group in lost}
+        logger.warning("redis: lost the connection to master %s (%s); waiting for a replica "
+                       "to take its slots", ", ".join(sorted(names)), error)
+        while True:
+            try:
+                self.routes.refresh()
+                if not names & {name for name, _ in self.routes.nodes()}:
+                    logger.info("redis: the cluster failed over; sending master %s's keys "
+                                "again to the nodes that serve them now", ", ".join(names))
+                    return
+            except (redis.ConnectionError, redis.TimeoutError, redis.ClusterError):
+                pass  # the slot map is being rebuilt
+            if time.monotonic() > deadline:
+                raise redis.ConnectionError(
+                    f"Redis master {', '.join(sorted(names))} went down and no replica took "
+                    f"its slots within {FAILOVER_TIMEOUT_SECONDS:.0f}s ({error}); nothing "
+                    "is served from this version: run again once the cluster is healthy "
+                    "(batchscore reconcile shows what it serves)") from error
+            time.sleep(0.2)
+
+
+def take(values: pa.Array, positions: np.ndarray) -> pa.Array:
+    if len(positions) == len(values):
+        return values  # every position, in order: the routes' only group
+    return values.take(pa.array(positions))
+
+
+def wait_command(replicas: int, timeout_ms: int) -> bytes:
+    args = [b"WAIT", str(replicas).encode(), str(timeout_ms).encode()]
+    return b"*3\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in args)
+
+
+def open_connection(client: redis.Redis) -> Connection:
+    """A new connection to ``client``'s server, made as its pool makes them (see
+    :func:`pipelined_connection`); the caller disconnects it."""
+    pool = client.connection_pool
+    connection = pool.connection_class(**pool.connection_kwargs)
+    connection.connect()
+    return connection
+
+
+def read_ok_replies(connection: Connection, count: int) -> list[int]:
+    """Read the replies of ``count`` commands that each answer ``+OK``; the positions of
+    those a cluster node redirected (``MOVED``, ``ASK``). Any other reply raises
+    :class:`redis.ResponseError` with the server's message.
 
     The replies are read from the connection's socket as bytes and compared whole,
     as ``redis-cli --pipe`` does: parsing each one would cost more than the server
@@ -502,48 +698,78 @@ def read_ok_replies(connection: Connection, count: int) -> None:
     handshake, so its parser holds no replies of its own.
     """
     if count == 0:
-        return
-    sock = connection._sock
-    if sock is None:
-        raise redis.ConnectionError("the connection closed before its replies were read")
+        return []
+    sock = connection_socket(connection)
     expected = OK_REPLY * count
     replies = _receive(sock, len(expected))
     if replies == expected:
-        return
-    start = next(i for i in range(0, len(expected), len(OK_REPLY))
-                 if replies[i:i + len(OK_REPLY)] != OK_REPLY)
-    while b"\r\n" not in replies[start:]:
-        replies += _receive(sock, 1)
-    message = bytes(replies[start:replies.index(b"\r\n", start)]).decode(errors="replace")
-    message = message.removeprefix("-")
-    if message.startswith("NOPERM"):
-        raise permission_error(connection, "set", message)
-    raise redis.ResponseError(message)
+        return []
+    lines = line_replies(sock, replies, count, len(OK_REPLY))
+    return redirections(connection, "set", lines, OK_REPLY[:-2])
 
 
-def count_integer_replies(connection: Connection, count: int, command: str) -> int:
+def count_integer_replies(connection: Connection, count: int, command: str
+                          ) -> tuple[int, list[int]]:
     """Read the replies of ``count`` commands that each answer ``:0`` or ``:1``; how many
-    answered 1. Any other reply raises with the server's message, as
-    :func:`read_ok_replies` does."""
+    answered 1, and the positions of those a cluster node redirected. Any other reply
+    raises with the server's message, as :func:`read_ok_replies` does."""
     if count == 0:
-        return 0
-    sock = connection._sock
-    if sock is None:
-        raise redis.ConnectionError("the connection closed before its replies were read")
+        return 0, []
+    sock = connection_socket(connection)
     replies = _receive(sock, INTEGER_REPLY_BYTES * count)
     table = np.frombuffer(bytes(replies), dtype=np.uint8).reshape(count, INTEGER_REPLY_BYTES)
     whole = ((table[:, 0] == ord(":")) & ((table[:, 1] == ord("0")) | (table[:, 1] == ord("1")))
              & (table[:, 2] == ord("\r")) & (table[:, 3] == ord("\n")))
     if whole.all():
-        return int((table[:, 1] == ord("1")).sum())
-    start = int(np.argmin(whole)) * INTEGER_REPLY_BYTES
-    while b"\r\n" not in replies[start:]:
-        replies += _receive(sock, 1)
-    message = bytes(replies[start:replies.index(b"\r\n", start)]).decode(errors="replace")
-    message = message.removeprefix("-")
-    if message.startswith("NOPERM"):
-        raise permission_error(connection, command.lower(), message)
-    raise redis.ResponseError(message)
+        return int((table[:, 1] == ord("1")).sum()), []
+    lines = line_replies(sock, replies, count, INTEGER_REPLY_BYTES)
+    moved = redirections(connection, command.lower(), lines, b":0", b":1")
+    return sum(line == b":1" for line in lines), moved
+
+
+def connection_socket(connection: Connection) -> Any:
+    sock = connection._sock
+    if sock is None:
+        raise redis.ConnectionError("the connection closed before its replies were read")
+    return sock
+
+
+def line_replies(sock: Any, received: bytearray, count: int, shortest: int) -> list[bytes]:
+    """``count`` one-line replies (each at least ``shortest`` bytes with its CRLF) whose
+    first bytes are ``received``, the rest read from ``sock``; without their CRLF.
+
+    Never reads past the last of them: replies to commands sent after them may be
+    on their way.
+    """
+    lines: list[bytes] = []
+    start = 0
+    while len(lines) < count:
+        end = received.find(b"\r\n", start)
+        if end >= 0:
+            lines.append(bytes(received[start:end]))
+            start = end + 2
+            continue
+        pending = len(received) - start
+        received += _receive(sock, max(1, (count - len(lines)) * shortest - pending))
+    return lines
+
+
+def redirections(connection: Connection, command: str, lines: list[bytes],
+                 *fine: bytes) -> list[int]:
+    """The positions of the ``MOVED`` and ``ASK`` replies among ``lines``; any reply that
+    is neither one of ``fine`` nor a redirection raises with the server's message."""
+    moved = []
+    for position, line in enumerate(lines):
+        if line in fine:
+            continue
+        message = line.decode(errors="replace").removeprefix("-")
+        if message.startswith(("MOVED ", "ASK ")):
+            moved.append(position)
+        elif message.startswith("NOPERM"):
+            raise permission_error(connection, command, message)
+        else:
+            raise redis.ResponseError(message)
+    return moved
 
 
 def _receive(sock: Any, size: int) -> bytearray:

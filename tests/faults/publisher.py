@@ -193,13 +193,14 @@ def pause_in_key_pass(nth: int, at_key: int, stop: Callable[[], None]) -> None:
             return original_pass(client, keys, publish_id, command, meta_first)
         sent = 0
 
-        def run_on_keys(connection: Any, command: tuple[str, ...], batch: Any) -> int:
+        def run_on_keys(connection: Any, command: tuple[str, ...], batch: Any,
+                        *follow: Any) -> int:
             nonlocal sent
             if sent < at_key <= sent + len(batch):
-                original_run(connection, command, batch.slice(0, at_key - sent))
+                original_run(connection, command, batch.slice(0, at_key - sent), *follow)
                 stop()
             sent += len(batch)
-            return original_run(connection, command, batch)
+            return original_run(connection, command, batch, *follow)
 
         redis_module.run_on_keys = run_on_keys
         try:

@@ -50,12 +50,17 @@ ADMIN_RULES = ("~*", "&*", "+@all")
 # ignores: Redis before 7.2 refuses a rule naming it. EVAL runs the pointer's
 # compare-and-set, whose GET and SET the ACL checks too. APPEND and GETRANGE keep
 # and read a version's users record; SCAN finds the keys of versions an earlier
-# release wrote, which have none. MGET: the smoke check reads through the read client.
-WRITER_COMMANDS = ("get", "mget", "set", "exists", "ttl", "expire", "persist", "unlink", "scan",
+# release wrote, which have none.
+WRITER_COMMANDS = ("get", "set", "exists", "ttl", "expire", "persist", "unlink", "scan",
                    "sadd", "srem", "smembers", "eval", "append", "getrange", "ping", "select")
-# What the read client (jobs.client) sends: an MGET of one version's keys (pipelined
-# GETs when a reader's ACL predates MGET) and a GET of the pointer.
-READER_COMMANDS = ("get", "mget", "ping", "select")
+# What the read client (jobs.client) sends: GETs of the pointer and of one version's keys.
+READER_COMMANDS = ("get", "ping", "select")
+# What a cluster client (redis-py's RedisCluster) also sends, to learn which node
+# serves which slot (CLUSTER SLOTS) and how each command names its keys (COMMAND),
+# and before a command on a key whose slot is migrating (ASKING, after an ASK);
+# WAIT: the publisher waits for replicas to have a version's keys before serving it.
+CLUSTER_COMMANDS = ("cluster|slots", "command", "asking")
+CLUSTER_WRITER_COMMANDS = ("wait",)
 
 
 def key_patterns(names: Names, role: Role) -> list[str]:
@@ -70,11 +75,15 @@ def key_patterns(names: Names, role: Role) -> list[str]:
     return ["*"]
 
 
-def acl_rules(names: Names, role: Role) -> list[str]:
-    """The ACL rules of a role's user, without its password, as ``ACL SETUSER`` takes them."""
+def acl_rules(names: Names, role: Role, cluster: bool = False) -> list[str]:
+    """The ACL rules of a role's user, without its password, as ``ACL SETUSER`` takes them;
+    with ``cluster``, those of a Redis Cluster's nodes."""
     if role == "admin":
         return list(ADMIN_RULES)
     commands = WRITER_COMMANDS if role == "writer" else READER_COMMANDS
+    if cluster:
+        commands = (*commands, *CLUSTER_COMMANDS,
+                    *(CLUSTER_WRITER_COMMANDS if role == "writer" else ()))
     return [*(f"~{pattern}" for pattern in key_patterns(names, role)), "resetchannels",
             "-@all", *(f"+{command}" for command in commands)]
 
@@ -89,14 +98,16 @@ def password_hash(password: str) -> str:
     return hashlib.sha256(password.encode()).hexdigest()
 
 
-def set_users(admin: redis.Redis, names: Names, passwords: dict[Role, str]) -> bool:
+def set_users(admin: redis.Redis, names: Names, passwords: dict[Role, str],
+              cluster: bool = False) -> bool:
     """Give each role in ``passwords`` its user, rules and password, over an administrator's
     connection (``ACL SETUSER``, the password sent as its SHA-256 hash); whether anything
-    changed. For a configured Redis its administrator can run this once."""
+    changed. For a configured Redis its administrator can run this once; on a Redis
+    Cluster, with ``cluster``, once on every node (ACLs are not shared between nodes)."""
     before = admin.acl_list()
     for role, password in passwords.items():
         admin.execute_command("ACL", "SETUSER", user_of(names, role), "reset", "on",
-                              f"#{password_hash(password)}", *acl_rules(names, role))
+                              f"#{password_hash(password)}", *acl_rules(names, role, cluster))
     return bool(admin.acl_list() != before)
 
 
