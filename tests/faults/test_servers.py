@@ -84,7 +84,7 @@ def test_terminated_load_connections_publish_nothing_and_the_retry_succeeds(
 def test_redis_killed_mid_write_then_restarted(target, engine, client, monkeypatch,
                                                fault_settings) -> None:
     publish(target, DAY1, tag=1)
-    on_call(monkeypatch, redis_module.RedisPublisher, "_commands", 3,
+    on_call(monkeypatch, redis_module.RedisPublisher, "_keys_and_values", 3,
             lambda: kill_redis(fault_settings))
     with pytest.raises(StoreUnavailableError, match="lost its connection to Redis"):
         publish(target, DAY2, tag=2)

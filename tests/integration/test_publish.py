@@ -278,13 +278,15 @@ class Clock:
 
 
 class CountingRedis:
-    """Counts the round trips a read client makes (a GET or a pipeline's execute)."""
+    """Counts the round trips a read client makes (a GET or a pipeline's execute), and
+    its reads of the pointer."""
 
     def __init__(self, client) -> None:
-        self.client, self.round_trips = client, 0
+        self.client, self.round_trips, self.pointer_reads = client, 0, 0
 
     def get(self, key):
         self.round_trips += 1
+        self.pointer_reads += key == KEYS.pointer_key()
         return self.client.get(key)
 
     def pipeline(self, transaction: bool):
