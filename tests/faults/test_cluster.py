@@ -1,5 +1,5 @@
 """A Redis Cluster losing a master: SIGKILL mid-write and between the switch's passes
-and its pointer flip, with readers reading throughout.
+and its pointer flip, with readers reading throughout; and readers across many flips.
 
 Each test kills one master of the session's three-master cluster (its replica
 takes over after the cluster's node timeout) and checks that the served version
@@ -33,6 +33,8 @@ from jobs.publish.protocol import publish_lock, switch
 from jobs.publish.reconcile import disagreement, reconcile
 from jobs.publish.redis import RedisPublisher
 from tests.conftest import healthy_cluster
+from tests.faults import test_concurrency
+from tests.faults.publisher import Target
 
 KEYS = Keyspace()
 DAY1, DAY2 = date(2026, 11, 18), date(2026, 11, 19)
@@ -225,3 +227,11 @@ def test_a_master_killed_between_the_switch_and_the_flip_converges(
     assert [(item.item_id, item.score)
             for item in client.get_recommendations(17, k=2).items] == day2[17]
     assert unexpiring_keys_outside(cluster, {first, second}) == []
+
+
+def test_read_clients_across_flips_on_a_cluster(target, cluster, writer, engine) -> None:
+    """One server's test of readers across fifteen flips, each retiring the version two
+    back, with the nightly's publisher processes writing to the cluster."""
+    on_cluster = Target(target.database_url, cluster.url(Names(), "writer"), target.home)
+    test_concurrency.test_read_clients_across_flips_while_old_versions_are_retired(
+        on_cluster, engine, writer)
