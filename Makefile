@@ -10,7 +10,7 @@ MLEAP_JVM := jobs/bundles/jvm
 MLEAP_RUNTIME := $(MLEAP_JVM)/target/.built
 
 .DEFAULT_GOAL := help
-.PHONY: help install run airflow test test-unit test-integration test-dags test-e2e test-faults lint format services-stop clean bench bench-peers bench-layouts bench-scale bench-quality spark-cluster
+.PHONY: help install run airflow test test-unit test-integration test-dags test-e2e test-faults lint format services-stop clean bench bench-cluster bench-peers bench-layouts bench-scale bench-quality spark-cluster
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -77,8 +77,11 @@ bench-peers: ## install what the benchmarks compare against (redis-tools, postgr
 	  $$as_root apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-bench: $(STAMP) bench-peers ## side-by-side benchmarks and their ratios (SIZE=large for the larger size)
+bench: $(STAMP) bench-peers ## side-by-side benchmarks and their ratios, Redis Cluster pairs last (SIZE=large for the larger size)
 	$(BIN)/python -m jobs.bench --size $(SIZE)
+
+bench-cluster: $(STAMP) bench-peers ## only the Redis Cluster pairs: publish to 3 masters vs one server, reads vs redis-benchmark --cluster
+	$(BIN)/python -m jobs.bench --cluster-only --size $(SIZE)
 
 bench-layouts: $(STAMP) bench-peers ## PostgreSQL's row-per-rank and row-per-user layouts side by side (USERS=1000000)
 	$(BIN)/python -m jobs.bench --layouts --layout-users $(or $(USERS),1000000)

@@ -53,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="default",
                         help="default finishes in a few minutes; large scores twice the users "
                              "and publishes 1,000,000; small is a quick check of the harness")
+    parser.add_argument("--cluster-only", action="store_true",
+                        help="instead: only the Redis Cluster pairs (publishing to three "
+                             "masters vs one server, the read client vs redis-benchmark "
+                             "--cluster), at --size; no Spark, no PostgreSQL")
     parser.add_argument("--scale", action="store_true",
                         help="instead: the nightly steps end to end at 1,000,000 users x "
                              "20,000 items, rank 32, top 50 (heavy: about 15 minutes)")
@@ -94,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     if not (args.scale or args.quality):
-        for tool in PEER_TOOLS:  # before minutes of work, not after
+        # Before minutes of work, not after.
+        for tool in ("redis-benchmark",) if args.cluster_only else PEER_TOOLS:
             require_tool(tool)
     work = Path(tempfile.mkdtemp(prefix="batchscore-bench-", dir=args.work_dir))
     try:
@@ -119,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
             from jobs.bench.scale import run_scale
 
             run_scale(settings, work, users=args.scale_users, items=args.scale_items)
+        elif args.cluster_only:
+            run_cluster_pairs(settings, work, SIZES[args.size], args.size)
         else:
             run_pairs(settings, work, SIZES[args.size], args.size)
     finally:
@@ -128,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_pairs(settings: Settings, work: Path, size: Size, size_name: str) -> None:
     from jobs.bench import servers as bench_servers
+    from jobs.bench.cluster_pairs import cluster_pairs
     from jobs.bench.history import history_pair
     from jobs.bench.pairs import (
         PostgresBench,
@@ -149,29 +157,61 @@ def run_pairs(settings: Settings, work: Path, size: Size, size_name: str) -> Non
     details: dict = {"size": size_name, "servers": servers.where}
     try:
         model = synthetic_model(spark, work / "model", size.users, size.items, size.rank)
-        print("1/5 scoring vs recommendForAllUsers", flush=True)
+        print("1/6 scoring vs recommendForAllUsers", flush=True)
         pairs.append(scorer_pair(spark, model, size.users, size.items, size.k))
-        print("2/5 top-k vs matrix multiply on one block", flush=True)
+        print("2/6 top-k vs matrix multiply on one block", flush=True)
         pairs.append(top_k_pair(spark, model, size.k))
         recommendations = synthetic_recommendations(work / "recommendations",
                                                     size.publish_users, size.k, size.items)
         engine = engine_for(servers.database_url)
-        print("3/5 PostgreSQL: ours, Spark JDBC, psql \\copy", flush=True)
+        print("3/6 PostgreSQL: ours, Spark JDBC, psql \\copy", flush=True)
         pairs.extend(postgres_pairs(spark, PostgresBench(engine, servers, recommendations,
                                                          work)))
-        print(f"4/5 a nightly's interactions: the history vs CSV export and parse, "
+        print(f"4/6 a nightly's interactions: the history vs CSV export and parse, "
               f"{size.history_events:,} events", flush=True)
         pairs.append(history_pair(spark, engine, work, size.history_events))
         engine.dispose()
-        print("5/5 Redis: ours, redis-cli --pipe, reader latency", flush=True)
+        print("5/6 Redis: ours, redis-cli --pipe, reader latency", flush=True)
         redis_results, redis_details = redis_pairs(
             RedisBench(servers, recommendations, work), size.reader_requests)
         pairs.extend(redis_results)
         details.update(redis_details)
     finally:
         spark.stop()
+    print(CLUSTER_STEP.format(step="6/6 "), flush=True)
+    cluster, cluster_details = cluster_pairs(work, recommendations, size.reader_requests)
+    details.update(cluster_details)
     print()
     print(table(pairs))
+    print_cluster(cluster)
     out = settings.home / "bench" / "latest.json"
-    write_json(pairs, out, details)
+    write_json(pairs + cluster, out, details)
+    print(f"\nwritten to {out}")
+
+
+CLUSTER_STEP = ("{step}Redis Cluster (3 masters, a replica each) vs one server: publish, "
+                "reader latency vs redis-benchmark --cluster")
+
+
+def print_cluster(pairs: list) -> None:
+    from jobs.bench.results import table
+
+    print("\nRedis Cluster (3 masters, a replica each; Debian's redis-server on both sides)")
+    print(table(pairs))
+
+
+def run_cluster_pairs(settings: Settings, work: Path, size: Size, size_name: str) -> None:
+    """The Redis Cluster pairs alone (``--cluster-only``): printed, and written to the
+    home's ``bench/cluster.json``."""
+    from jobs.bench.cluster_pairs import cluster_pairs
+    from jobs.bench.results import write_json
+    from jobs.bench.synthetic import synthetic_recommendations
+
+    print(CLUSTER_STEP.format(step="") + f"; size {size_name}", flush=True)
+    recommendations = synthetic_recommendations(work / "recommendations",
+                                                size.publish_users, size.k, size.items)
+    pairs, details = cluster_pairs(work, recommendations, size.reader_requests)
+    print_cluster(pairs)
+    out = settings.home / "bench" / "cluster.json"
+    write_json(pairs, out, {"size": size_name, **details})
     print(f"\nwritten to {out}")

@@ -29,16 +29,15 @@ from jobs.contracts.redis import Keyspace
 from jobs.lifecycle import registry
 from jobs.platform import runs
 from jobs.platform.db import composed, cursor
-from jobs.platform.redis_client import connect
+from jobs.platform.redis_client import connect, is_cluster, is_cluster_url
 from jobs.publish import REDIS_COLUMNS, PublishVersion, read_blocks
 from jobs.publish.postgres import PostgresPublisher
 from jobs.publish.redis import (
     PIPELINE_BATCH,
     STAGED_TTL_SECONDS,
+    NodeWriters,
     RedisPublisher,
-    pipelined_connection,
     retire_version,
-    run_on_keys,
     serve,
     set_with_expiry_commands,
 )
@@ -296,6 +295,10 @@ class RedisBench:
     def client(self) -> redis.Redis:
         return connect(self.servers.redis_url)
 
+    @property
+    def cluster(self) -> bool:
+        return is_cluster_url(self.servers.redis_url)
+
     def version(self) -> PublishVersion:
         return PublishVersion(publish_id=self.publish_id, run_id="bench",
                               model_version=1, logical_date=BENCH_DATE, k=50)
@@ -305,30 +308,41 @@ class RedisBench:
         background, so that the next load does not share the server with that.
 
         ``redis-cli --pipe`` loads the users' keys without a users record, so
-        they are deleted by the scoring output's user ids too."""
+        they are deleted by the scoring output's user ids too (on each key's node,
+        on a cluster)."""
         client = self.client
         retire_version(client, self.keys, self.publish_id)
-        with pipelined_connection(client) as connection:
+        with NodeWriters(client) as writers:
             for block in read_blocks(self.recommendations, columns=["user_id"]):
-                run_on_keys(connection, ("UNLINK",),
+                writers.run(("UNLINK",),
                             self.keys.user_keys(self.publish_id, block.column("user_id")))
         client.delete(self.keys.pointer_key())
         deadline = time.monotonic() + timeout
-        while (int(client.info("memory").get("lazyfree_pending_objects", 0))
+        while (sum(int(node.info("memory").get("lazyfree_pending_objects", 0))
+                   for node in node_clients(client))
                and time.monotonic() < deadline):
             time.sleep(0.1)
+
+    def publish(self, client: redis.Redis) -> tuple[float, int]:
+        """Seconds to write the version's user keys as a nightly does, and the users."""
+        publisher = RedisPublisher(client, self.keys)
+        publisher.prepare(self.version())
+        seconds = timed(lambda: publisher.write_blocks(
+            read_blocks(self.recommendations, columns=REDIS_COLUMNS)))
+        return seconds, publisher.users
+
+    def load(self) -> tuple[float, int]:
+        """:meth:`publish` after clearing the last load's keys."""
+        self.clear()
+        return self.publish(self.client)
 
     def ours(self) -> tuple[float, int, dict[str, float]]:
         client = self.client
         self.clear()
         before = int(client.info("memory")["used_memory"])
-        publisher = RedisPublisher(client, self.keys)
-        publisher.prepare(self.version())
-        seconds = timed(lambda: publisher.write_blocks(
-            read_blocks(self.recommendations, columns=REDIS_COLUMNS)))
+        seconds, users = self.publish(client)
         after = int(client.info("memory")["used_memory"])
-        memory = self.memory(client, publisher.users, after - before)
-        return seconds, publisher.users, memory
+        return seconds, users, self.memory(client, users, after - before)
 
     def encode(self) -> float:
         """Seconds to encode every user's value from the lists, on one core, as the
@@ -428,21 +442,68 @@ def redis_pairs(bench: RedisBench, reader_requests: int) -> tuple[list[Pair], di
     return pairs, {"redis_memory": memory, "redis_encode_seconds": encode_seconds}
 
 
+def node_clients(client: redis.Redis) -> list[redis.Redis]:
+    """The client itself for one server; a plain client of every node of a cluster."""
+    if is_cluster(client):
+        return [client.get_redis_connection(node)  # type: ignore[attr-defined]
+                for node in client.get_nodes()]  # type: ignore[attr-defined]
+    return [client]
+
+
 @contextmanager
-def benchmark_user(client: redis.Redis, servers: Servers, key: str) -> Iterator[list[str]]:
+def benchmark_user(client: redis.Redis, servers: Servers, keys: str) -> Iterator[list[str]]:
     """redis-benchmark's credentials on a server that asks for them: it reads no password
-    from its environment, so it gets a user of its own, allowed only GET of ``key``, with a
-    password made for this run and dropped with the user afterwards."""
+    from its environment, so it gets a user of its own, allowed only GET of the keys the
+    pattern ``keys`` matches (and, on a cluster, to learn its nodes), with a password made
+    for this run and dropped with the user afterwards; on every node of a cluster, as
+    ACLs are not shared between nodes."""
     if not servers.redis_cli_auth[0]:
         yield []
         return
     password = secrets.token_urlsafe(16)
-    client.execute_command("ACL", "SETUSER", BENCH_USER, "reset", "on", f">{password}",
-                           f"~{key}", "-@all", "+get", "+ping", "+select")
+    nodes = node_clients(client)
+    rules = ["+cluster|nodes", "+cluster|slots"] if is_cluster(client) else []
+    for node in nodes:
+        node.execute_command("ACL", "SETUSER", BENCH_USER, "reset", "on", f">{password}",
+                             f"~{keys}", "-@all", "+get", "+ping", "+select", *rules)
     try:
         yield ["--user", BENCH_USER, "-a", password]
     finally:
-        client.execute_command("ACL", "DELUSER", BENCH_USER)
+        for node in nodes:
+            node.execute_command("ACL", "DELUSER", BENCH_USER)
+
+
+def redis_benchmark_latencies(csv_output: str) -> tuple[float, float]:
+    """p50 and p99 in ms from ``redis-benchmark --csv``'s output of one test: its last
+    two lines, the header and the test's row (any warnings come before them)."""
+    header, row = [line for line in csv_output.splitlines() if line.strip()][-2:]
+    fields = dict(zip(json.loads(f"[{header}]"), json.loads(f"[{row}]"), strict=True))
+    return float(fields["p50_latency_ms"]), float(fields["p99_latency_ms"])
+
+
+def cluster_benchmark_key(keys: Keyspace) -> str:
+    """The key ``redis-benchmark --cluster`` is given to GET: it rewrites ``{tag}`` in it,
+    for each connection, to a hash tag of a slot of the master that connection reads
+    from, so the key it reads is no user's and the GET finds nothing."""
+    return f"{keys.namespace}:bench:{{tag}}"
+
+
+def redis_benchmark_get(bench: RedisBench, client: redis.Redis, key: str, connections: int,
+                        requests: int) -> tuple[float, float]:
+    """p50 and p99 in ms of ``redis-benchmark`` GET of ``key`` (on a cluster,
+    :func:`cluster_benchmark_key` instead) on ``connections`` connections."""
+    host, port, db = bench.servers.redis_host_port_db
+    if bench.cluster:
+        key = cluster_benchmark_key(bench.keys)
+        target, allowed = ["--cluster"], key.replace("{tag}", "{*")
+    else:
+        target, allowed = ["--dbnum", str(db)], key
+    with benchmark_user(client, bench.servers, allowed) as auth:
+        done = subprocess.run(
+            [require_tool("redis-benchmark"), "-h", host, "-p", str(port), *target, *auth,
+             "-c", str(connections), "-n", str(requests), "--csv", "GET", key],
+            check=True, capture_output=True, text=True)
+    return redis_benchmark_latencies(done.stdout)
 
 
 # Concurrent readers in the reader pairs, as redis-benchmark's -c; ours spreads them
@@ -452,10 +513,12 @@ READER_TURNS = 3
 READER_P99_TARGET = 0.5
 
 
-def reader_pairs(bench: RedisBench, users: int, requests: int) -> list[Pair]:
-    """``get_recommendations`` latency against ``redis-benchmark`` GET of one user key, at
-    each of :data:`READER_CONNECTIONS` concurrent connections, :data:`READER_TURNS` turns
-    each taken in turns, medians of each side's p50 and p99."""
+def reader_pairs(bench: RedisBench, users: int, requests: int, name: str = "reader latency"
+                 ) -> list[Pair]:
+    """``get_recommendations`` latency against ``redis-benchmark`` GET of one user key (on a
+    cluster, ``redis-benchmark --cluster``: :func:`cluster_benchmark_key`), at each of
+    :data:`READER_CONNECTIONS` concurrent connections, :data:`READER_TURNS` turns each
+    taken in turns, medians of each side's p50 and p99; the pairs are named ``name``."""
     client = bench.client
     publisher = RedisPublisher(client, bench.keys)
     publisher.prepare(bench.version())
@@ -463,7 +526,6 @@ def reader_pairs(bench: RedisBench, users: int, requests: int) -> list[Pair]:
     publisher.write_fallback(pa.table({"item_id": [1, 2, 3], "score": [3.0, 2.0, 1.0]}))
     publisher.write_meta()
     serve(client, bench.keys, bench.publish_id, expected_keys=users + 2)
-    host, port, db = bench.servers.redis_host_port_db
     key = bench.keys.user_key(bench.publish_id, 1).decode()
     pairs = []
     for connections in READER_CONNECTIONS:
@@ -471,28 +533,24 @@ def reader_pairs(bench: RedisBench, users: int, requests: int) -> list[Pair]:
         for _ in range(READER_TURNS):
             ours.append(concurrent_reads(bench.servers.redis_url, bench.keys, users, requests,
                                          connections))
-            with benchmark_user(client, bench.servers, key) as auth:
-                done = subprocess.run(
-                    [require_tool("redis-benchmark"), "-h", host, "-p", str(port), "--dbnum",
-                     str(db), *auth, "-c", str(connections), "-n", str(requests), "--csv",
-                     "GET", key], check=True, capture_output=True, text=True)
-            header, row = [line for line in done.stdout.splitlines() if line.strip()][-2:]
-            fields = dict(zip(json.loads(f"[{header}]"), json.loads(f"[{row}]"), strict=True))
-            peer.append((float(fields["p50_latency_ms"]), float(fields["p99_latency_ms"])))
+            peer.append(redis_benchmark_get(bench, client, key, connections, requests))
         processes = min(connections, os.cpu_count() or 1)
         note = (f"{requests:,} requests, {connections} connection(s) "
                 f"({processes} process(es) x {connections // processes} thread(s)), loopback, "
-                f"medians of {READER_TURNS} turns; ours is one MGET of user, fallback "
-                "and meta (the pointer kept for 1 s), then binary decoding")
-        peer_name = f"redis-benchmark GET -c {connections}"
-        for index, name in ((0, "p50"), (1, "p99")):
+                f"medians of {READER_TURNS} turns; ours is one GET of the user's key (the "
+                "pointer kept for 1 s), then binary decoding"
+                + ("; redis-benchmark --cluster's GET finds no key (it rewrites the key's "
+                   "{tag} per connection)" if bench.cluster else ""))
+        peer_name = (f"redis-benchmark{' --cluster' if bench.cluster else ''} GET "
+                     f"-c {connections}")
+        for index, percentile in ((0, "p50"), (1, "p99")):
             pairs.append(Pair.of(
-                f"reader latency {name}, {connections} connection(s)",
+                f"{name} {percentile}, {connections} connection(s)",
                 statistics.median(run[index] for run in ours),
                 statistics.median(run[index] for run in peer), "ms", higher_is_better=False,
                 peer_name=peer_name, note=note if index == 0 else "",
                 # The p99 within 2x of redis-benchmark's.
-                target=READER_P99_TARGET if name == "p99" else None))
+                target=READER_P99_TARGET if percentile == "p99" else None))
     return pairs
 
 

@@ -38,6 +38,11 @@ class Servers:
     redis_url: str
     where: str
 
+    @classmethod
+    def redis_only(cls, redis_url: str, where: str) -> Servers:
+        """A Redis the benchmark started for its Redis pairs alone (no PostgreSQL)."""
+        return cls(database_url="", redis_url=redis_url, where=where)
+
     @property
     def redis_host_port_db(self) -> tuple[str, int, int]:
         parts = urlsplit(self.redis_url)

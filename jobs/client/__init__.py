@@ -15,7 +15,8 @@ served version, and a user without predictions gets that version's
 popularity list (``source == "fallback"``). The client keeps the pointer for
 ``pointer_ttl_seconds`` (1 s by default), and a version's meta and fallback
 list, which never change, for as long as it reads that version; so a read is
-one ``GET`` of the user's key, one round trip. A version's meta key is written
+one ``GET`` of the user's key, one round trip (on a cluster, straight to the
+key's master). A version's meta key is written
 after all its other keys and deleted before any of them: when the user's key
 is missing, the meta key is read again, and if it is still there the user has
 no predictions in that version; if it is gone, the version was retired under
@@ -32,6 +33,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 import redis
+from redis.crc import key_slot
+from redis.exceptions import AskError, ClusterDownError, TryAgainError
 
 from jobs.contracts import redis as contract
 from jobs.contracts.canary import in_canary
@@ -116,7 +119,7 @@ class RecommendationClient:
         for _ in range(READ_ATTEMPTS):
             version = self._version_of(publish_id)
             if version is not None:
-                value = self.client.get(self.keys.user_key(publish_id, user_id))
+                value = self._get(self.keys.user_key(publish_id, user_id))
                 if value is not None:
                     return self._recommendations(user_id, k, version, value, "predictions")
                 if self.client.get(self.keys.meta_key(publish_id)) is not None:
@@ -171,6 +174,22 @@ class RecommendationClient:
             self._publish_id, self._read_at = int(pointer), now
         return self._publish_id
 
+
+    def _get(self, key: bytes) -> bytes | None:
+        """``GET key``. On a cluster, sent straight to the master the client's slot map
+        names for the key, on that node's own client: redis-py's cluster client
+        routes each command in Python, which costs a read more than the GET itself.
+        A redirection, a node lost or a slot the map lacks sends the GET through
+        the cluster client instead, which follows the redirection, waits out a
+        failover and reloads the slot map the next reads use."""
+        if not self._cluster:
+            return self.client.get(key)
+        try:
+            node = self.client.nodes_manager.slots_cache[key_slot(key)][0]  # type: ignore[attr-defined]
+            return self.client.get_redis_connection(node).get(key)  # type: ignore[attr-defined]
+        except (KeyError, IndexError, AskError, TryAgainError, ClusterDownError,
+                redis.ConnectionError, redis.TimeoutError):
+            return self.client.get(key)
 
     def _through_failover(self, read: Callable[[], T]) -> T:
         """``read()``; on a cluster, done again while a master that went down is being

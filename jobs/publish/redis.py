@@ -433,19 +433,23 @@ def run_on_keys(connection: Connection, command: tuple[str, ...], keys: pa.Array
     return done
 
 
-def send_sets(connection: Connection, keys: pa.Array, values: pa.Array, seconds: int
-              ) -> list[int]:
+def send_sets(connection: Connection, keys: pa.Array, values: pa.Array, seconds: int,
+              replicas: int = 0) -> tuple[list[int], int]:
     """``SET key value EX seconds`` for each key on ``connection``, :data:`PIPELINE_BATCH`
     to a buffer, replies read a buffer behind; the positions of the keys a cluster node
-    redirected (``MOVED``, ``ASK``) instead of setting them."""
+    redirected (``MOVED``, ``ASK``) instead of setting them. With ``replicas``, a
+    ``WAIT`` for that many follows the last command in the same pipeline (no round
+    trip of its own); the second value is how many confirmed (0 without)."""
     redirected: list[int] = []
     unread, unread_from, sent = 0, 0, 0
     for chunk, count in set_with_expiry_commands(keys, values, seconds, PIPELINE_BATCH):
         connection.send_packed_command([chunk])
         redirected += [unread_from + position for position in read_ok_replies(connection, unread)]
         unread, unread_from, sent = count, sent, sent + count
+    if replicas:
+        connection.send_packed_command([wait_command(replicas, REPLICA_WAIT_MS)])
     redirected += [unread_from + position for position in read_ok_replies(connection, unread)]
-    return redirected
+    return redirected, read_integer_reply(connection) if replicas else 0
 
 
 def key_commands(command: tuple[str, ...], keys: pa.Array, batch: int
@@ -534,9 +538,11 @@ class NodeWriters:
     migrates) is sent again through the cluster client, which follows the
     redirection; and when a master goes down, its keys are sent again to the
     replica that takes its slots, once the cluster has failed over (within
-    :data:`FAILOVER_TIMEOUT_SECONDS`, else the error says so). After each
-    block, :meth:`wait_for_replicas` has each master's replicas confirm what it
-    was sent (``WAIT``), so a failover loses none of the blocks before.
+    :data:`FAILOVER_TIMEOUT_SECONDS`, else the error says so). Each master's
+    share of a block of ``SET`` commands ends with a ``WAIT`` in the same
+    pipeline, on its own thread, so its replicas confirm what it was sent
+    before the next block and a failover loses none of the blocks before;
+    :meth:`wait_for_replicas` does the same for every master at once.
     """
 
     def __init__(self, client: redis.Redis) -> None:
@@ -556,17 +562,24 @@ class NodeWriters:
             self._threads.shutdown(wait=True)
 
     def set_with_expiry(self, keys: pa.Array, values: pa.Array, seconds: int) -> None:
-        """``SET key value EX seconds`` for each key, on the node that serves it."""
+        """``SET key value EX seconds`` for each key, on the node that serves it, each
+        master's share confirmed by its replicas."""
+        redirected: list[int] = []
 
-        def send(connection: Connection, positions: np.ndarray) -> int:
-            node_keys, node_values = take(keys, positions), take(values, positions)
-            for position in send_sets(connection, node_keys, node_values, seconds):
+        def send(connection: Connection, group: NodeGroup) -> int:
+            node_keys, node_values = take(keys, group.positions), take(values, group.positions)
+            wanted = self.routes.replicas.get(group.name, 0)
+            moved, confirmed = send_sets(connection, node_keys, node_values, seconds, wanted)
+            check_replicas(group.name, wanted, confirmed)
+            for position in moved:
                 self.client.set(node_keys[position].as_py(), node_values[position].as_py(),
                                 ex=seconds)
-            return len(positions)
+            redirected.extend(moved)
+            return len(group.positions)
 
         self._on_nodes(keys, send)
-        self.wait_for_replicas()
+        if redirected:  # set through the cluster client, on masters that may not have waited
+            self.wait_for_replicas()
 
     def run(self, command: tuple[str, ...], keys: pa.Array) -> int:
         """``command`` on each key, on the node that serves it; how many answered 1."""
@@ -574,8 +587,8 @@ class NodeWriters:
         def follow(command: tuple[str, ...], key: bytes) -> int:
             return int(self.client.execute_command(command[0], key, *command[1:]) == 1)
 
-        return self._on_nodes(keys, lambda connection, positions: run_on_keys(
-            connection, command, take(keys, positions), follow))
+        return self._on_nodes(keys, lambda connection, group: run_on_keys(
+            connection, command, take(keys, group.positions), follow))
 
     def wait_for_replicas(self) -> None:
         """Each master's replicas confirm every write sent to it so far (a cluster's
@@ -588,11 +601,7 @@ class NodeWriters:
             if wanted == 0:
                 continue
             connection.send_packed_command([wait_command(wanted, REPLICA_WAIT_MS)])
-            confirmed = int(line_replies(connection_socket(connection), bytearray(), 1,
-                                         INTEGER_REPLY_BYTES)[0].removeprefix(b":"))
-            if confirmed < wanted:
-                logger.warning("redis: %d of master %s's %d replicas confirmed its writes "
-                               "within %d ms", confirmed, name, wanted, REPLICA_WAIT_MS)
+            check_replicas(name, wanted, read_integer_reply(connection))
 
     def _connection(self, group: NodeGroup) -> Connection:
         connection = self._connections.get(group.name)
@@ -601,9 +610,9 @@ class NodeWriters:
             self._connections[group.name] = connection
         return connection
 
-    def _on_nodes(self, keys: pa.Array, work: Callable[[Connection, np.ndarray], int]) -> int:
-        """``work`` on each node's share of ``keys`` (its connection and the keys'
-        positions), in parallel on a cluster; the sum of what it returns."""
+    def _on_nodes(self, keys: pa.Array, work: Callable[[Connection, NodeGroup], int]) -> int:
+        """``work`` on each node's share of ``keys`` (its connection, and its group: the
+        keys' positions), in parallel on a cluster; the sum of what it returns."""
         pending = self.routes.groups(keys)
         total = 0
         deadline: float | None = None
@@ -630,11 +639,11 @@ class NodeWriters:
             pending = [NodeGroup(group.name, group.client, positions[group.positions])
                        for group in self.routes.groups(take(keys, positions))]
 
-    def _each(self, groups: list[NodeGroup], work: Callable[[Connection, np.ndarray], int]
+    def _each(self, groups: list[NodeGroup], work: Callable[[Connection, NodeGroup], int]
               ) -> list[tuple[NodeGroup, Any]]:
         def attempt(group: NodeGroup) -> Any:
             try:
-                return work(self._connection(group), group.positions)
+                return work(self._connection(group), group)
             except Exception as err:  # handed back, to tell a lost node from the rest
                 return err
 
@@ -672,6 +681,20 @@ def take(values: pa.Array, positions: np.ndarray) -> pa.Array:
     if len(positions) == len(values):
         return values  # every position, in order: the routes' only group
     return values.take(pa.array(positions))
+
+
+def check_replicas(master: str, wanted: int, confirmed: int) -> None:
+    """Log a master whose replicas did not all confirm its writes in time: they are not
+    waited for longer."""
+    if confirmed < wanted:
+        logger.warning("redis: %d of master %s's %d replicas confirmed its writes within "
+                       "%d ms", confirmed, master, wanted, REPLICA_WAIT_MS)
+
+
+def read_integer_reply(connection: Connection) -> int:
+    """The reply of one command that answers an integer (``WAIT``'s replicas)."""
+    return int(line_replies(connection_socket(connection), bytearray(), 1,
+                            INTEGER_REPLY_BYTES)[0].removeprefix(b":"))
 
 
 def wait_command(replicas: int, timeout_ms: int) -> bytes:

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from jobs.client import RecommendationClient
-from jobs.contracts.redis import Keyspace, decode_items
+from jobs.contracts.redis import Keyspace, decode_items, encode_items
 from jobs.platform.names import Names
 from jobs.platform.redis_client import RedisPermissionError, connect
 from jobs.platform.redis_nodes import key_slots
@@ -164,6 +164,37 @@ def test_keys_of_a_slot_moved_to_another_master_are_followed(
     assert moved_key in held[target.port] and moved_key not in held[owner.port]
     for key, value in zip(keys, values, strict=True):
         assert cluster_writer.get(key) == value
+
+
+def test_a_reader_follows_a_slot_moved_after_it_learnt_the_slot_map(
+        engine, cluster_writer, redis_cluster, model_version) -> None:
+    """A read goes straight to the master the reader's slot map names; after a
+    resharding that master answers MOVED, and the read is done where it says."""
+    version, _ = publish_day(engine, cluster_writer, model_version, DAY1, {1: [(10, 0.5)]})
+    reader = RecommendationClient.from_url(redis_cluster.url(Names(), "reader"))
+    assert [item.item_id for item in reader.get_recommendations(1).items] == [10]
+    key = KEYS.user_key(version.publish_id, 2)
+    slot = int(key_slots(pa.array([key], pa.binary()))[0])
+    owner = cluster_writer.nodes_manager.slots_cache[slot][0]
+    target = next(node for node in cluster_writer.get_primaries() if node.name != owner.name)
+    owner_admin = redis_cluster.node_admin(redis_cluster.node_on(owner.port))
+    try:
+        assert owner_admin.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+    finally:
+        owner_admin.close()
+    for node in redis_cluster.masters_now():  # the slot is empty: it moves at once
+        admin = redis_cluster.node_admin(node)
+        try:
+            admin.execute_command("CLUSTER", "SETSLOT", slot, "NODE",
+                                  redis_cluster.node_id_of(target.port))
+        finally:
+            admin.close()
+    cluster_writer.set(key, encode_items([30, 40], [0.75, 0.5]))
+    for _ in range(2):  # redirected, then straight to the slot's new master
+        recs = reader.get_recommendations(2)
+        assert recs.source == "predictions"
+        assert [(item.item_id, item.score) for item in recs.items] == [(30, 0.75), (40, 0.5)]
+    assert reader.client.nodes_manager.slots_cache[slot][0].name == target.name
 
 
 def test_keys_of_a_slot_being_migrated_are_followed(engine, cluster_writer, redis_cluster,
