@@ -267,7 +267,7 @@ def run_quality(work: Path, cache: Path, dataset: Path | None, budget_minutes: f
                 ease_items: int) -> None:
     """The whole of ``make bench-quality``: the synthetic sample's and MovieLens 100K's
     tables (``dataset``: a RecBole ``ml-100k.inter`` file already at hand; by default
-    fetched into ``cache``), then EASE's cost."""
+    fetched into ``cache``), then EASE's cost at ``ease_items`` items (0: not measured)."""
     from jobs.bench.datasets import LOAD_OPTIONS, movielens_100k
     from jobs.bench.servers import bench_spark
 
@@ -280,7 +280,8 @@ def run_quality(work: Path, cache: Path, dataset: Path | None, budget_minutes: f
                   for data in sets]
         for name, results in tables:
             print_families(name, results)
-        print()
-        print_catalogue(ease_catalogue(spark, work, items=ease_items))
+        if ease_items > 0:
+            print()
+            print_catalogue(ease_catalogue(spark, work, items=ease_items))
     finally:
         spark.stop()
