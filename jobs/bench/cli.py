@@ -82,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="each data set's tuning budget for --quality (split between the "
                              "families)")
     parser.add_argument("--ease-items", type=int, default=20_000,
-                        help="catalogue size of --quality's EASE cost measurement")
+                        help="catalogue size of --quality's EASE cost measurement (0 skips it)")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="scratch space (default: a temporary folder, removed after)")
 

@@ -104,10 +104,9 @@ def score_params(train: Any, holdout_pairs: Any, params: Any, work: Path, name: 
 
 # The sample data set the defaults were chosen on (README, "Choosing the defaults").
 SYNTHETIC = ["--users", "3000", "--items", "800", "--days", "60", "--seed", "7"]
-# Each user's latest fifth of events is held out (a split by time per user).
+# Each user's latest fifth of events is held out (a split by time per user); tuning
+# validates on each user's latest fifth of the training part, split the same way.
 HOLDOUT_SHARE = 0.2
-# The days of the training part a tuning search validates on.
-HOLDOUT_DAYS = 7
 
 
 @dataclass(frozen=True)
@@ -126,7 +125,6 @@ def compare_families(spark: Any, data: DataSet, work: Path, budget_minutes: floa
     import os
     import subprocess
     import sys
-    from datetime import timedelta
 
     from jobs.data.store import newest_event_date
     from jobs.platform import services
@@ -166,9 +164,7 @@ def compare_families(spark: Any, data: DataSet, work: Path, budget_minutes: floa
         for name, params in (("als (defaults)", AlsParams()), ("ease (defaults)", EaseParams())):
             results.append(score_params(train, holdout_pairs, params, work, name))
             print(f"  {name}: NDCG@{EVAL_K} {results[-1].metrics['ndcg_at_k']:.4f}", flush=True)
-        # The search validates on the last days of the training part.
-        results.extend(tuned(train, holdout_pairs, as_of + timedelta(days=1), work,
-                             budget_minutes))
+        results.extend(tuned(train, holdout_pairs, work, budget_minutes))
         train.unpersist()
         holdout_pairs.unpersist()
         return results
@@ -203,10 +199,21 @@ def split_per_user(interactions: Any, share: float) -> tuple[Any, Any]:
     return train, holdout
 
 
-def tuned(train: Any, holdout_pairs: Any, holdout_start: Any, work: Path,
-          budget_minutes: float) -> list[Scored]:
-    """Each family tuned within half of ``budget_minutes`` on the validation window
-    before ``holdout_start`` (as ``batchscore train --tune`` does), then fitted on
+def per_user_validation(train: Any, share: float) -> Any:
+    """A tuning validation split as the benchmark's test is, from ``train`` alone: each
+    user's latest ``share`` of their training events (:func:`split_per_user`)."""
+    from jobs.training.tune import validation_from
+
+    fit_events, pairs = split_per_user(train, share)
+    return validation_from(fit_events, pairs,
+                           f"each user's latest {share:.0%} of the training part",
+                           {"split": "per user", "share": share})
+
+
+def tuned(train: Any, holdout_pairs: Any, work: Path, budget_minutes: float
+          ) -> list[Scored]:
+    """Each family tuned within half of ``budget_minutes`` on a per-user validation split
+    of ``train`` (:func:`per_user_validation`; the holdout is never seen), then fitted on
     ``train`` and ranked on the holdout; its time is the search's plus the fit's."""
     from jobs.platform.config import DEFAULT_EASE_MAX_ITEMS
     from jobs.training.ease import EaseParams
@@ -216,16 +223,26 @@ def tuned(train: Any, holdout_pairs: Any, holdout_start: Any, work: Path,
     if budget_minutes <= 0:
         return []
     results = []
-    for family, defaults in (("als", AlsParams()), ("ease", EaseParams())):
-        found = search(train, holdout_start, HOLDOUT_DAYS, EVAL_K,
-                       TuneConfig(budget_minutes=budget_minutes / 2, family=family),
-                       "ndcg_at_k", {family: defaults}, DEFAULT_EASE_MAX_ITEMS, work)
+    started = time.perf_counter()
+    validation = per_user_validation(train, HOLDOUT_SHARE)
+    # Each search would have split the training part itself: its time counts for both.
+    split_seconds = time.perf_counter() - started
+    try:
+        searches = [(family, search(validation, EVAL_K,
+                                    TuneConfig(budget_minutes=budget_minutes / 2,
+                                               family=family),
+                                    "ndcg_at_k", {family: defaults}, DEFAULT_EASE_MAX_ITEMS,
+                                    work))
+                    for family, defaults in (("als", AlsParams()), ("ease", EaseParams()))]
+    finally:
+        validation.release()
+    for family, found in searches:
         if found.params is None:
             print(f"  {family} (tuned): no trial completed within the budget", flush=True)
             continue
         name = f"{family} (tuned)"
         results.append(score_params(train, holdout_pairs, found.params, work, name,
-                                    extra_seconds=found.report["seconds"]))
+                                    extra_seconds=found.report["seconds"] + split_seconds))
         print(f"  {name}: {found.params}, {len(found.report['trials'])} trials in "
               f"{found.report['seconds']:.0f} s; NDCG@{EVAL_K} "
               f"{results[-1].metrics['ndcg_at_k']:.4f}", flush=True)
@@ -250,7 +267,7 @@ def run_quality(work: Path, cache: Path, dataset: Path | None, budget_minutes: f
                 ease_items: int) -> None:
     """The whole of ``make bench-quality``: the synthetic sample's and MovieLens 100K's
     tables (``dataset``: a RecBole ``ml-100k.inter`` file already at hand; by default
-    fetched into ``cache``), then EASE's cost."""
+    fetched into ``cache``), then EASE's cost at ``ease_items`` items (0: not measured)."""
     from jobs.bench.datasets import LOAD_OPTIONS, movielens_100k
     from jobs.bench.servers import bench_spark
 
@@ -263,7 +280,8 @@ def run_quality(work: Path, cache: Path, dataset: Path | None, budget_minutes: f
                   for data in sets]
         for name, results in tables:
             print_families(name, results)
-        print()
-        print_catalogue(ease_catalogue(spark, work, items=ease_items))
+        if ease_items > 0:
+            print()
+            print_catalogue(ease_catalogue(spark, work, items=ease_items))
     finally:
         spark.stop()

@@ -61,6 +61,7 @@ from jobs.training.tune import (
     TuneConfig,
     Tuned,
     search,
+    validation_window,
 )
 
 if TYPE_CHECKING:
@@ -294,10 +295,14 @@ def run(config: TrainConfig, spark: SparkSession | None = None) -> ModelVersion:
         # Transform
         tuning = None
         if config.tuning is not None:
-            tuned = search(interactions, holdout_start(config), config.holdout_days,
-                           config.eval_k, config.tuning, gate_config.gate_metric,
-                           {ALS: config.als, EASE: config.ease}, config.ease_max_items,
-                           work_dir)
+            validation = validation_window(interactions, holdout_start(config),
+                                           config.holdout_days)
+            try:
+                tuned = search(validation, config.eval_k, config.tuning,
+                               gate_config.gate_metric, {ALS: config.als, EASE: config.ease},
+                               config.ease_max_items, work_dir)
+            finally:
+                validation.release()
             config, tuning = with_tuned(config, tuned), tuned.report
         name = f"{config.family}-{run_id}"
         metrics, fairness = evaluate(engine, interactions, config, serving, serving_model,

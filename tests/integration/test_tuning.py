@@ -15,7 +15,7 @@ from jobs.data import history
 from jobs.data.generate import GenerateConfig, generate_and_load
 from jobs.lifecycle import registry
 from jobs.training.train import TrainConfig, holdout_start, read_training_set, run
-from jobs.training.tune import TUNED_MAX_ITER, TuneConfig, search
+from jobs.training.tune import TUNED_MAX_ITER, TuneConfig, search, validation_window
 
 pytestmark = pytest.mark.spark
 
@@ -78,10 +78,12 @@ def test_a_search_ends_within_its_budget(config, engine, spark, tmp_path: Path) 
     interactions = read_training_set(spark, training).cache()
     budget_minutes = 0.5
     started = time.monotonic()
-    tuned = search(interactions, holdout_start(config), config.holdout_days, config.eval_k,
+    validation = validation_window(interactions, holdout_start(config), config.holdout_days)
+    tuned = search(validation, config.eval_k,
                    TuneConfig(budget_minutes=budget_minutes, family="als"), "ndcg_at_k",
                    {"als": config.als, "ease": config.ease}, config.ease_max_items, tmp_path)
     elapsed = time.monotonic() - started
+    validation.release()
     interactions.unpersist()
     trials = tuned.report["trials"]
     assert trials and tuned.report["best"] is not None

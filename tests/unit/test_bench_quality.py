@@ -1,8 +1,8 @@
-"""make bench-quality's split by time per user."""
+"""make bench-quality's split by time per user, and the validation split its tuning uses."""
 
 import pytest
 
-from jobs.bench.quality import split_per_user
+from jobs.bench.quality import per_user_validation, split_per_user
 
 pytestmark = pytest.mark.spark
 
@@ -26,3 +26,28 @@ def test_each_users_latest_fifth_is_held_out(spark) -> None:
     assert kept == sorted([(1, item) for item in range(10, 18)] + [(2, 20), (3, 10),
                                                                   (4, 11), (4, 11), (4, 99),
                                                                   (4, 12)])
+
+
+def test_tuning_validates_on_each_users_latest_fifth_of_the_training_part(spark) -> None:
+    # The benchmark's training part only: its holdout is not passed, so never seen.
+    rows = ([(1, item, 1.0, t) for t, item in enumerate(range(10, 20))]
+            + [(2, item, 1.0, t) for t, item in enumerate([18, 11, 12, 13, 10])]
+            + [(3, 10, 1.0, 0)])
+    train = spark.createDataFrame(rows, "user_id long, item_id long, rating double, "
+                                        "event_at long")
+    validation = per_user_validation(train, 0.2)
+    try:
+        # User 1's last two (18, 19) are validation; 19 is unknown to the fit events and
+        # dropped. User 2's last (10) is validation. User 3's only event is fitted on.
+        assert validation.holdout.truth == {1: {18}, 2: {10}}
+        assert validation.fit_events.count() == 13
+        assert validation.holdout.activity == {1: 8, 2: 4}
+        assert validation.holdout.item_popularity == {10: 2, 11: 2, 12: 2, 13: 2, 14: 1,
+                                                      15: 1, 16: 1, 17: 1, 18: 1}
+        seen = dict(zip(validation.users_seen.column("user_id").to_pylist(),
+                        map(sorted, validation.users_seen.column("seen").to_pylist()),
+                        strict=True))
+        assert seen == {1: list(range(10, 18)), 2: [11, 12, 13, 18]}
+        assert validation.to_json() == {"split": "per user", "share": 0.2, "users": 2}
+    finally:
+        validation.release()
