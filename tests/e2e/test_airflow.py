@@ -30,7 +30,7 @@ from jobs.platform.db import engine_for, statement
 from jobs.platform.names import Names
 from jobs.platform.redis_client import connect
 from jobs.platform.services.ports import free_port
-from tests.e2e.conftest import cli_world
+from tests.e2e.conftest import cli_world, with_airflow_metadata
 
 ACME = Names(schema="acme", bi_schema="acme_bi", redis_prefix="acme")
 KEYS = Keyspace(ACME.redis_prefix)
@@ -44,7 +44,7 @@ BACKFILL_SECONDS = 600
 
 
 @pytest.fixture(scope="module")
-def airflow_env(spark, settings, endpoints, tmp_path_factory):
+def airflow_env(spark, settings, endpoints, tmp_path_factory, airflow_metadata):
     """A default deployment with one published night, then the second deployment's data,
     a model trained as of the 18th and the environment of an Airflow home for it; yields
     (environment, the second deployment's engine, Redis, the default one's state)."""
@@ -70,7 +70,7 @@ def airflow_env(spark, settings, endpoints, tmp_path_factory):
         assert main(["data", "generate", "--users", "600", "--items", "200", "--days", "30",
                      "--seed", "9", "--end-date", "2026-11-20"]) == 0
         assert main(["train", "--as-of", "2026-11-18"]) == 0
-        home = tmp_path_factory.mktemp("airflow")
+        home = with_airflow_metadata(airflow_metadata, tmp_path_factory.mktemp("airflow"))
         # The tasks connect as the writer role; its password must never reach a log.
         database_url = services.database_url(acme_settings, services.WRITER)
         assert sa.engine.make_url(database_url).username == "acme_writer"
@@ -87,8 +87,6 @@ def airflow_env(spark, settings, endpoints, tmp_path_factory):
             "AIRFLOW_CONN_SPARK_DEFAULT": '{"conn_type": "spark", "host": "local[1]"}',
         }
         client = connect(services.redis_url(acme_settings, "writer"))
-        migrate = airflow(env, "db", "migrate")
-        assert migrate.returncode == 0, migrate.stdout[-3000:]
         try:
             yield env, engine, client, (default_engine, admin, default_before)
         finally:

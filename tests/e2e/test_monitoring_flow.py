@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from jobs.cli import main
 from jobs.orchestration.local_airflow import environment
-from tests.e2e.conftest import cli_world
+from tests.e2e.conftest import cli_world, with_airflow_metadata
 
 pytestmark = pytest.mark.spark
 
@@ -53,7 +53,7 @@ def shifted_day(engine, like: date, day: date, path: Path) -> int:
 
 
 def test_two_nights_then_a_shifted_one_measure_alert_signal_and_report(
-        spark, settings, endpoints, tmp_path) -> None:
+        spark, settings, endpoints, tmp_path, airflow_metadata) -> None:
     with cli_world(settings, endpoints) as (engine, _):
         assert main(["data", "generate", "--users", "600", "--items", "200", "--days", "30",
                      "--seed", "9", "--end-date", DAY2.isoformat()]) == 0
@@ -65,12 +65,12 @@ def test_two_nights_then_a_shifted_one_measure_alert_signal_and_report(
 
         env = environment(settings)
         env["AIRFLOW_CONN_SPARK_DEFAULT"] = '{"conn_type": "spark", "host": "local[1]"}'
-        for args in (["db", "migrate"],
-                     ["dags", "test", "batchscore_nightly", DAY3.isoformat(), "--conf",
-                      json.dumps({"input_path": str(shifted)})]):
-            done = subprocess.run([str(BIN / "airflow"), *args], env=env, capture_output=True,
-                                  text=True, timeout=900, check=False)
-            assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+        with_airflow_metadata(airflow_metadata, Path(env["AIRFLOW_HOME"]))
+        done = subprocess.run([str(BIN / "airflow"), "dags", "test", "batchscore_nightly",
+                               DAY3.isoformat(), "--conf",
+                               json.dumps({"input_path": str(shifted)})],
+                              env=env, capture_output=True, text=True, timeout=900, check=False)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
 
         with engine.connect() as conn:
             nights = conn.execute(sa.text(

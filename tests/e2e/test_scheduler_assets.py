@@ -34,6 +34,7 @@ from jobs.platform.db import engine_for, upgrade
 from jobs.platform.redis_client import connect
 from jobs.platform.services.ports import free_port
 from tests.conftest import reset_database
+from tests.e2e.conftest import with_airflow_metadata
 from tests.integration.test_alerts import Mailbox, body_of, smtp_connection
 from tests.integration.test_publish import publish_day
 
@@ -62,7 +63,7 @@ def model(engine, trained_as_of: date) -> int:
 
 
 @pytest.fixture(scope="module")
-def scheduler(settings, endpoints, tmp_path_factory) -> Iterator[dict]:
+def scheduler(settings, endpoints, tmp_path_factory, airflow_metadata) -> Iterator[dict]:
     """Model 1 serves 2026-11-20; `airflow standalone` runs with the real DAGs and the probes."""
     engine = engine_for(endpoints.database_url)
     reset_database(engine)
@@ -79,7 +80,7 @@ def scheduler(settings, endpoints, tmp_path_factory) -> Iterator[dict]:
                       authenticator=mailbox.authenticate, auth_require_tls=False)
     smtp.start()
 
-    home = tmp_path_factory.mktemp("airflow-assets")
+    home = with_airflow_metadata(airflow_metadata, tmp_path_factory.mktemp("airflow-assets"))
     dags = home / "dags"
     dags.mkdir()
     for dag_file in (REPO / "dags").glob("*.py"):
@@ -114,8 +115,6 @@ def scheduler(settings, endpoints, tmp_path_factory) -> Iterator[dict]:
         "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[1]",
                                                   "extra": {"spark-home": "/nowhere"}}),
     }
-    migrate = airflow(env, "db", "migrate", timeout=600)
-    assert migrate.returncode == 0, migrate.stdout[-3000:]
     log = home / "standalone.log"
     with log.open("w") as handle:
         server = subprocess.Popen([str(BIN / "airflow"), "standalone"], env=env, stdout=handle,
