@@ -94,6 +94,18 @@ def user_of(names: Names, role: Role) -> str:
     return names.redis_writer_user if role == "writer" else names.redis_reader_user
 
 
+def role_password(home: Path, names: Names, role: Role) -> str:
+    """A role's password, generated once among the secrets of ``home``."""
+    return secret(home, ADMIN_SECRET if role == "admin" else f"redis_{user_of(names, role)}")
+
+
+def role_url(scheme: str, home: Path, names: Names, role: Role, port: int) -> str:
+    """The URL a role connects to ``port`` on loopback with, its password URL-encoded."""
+    user = quote(user_of(names, role), safe="")
+    password = quote(role_password(home, names, role), safe="")
+    return f"{scheme}://{user}:{password}@{LOOPBACK}:{port}/0"
+
+
 def password_hash(password: str) -> str:
     return hashlib.sha256(password.encode()).hexdigest()
 
@@ -129,14 +141,11 @@ class EmbeddedRedis:
         self.acl_file = root / "users.acl"
 
     def password(self, names: Names, role: Role) -> str:
-        return secret(self.home, ADMIN_SECRET if role == "admin"
-                      else f"redis_{user_of(names, role)}")
+        return role_password(self.home, names, role)
 
     def url(self, names: Names, role: Role) -> str:
         """The URL a role connects with, its password URL-encoded."""
-        user = quote(user_of(names, role), safe="")
-        password = quote(self.password(names, role), safe="")
-        return f"redis://{user}:{password}@{LOOPBACK}:{self._port()}/0"
+        return role_url("redis", self.home, names, role, self._port())
 
     def admin_url(self) -> str:
         return self.url(Names(), "admin")

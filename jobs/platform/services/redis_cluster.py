@@ -25,21 +25,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
 from jobs.platform.names import Names
 from jobs.platform.redis_client import CLUSTER_SCHEME, connect
-from jobs.platform.secrets import secret
 from jobs.platform.services.ports import LOOPBACK, free_port, port_is_free
 from jobs.platform.services.redis import (
     ADMIN_RULES,
-    ADMIN_SECRET,
     ADMIN_USER,
     ROLES,
     Role,
     password_hash,
+    role_password,
+    role_url,
     set_users,
-    user_of,
 )
 
 if TYPE_CHECKING:
@@ -106,14 +104,11 @@ class LocalRedisCluster:
     # -- addresses ------------------------------------------------------------------
 
     def password(self, names: Names, role: Role) -> str:
-        return secret(self.home, ADMIN_SECRET if role == "admin"
-                      else f"redis_{user_of(names, role)}")
+        return role_password(self.home, names, role)
 
     def url(self, names: Names, role: Role) -> str:
         """The cluster URL a role connects with: any node is a way in, the first is given."""
-        user = quote(user_of(names, role), safe="")
-        password = quote(self.password(names, role), safe="")
-        return f"{CLUSTER_SCHEME}://{user}:{password}@{LOOPBACK}:{self.nodes[0].port}/0"
+        return role_url(CLUSTER_SCHEME, self.home, names, role, self.nodes[0].port)
 
     def admin_url(self) -> str:
         return self.url(Names(), "admin")
@@ -127,9 +122,7 @@ class LocalRedisCluster:
 
     def node_url(self, node: ClusterNode, names: Names, role: Role) -> str:
         """A plain (not cluster) URL of one node for a role."""
-        user = quote(user_of(names, role), safe="")
-        password = quote(self.password(names, role), safe="")
-        return f"redis://{user}:{password}@{LOOPBACK}:{node.port}/0"
+        return role_url("redis", self.home, names, role, node.port)
 
     def node_admin(self, node: ClusterNode, **options: float) -> redis.Redis:
         """A plain (not cluster) administrator's client of one node."""
