@@ -126,6 +126,13 @@ class Readers:
             thread.join(timeout=60)
         assert not any(thread.is_alive() for thread in self.threads), "a reader hung"
 
+    def until_seen(self, version: int, seconds: float = 30.0) -> None:
+        """Returns once a reader has read ``version`` (or after ``seconds``: a reader
+        still stuck on the old version then fails the test's ``seen`` check)."""
+        deadline = time.monotonic() + seconds
+        while version not in self.seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def _read(self, seed: int) -> None:
         client = RecommendationClient.from_url(self.url, pointer_ttl_seconds=0.2)
         user = seed * 997
@@ -181,7 +188,7 @@ def test_a_master_killed_mid_write_loses_nothing_served_and_the_publish_finishes
     with Readers(cluster.url(Names(), "reader"), {1: day1, 2: day2}) as readers:
         second = stage(engine, writer, model_version, DAY2, day2, kill_after_two_blocks)
         serve(engine, writer, second)
-        time.sleep(0.5)  # readers move to the new version (pointer kept 0.2 s)
+        readers.until_seen(2)  # readers move to the new version (pointer kept 0.2 s)
     assert killed == [victim.port]
     assert victim not in cluster.masters_now() and len(cluster.masters_now()) == 3
     assert readers.problems == [] and readers.reads > 100 and readers.seen == {1, 2}
@@ -218,8 +225,8 @@ def test_a_master_killed_between_the_switch_and_the_flip_converges(
         monkeypatch.setattr(redis_module, "compare_and_set_pointer", flip)
         cluster.wait_until_healthy()
         report = reconcile(engine, writer, KEYS, tmp_path)
-        time.sleep(0.5)
-    assert readers.problems == [] and readers.reads > 100
+        readers.until_seen(2)
+    assert readers.problems == [] and readers.reads > 100 and readers.seen == {1, 2}
     assert failure is None, failure
     assert report.redis_pointer == second
     assert disagreement(engine, writer, KEYS) is None
