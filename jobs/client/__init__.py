@@ -26,6 +26,7 @@ switch reaches a client within ``pointer_ttl_seconds``.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -96,6 +97,7 @@ class RecommendationClient:
         self._read_at = 0.0
         self._version: ServedVersion | None = None
         self._cluster = is_cluster(client)
+        self._own = OwnConnections()
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_REDIS_PREFIX,
@@ -182,14 +184,19 @@ class RecommendationClient:
         A redirection, a node lost or a slot the map lacks sends the GET through
         the cluster client instead, which follows the redirection, waits out a
         failover and reloads the slot map the next reads use."""
-        if not self._cluster:
-            return self.client.get(key)
         try:
+            if not self._cluster:
+                return self._own.get(self.client, key)
             node = self.client.nodes_manager.slots_cache[key_slot(key)][0]  # type: ignore[attr-defined]
-            return self.client.get_redis_connection(node).get(key)  # type: ignore[attr-defined]
+            return self._own.get(self.client.get_redis_connection(node), key)  # type: ignore[attr-defined]
         except (KeyError, IndexError, AskError, TryAgainError, ClusterDownError,
                 redis.ConnectionError, redis.TimeoutError):
             return self.client.get(key)
+
+    def close(self) -> None:
+        """Close every connection this client opened, in any thread."""
+        self._own.close()
+        self.client.close()
 
     def _through_failover(self, read: Callable[[], T]) -> T:
         """``read()``; on a cluster, done again while a master that went down is being
@@ -197,6 +204,50 @@ class RecommendationClient:
         if not self._cluster:
             return read()
         return through_failover(read, "a read of a version's meta and fallback list")
+
+
+class OwnConnections:
+    """``GET`` of a user's key on a connection each thread keeps to each server.
+
+    redis-py's command path (a connection taken from the pool and given back, its
+    retry wrapper, the command packed from its arguments) costs a read about twice
+    the round trip itself; a connection the thread keeps, made by the server's own
+    pool (so with its password, TLS, database and timeouts) and sent the packed
+    ``GET``, does not. Any error closes that connection (no reply is left unread on
+    it) and is raised for the caller to read through the client instead, which
+    retries, follows a redirection and waits out a failover.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._made: list[redis.connection.AbstractConnection] = []
+
+    def get(self, server: redis.Redis, key: bytes) -> bytes | None:
+        pool = server.connection_pool
+        address = (pool.connection_kwargs.get("host"), pool.connection_kwargs.get("port"),
+                   pool.connection_kwargs.get("path"))
+        mine = self._local.__dict__
+        connection = mine.get(address)
+        if connection is None:
+            connection = mine[address] = pool.make_connection()
+            with self._lock:
+                self._made.append(connection)
+        try:
+            connection.send_packed_command(
+                [b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)],
+                check_health=False)
+            connection.last_command = "GET"  # named by a refusal (ExplainedErrors)
+            return connection.read_response()
+        except BaseException:
+            connection.disconnect()
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            made, self._made = self._made, []
+        for connection in made:
+            connection.disconnect()
 
 
 def model_version_for(user_id: int, meta: dict[str, Any]) -> int:

@@ -9,6 +9,7 @@ import threading
 import time
 from datetime import date, timedelta
 
+import redis
 import sqlalchemy as sa
 
 from jobs.client import RecommendationClient
@@ -19,7 +20,6 @@ from jobs.orchestration.run_state import RunState
 from jobs.platform.redis_client import connect
 from tests.faults import checks
 from tests.faults.publisher import HELD, USERS, expected_items, publish, version_tag
-from tests.integration.test_publish import CountingRedis
 
 KEYS = Keyspace()  # the default prefix's keys
 
@@ -31,13 +31,27 @@ FLIPS = 15
 MIN_READS = 10
 
 
+def counting_pointer_reads(client: redis.Redis) -> redis.Redis:
+    """``client``, counting in ``client.pointer_reads`` the GETs of the pointer sent
+    through it (a read client sends a user's key on its own connection)."""
+    client.pointer_reads = 0
+    get = client.get
+
+    def counted(key, *args, **kwargs):
+        client.pointer_reads += key == KEYS.pointer_key()
+        return get(key, *args, **kwargs)
+
+    client.get = counted
+    return client
+
+
 class RedisReader(threading.Thread):
     """Reads random users with the read client until told to stop (or a bound)."""
 
     def __init__(self, url: str, stop: threading.Event, max_seconds: float = 300,
                  pointer_ttl_seconds: float = 1.0) -> None:
         super().__init__(name="redis reader", daemon=True)
-        self.redis = CountingRedis(connect(url))
+        self.redis = counting_pointer_reads(connect(url))
         self.client = RecommendationClient(self.redis, KEYS,
                                            pointer_ttl_seconds=pointer_ttl_seconds)
         self.stop, self.max_seconds = stop, max_seconds
