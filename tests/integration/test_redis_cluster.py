@@ -18,7 +18,7 @@ from jobs.client import RecommendationClient
 from jobs.contracts.redis import Keyspace, decode_items, encode_items
 from jobs.platform.names import Names
 from jobs.platform.redis_client import RedisPermissionError, connect
-from jobs.platform.redis_nodes import key_slots
+from jobs.platform.redis_nodes import NodeRoutes, key_slots
 from jobs.platform.services.redis_cluster import LocalRedisCluster
 from jobs.publish.redis import NodeWriters
 from tests.integration import test_publish, test_reconcile, test_rollback
@@ -252,3 +252,21 @@ def test_a_day_published_twice_on_a_cluster_reads_the_second(engine, cluster_wri
     assert RecommendationClient(reader, KEYS).get_recommendations(1).run_id == second.run_id
     # The version before stays whole and permanent, for a rollback by pointer.
     assert cluster_writer.ttl(KEYS.user_key(first.publish_id, 1)) == -1
+
+
+def test_a_started_cluster_lists_every_replica_in_every_slot_map(redis_cluster) -> None:
+    """start() returns once every node's slot map lists each master's replica, so that
+    a publisher connecting at once ``WAIT``s for it from the first block."""
+    redis_cluster.stop()
+    redis_cluster.start()
+    writer = connect(redis_cluster.url(Names(), "writer"))
+    try:
+        assert sorted(NodeRoutes(writer).replicas.values()) == [1, 1, 1]
+    finally:
+        writer.close()
+    for node in redis_cluster.nodes:
+        admin = redis_cluster.node_admin(node)
+        try:
+            assert all(len(served) == 4 for served in admin.execute_command("CLUSTER", "SLOTS"))
+        finally:
+            admin.close()

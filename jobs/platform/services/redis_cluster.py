@@ -299,6 +299,7 @@ class LocalRedisCluster:
                 client.close()
         self.wait_until_healthy()
         self._wait_for_replication(replicas)
+        self._wait_for_slot_maps()
 
     def _wait_for(self, done, what: str) -> None:
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
@@ -326,6 +327,22 @@ class LocalRedisCluster:
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"replica on port {node.port} did not reach its "
                                            f"master; see {node.log_file}")
+                    time.sleep(0.1)
+            finally:
+                client.close()
+
+    def _wait_for_slot_maps(self) -> None:
+        """Until every node's slot map (``CLUSTER SLOTS``, what clients learn) lists each
+        master's replicas: a publisher connecting before would ``WAIT`` for none."""
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        for node in self.nodes:
+            client = self.node_admin(node)
+            try:
+                while any(len(served) < 3 + self.replicas
+                          for served in client.execute_command("CLUSTER", "SLOTS")):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"node on port {node.port} does not list every "
+                                           f"master's replicas; see {node.log_file}")
                     time.sleep(0.1)
             finally:
                 client.close()
