@@ -8,6 +8,7 @@ or at the embedded ones (PostgreSQL as the writer role).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -72,6 +73,49 @@ def airflow_command(env: dict[str, str], *args: str, log: Path) -> None:
                            f"full log: {log}\n{tail}")
 
 
+MIGRATED_MARKER = "batchscore-migrated"
+
+
+def migration_stamp(env: dict[str, str]) -> str:
+    """What a migration of this home's metadata database is good for: the installed
+    Airflow release and the database it migrated (named by a digest, not its URL,
+    which may hold a password)."""
+    from importlib.metadata import version
+
+    home = Path(env["AIRFLOW_HOME"])
+    database = (env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+                or f"sqlite:///{home / 'airflow.db'}")
+    digest = hashlib.sha256(database.encode()).hexdigest()[:16]
+    return f"apache-airflow {version('apache-airflow')}; database {digest}\n"
+
+
+def needs_migration(env: dict[str, str]) -> bool:
+    """False only when this Airflow release migrated this home's own SQLite database
+    already. A database set by ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`` always needs
+    it: it may have been replaced without this home knowing."""
+    home = Path(env["AIRFLOW_HOME"])
+    marker = home / MIGRATED_MARKER
+    return not (not env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+                and (home / "airflow.db").exists() and marker.exists()
+                and marker.read_text() == migration_stamp(env))
+
+
+def migrate(env: dict[str, str], log: Path) -> None:
+    """``airflow db migrate`` when :func:`needs_migration` (it takes half a minute even
+    when there is nothing to do)."""
+    if not needs_migration(env):
+        logger.info("airflow: metadata database already migrated by this release")
+        return
+    logger.info("airflow: preparing its metadata database (log: %s)", log)
+    airflow_command(env, "db", "migrate", log=log)
+    mark_migrated(env)
+
+
+def mark_migrated(env: dict[str, str]) -> None:
+    """Record that the home's metadata database is migrated for this Airflow release."""
+    (Path(env["AIRFLOW_HOME"]) / MIGRATED_MARKER).write_text(migration_stamp(env))
+
+
 @dataclass(frozen=True)
 class DagRun:
     """A nightly run Airflow made: its batchscore run, the version it published, its log."""
@@ -92,8 +136,7 @@ def run_nightly(settings: Settings, run_date: date) -> DagRun:
     env = environment(settings)
     log = settings.home / "airflow" / f"nightly-{run_date.isoformat()}.log"
     log.write_text("")
-    logger.info("airflow: preparing its metadata database (log: %s)", log)
-    airflow_command(env, "db", "migrate", log=log)
+    migrate(env, log)
     logger.info("airflow: running batchscore_nightly for %s (airflow dags test)", run_date)
     airflow_command(env, "dags", "test", "batchscore_nightly", run_date.isoformat(), log=log)
     with engine.connect() as conn:
@@ -112,7 +155,7 @@ def start(settings: Settings, port: int = DEFAULT_PORT) -> int:
     env = environment(settings, port)
     log = settings.home / "airflow" / "migrate.log"
     log.write_text("")
-    airflow_command(env, "db", "migrate", log=log)
+    migrate(env, log)
     passwords = settings.home / "airflow" / "simple_auth_manager_passwords.json.generated"
     print(f"Airflow UI:  http://127.0.0.1:{port}")
     print(f"Login:       admin, password printed below by Airflow and kept in {passwords}")
