@@ -7,6 +7,7 @@ checksums of the applied files, and taking over databases migrated before.
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import json
@@ -275,12 +276,21 @@ def _file_checksum(path: Path) -> str:
 
 
 def _read(sql_dir: Path) -> MigrationList:
-    """yoyo's list of the migrations in ``sql_dir``, in file-name order."""
+    """yoyo's list of the migrations in ``sql_dir``, in file-name order: read again only
+    when a file in it is added, removed or changed (yoyo parses each file's SQL, which
+    takes longer than applying it to an empty database)."""
+    if not sql_dir.is_dir():
+        raise MigrationError(f"migration folder {sql_dir} not found")
+    contents = tuple(sorted((path.name, path.read_bytes()) for path in sql_dir.iterdir()
+                            if path.is_file()))
+    return _read_folder(sql_dir, contents)
+
+
+@functools.lru_cache(maxsize=16)
+def _read_folder(sql_dir: Path, contents: tuple[tuple[str, bytes], ...]) -> MigrationList:
     from yoyo import read_migrations
     from yoyo.exceptions import MigrationConflict
 
-    if not sql_dir.is_dir():
-        raise MigrationError(f"migration folder {sql_dir} not found")
     try:
         # yoyo takes a glob pattern; escaped, a folder with [ or * in its name is itself.
         found = read_migrations(glob.escape(str(sql_dir)))
@@ -459,9 +469,7 @@ def _apply_statements(backend: DatabaseBackend, migration: YoyoMigration,
                       names: Names) -> None:
     """Run ``migration``'s statements, each composed with ``names`` (a file is a template:
     :meth:`Names.compose`), in the upgrade's transaction."""
-    from yoyo.migrations import read_sql_migration
-
-    _, _, statements = read_sql_migration(migration.path)
+    statements = _statements(migration.path)
     with backend.connection.cursor() as cur:
         for text in statements:
             try:
@@ -473,10 +481,22 @@ def _apply_statements(backend: DatabaseBackend, migration: YoyoMigration,
                 ) from exc
 
 
-def _check_applicable(migration: YoyoMigration) -> None:
-    """Refuse, before it runs, a migration yoyo would apply wrongly inside one transaction."""
+def _statements(path: str) -> tuple[str, ...]:
+    """The statements of the SQL migration at ``path``, as yoyo splits them; split once
+    per text (yoyo's splitting is most of an upgrade's time)."""
+    return _split(path, Path(path).read_text())
+
+
+@functools.lru_cache(maxsize=256)
+def _split(path: str, text: str) -> tuple[str, ...]:
     from yoyo.migrations import read_sql_migration
 
+    _, _, statements = read_sql_migration(path)
+    return tuple(statements)
+
+
+def _check_applicable(migration: YoyoMigration) -> None:
+    """Refuse, before it runs, a migration yoyo would apply wrongly inside one transaction."""
     migration.load()  # reads its directives; already done when yoyo sorted the pending ones
     if not migration.use_transactions:
         # yoyo runs such a migration after a ROLLBACK, which would undo this upgrade's
@@ -487,7 +507,7 @@ def _check_applicable(migration: YoyoMigration) -> None:
         raise MigrationError(f"migration {migration.id} is a Python file; batchscore's "
                              "migrations are SQL templates (.sql), so that every "
                              "deployment's names can be composed into them")
-    _, _, statements = read_sql_migration(migration.path)
+    statements = _statements(migration.path)
     if any(not _COMMENTS.sub("", statement).strip() for statement in statements):
         # yoyo sends a comment after the last statement on its own, and psycopg2
         # refuses that as "can't execute an empty query".
