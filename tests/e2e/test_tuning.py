@@ -14,7 +14,7 @@ from tests.e2e.conftest import cli_world
 pytestmark = pytest.mark.spark
 
 AS_OF = "2026-11-20"
-BUDGET_MINUTES = 2
+BUDGET_MINUTES = 1
 
 
 def test_train_tune_all_trains_the_better_family_within_its_budget(
