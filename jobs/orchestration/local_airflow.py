@@ -93,10 +93,11 @@ def needs_migration(env: dict[str, str]) -> bool:
     """False only when this Airflow release migrated this home's own SQLite database
     already. A database set by ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`` always needs
     it: it may have been replaced without this home knowing."""
+    if env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
+        return True
     home = Path(env["AIRFLOW_HOME"])
     marker = home / MIGRATED_MARKER
-    return not (not env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
-                and (home / "airflow.db").exists() and marker.exists()
+    return not ((home / "airflow.db").exists() and marker.exists()
                 and marker.read_text() == migration_stamp(env))
 
 

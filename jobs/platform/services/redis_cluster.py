@@ -41,6 +41,8 @@ from jobs.platform.services.redis import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import redis
 
 logger = logging.getLogger(__name__)
@@ -319,30 +321,32 @@ class LocalRedisCluster:
             time.sleep(0.1)
 
     def _wait_for_replication(self, replicas: list[ClusterNode]) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        for node in replicas:
-            client = self.node_admin(node)
-            try:
-                while client.info("replication").get("master_link_status") != "up":
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"replica on port {node.port} did not reach its "
-                                           f"master; see {node.log_file}")
-                    time.sleep(0.1)
-            finally:
-                client.close()
+        self._wait_on_each(
+            replicas, lambda client: client.info("replication").get("master_link_status")
+            == "up", "did not reach its master")
 
     def _wait_for_slot_maps(self) -> None:
         """Until every node's slot map (``CLUSTER SLOTS``, what clients learn) lists each
         master's replicas: a publisher connecting before would ``WAIT`` for none."""
+        self._wait_on_each(
+            self.nodes, lambda client: all(
+                len(served) >= 3 + self.replicas
+                for served in client.execute_command("CLUSTER", "SLOTS")),
+            "does not list every master's replicas")
+
+    def _wait_on_each(self, nodes: list[ClusterNode], ready: Callable[[redis.Redis], bool],
+                      failure: str) -> None:
+        """Until ``ready`` holds on each of ``nodes`` (asked on its administrator's
+        client), all within :data:`START_TIMEOUT_SECONDS`; else an error naming the node
+        and ``failure``."""
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        for node in self.nodes:
+        for node in nodes:
             client = self.node_admin(node)
             try:
-                while any(len(served) < 3 + self.replicas
-                          for served in client.execute_command("CLUSTER", "SLOTS")):
+                while not ready(client):
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"node on port {node.port} does not list every "
-                                           f"master's replicas; see {node.log_file}")
+                        raise RuntimeError(f"node on port {node.port} {failure}; see "
+                                           f"{node.log_file}")
                     time.sleep(0.1)
             finally:
                 client.close()
