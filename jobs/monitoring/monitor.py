@@ -285,6 +285,20 @@ def previous_version(conn: Connection, facts: RunFacts) -> int | None:
         {"day": facts.logical_date, "kept": list(SERVED_KEPT)}).scalar()
 
 
+def item_exposure(conn: Connection, publish_id: int) -> list[tuple[int, int, int]]:
+    """Per item of version ``publish_id``'s lists: (item_id, the lists it is in, the sum
+    of its ranks in them), as the publisher counted them while it loaded the version;
+    counted from the lists for a version loaded by an earlier release, which has none."""
+    stored = conn.execute(statement(conn,
+        "SELECT item_id, users, rank_sum FROM {schema}.prediction_item_exposure"
+        " WHERE publish_id = :p"), {"p": publish_id}).all()
+    if stored:
+        return [(int(item), int(users), int(ranks)) for item, users, ranks in stored]
+    return [(int(item), int(users), int(ranks)) for item, users, ranks in conn.execute(
+        statement(conn, "SELECT item_id, count(*), sum(rank) FROM {schema}.predictions"
+                  " WHERE publish_id = :p GROUP BY item_id"), {"p": publish_id}).all()]
+
+
 def prediction_metrics(conn: Connection, facts: RunFacts, catalog: int) -> Metrics:
     """The run's lists: their size, coverage of the ``catalog`` items and exposure
     concentration, and their scores and overlap against the previous version's."""
@@ -297,9 +311,7 @@ def prediction_metrics(conn: Connection, facts: RunFacts, catalog: int) -> Metri
                       ("predictions.rows", ""): float(rows)}
     if not users:
         return found
-    exposure = [float(n) for n in conn.execute(statement(conn,
-        "SELECT count(*) FROM {schema}.predictions WHERE publish_id = :p"
-        " GROUP BY item_id"), {"p": publish_id}).scalars()]
+    exposure = [float(users) for _, users, _ in item_exposure(conn, publish_id)]
     catalog = max(catalog, len(exposure))
     found[("predictions.catalog_coverage", "")] = len(exposure) / catalog
     found[("predictions.top_item_share", "")] = max(exposure) / users

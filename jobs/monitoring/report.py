@@ -1,8 +1,9 @@
 """The run report: one self-contained HTML page per nightly run, and an index of recent runs.
 
 gather (the run's record, its published version, the last 30 runs' metrics,
-the score distribution against the previous version, the most recommended
-items) -> render (plots drawn by matplotlib as inline SVG, into a Jinja2
+the score distribution against the previous version over the monitor's sample
+of users, the most recommended items from the counts the publisher stored per
+item) -> render (plots drawn by matplotlib as inline SVG, into a Jinja2
 template) -> write ``BATCHSCORE_HOME/reports/<run_id>.html`` and rewrite
 ``BATCHSCORE_HOME/reports/index.html``. The page fetches nothing: its
 Content-Security-Policy allows no network source at all, so a plot that
@@ -22,6 +23,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from jobs.monitoring.monitor import SAMPLE_USERS, item_exposure
 from jobs.monitoring.thresholds import Crossing, Level, crossings, levels
 from jobs.platform import runs
 from jobs.platform.db import names_of, statement
@@ -102,6 +104,8 @@ class ScoreHistogram:
     counts: tuple[int, ...]
     previous_counts: tuple[int, ...] | None
     previous_publish_id: int | None
+    # Users whose id is a multiple of this were counted (1: every user).
+    sampled_every: int = 1
 
 
 @dataclass
@@ -322,9 +326,11 @@ def latest_realized(rows: Sequence[Any], published_for: Mapping[int, date]) -> l
     return sorted(found, key=lambda r: (r.metric, r.served_by, r.published_for))
 
 
-def score_histogram(engine: Engine, publish_id: int, logical_date: date
-                    ) -> ScoreHistogram | None:
-    """This version's scores, and the previous kept version's, counted in the same bins."""
+def score_histogram(engine: Engine, publish_id: int, logical_date: date,
+                    sample_users: int = SAMPLE_USERS) -> ScoreHistogram | None:
+    """This version's scores, and the previous kept version's, counted in the same bins,
+    over the users the monitor samples (every user up to ``sample_users``, else those
+    whose id is a multiple of the stride that leaves about that many)."""
     with engine.connect() as conn:
         previous = conn.execute(statement(conn,
             "SELECT publish_id FROM {schema}.prediction_versions"
@@ -333,17 +339,22 @@ def score_histogram(engine: Engine, publish_id: int, logical_date: date
             " ORDER BY logical_date DESC, publish_id DESC LIMIT 1"),
             {"id": publish_id, "d": logical_date}).scalar()
         ids = [publish_id] + ([previous] if previous is not None else [])
+        users = conn.execute(statement(conn,
+            "SELECT coalesce(users, 0) FROM {schema}.prediction_versions"
+            " WHERE publish_id = :id"), {"id": publish_id}).scalar_one()
+        sample = {"ids": ids, "stride": max(1, int(users) // sample_users)}
         low, high = conn.execute(statement(conn,
             "SELECT min(score), max(score) FROM {schema}.predictions"
-            " WHERE publish_id = ANY(:ids)"), {"ids": ids}).one()
+            " WHERE publish_id = ANY(:ids) AND user_id % :stride = 0"), sample).one()
         if low is None:
             return None
         # width_bucket needs an upper bound above every score, the maximum included.
         top = float(high) + max(abs(float(high)) * 1e-6, 1e-6)
         counted = conn.execute(statement(conn,
             "SELECT publish_id, width_bucket(CAST(score AS double precision), :lo, :hi, :n),"
-            " count(*) FROM {schema}.predictions WHERE publish_id = ANY(:ids)"
-            " GROUP BY 1, 2"), {"ids": ids, "lo": float(low), "hi": top, "n": SCORE_BINS}).all()
+            " count(*) FROM {schema}.predictions"
+            " WHERE publish_id = ANY(:ids) AND user_id % :stride = 0"
+            " GROUP BY 1, 2"), {**sample, "lo": float(low), "hi": top, "n": SCORE_BINS}).all()
     counts = {pid: [0] * SCORE_BINS for pid in ids}
     for pid, bucket, count in counted:
         counts[pid][int(bucket) - 1] = int(count)
@@ -353,21 +364,20 @@ def score_histogram(engine: Engine, publish_id: int, logical_date: date
         edges=tuple(float(low) + step * i for i in range(SCORE_BINS + 1)),
         counts=tuple(counts[publish_id]),
         previous_counts=tuple(counts[previous]) if has_previous else None,
-        previous_publish_id=previous if has_previous else None)
+        previous_publish_id=previous if has_previous else None,
+        sampled_every=sample["stride"])
 
 
 def most_recommended(engine: Engine, publish_id: int, limit: int = TOP_ITEMS
                      ) -> list[dict[str, Any]]:
     """The items in the most users' lists of a version, with their titles when known."""
     with engine.connect() as conn:
-        rows = conn.execute(statement(conn,
-            "SELECT p.item_id, i.title, count(*) AS users, avg(p.rank) AS mean_rank"
-            " FROM {schema}.predictions p LEFT JOIN {schema}.items i USING (item_id)"
-            " WHERE p.publish_id = :id GROUP BY p.item_id, i.title"
-            " ORDER BY users DESC, p.item_id LIMIT :n"), {"id": publish_id, "n": limit}
-        ).mappings().all()
-    return [{"item_id": int(r["item_id"]), "title": r["title"], "users": int(r["users"]),
-             "mean_rank": float(r["mean_rank"])} for r in rows]
+        top = sorted(item_exposure(conn, publish_id), key=lambda row: (-row[1], row[0]))[:limit]
+        titles = dict(conn.execute(statement(conn,
+            "SELECT item_id, title FROM {schema}.items WHERE item_id = ANY(:ids)"),
+            {"ids": [item for item, _, _ in top]}).all())
+    return [{"item_id": item, "title": titles.get(item), "users": users,
+             "mean_rank": rank_sum / users} for item, users, rank_sum in top]
 
 
 # ---------------------------------------------------------------- render
@@ -523,7 +533,8 @@ def score_plot(scores: ScoreHistogram) -> str:
         axes.stairs(scores.previous_counts, edges, label=f"previous ({scores.previous_publish_id})",
                     linewidth=1.5)
     axes.set_xlabel("score", fontsize=8)
-    axes.set_ylabel("recommendations", fontsize=8)
+    axes.set_ylabel("recommendations" if scores.sampled_every == 1 else
+                    f"recommendations\n(user id % {scores.sampled_every} = 0)", fontsize=8)
     axes.legend(fontsize=7)
     return _svg(figure)
 

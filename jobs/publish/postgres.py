@@ -37,6 +37,7 @@ from jobs.platform.db import composed, cursor, names_of, statement
 from jobs.platform.provenance import current_user
 from jobs.publish import PublishVersion, SwitchOutcome, read_ahead
 from jobs.publish.copy_binary import CopyPayload, copy_lists_binary
+from jobs.publish.exposure import ExposureCounter
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +183,7 @@ class PostgresPublisher:
         self.version: PublishVersion | None = None
         self.users = 0
         self.rows = 0
+        self.exposure = ExposureCounter()
 
     def allocate(self, run_id: str, model_version: int, logical_date: date, k: int,
                  canary: Canary | None = None) -> PublishVersion:
@@ -204,6 +206,7 @@ class PostgresPublisher:
 
     def prepare(self, version: PublishVersion) -> None:
         self.version = version
+        self.exposure = ExposureCounter()
         # The partition's CHECK exists before the load, so every row is checked
         # as it is copied and attaching needs no scan of the table.
         self._call("create_version_table", version.publish_id)
@@ -223,6 +226,8 @@ class PostgresPublisher:
         and inserts on as many cores. Nothing is committed unless every block
         loads; the staged table is invisible to readers either way.
         ``progress`` is called with the users written so far after each block.
+        Each block's items are counted as it is encoded (:attr:`exposure`), for
+        :meth:`finish_load` to store.
         """
         version = self._require_version()
         connections = [self.engine.raw_connection() for _ in range(self.load_connections)]
@@ -257,9 +262,8 @@ class PostgresPublisher:
                 table=sql.Identifier(partition_name(version.publish_id))).as_string(
                     connections[0].dbapi_connection)
             with ThreadPoolExecutor(len(connections), thread_name_prefix="copy") as loaders:
-                for users, payload in read_ahead(
-                        (block.num_rows, copy_lists_binary(version.publish_id, block))
-                        for block in blocks):
+                for users, payload in read_ahead(self._encoded(version.publish_id, block)
+                                                 for block in blocks):
                     connection = idle.get()
                     if failures:
                         break
@@ -281,6 +285,11 @@ class PostgresPublisher:
                 connection.close()
         return self.rows - rows_before
 
+    def _encoded(self, publish_id: int, block: pa.RecordBatch) -> tuple[int, CopyPayload]:
+        payload = copy_lists_binary(publish_id, block)
+        self.exposure.add(block.column("items"))
+        return block.num_rows, payload
+
     def write_fallback(self, popular: pa.Table) -> None:
         version = self._require_version()
         with self.engine.begin() as conn:
@@ -296,17 +305,26 @@ class PostgresPublisher:
             )
 
     def finish_load(self) -> None:
-        """Index and analyse the loaded table and record its counts; it stays staged.
+        """Index and analyse the loaded table and record its counts, and each item's;
+        it stays staged.
 
         Done before the switch, which is then only an attach and two updates.
         """
         version = self._require_version()
         self._call("index_version_table", version.publish_id)
+        exposure = self.exposure.total()
         with cursor(self.engine) as cur:
             cur.execute(composed(cur,
                     "UPDATE {schema}.prediction_versions SET users = %s, rows = %s"
                     " WHERE publish_id = %s AND status = 'staged'"),
                         (self.users, self.rows, version.publish_id))
+            if cur.rowcount:
+                cur.execute(composed(cur, "DELETE FROM {schema}.prediction_item_exposure"
+                            " WHERE publish_id = %s"), (version.publish_id,))
+                cur.copy_expert(composed(cur,
+                        "COPY {schema}.prediction_item_exposure (publish_id, item_id, users,"
+                        " rank_sum) FROM STDIN"),
+                        io.StringIO(exposure.copy_text(version.publish_id)))
 
     def switch(self, publish_id: int, force_serve: bool = False) -> SwitchOutcome:
         """Attach a staged version and serve it unless a later date is served.
@@ -513,6 +531,8 @@ class PostgresPublisher:
                         (publish_id,))
             cur.execute(composed(cur, "DELETE FROM {schema}.canary_users WHERE publish_id = %s"),
                         (publish_id,))
+            cur.execute(composed(cur, "DELETE FROM {schema}.prediction_item_exposure"
+                        " WHERE publish_id = %s"), (publish_id,))
             return True
 
         discarded = self._with_lock_retries(f"discarding version {publish_id}", drop)
@@ -576,6 +596,8 @@ class PostgresPublisher:
                     (publish_id,))
         cur.execute(composed(cur, "DELETE FROM {schema}.canary_users WHERE publish_id = %s"),
                     (publish_id,))
+        cur.execute(composed(cur, "DELETE FROM {schema}.prediction_item_exposure"
+                    " WHERE publish_id = %s"), (publish_id,))
 
     def _with_lock_retries(self, what: str, work: Callable[[Any], T]) -> T:
         """Run ``work(cursor)`` in one transaction whose lock waits are bounded by

@@ -172,6 +172,9 @@ def test_the_previous_version_is_kept_and_old_ones_are_dropped(engine, redis_cli
             " WHERE inhparent = 'batchscore.prediction_lists'::regclass"
         )).scalar()
     assert partitions == 3
+    # Each kept version's per-item counts stay with it; the dropped one's go with it.
+    assert item_exposure(engine) == [(v.publish_id, item, 1, 1)
+                                     for v, item in zip(versions[1:], (11, 12, 13), strict=True)]
     # Redis keeps the served version and the one before it, whole and permanent, and
     # nothing of the two before those: the pointer, the versions set, and per version its
     # user key, fallback, meta key and users record.
@@ -210,6 +213,15 @@ def test_a_failure_mid_publish_leaves_the_served_version_untouched(engine, redis
             " AND tablename LIKE 'prediction_lists_p%'")).scalar()
     assert statuses == {DAY1: "published", DAY2: "failed"}
     assert tables == 1
+    # The failed load's block was counted as it was encoded, and never stored.
+    assert item_exposure(engine) == [(good.publish_id, 10, 1, 1)]
+
+
+def item_exposure(engine) -> list[tuple[int, int, int, int]]:
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(sa.text(
+            "SELECT publish_id, item_id, users, rank_sum FROM batchscore.prediction_item_exposure"
+            " ORDER BY publish_id, item_id")).all()]
 
 
 def test_version_tables_are_left_alone_by_autovacuum(engine, redis_client, model_version

@@ -51,7 +51,49 @@ def test_the_report_gathers_the_run_its_version_and_the_last_runs(engine, redis_
     assert scores.edges[0] == pytest.approx(0.1, abs=1e-5)
     assert scores.edges[-1] == pytest.approx(1.0, abs=1e-5)
     assert scores.counts[0] == 1 and scores.counts[-1] == 1
+    assert scores.sampled_every == 1
     assert data.model_gates["checks"][0]["name"] == "beats_popularity"
+
+
+def test_the_most_recommended_items_come_from_the_stored_counts_or_the_lists(
+        engine, redis_client) -> None:
+    world = report_world.build(engine, redis_client)
+    newest = world.publish_ids[2]
+    expected = [{"item_id": 10, "title": "Heat", "users": 4, "mean_rank": 1.25},
+                {"item_id": 11, "title": "Ran", "users": 2, "mean_rank": 2.0}]
+    # What the publisher counted as it loaded the newest lists: item 10 at ranks 1, 1, 1
+    # and 2; 11 at 2 and 2; 12 at 2; 13 at 1.
+    with engine.begin() as conn:
+        stored = conn.execute(sa.text(
+            "SELECT item_id, users, rank_sum FROM batchscore.prediction_item_exposure"
+            " WHERE publish_id = :p ORDER BY item_id"), {"p": newest}).all()
+        assert [tuple(row) for row in stored] == [(10, 4, 5), (11, 2, 4), (12, 1, 2), (13, 1, 1)]
+        # Make one item's stored count differ from its lists: the report reads the counts.
+        conn.execute(sa.text("UPDATE batchscore.prediction_item_exposure SET users = 9,"
+                             " rank_sum = 18 WHERE publish_id = :p AND item_id = 11"),
+                     {"p": newest})
+    assert report.most_recommended(engine, newest, limit=2) == [
+        {"item_id": 11, "title": "Ran", "users": 9, "mean_rank": 2.0}, expected[0]]
+    # A version loaded by an earlier release has no counts: they come from its lists.
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM batchscore.prediction_item_exposure"
+                             " WHERE publish_id = :p"), {"p": newest})
+    assert report.most_recommended(engine, newest, limit=2) == expected
+
+
+def test_the_score_histogram_counts_the_monitors_sample_of_users(engine, redis_client) -> None:
+    world = report_world.build(engine, redis_client)
+    _, previous, newest = world.publish_ids
+    # 4 users over a sample of 2: every other user id, 2 and 4. This version: user 2's
+    # 0.9 and 0.1, user 4's 0.8 and 0.7; the previous one: user 2's 0.9 and 0.3.
+    scores = report.score_histogram(engine, newest, DAYS[2], sample_users=2)
+    assert scores is not None and scores.sampled_every == 2
+    assert scores.previous_publish_id == previous
+    assert (sum(scores.counts), sum(scores.previous_counts or ())) == (4, 2)
+    assert scores.edges[0] == pytest.approx(0.1, abs=1e-5)
+    assert scores.edges[-1] == pytest.approx(0.9, abs=1e-5)
+    assert scores.counts[0] == 1 and scores.counts[-1] == 1
+    assert scores.previous_counts is not None and scores.previous_counts[-1] == 1
 
 
 def test_the_report_page_and_the_index_are_written_and_recorded(engine, redis_client,
