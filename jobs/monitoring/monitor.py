@@ -275,6 +275,12 @@ def input_metrics(conn: Connection, facts: RunFacts,
 # ---------------------------------------------------------------- prediction drift
 
 
+def sample_stride(users: int, sample_users: int = SAMPLE_USERS) -> int:
+    """Users whose id is a multiple of this are about ``sample_users`` of ``users``
+    (1: every user)."""
+    return max(1, int(users) // sample_users)
+
+
 def previous_version(conn: Connection, facts: RunFacts) -> int | None:
     """The newest kept, served version of an earlier date than the run's."""
     return conn.execute(statement(conn, "SELECT v.publish_id FROM {schema}.prediction_versions v"
@@ -289,14 +295,12 @@ def item_exposure(conn: Connection, publish_id: int) -> list[tuple[int, int, int
     """Per item of version ``publish_id``'s lists: (item_id, the lists it is in, the sum
     of its ranks in them), as the publisher counted them while it loaded the version;
     counted from the lists for a version loaded by an earlier release, which has none."""
-    stored = conn.execute(statement(conn,
+    counted = conn.execute(statement(conn,
         "SELECT item_id, users, rank_sum FROM {schema}.prediction_item_exposure"
-        " WHERE publish_id = :p"), {"p": publish_id}).all()
-    if stored:
-        return [(int(item), int(users), int(ranks)) for item, users, ranks in stored]
-    return [(int(item), int(users), int(ranks)) for item, users, ranks in conn.execute(
-        statement(conn, "SELECT item_id, count(*), sum(rank) FROM {schema}.predictions"
-                  " WHERE publish_id = :p GROUP BY item_id"), {"p": publish_id}).all()]
+        " WHERE publish_id = :p"), {"p": publish_id}).all() or conn.execute(statement(conn,
+        "SELECT item_id, count(*), sum(rank) FROM {schema}.predictions"
+        " WHERE publish_id = :p GROUP BY item_id"), {"p": publish_id}).all()
+    return [(int(item), int(users), int(ranks)) for item, users, ranks in counted]
 
 
 def prediction_metrics(conn: Connection, facts: RunFacts, catalog: int) -> Metrics:
@@ -322,7 +326,7 @@ def prediction_metrics(conn: Connection, facts: RunFacts, catalog: int) -> Metri
         return found
     # Both comparisons over the same sample of users: every user up to SAMPLE_USERS,
     # else those whose id is a multiple of the stride that leaves about that many.
-    sample = {"stride": max(1, int(users) // SAMPLE_USERS)}
+    sample = {"stride": sample_stride(users)}
     edges = conn.execute(statement(conn,
         "SELECT percentile_cont(CAST(:q AS float8[])) WITHIN GROUP (ORDER BY score)"
         " FROM {schema}.predictions WHERE publish_id = :p AND user_id % :stride = 0"),
@@ -420,7 +424,7 @@ def realized_metrics(conn: Connection, facts: RunFacts, window_days: int) -> Met
     for publish_id, model_version, logical_date, k, canary_model, listed in versions:
         last_day = min(logical_date + timedelta(days=window_days), facts.logical_date)
         rows = conn.execute(statement(conn, REALIZED_SQL), {
-            "p": publish_id, "k": k, "stride": max(1, int(listed) // REALIZED_SAMPLE_USERS),
+            "p": publish_id, "k": k, "stride": sample_stride(listed, REALIZED_SAMPLE_USERS),
             "start": midnight(logical_date + timedelta(days=1)),
             "end": midnight(last_day + timedelta(days=1)),
             "ideal": [measures.ideal_dcg(n, k) for n in range(1, k + 1)],

@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from jobs.monitoring.monitor import SAMPLE_USERS, item_exposure
+from jobs.monitoring.monitor import SAMPLE_USERS, item_exposure, sample_stride
 from jobs.monitoring.thresholds import Crossing, Level, crossings, levels
 from jobs.platform import runs
 from jobs.platform.db import names_of, statement
@@ -342,7 +342,7 @@ def score_histogram(engine: Engine, publish_id: int, logical_date: date,
         users = conn.execute(statement(conn,
             "SELECT coalesce(users, 0) FROM {schema}.prediction_versions"
             " WHERE publish_id = :id"), {"id": publish_id}).scalar_one()
-        sample = {"ids": ids, "stride": max(1, int(users) // sample_users)}
+        sample = {"ids": ids, "stride": sample_stride(users, sample_users)}
         low, high = conn.execute(statement(conn,
             "SELECT min(score), max(score) FROM {schema}.predictions"
             " WHERE publish_id = ANY(:ids) AND user_id % :stride = 0"), sample).one()

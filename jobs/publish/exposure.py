@@ -72,7 +72,8 @@ def sum_by_item(item_ids: np.ndarray, users: np.ndarray, rank_sums: np.ndarray
     if span <= DENSE_SPAN_FACTOR * len(item_ids) + DENSE_SPAN_FLOOR:
         offsets = item_ids - low
         counted = np.bincount(offsets, weights=users, minlength=span)
-        present = np.flatnonzero(np.bincount(offsets, minlength=span))
+        # Every id counted is in at least one list.
+        present = np.flatnonzero(counted)
         summed = np.bincount(offsets, weights=rank_sums, minlength=span)
         return (present + low, counted[present].astype(np.int64),
                 summed[present].astype(np.int64))

@@ -55,6 +55,9 @@ LOCK_TIMEOUT_MS = 1_000
 LOCK_ATTEMPTS = 5
 # What the load connections call themselves in pg_stat_activity.
 LOAD_APPLICATION_NAME = "batchscore-load"
+# Tables with rows of a version besides its own table, deleted when it is discarded or
+# dropped.
+VERSION_ROW_TABLES = ("popular_items", "canary_users", "prediction_item_exposure")
 # Statuses of a version that was switched in once.
 SWITCHED = ("published", "superseded", "rolled_back", "shadow", "dropped")
 
@@ -527,12 +530,7 @@ class PostgresPublisher:
             self._drop_table(cur, publish_id)
             cur.execute(composed(cur, "UPDATE {schema}.prediction_versions SET status = 'failed'"
                         " WHERE publish_id = %s"), (publish_id,))
-            cur.execute(composed(cur, "DELETE FROM {schema}.popular_items WHERE publish_id = %s"),
-                        (publish_id,))
-            cur.execute(composed(cur, "DELETE FROM {schema}.canary_users WHERE publish_id = %s"),
-                        (publish_id,))
-            cur.execute(composed(cur, "DELETE FROM {schema}.prediction_item_exposure"
-                        " WHERE publish_id = %s"), (publish_id,))
+            self._delete_version_rows(cur, publish_id)
             return True
 
         discarded = self._with_lock_retries(f"discarding version {publish_id}", drop)
@@ -592,12 +590,7 @@ class PostgresPublisher:
             composed(cur, "UPDATE {schema}.prediction_versions SET status = 'dropped',"
             " dropped_at = now() WHERE publish_id = %s"), (publish_id,),
         )
-        cur.execute(composed(cur, "DELETE FROM {schema}.popular_items WHERE publish_id = %s"),
-                    (publish_id,))
-        cur.execute(composed(cur, "DELETE FROM {schema}.canary_users WHERE publish_id = %s"),
-                    (publish_id,))
-        cur.execute(composed(cur, "DELETE FROM {schema}.prediction_item_exposure"
-                    " WHERE publish_id = %s"), (publish_id,))
+        cls._delete_version_rows(cur, publish_id)
 
     def _with_lock_retries(self, what: str, work: Callable[[Any], T]) -> T:
         """Run ``work(cursor)`` in one transaction whose lock waits are bounded by
@@ -621,6 +614,14 @@ class PostgresPublisher:
             f"through "
             f"{self.lock_attempts} tries of {self.lock_timeout_ms} ms (a long query holds it; "
             "see pg_stat_activity)")
+
+    @staticmethod
+    def _delete_version_rows(cur: Any, publish_id: int) -> None:
+        """Delete what other tables hold of a version: its fallback list, its canary's
+        users and its per-item counts."""
+        for table in VERSION_ROW_TABLES:
+            cur.execute(composed(cur, "DELETE FROM {schema}.{table} WHERE publish_id = %s",
+                                 table=sql.Identifier(table)), (publish_id,))
 
     @staticmethod
     def _drop_table(cur: Any, publish_id: int) -> None:
