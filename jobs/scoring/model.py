@@ -48,16 +48,20 @@ class ScoringModel:
     def item_item(self) -> bool:
         return self.user_factors is None
 
-    def users(self, users_seen: DataFrame) -> DataFrame:
+    def users(self, users_seen: DataFrame, partitions: int | None = None) -> DataFrame:
         """``users_seen`` (``user_id``, ``seen``) as the scorer's input: with a factor
         model's ``features``, only the users it has factors for; for an item-item
         model every user, with empty features (the scorer drops those none of whose
-        seen items the model knows)."""
+        seen items the model knows). With ``partitions``, ``users_seen`` is already
+        hash-partitioned that many ways by ``user_id`` and the factors are shuffled
+        to it, so that the join adds no other shuffle."""
         from pyspark.sql import functions as F
 
         if self.user_factors is None:
             return users_seen.withColumn("features", F.array().cast("array<float>"))
-        return self.user_factors.join(users_seen, "user_id")
+        factors = (self.user_factors if partitions is None
+                   else self.user_factors.repartition(partitions, "user_id"))
+        return factors.join(users_seen, "user_id")
 
     def ranked_lists(self, users_seen: DataFrame, k: int) -> DataFrame:
         """:func:`jobs.scoring.transforms.top_k_unseen` for the users in ``users_seen``."""

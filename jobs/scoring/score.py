@@ -130,10 +130,10 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
         Checked,
         catalog_popularity,
         events_before,
-        item_popularity,
         most_popular,
         scoring_input,
         seen_items,
+        seen_popularity,
         split_canary,
         task_scorer,
     )
@@ -143,25 +143,25 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
     end = int(day_end(config.run_date).timestamp())
     # Scoring needs who touched what: the other columns are not read.
     interactions = events_before(read_events(spark, config.interactions, config.run_date),
-                                 end).select("user_id", "item_id").cache()
+                                 end).select("user_id", "item_id")
     with spark_progress(spark, "scoring: the model"):
         model = load_model(config.model_path)
     item_ids = model.item_ids
     # Transform
-    seen = seen_items(interactions).cache()
+    # One scoring task per core: the events are shuffled once, by user, into that many
+    # partitions, and the model's user factors join them in place.
     parallelism = spark.sparkContext.defaultParallelism
+    seen = seen_items(interactions.repartition(parallelism, "user_id")).cache()
 
     def users_of(scoring: ScoringModel, users_seen: DataFrame) -> DataFrame:
-        # One scoring task per core rather than one per shuffle partition,
-        # merged from the join's partitions without shuffling the factors again.
-        return scoring.users(users_seen).coalesce(parallelism)
+        return scoring.users(users_seen, partitions=parallelism)
 
     base_seen, canary_seen = (split_canary(seen, config.canary_fraction)
                               if config.canary_model_path else (seen, None))
     # Each scoring task reports its totals here, once: see jobs.scoring.checks.
     totals = spark.sparkContext.accumulator({}, TotalsParam())
     with spark_progress(spark, "scoring: item popularity"):
-        popularity = item_popularity(interactions).toPandas()
+        popularity = seen_popularity(seen).toPandas()
     ranking = catalog_popularity(popularity, item_ids)
     # Load
     logger.info("scoring users against %d items, top %d", len(item_ids), config.k)
@@ -206,7 +206,6 @@ def run(config: ScoreConfig, spark: SparkSession | None = None) -> ScoreStats:
                        canary_users=canary_users)
     (config.output / STATS_FILE).write_text(json.dumps(asdict(stats)))
     seen.unpersist()
-    interactions.unpersist()
     logger.info("scored %d of %d active users (%d unknown to the model)",
                 scored, active, active - scored)
     return stats

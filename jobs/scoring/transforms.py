@@ -127,6 +127,13 @@ def item_popularity(interactions: DataFrame) -> DataFrame:
     )
 
 
+def seen_popularity(seen: DataFrame) -> DataFrame:
+    """:func:`item_popularity` from :func:`seen_items`'s rows, whose lists are distinct:
+    ``item_id`` and ``score``, the users who touched the item."""
+    return (seen.select(F.explode("seen").alias("item_id")).groupBy("item_id")
+            .agg(F.count(F.lit(1)).cast("float").alias("score")))
+
+
 def most_popular(popularity: pd.DataFrame, k: int) -> pd.DataFrame:
     """The ``k`` most popular items of :func:`item_popularity`'s collected rows, best
     first, as ``item_id`` and ``score``. Ties go to the lower item id."""

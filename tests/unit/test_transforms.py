@@ -15,6 +15,7 @@ from jobs.scoring.transforms import (
     positions_of,
     score_block,
     seen_items,
+    seen_popularity,
     time_split,
     top_k_unseen,
 )
@@ -107,6 +108,27 @@ def test_seen_items_and_most_popular(spark) -> None:
     popular = list(most_popular(popularity, k=3).itertuples(index=False, name=None))
     # 20: 3 users; 30: 2 users; 5 and 10: 1 user each, the tie goes to the lower id.
     assert popular == [(20, 3.0), (30, 2.0), (5, 1.0)]
+    # The scoring job counts the same from the users' distinct lists.
+    from_seen = seen_popularity(seen_items(interactions)).toPandas()
+    assert dict(zip(from_seen["item_id"], from_seen["score"], strict=True)) == {
+        20: 3.0, 30: 2.0, 10: 1.0, 5: 1.0}
+
+
+def test_a_factor_models_users_join_their_lists_in_as_many_partitions_as_asked(spark) -> None:
+    from jobs.scoring.model import ScoringModel
+
+    factors = spark.createDataFrame(
+        [(user, [float(user), 0.0]) for user in range(1, 41)],
+        "user_id long, features array<float>")
+    model = ScoringModel(family="als", item_ids=np.array([10]),
+                         item_matrix=np.ones((1, 2), np.float32), user_factors=factors)
+    seen = seen_items(events(spark, [(user, 10, 1.0, 1) for user in range(1, 41, 2)]
+                             + [(99, 10, 1.0, 1)]).repartition(3, "user_id"))
+    users = model.users(seen, partitions=3)
+    assert users.rdd.getNumPartitions() == 3
+    # Only users with both factors and events; user 99 has no factors.
+    rows = {row["user_id"]: (row["features"][0], row["seen"]) for row in users.collect()}
+    assert rows == {user: (float(user), [10]) for user in range(1, 41, 2)}
 
 
 # A catalogue of 8 items with hand-set popularity: ranked 10, 20, 5, 30, then 6, 7,
