@@ -258,7 +258,9 @@ class StagePoller:
             for stage_id in stages:
                 if (stage_id in active or stage_id in self._running
                         or (ended and stage_id not in self._closed)):
-                    self._read_stage(stage_id, stage_id in active)
+                    # The tracker can list a stage as active for a moment after
+                    # its job has ended; an ended job's stages are done.
+                    self._read_stage(stage_id, stage_id in active and not ended)
             if ended:
                 self._ended_jobs.add(job_id)
             else:

@@ -7,7 +7,13 @@ import time
 
 import pytest
 
-from jobs.platform.progress import JOB_GROUP_PROPERTIES, operation, spark_progress
+from jobs.platform.progress import (
+    JOB_GROUP_PROPERTIES,
+    SparkReport,
+    StagePoller,
+    operation,
+    spark_progress,
+)
 
 pytestmark = pytest.mark.spark
 
@@ -132,3 +138,33 @@ def test_a_bars_label_names_the_stages_operation() -> None:
     assert operation("aggregate at ALS.scala:1862") == "aggregate"
     assert operation("collect at /srv/jobs/training/holdout.py:66") == "collect"
     assert operation("$anonfun$withThreadLocalCaptured$2 at FutureTask.java:317") == "query"
+
+
+class EndedJobTracker:
+    """A status tracker caught between Spark's events: the job has succeeded,
+    its stage is still listed as active."""
+
+    def __init__(self) -> None:
+        self.job = type("Job", (), {"status": "SUCCEEDED", "stageIds": [7]})()
+        self.stage = type("Stage", (), {"name": "sum at x.py:1", "numTasks": 4,
+                                        "numCompletedTasks": 4})()
+
+    def getActiveStageIds(self) -> list[int]:  # noqa: N802 (Spark's names)
+        return [7]
+
+    def getJobIdsForGroup(self, group: str) -> list[int]:  # noqa: N802 (Spark's names)
+        return [3]
+
+    def getJobInfo(self, job_id: int):  # noqa: N802 (Spark's names)
+        return self.job
+
+    def getStageInfo(self, stage_id: int):  # noqa: N802 (Spark's names)
+        return self.stage
+
+
+def test_a_stage_of_an_ended_job_is_not_called_running() -> None:
+    report = SparkReport("slow")
+    poller = StagePoller(EndedJobTracker(), "group", report)
+    assert poller.poll()
+    assert poller.line() is None
+    assert report.stages[7].completed == 4
