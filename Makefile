@@ -10,7 +10,7 @@ MLEAP_JVM := jobs/bundles/jvm
 MLEAP_RUNTIME := $(MLEAP_JVM)/target/.built
 
 .DEFAULT_GOAL := help
-.PHONY: help install run airflow test test-unit test-integration test-dags test-e2e test-faults lint format services-stop clean bench bench-cluster bench-peers bench-layouts bench-scale bench-quality spark-cluster
+.PHONY: help install run airflow test test-unit test-integration test-dags test-e2e test-faults lint format services-stop clean bench bench-cluster bench-peers bench-history bench-layouts bench-scale bench-quality spark-cluster
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -82,6 +82,9 @@ bench: $(STAMP) bench-peers ## side-by-side benchmarks and their ratios, Redis C
 
 bench-cluster: $(STAMP) bench-peers ## only the Redis Cluster pairs: publish to 3 masters vs one server, reads vs redis-benchmark --cluster
 	$(BIN)/python -m jobs.bench --cluster-only --size $(SIZE)
+
+bench-history: $(STAMP) bench-peers ## only the interactions pair: the history vs CSV export and parse (EVENTS=100000000)
+	$(BIN)/python -m jobs.bench --history-events $(or $(EVENTS),100000000)
 
 bench-layouts: $(STAMP) bench-peers ## PostgreSQL's row-per-rank and row-per-user layouts side by side (USERS=1000000)
 	$(BIN)/python -m jobs.bench --layouts --layout-users $(or $(USERS),1000000)

@@ -57,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="instead: only the Redis Cluster pairs (publishing to three "
                              "masters vs one server, the read client vs redis-benchmark "
                              "--cluster), at --size; no Spark, no PostgreSQL")
+    parser.add_argument("--history-events", type=int, default=None, metavar="N",
+                        help="instead: only the interactions pair (the history vs a CSV "
+                             "export and parse) at N events, e.g. 100000000; no Redis")
     parser.add_argument("--scale", action="store_true",
                         help="instead: the nightly steps end to end at 1,000,000 users x "
                              "20,000 items, rank 32, top 50 (heavy: about 15 minutes)")
@@ -97,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from jobs.bench.servers import PEER_TOOLS, require_tool
 
     settings = Settings.from_env()
-    if not (args.scale or args.quality):
+    if not (args.scale or args.quality or args.history_events is not None):
         # Before minutes of work, not after.
         for tool in ("redis-benchmark",) if args.cluster_only else PEER_TOOLS:
             require_tool(tool)
@@ -124,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
             from jobs.bench.scale import run_scale
 
             run_scale(settings, work, users=args.scale_users, items=args.scale_items)
+        elif args.history_events is not None:
+            run_history_pair(settings, work, args.history_events)
         elif args.cluster_only:
             run_cluster_pairs(settings, work, SIZES[args.size], args.size)
         else:
@@ -186,6 +191,33 @@ def run_pairs(settings: Settings, work: Path, size: Size, size_name: str) -> Non
     print_cluster(cluster)
     out = settings.home / "bench" / "latest.json"
     write_json(pairs + cluster, out, details)
+    print(f"\nwritten to {out}")
+
+
+def run_history_pair(settings: Settings, work: Path, events: int) -> None:
+    """The interactions pair alone (``--history-events``): printed, and written to the
+    home's ``bench/history.json``."""
+    from jobs.bench import servers as bench_servers
+    from jobs.bench.history import history_pair
+    from jobs.bench.results import table, write_json
+    from jobs.platform.db import engine_for
+
+    if events < 1:
+        raise SystemExit(f"--history-events must be at least 1, got {events}")
+    servers = bench_servers.resolve(settings)
+    print(f"a nightly's interactions: the history vs CSV export and parse, {events:,} "
+          f"events, against the {servers.where}", flush=True)
+    spark = bench_spark("batchscore-bench-history")
+    engine = engine_for(servers.database_url)
+    try:
+        pair = history_pair(spark, engine, work, events)
+    finally:
+        engine.dispose()
+        spark.stop()
+    print()
+    print(table([pair]))
+    out = settings.home / "bench" / "history.json"
+    write_json([pair], out, {"events": events, "servers": servers.where})
     print(f"\nwritten to {out}")
 
 
