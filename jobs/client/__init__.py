@@ -29,8 +29,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import redis
@@ -56,8 +56,10 @@ class NoPublishedVersionError(LookupError):
     """Nothing has been published to this Redis yet."""
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
+    """One recommended item. A named tuple: a read builds k of them, and a tuple is
+    built in about half the time of a frozen dataclass."""
+
     item_id: int
     score: float
 
@@ -71,7 +73,10 @@ class Recommendations:
     source: str  # "predictions" or "fallback"
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"user_id": self.user_id,
+                "items": [item._asdict() for item in self.items],
+                "run_id": self.run_id, "model_version": self.model_version,
+                "source": self.source}
 
 
 @dataclass(frozen=True)
@@ -137,8 +142,7 @@ class RecommendationClient:
                          source: str) -> Recommendations:
         return Recommendations(
             user_id=user_id,
-            items=[Item(item_id, score)
-                   for item_id, score in contract.decode_items(value, limit=k)],
+            items=list(map(Item._make, contract.decode_items(value, limit=k))),
             run_id=str(version.meta["run_id"]),
             model_version=model_version_for(user_id, version.meta),
             source=source,

@@ -20,6 +20,7 @@ Documented in ``schemas/redis.md``; every key is built here and nowhere else, by
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -150,12 +151,26 @@ def decode_items(value: bytes | str, limit: int | None = None) -> list[tuple[int
     if value[:1] == b"[":
         pairs = [(int(item), float(score)) for item, score in json.loads(value)]
         return pairs[:limit]
-    ids, scores = decode_binary(value)
-    return list(zip(ids[:limit].tolist(), scores[:limit].tolist(), strict=True))
+    width, count = binary_shape(value)
+    wanted = count if limit is None else max(0, min(limit, count))
+    # struct reads the few pairs a reader asks for faster than numpy's arrays would.
+    ids = struct.unpack_from(f"<{wanted}{'H' if width == 2 else 'I'}", value, HEADER_BYTES)
+    scores = struct.unpack_from(f"<{wanted}f", value, HEADER_BYTES + width * count)
+    return list(zip(ids, scores, strict=True))
 
 
 def decode_binary(value: bytes) -> tuple[np.ndarray, np.ndarray]:
     """The item ids and float32 scores of a value in the binary layout."""
+    width, count = binary_shape(value)
+    ids = np.frombuffer(value, dtype=f"<u{width}", count=count, offset=HEADER_BYTES)
+    scores = np.frombuffer(value, dtype="<f4", count=count,
+                           offset=HEADER_BYTES + width * count)
+    return ids, scores
+
+
+def binary_shape(value: bytes) -> tuple[int, int]:
+    """(item id width in bytes, items) of a value in the binary layout; a clear error
+    for anything else."""
     if len(value) < HEADER_BYTES or value[0] != BINARY_LAYOUT_VERSION:
         raise ValueError(f"not a Redis value of layout version {BINARY_LAYOUT_VERSION} or "
                          f"JSON: it starts with {bytes(value[:HEADER_BYTES])!r}")
@@ -163,11 +178,7 @@ def decode_binary(value: bytes) -> tuple[np.ndarray, np.ndarray]:
     if width not in (2, 4) or (len(value) - HEADER_BYTES) % (width + SCORE_BYTES):
         raise ValueError(f"a Redis value of {len(value)} bytes with {width}-byte item ids "
                          "is not a whole list")
-    count = (len(value) - HEADER_BYTES) // (width + SCORE_BYTES)
-    ids = np.frombuffer(value, dtype=f"<u{width}", count=count, offset=HEADER_BYTES)
-    scores = np.frombuffer(value, dtype="<f4", count=count,
-                           offset=HEADER_BYTES + width * count)
-    return ids, scores
+    return width, (len(value) - HEADER_BYTES) // (width + SCORE_BYTES)
 
 
 USER_ID_DTYPE = "<u4"

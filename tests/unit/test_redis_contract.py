@@ -162,3 +162,11 @@ def test_user_ids_are_recorded_as_uint32_and_read_back_once_each() -> None:
         contract.encode_user_ids(pa.array([5, -1]))
     with pytest.raises(ValueError, match="a Redis users record of 5 bytes is not whole"):
         contract.decode_user_ids(record[:5])
+
+
+@pytest.mark.parametrize("ids", [[7, 3, 11], [70000, 3, 11]])
+def test_a_limit_reads_the_first_pairs_of_either_width(ids: list[int]) -> None:
+    value = contract.encode_items(ids, [0.5, 0.25, -1.125])
+    assert contract.decode_items(value, limit=2) == [(ids[0], 0.5), (3, 0.25)]
+    assert contract.decode_items(value, limit=5) == [(ids[0], 0.5), (3, 0.25), (11, -1.125)]
+    assert contract.decode_items(value, limit=0) == []
