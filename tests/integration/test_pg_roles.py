@@ -173,6 +173,8 @@ BI_CASES = [
     ([], "SELECT count(*) FROM bi.runs", None),
     ([], "SELECT count(*) FROM bi.run_metrics", None),
     ([], "SELECT count(*) FROM bi.alerts", None),
+    ([], "SELECT count(*) FROM bi.item_exposure", None),
+    ([], "SELECT count(*) FROM bi.item_exposure_history", None),
     ([], "SELECT count(*) FROM batchscore.predictions", DENIED),
     ([], "SELECT count(*) FROM batchscore.prediction_lists", DENIED),
     ([], "SELECT count(*) FROM batchscore.runs", DENIED),

@@ -217,6 +217,32 @@ def test_a_failure_mid_publish_leaves_the_served_version_untouched(engine, redis
     assert item_exposure(engine) == [(good.publish_id, 10, 1, 1)]
 
 
+def test_bi_reads_the_most_recommended_items_from_the_stored_counts(engine, redis_client,
+                                                                   model_version) -> None:
+    first, _ = publish_day(engine, redis_client, model_version, DAY1,
+                           {1: [(10, 0.9), (11, 0.5)], 2: [(11, 0.8), (12, 0.1)],
+                            3: [(11, 0.7), (10, 0.6)]})
+    second, _ = publish_day(engine, redis_client, model_version, DAY2, {1: [(12, 0.3)]})
+    with engine.connect() as conn:
+        served = conn.execute(sa.text(
+            "SELECT item_id, users, mean_rank, logical_date FROM bi.item_exposure"
+            " ORDER BY users DESC, item_id")).all()
+        history = conn.execute(sa.text(
+            "SELECT publish_id, item_id, users, mean_rank, is_serving"
+            " FROM bi.item_exposure_history ORDER BY publish_id, item_id")).all()
+        unnested = conn.execute(sa.text(
+            "SELECT item_id, count(*), avg(rank) FROM bi.recommendations_history"
+            " WHERE publish_id = :p GROUP BY item_id ORDER BY item_id"),
+            {"p": first.publish_id}).all()
+    assert [tuple(row) for row in served] == [(12, 1, 1.0, DAY2)]
+    # Item 11: rank 2 for user 1, rank 1 for users 2 and 3; item 10: ranks 1 and 2.
+    assert [tuple(row) for row in history] == [
+        (first.publish_id, 10, 2, 1.5, False), (first.publish_id, 11, 3, 4 / 3, False),
+        (first.publish_id, 12, 1, 2.0, False), (second.publish_id, 12, 1, 1.0, True)]
+    assert [(item, users, float(rank)) for item, users, rank in unnested] == [
+        (10, 2, 1.5), (11, 3, 4 / 3), (12, 1, 2.0)]
+
+
 def item_exposure(engine) -> list[tuple[int, int, int, int]]:
     with engine.connect() as conn:
         return [tuple(row) for row in conn.execute(sa.text(
