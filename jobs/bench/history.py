@@ -40,17 +40,33 @@ POSTGRES_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def load_events(engine: Engine, events: int, seed: int = 11) -> None:
-    """``events`` synthetic events over the ``DAYS`` days up to ``RUN_DATE``, in binary COPY."""
+    """``events`` synthetic events over the ``DAYS`` days up to ``RUN_DATE``, in binary COPY.
+
+    The table's indexes are dropped for the load and built again after it, as a bulk
+    load is done: inserted into one by one, the user index alone (random user ids)
+    slows a 100,000,000-event load from minutes to hours. Not timed by the pair."""
     rng = np.random.default_rng(seed)
     end_us = int((day_end(RUN_DATE) - POSTGRES_EPOCH).total_seconds() * 1_000_000)
     with cursor(engine) as cur:
         cur.execute(composed(cur, "TRUNCATE {schema}.interactions"))
         cur.execute(composed(cur, "DELETE FROM {schema}.history_days"))
+        cur.execute(composed(
+            cur, "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)"
+                 " FROM pg_index AS i"
+                 " WHERE i.indrelid = ({schema_name} || '.interactions')::regclass"
+                 "  AND NOT EXISTS (SELECT 1 FROM pg_constraint AS c"
+                 "                  WHERE c.conindid = i.indexrelid)"))
+        indexes = cur.fetchall()
+        for name, _ in indexes:
+            cur.execute(f"DROP INDEX {name}")  # regclass text: already quoted as needed
         for start in range(0, events, CHUNK_EVENTS):
             n = min(CHUNK_EVENTS, events - start)
             copy_events(cur, rng.integers(1, max(2, events // USERS_PER_EVENT), n),
                         rng.integers(1, ITEMS + 1, n), rng.integers(1, 6, n),
                         end_us - rng.integers(1, DAYS * 86_400 * 1_000_000, n))
+        for _, definition in indexes:
+            cur.execute(definition)
+        cur.execute(composed(cur, "ANALYZE {schema}.interactions"))
 
 
 def copy_events(cur: Any, user_ids: np.ndarray, item_ids: np.ndarray, ratings: np.ndarray,
