@@ -11,10 +11,10 @@ SELECT e.item_id,
        v.model_version,
        v.logical_date,
        v.published_at,
-       v.publish_id = (SELECT s.publish_id FROM {schema}.serving AS s) AS is_serving,
+       v.is_serving,
        v.status
 FROM {schema}.prediction_item_exposure AS e
-JOIN {schema}.prediction_versions AS v ON v.publish_id = e.publish_id
+JOIN {bi}.prediction_versions AS v ON v.publish_id = e.publish_id
 WHERE v.status <> 'staged';
 
 CREATE VIEW {bi}.item_exposure AS
