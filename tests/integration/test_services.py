@@ -16,6 +16,22 @@ from jobs.platform.redis_client import connect
 from jobs.platform.services.ports import free_port
 
 
+def test_a_home_in_a_deep_folder_with_spaces_starts_its_servers(tmp_path: Path) -> None:
+    # The data folder's path is far longer than the 107 bytes a Unix socket's path may
+    # have, and has spaces in it.
+    home = tmp_path / ("a deep folder " * 8).strip() / "batchscore home"
+    settings = Settings.from_env({"BATCHSCORE_HOME": str(home)})
+    assert len(str(home / "services" / "postgres" / "data" / ".s.PGSQL.65535")) > 107
+    try:
+        endpoints = services.resolve(settings)
+        with psycopg2.connect(endpoints.database_url) as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            assert cur.fetchone() == (1,)
+        assert connect(services.redis_url(settings, "admin")).ping()
+    finally:
+        services.stop_embedded(settings)
+
+
 def test_embedded_servers_start_persist_and_stop(tmp_path: Path) -> None:
     settings = Settings.from_env({"BATCHSCORE_HOME": str(tmp_path)})
     first = services.resolve(settings)

@@ -32,7 +32,7 @@ SUPERUSER = "postgres"
 # PostgreSQL refuses to run as root; when we are root the server runs as this user.
 SYSTEM_USER = "batchscore_pg"
 RELOAD_WAIT_SECONDS = 10
-# Who may connect, and how: a password for everyone, over the socket and TCP alike.
+# Who may connect, and how: a password for everyone (the server listens on loopback only).
 HBA_CONF = """\
 # Written by batchscore: every connection authenticates with a password (SCRAM-SHA-256).
 local   all          all                  scram-sha-256
@@ -141,7 +141,9 @@ class EmbeddedPostgres:
         logger.info("starting embedded PostgreSQL on 127.0.0.1:%d", port)
         self._run(
             "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60",
-            "-o", f"-h 127.0.0.1 -p {port} -k {self.data_dir}",
+            # TCP on loopback only, no Unix socket: a socket's path is limited to 107
+            # bytes, which a home in a deep folder exceeds, and nothing connects by it.
+            "-o", f"-h 127.0.0.1 -p {port} -k ''",
             "start",
             user=user,
         )
