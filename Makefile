@@ -34,8 +34,12 @@ run: $(STAMP) ## quick start: sample data, train, one nightly through Airflow, e
 airflow: $(STAMP) ## a local Airflow (UI on 127.0.0.1:8080) with the DAGs, wired to the servers
 	$(BIN)/batchscore airflow start
 
-test: $(STAMP) $(MLEAP_RUNTIME) ## run every test tier
-	@status=0; $(BIN)/pytest || status=$$?; \
+# Test files run in TEST_WORKERS processes (pytest-xdist), each file's tests in one of
+# them in order, so a module's fixtures are made once; TEST_WORKERS=0 runs in this one.
+TEST_WORKERS ?= 2
+
+test: $(STAMP) $(MLEAP_RUNTIME) ## run every test tier (TEST_WORKERS=2 processes)
+	@status=0; $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; fi; \
 	exit $$status
 

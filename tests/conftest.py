@@ -9,6 +9,7 @@ import os
 import secrets
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,8 +58,11 @@ def mleap_runtime() -> Iterator[MleapRuntime]:
     runtime.close()
 
 
-# What each three-way parity check measured, printed at the end of the session.
-THREE_WAY_REPORTS: dict[str, ThreeWayReport] = {}
+# The user property under which a test records what its check measured, for the summary
+# at the end of the session. Reports travel from pytest-xdist's workers with their user
+# properties, so the summary sees every worker's tests.
+THREE_WAY_PROPERTY = "three-way parity"
+FAULT_TALLY_PROPERTY = "fault tally"
 
 
 @pytest.fixture
@@ -70,22 +74,43 @@ def three_ways(request: pytest.FixtureRequest, mleap_runtime: MleapRuntime):
     def check(bundle: Path, spark_model, sample, columns=None) -> ThreeWayReport:
         report = check_three_ways(load_bundle(bundle), mleap_runtime.scorer(bundle),
                                   spark_model, sample, columns)
-        THREE_WAY_REPORTS[request.node.name] = report
+        request.node.user_properties.append((THREE_WAY_PROPERTY, (
+            report.rows, report.python_vs_spark, report.jvm_vs_spark, report.python_vs_jvm,
+            report.tolerance)))
         return report
 
     return check
 
 
+def recorded(terminalreporter, name: str) -> list[tuple[str, object]]:
+    """(test name, value) of each user property ``name`` the session's tests recorded."""
+    found = []
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, "when", None) != "teardown":
+                continue
+            test = report.nodeid.rsplit("::", 1)[-1]
+            found += [(test, value) for key, value in report.user_properties if key == name]
+    return found
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
-    if not THREE_WAY_REPORTS:
-        return
-    terminalreporter.write_line(f"largest |diff| between Spark, MLeap {MLEAP_RUNTIME_VERSION}'s "
-                                f"JVM runtime and the Python reader, per exported bundle:")
-    for name, report in sorted(THREE_WAY_REPORTS.items()):
+    three_ways = recorded(terminalreporter, THREE_WAY_PROPERTY)
+    if three_ways:
         terminalreporter.write_line(
-            f"  {name:<52} {report.rows:>3} rows  python-spark {report.python_vs_spark:.3g}  "
-            f"jvm-spark {report.jvm_vs_spark:.3g}  python-jvm {report.python_vs_jvm:.3g}  "
-            f"(bound {report.tolerance:g})")
+            f"largest |diff| between Spark, MLeap {MLEAP_RUNTIME_VERSION}'s JVM runtime and "
+            f"the Python reader, per exported bundle:")
+        for name, (rows, python_spark, jvm_spark, python_jvm, bound) in sorted(three_ways):
+            terminalreporter.write_line(
+                f"  {name:<52} {rows:>3} rows  python-spark {python_spark:.3g}  "
+                f"jvm-spark {jvm_spark:.3g}  python-jvm {python_jvm:.3g}  (bound {bound:g})")
+    tally: Counter[str] = Counter()
+    for _, counts in recorded(terminalreporter, FAULT_TALLY_PROPERTY):
+        tally.update(counts)
+    if tally:
+        terminalreporter.write_line(
+            "fault tier exercised: " + ", ".join(f"{count} {what}"
+                                                 for what, count in sorted(tally.items())))
 
 
 @pytest.fixture(scope="session")

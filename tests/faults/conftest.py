@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from jobs.platform import services
 from jobs.platform.config import Settings
 from jobs.platform.db import engine_for, upgrade
 from jobs.platform.redis_client import connect
-from tests.conftest import reset_database
+from tests.conftest import FAULT_TALLY_PROPERTY, reset_database
 from tests.faults.checks import TALLY
 from tests.faults.publisher import Target
 
@@ -62,8 +63,10 @@ def client(target: Target) -> Iterator[redis.Redis]:
     client.close()
 
 
-def pytest_terminal_summary(terminalreporter) -> None:
-    if TALLY:
-        terminalreporter.write_line(
-            "fault tier exercised: " + ", ".join(f"{count} {what}"
-                                                 for what, count in sorted(TALLY.items())))
+@pytest.fixture(autouse=True)
+def tally(request: pytest.FixtureRequest) -> Iterator[None]:
+    """What the test exercised (kills, readers, switches, ...), recorded with its report for
+    the tier's one-line summary (tests/conftest.py)."""
+    before = Counter(TALLY)
+    yield
+    request.node.user_properties.append((FAULT_TALLY_PROPERTY, dict(TALLY - before)))
