@@ -93,8 +93,8 @@ bench-history: $(STAMP) bench-peers ## only the interactions pair: the history v
 bench-layouts: $(STAMP) bench-peers ## PostgreSQL's row-per-rank and row-per-user layouts side by side (USERS=1000000)
 	$(BIN)/python -m jobs.bench --layouts --layout-users $(or $(USERS),1000000)
 
-bench-scale: $(STAMP) bench-peers ## the nightly end to end (USERS=1000000 ITEMS=20000): stage times, peak memory, stored sizes
-	$(BIN)/python -m jobs.bench --scale --scale-users $(or $(USERS),1000000) --scale-items $(or $(ITEMS),20000)
+bench-scale: $(STAMP) bench-peers ## the nightly end to end and its floors, TURNS=3 turns each (USERS=1000000 ITEMS=20000): stage times, peak memory, stored sizes
+	$(BIN)/python -m jobs.bench --scale --scale-users $(or $(USERS),1000000) --scale-items $(or $(ITEMS),20000) --scale-turns $(or $(TURNS),3)
 
 bench-quality: $(STAMP) ## every model family (defaults, tuned) and popularity on the sample and MovieLens 100K (BUDGET=5 minutes each), then EASE at ITEMS=20000
 	$(BIN)/python -m jobs.bench --quality --budget-minutes $(or $(BUDGET),5) --ease-items $(or $(ITEMS),20000)

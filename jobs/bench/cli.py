@@ -74,6 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="users of the --scale run (make bench-scale USERS=...)")
     parser.add_argument("--scale-items", type=int, default=20_000,
                         help="items of the --scale run (make bench-scale ITEMS=...)")
+    parser.add_argument("--scale-turns", type=int, default=3,
+                        help="turns of the nightly and of each floor in the --scale run, "
+                             "taken in turn; each figure is their median (make bench-scale "
+                             "TURNS=...)")
     parser.add_argument("--quality", action="store_true",
                         help="instead: every family at its defaults and tuned, and the "
                              "popularity baseline, on the synthetic sample and on a real data "
@@ -126,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
         elif args.scale:
             from jobs.bench.scale import run_scale
 
-            run_scale(settings, work, users=args.scale_users, items=args.scale_items)
+            run_scale(settings, work, users=args.scale_users, items=args.scale_items,
+                      turns=args.scale_turns)
         elif args.history_events is not None:
             run_history_pair(settings, work, args.history_events)
         elif args.cluster_only:

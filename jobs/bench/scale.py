@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import statistics
 import time
 from collections.abc import Callable
 from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,7 @@ from jobs.orchestration.run_state import NightlyConfig
 from jobs.platform.config import Settings
 from jobs.platform.db import engine_for, statement, upgrade
 from jobs.platform.redis_client import connect
-from jobs.publish.redis import retire_version
+from jobs.publish.redis import known_versions, retire_version
 from jobs.scoring.model import MODEL_METADATA_FILE
 from jobs.scoring.score import RECOMMENDATIONS_DIR
 
@@ -53,10 +55,11 @@ RANK = 32
 K = 50
 EVENTS_PER_USER = 5
 GIB = 1024**3
-FLOOR_REPEATS = 3
-# Above this many users each floor runs once and the scorer is not run again alone: at
-# 10,000,000 users the three turns of each would add about half an hour.
-REPEATED_UP_TO_USERS = 2_000_000
+# Turns of the nightly and of each floor, taken in turn; each figure is their median.
+TURNS = 3
+# Above this many users the scorer is not run again alone (it adds minutes, not a figure
+# of the run).
+SCORER_ALONE_UP_TO_USERS = 2_000_000
 
 
 class Stages:
@@ -73,18 +76,6 @@ class Stages:
         print(f"  {name}: {self.seconds[name]:.1f}s", flush=True)
         return result
 
-    def median_of(self, name: str, action: Callable[[], Any], repeats: int) -> None:
-        """Run ``action`` ``repeats`` times and keep the median time: a floor
-        should not be raised by one slow run."""
-        times = []
-        for number in range(1, repeats + 1):
-            start = time.perf_counter()
-            action()
-            times.append(time.perf_counter() - start)
-            print(f"  {name} ({number}/{repeats}): {times[-1]:.1f}s", flush=True)
-        self.seconds[name] = statistics.median(times)
-        print(f"  {name}: {self.seconds[name]:.1f}s (median)", flush=True)
-
 
 def report_of(engine: Any, config: NightlyConfig, run_id: str) -> Path:
     from jobs.monitoring.report import write_report
@@ -92,20 +83,28 @@ def report_of(engine: Any, config: NightlyConfig, run_id: str) -> Path:
     return write_report(engine, config.home, run_id)
 
 
-def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int = 20_000
-              ) -> dict[str, Any]:
+def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int = 20_000,
+              turns: int = TURNS) -> dict[str, Any]:
+    """The synthetic world once, then ``turns`` turns of the nightly and each floor in
+    turn; every figure is the median of its turns."""
     from jobs.bench.servers import bench_spark
     from jobs.bench.synthetic import synthetic_world
 
+    if turns < 1:
+        raise ValueError(f"the scale run needs at least one turn, not {turns}")
     servers = resolve(settings)
     print(f"scale run: {users:,} users x {items:,} items, rank {RANK}, top {K}, against "
-          f"the {servers.where}", flush=True)
+          f"the {servers.where}; {turns} turn(s) of the nightly and the floors", flush=True)
     engine = engine_for(servers.database_url)
     upgrade(engine)
     spark = bench_spark("batchscore-scale", driver_memory="4g")
-    setup, nightly_stages, floors, breakdown = Stages(), Stages(), Stages(), Stages()
-    state = None
-    spark_stopped = False
+    setup, breakdown = Stages(), Stages()
+    nights: list[dict[str, float]] = []
+    floor_turns: dict[str, list[float]] = {}
+    peak_bytes = 0
+    stored: dict[str, float] = {}
+    redis_bench = postgres = None
+    pipe_file = copy_file = None
     try:
         print("inputs (not timed as part of the run):", flush=True)
         model_path = work / "model"
@@ -122,89 +121,147 @@ def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int
             run_date=SCALE_DATE, database_url=servers.database_url,
             redis_url=servers.redis_url, home=work / "home", k=K, model_version=version,
             serve_older_date=True)
-        state = begin(engine, config)
 
-        print("the nightly steps:", flush=True)
-        with PeakMemory() as peak:
-            nightly_stages.run("validate inputs (the day's events; the history's sync)",
-                               lambda: validate_inputs(engine, state))
-            nightly_stages.run("score (Spark job, with the prediction checks)",
-                               lambda: score_in_process(state, None))
-            nightly_stages.run("validate predictions",
-                               lambda: validate_predictions(state))
-            nightly_stages.run("write aside in PostgreSQL (load, index)",
-                               lambda: publish_postgres(engine, state))
-            nightly_stages.run("write aside in Redis",
-                               lambda: publish_redis(engine, servers.redis_url, state))
-            nightly_stages.run("switch both stores (attach, serve, persist, flip)",
-                               lambda: switch(engine, servers.redis_url, state))
-            nightly_stages.run("smoke check",
-                               lambda: smoke_check(engine, servers.redis_url, state))
-            # Recording the run removes its staging folder: the floors below load
-            # the same lists, kept aside (a rename, not timed).
-            recommendations = (state.folder / RECOMMENDATIONS_DIR).rename(
-                work / RECOMMENDATIONS_DIR)
-            nightly_stages.run("record the run", lambda: finish(engine, state))
-            monitoring = nightly_stages.run(
-                "monitor (input drift over the reference window, predictions)",
-                lambda: monitor(engine, state.run_id, raise_errors=True))
-            nightly_stages.run("run report", lambda: report_of(engine, config, state.run_id))
-        print(f"  monitoring: {len(monitoring['crossings'])} threshold(s) crossed", flush=True)
-        stored = stored_sizes(engine, servers.redis_url, state.publish_id, users)
-        print(f"  stored: PostgreSQL {stored['postgres_bytes_per_user']:.0f} bytes per user "
-              f"per version (indexes included); Redis used_memory "
-              f"{stored['redis_used_memory_bytes'] / GIB:.2f} GiB after the switch, "
-              f"{stored['redis_bytes_per_user']:.0f} bytes per user (MEMORY USAGE of "
-              f"{STORED_SAMPLE} keys)", flush=True)
-        repeats = FLOOR_REPEATS if users <= REPEATED_UP_TO_USERS else 1
-        if users <= REPEATED_UP_TO_USERS:
-            print("for comparison:", flush=True)
-            breakdown.run("the scorer alone (no-op sink, nothing seen)",
-                          lambda: scorer_alone(spark, model_path))
-        spark.stop()
-        spark_stopped = True
-
-        print("floors, on the same data and servers:", flush=True)
-        # Redis first: loading PostgreSQL three times leaves the server
-        # checkpointing and vacuuming, which would slow the next floor down.
-        redis_bench = RedisBench(servers, recommendations, work, publish_id=state.publish_id)
-        pipe_file = setup.run("write the keys as a protocol file", redis_bench.pipe_file)
-        floors.median_of("redis-cli --pipe of the same keys and values",
-                         lambda: redis_bench.redis_cli_pipe(pipe_file), repeats)
-        pipe_file.unlink()
-        breakdown.run("our Redis load again, right after that floor",
-                      lambda: redis_bench.ours())
-        floors.median_of("matrix multiply at numpy's speed",
-                         lambda: matmul_floor(model_path, users, items), repeats)
-        postgres = PostgresBench(engine, servers, recommendations, work)
-        copy_file = setup.run("write the rows as a text file", postgres.copy_file)
-        floors.median_of("psql \\copy of the same rows", lambda: postgres.psql_copy(copy_file),
-                         repeats)
-        copy_file.unlink()
-    finally:
-        if state is not None:
-            clean_up(servers, state.publish_id, engine)
-        engine.dispose()
-        if not spark_stopped:
+        for turn in range(1, turns + 1):
+            if spark is None:
+                spark = bench_spark("batchscore-scale", driver_memory="4g")
+            # Each turn scores the same date again and replaces the last turn's version,
+            # as a nightly run again does; from the second turn on, the version before
+            # it is served and kept for rollback while the new one is written aside.
+            print(f"turn {turn} of {turns}, the nightly steps:", flush=True)
+            state = begin(engine, config)
+            recommendations = work / RECOMMENDATIONS_DIR
+            night, monitoring, peak = nightly_turn(engine, servers, config, state,
+                                                   recommendations)
+            nights.append(night.seconds)
+            peak_bytes = max(peak_bytes, peak)
+            print(f"  monitoring: {len(monitoring['crossings'])} threshold(s) crossed",
+                  flush=True)
+            if turn == 1:
+                stored = stored_sizes(engine, servers.redis_url, state.publish_id, users)
+                print(f"  stored: PostgreSQL {stored['postgres_bytes_per_user']:.0f} bytes "
+                      f"per user per version (indexes included); Redis used_memory "
+                      f"{stored['redis_used_memory_bytes'] / GIB:.2f} GiB after the switch, "
+                      f"{stored['redis_bytes_per_user']:.0f} bytes per user (MEMORY USAGE "
+                      f"of {STORED_SAMPLE} keys)", flush=True)
+                if users <= SCORER_ALONE_UP_TO_USERS:
+                    print("for comparison:", flush=True)
+                    breakdown.run("the scorer alone (no-op sink, nothing seen)",
+                                  partial(scorer_alone, spark, model_path))
+            # The floors run without Spark's JVM beside them.
             spark.stop()
-    end_to_end = sum(nightly_stages.seconds.values())
-    floor = sum(floors.seconds.values())
-    report = {
-        "users": users, "items": items, "rank": RANK, "k": K, "servers": servers.where,
-        "stages_seconds": nightly_stages.seconds, "floors_seconds": floors.seconds,
-        "setup_seconds": setup.seconds, "score_breakdown_seconds": breakdown.seconds,
-        "end_to_end_seconds": end_to_end,
-        "floors_sum_seconds": floor, "multiple_of_floors": end_to_end / floor,
-        "peak_memory_gib": peak.peak / GIB, **stored,
-    }
-    print(f"\nend to end {end_to_end:.0f}s = {end_to_end / floor:.2f}x the floors "
-          f"({floor:.0f}s; target at most 2.5x); peak memory {peak.peak / GIB:.2f} GiB "
-          f"(target under 12)")
+            spark = None
+
+            print(f"turn {turn} of {turns}, the floors on the same data and servers:",
+                  flush=True)
+            if turn == 1:
+                # The same lists every turn (the same model and events): the floors' input
+                # files are written once.
+                redis_bench = RedisBench(servers, recommendations, work,
+                                         publish_id=state.publish_id + 1_000_000)
+                pipe_file = setup.run("write the keys as a protocol file",
+                                      redis_bench.pipe_file)
+                postgres = PostgresBench(engine, servers, recommendations, work)
+                copy_file = setup.run("write the rows as a text file", postgres.copy_file)
+            # Redis first: loading PostgreSQL leaves the server checkpointing and
+            # vacuuming, which would slow the next floor down.
+            floor_time(floor_turns, REDIS_FLOOR, redis_bench.redis_cli_pipe, pipe_file)
+            if turn == 1:
+                breakdown.run("our Redis load again, right after that floor", redis_bench.ours)
+            # The floor's keys go before the next turn writes its version aside, and the
+            # pointer they shared is put back on the served version.
+            served = connect(servers.redis_url).get(Keyspace().pointer_key())
+            redis_bench.clear()
+            if served is not None:
+                connect(servers.redis_url).set(Keyspace().pointer_key(), served)
+            floor_time(floor_turns, MATMUL_FLOOR, matmul_floor, model_path, users, items)
+            floor_time(floor_turns, POSTGRES_FLOOR, postgres.psql_copy, copy_file)
+    finally:
+        for path in (pipe_file, copy_file):
+            if path is not None:
+                path.unlink(missing_ok=True)
+        clean_up(servers, engine)
+        engine.dispose()
+        if spark is not None:
+            spark.stop()
+    report = scale_report(users, items, servers.where, nights, floor_turns, setup.seconds,
+                          breakdown.seconds, peak_bytes, stored)
+    print(f"\nend to end {report['end_to_end_seconds']:.0f}s (median of {turns}) = "
+          f"{report['multiple_of_floors']:.2f}x the floors ({report['floors_sum_seconds']:.0f}s,"
+          f" each the median of {turns}; target at most 2.5x); peak memory "
+          f"{report['peak_memory_gib']:.2f} GiB (target under 12)")
     out = settings.home / "bench" / "scale.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"written to {out}")
     return report
+
+
+REDIS_FLOOR = "redis-cli --pipe of the same keys and values"
+MATMUL_FLOOR = "matrix multiply at numpy's speed"
+POSTGRES_FLOOR = "psql \\copy of the same rows"
+
+
+def nightly_turn(engine: Any, servers: Servers, config: NightlyConfig, state: Any,
+                 keep_lists_at: Path) -> tuple[Stages, dict[str, Any], int]:
+    """One nightly, stage by stage, timed: (its stages, monitoring's result, the peak
+    memory of this process and everything it started). Its lists are moved to
+    ``keep_lists_at`` for the floors (a rename, not timed)."""
+    stages = Stages()
+    with PeakMemory() as peak:
+        stages.run("validate inputs (the day's events; the history's sync)",
+                   lambda: validate_inputs(engine, state))
+        stages.run("score (Spark job, with the prediction checks)",
+                   lambda: score_in_process(state, None))
+        stages.run("validate predictions", lambda: validate_predictions(state))
+        stages.run("write aside in PostgreSQL (load, index)",
+                   lambda: publish_postgres(engine, state))
+        stages.run("write aside in Redis",
+                   lambda: publish_redis(engine, servers.redis_url, state))
+        stages.run("switch both stores (attach, serve, persist, flip)",
+                   lambda: switch(engine, servers.redis_url, state))
+        stages.run("smoke check", lambda: smoke_check(engine, servers.redis_url, state))
+        # Recording the run removes its staging folder: the floors load the same lists.
+        shutil.rmtree(keep_lists_at, ignore_errors=True)
+        (state.folder / RECOMMENDATIONS_DIR).rename(keep_lists_at)
+        stages.run("record the run", lambda: finish(engine, state))
+        monitoring = stages.run(
+            "monitor (input drift over the reference window, predictions)",
+            lambda: monitor(engine, state.run_id, raise_errors=True))
+        stages.run("run report", lambda: report_of(engine, config, state.run_id))
+    return stages, monitoring, peak.peak
+
+
+def floor_time(turns: dict[str, list[float]], name: str, action: Callable[..., Any],
+               *args: Any) -> None:
+    """Time one turn of a floor, ``action(*args)``, and add it to that floor's turns."""
+    start = time.perf_counter()
+    action(*args)
+    turns.setdefault(name, []).append(time.perf_counter() - start)
+    print(f"  {name} ({len(turns[name])}): {turns[name][-1]:.1f}s", flush=True)
+
+
+def scale_report(users: int, items: int, where: str, nights: list[dict[str, float]],
+                 floor_turns: dict[str, list[float]], setup: dict[str, float],
+                 breakdown: dict[str, float], peak_bytes: int, stored: dict[str, float]
+                 ) -> dict[str, Any]:
+    """The run's figures: each stage, the end to end and each floor the median of its
+    turns, with every turn kept."""
+    end_to_end = statistics.median(sum(night.values()) for night in nights)
+    floors = {name: statistics.median(times) for name, times in floor_turns.items()}
+    floor = sum(floors.values())
+    return {
+        "users": users, "items": items, "rank": RANK, "k": K, "servers": where,
+        "turns": len(nights),
+        "stages_seconds": {name: statistics.median(night[name] for night in nights)
+                           for name in nights[0]},
+        "floors_seconds": floors,
+        "end_to_end_seconds": end_to_end,
+        "floors_sum_seconds": floor, "multiple_of_floors": end_to_end / floor,
+        "turns_stages_seconds": nights, "turns_floors_seconds": floor_turns,
+        "setup_seconds": setup, "score_breakdown_seconds": breakdown,
+        "peak_memory_gib": peak_bytes / GIB, **stored,
+    }
 
 
 STORED_SAMPLE = 1_000
@@ -261,11 +318,12 @@ def matmul_floor(model_path: Path, users: int, items: int) -> None:
         np.matmul(block[:rows], item_factors.T, out=out[:rows])
 
 
-def clean_up(servers: Servers, publish_id: int | None, engine: Any) -> None:
-    """Remove what the scale run published: its Redis keys and the bench database."""
+def clean_up(servers: Servers, engine: Any) -> None:
+    """Remove what the scale run published: every version's Redis keys and the bench
+    database."""
     client = connect(servers.redis_url)
     keys = Keyspace()
-    if publish_id is not None:
+    for publish_id in known_versions(client, keys):
         retire_version(client, keys, publish_id)
     client.delete(keys.pointer_key())
     engine.dispose()
