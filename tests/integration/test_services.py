@@ -1,5 +1,6 @@
 """The embedded default and the configured path."""
 
+import logging
 import subprocess
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from jobs.platform import services
 from jobs.platform.config import Settings
 from jobs.platform.db import engine_for, migrations, upgrade
 from jobs.platform.redis_client import connect
+from jobs.platform.services import redis as redis_service
 from jobs.platform.services.ports import free_port
 
 
@@ -30,6 +32,31 @@ def test_a_home_in_a_deep_folder_with_spaces_starts_its_servers(tmp_path: Path) 
         assert connect(services.redis_url(settings, "admin")).ping()
     finally:
         services.stop_embedded(settings)
+
+
+def test_a_redis_still_loading_its_data_is_waited_for(tmp_path: Path, monkeypatch,
+                                                      caplog) -> None:
+    settings = Settings.from_env({"BATCHSCORE_HOME": str(tmp_path)})
+    try:
+        services.resolve(settings)
+        admin = connect(services.redis_url(settings, "admin"))
+        for start in range(0, LOADED_KEYS, 10_000):
+            admin.mset({f"k{n}": n for n in range(start, start + 10_000)})
+        services.stop_embedded(settings)
+        # Reading 3,000,000 keys back takes about 2.5 s on two idle cores; a server that
+        # does not answer at all is still an error after 1.5 s (a busy machine may take
+        # most of a second to have a new server listen).
+        monkeypatch.setattr(redis_service, "START_TIMEOUT_SECONDS", 1.5)
+        monkeypatch.setattr(redis_service, "LOADING_LINE_SECONDS", 0.0)
+        with caplog.at_level(logging.INFO, logger="jobs.platform.services.redis"):
+            services.resolve(settings)
+        assert connect(services.redis_url(settings, "admin")).dbsize() == LOADED_KEYS
+        assert "is loading its data" in caplog.text
+    finally:
+        services.stop_embedded(settings)
+
+
+LOADED_KEYS = 3_000_000
 
 
 def test_embedded_servers_start_persist_and_stop(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 START_TIMEOUT_SECONDS = 30.0
+LOADING_LINE_SECONDS = 5.0
 ADMIN_USER = "default"
 ADMIN_SECRET = "redis"
 
@@ -151,12 +152,15 @@ class EmbeddedRedis:
         return self.url(Names(), "admin")
 
     def is_running(self) -> bool:
+        """Whether the server answers, ready or still loading its data."""
         if not self.port_file.exists():
             return False
-        return self._ping()
+        return self._state() != "down"
 
     def ensure_running(self, names: Names, role: Role) -> str:
         """Start the server if needed, with the users of ``names``; return ``role``'s URL."""
+        if self.is_running():
+            self._wait_until_ready(self._port())
         if self.is_running() and not self._has_acl_file():
             logger.warning("embedded Redis on port %d runs without its ACL file (started by an "
                            "older release); restarting it with authentication on", self._port())
@@ -207,14 +211,41 @@ class EmbeddedRedis:
             ],
             check=True, capture_output=True, text=True,
         )
+        self._wait_until_ready(port)
+
+    def _wait_until_ready(self, port: int) -> None:
+        """Wait until the server answers commands. While it reads its data back (a
+        large append-only file takes minutes) it is waited for as long as it goes on,
+        with a line every few seconds; one that does not answer at all within
+        START_TIMEOUT_SECONDS is an error."""
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while not self._ping():
-            if time.monotonic() > deadline:
+        next_line = time.monotonic() + LOADING_LINE_SECONDS
+        while (state := self._state()) != "ready":
+            now = time.monotonic()
+            if state == "loading":
+                deadline = now + START_TIMEOUT_SECONDS
+                if now >= next_line:
+                    logger.info("embedded Redis on port %d is loading its data (%s%% read)",
+                                port, self._loaded_percent())
+                    next_line = now + LOADING_LINE_SECONDS
+            elif now > deadline:
                 raise RuntimeError(
                     f"embedded Redis did not answer on port {port} within "
-                    f"{START_TIMEOUT_SECONDS:.0f}s; see {self.log_file}"
+                    f"{START_TIMEOUT_SECONDS:g}s; see {self.log_file}"
                 )
             time.sleep(0.05)
+
+    def _loaded_percent(self) -> str:
+        """How much of its data a loading server has read, as INFO reports it."""
+        import redis
+
+        client = self._admin(socket_timeout=1)
+        try:
+            return str(client.info("persistence").get("loading_loaded_perc", "?"))
+        except redis.RedisError:
+            return "?"
+        finally:
+            client.close()
 
     def _write_acl_file(self) -> None:
         """The administrator alone: the other users are set once the server runs."""
@@ -253,19 +284,23 @@ class EmbeddedRedis:
 
         return connect(self.admin_url(), **options)
 
-    def _ping(self) -> bool:
-        """Whether the server answers; a server that refuses the administrator's password
-        is an error, not a server to start again."""
+    def _state(self) -> Literal["ready", "loading", "down"]:
+        """Whether the server answers commands, is still loading its data, or does not
+        answer; a server that refuses the administrator's password is an error, not a
+        server to start again."""
         import redis
 
         from jobs.platform.redis_client import RedisAccessError
 
         client = self._admin(socket_timeout=1)
         try:
-            return bool(client.ping())
+            client.ping()
+            return "ready"
         except RedisAccessError:
             raise
+        except redis.BusyLoadingError:
+            return "loading"
         except (redis.ConnectionError, redis.TimeoutError):
-            return False
+            return "down"
         finally:
             client.close()
