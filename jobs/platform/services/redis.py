@@ -161,10 +161,11 @@ class EmbeddedRedis:
         """Start the server if needed, with the users of ``names``; return ``role``'s URL."""
         if self.is_running():
             self._wait_until_ready(self._port())
-        if self.is_running() and not self._has_acl_file():
-            logger.warning("embedded Redis on port %d runs without its ACL file (started by an "
-                           "older release); restarting it with authentication on", self._port())
-            self.stop()
+            if not self._has_acl_file():
+                logger.warning("embedded Redis on port %d runs without its ACL file (started by "
+                               "an older release); restarting it with authentication on",
+                               self._port())
+                self.stop()
         if not self.is_running():
             self._start()
         self._set_users(names)
