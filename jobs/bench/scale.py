@@ -170,10 +170,11 @@ def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int
                 breakdown.run("our Redis load again, right after that floor", redis_bench.ours)
             # The floor's keys go before the next turn writes its version aside, and the
             # pointer they shared is put back on the served version.
-            served = connect(servers.redis_url).get(Keyspace().pointer_key())
+            client, pointer_key = connect(servers.redis_url), Keyspace().pointer_key()
+            served = client.get(pointer_key)
             redis_bench.clear()
             if served is not None:
-                connect(servers.redis_url).set(Keyspace().pointer_key(), served)
+                client.set(pointer_key, served)
             floor_time(floor_turns, MATMUL_FLOOR, matmul_floor, model_path, users, items)
             floor_time(floor_turns, POSTGRES_FLOOR, postgres.psql_copy, copy_file)
     finally:
