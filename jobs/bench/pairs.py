@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import redis
+from psycopg2 import sql
 from sqlalchemy.engine import URL, Engine, make_url
 
 from jobs.bench.results import Pair
@@ -236,6 +237,19 @@ class PostgresBench:
                     if items:
                         out.write(f"1\t{user}\t{{{','.join(map(str, items))}}}"
                                   f"\t{{{','.join(map(repr, scores))}}}\n")
+        return path
+
+    def copy_file_of(self, publish_id: int) -> Path:
+        """:meth:`copy_file` for lists already published as ``publish_id``: the server
+        writes them out with ``COPY ... TO STDOUT`` (PostgreSQL's own text form of the
+        arrays), in seconds where formatting them in Python takes minutes at
+        10,000,000 users."""
+        path = self.work / "rows.tsv"
+        with path.open("wb") as out, cursor(self.engine) as cur:
+            cur.copy_expert(composed(
+                cur, "COPY (SELECT 1, user_id, item_ids, scores FROM {schema}.prediction_lists"
+                     " WHERE publish_id = {publish_id}) TO STDOUT",
+                publish_id=sql.Literal(publish_id)), out)
         return path
 
     def psql_copy(self, path: Path) -> float:

@@ -162,7 +162,8 @@ def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int
                 pipe_file = setup.run("write the keys as a protocol file",
                                       redis_bench.pipe_file)
                 postgres = PostgresBench(engine, servers, recommendations, work)
-                copy_file = setup.run("write the rows as a text file", postgres.copy_file)
+                copy_file = setup.run("write the rows as a text file (COPY TO)",
+                                      partial(postgres.copy_file_of, state.publish_id))
             # Redis first: loading PostgreSQL leaves the server checkpointing and
             # vacuuming, which would slow the next floor down.
             floor_time(floor_turns, REDIS_FLOOR, redis_bench.redis_cli_pipe, pipe_file)
