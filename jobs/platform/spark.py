@@ -39,3 +39,32 @@ def spark_session(app_name: str, master: str | None = None, *,
     session.sparkContext.setLogLevel("WARN")
     logger.info("Spark %s session on %s", session.version, session.sparkContext.master)
     return session
+
+
+def stop_with_jvm(session: SparkSession, timeout: float = 60.0) -> None:
+    """Stop ``session`` and end the JVM it ran in, so that its memory goes back to the
+    machine; the next session starts a JVM of its own. (``SparkSession.stop`` alone
+    keeps the JVM, and all the heap it grew, for the next session in this process.)"""
+    import subprocess
+
+    from pyspark import SparkContext
+
+    session.stop()
+    gateway = SparkContext._gateway
+    if gateway is None:
+        return
+    jvm = getattr(gateway, "proc", None)
+    gateway.shutdown()
+    SparkContext._gateway = None
+    SparkContext._jvm = None
+    if jvm is None:
+        return
+    jvm.terminate()
+    try:
+        jvm.wait(timeout)
+    except subprocess.TimeoutExpired:
+        logger.warning("Spark's JVM (pid %d) did not stop within %gs; killing it",
+                       jvm.pid, timeout)
+        jvm.kill()
+        jvm.wait()
+    logger.info("Spark's JVM (pid %d) ended", jvm.pid)
