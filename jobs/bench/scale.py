@@ -23,7 +23,7 @@ import numpy as np
 import psycopg2
 from psycopg2 import sql
 
-from jobs.bench.memory import PeakMemory
+from jobs.bench.memory import MachineMemory, PeakMemory
 from jobs.bench.pairs import PostgresBench, RedisBench
 from jobs.bench.servers import BENCH_DATABASE, Servers, resolve
 from jobs.contracts.redis import Keyspace
@@ -44,6 +44,7 @@ from jobs.orchestration.run_state import NightlyConfig
 from jobs.platform.config import Settings
 from jobs.platform.db import engine_for, statement, upgrade
 from jobs.platform.redis_client import connect
+from jobs.platform.spark import stop_with_jvm
 from jobs.publish.redis import known_versions, retire_version
 from jobs.scoring.model import MODEL_METADATA_FILE
 from jobs.scoring.score import RECOMMENDATIONS_DIR
@@ -60,16 +61,22 @@ TURNS = 3
 # Above this many users the scorer is not run again alone (it adds minutes, not a figure
 # of the run).
 SCORER_ALONE_UP_TO_USERS = 2_000_000
+# The run stops, and cleans up, when the machine's available memory falls below this.
+MEMORY_GUARD_BYTES = 1 * GIB
 
 
 class Stages:
     """Wall time of named stages, printed as they finish."""
 
-    def __init__(self) -> None:
+    def __init__(self, memory: MachineMemory | None = None, label: str = "") -> None:
         self.seconds: dict[str, float] = {}
+        self.memory = memory
+        self.label = label
 
     def run(self, name: str, action: Callable[[], Any]) -> Any:
         print(f"  {name} ...", flush=True)
+        if self.memory is not None:
+            self.memory.step = f"{self.label}{name}"
         start = time.perf_counter()
         result = action()
         self.seconds[name] = time.perf_counter() - start
@@ -98,7 +105,9 @@ def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int
     engine = engine_for(servers.database_url)
     upgrade(engine)
     spark = bench_spark("batchscore-scale", driver_memory="4g")
-    setup, breakdown = Stages(), Stages()
+    memory = MachineMemory(MEMORY_GUARD_BYTES, watch_pid=redis_server_pid(servers))
+    setup, breakdown = Stages(memory, "setup: "), Stages(memory)
+    redis_turns: list[dict[str, float | None]] = []
     nights: list[dict[str, float]] = []
     floor_turns: dict[str, list[float]] = {}
     peak_bytes = 0
@@ -106,78 +115,85 @@ def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int
     redis_bench = postgres = None
     pipe_file = copy_file = None
     try:
-        print("inputs (not timed as part of the run):", flush=True)
-        model_path = work / "model"
-        history_root = history.root(engine, None, work / "home")
-        setup.run("synthetic model and interaction history", lambda: synthetic_world(
-            spark, model_path, history_root, users, items, RANK, EVENTS_PER_USER,
-            int(day_end(SCALE_DATE).timestamp()), engine=engine))
-        version = registry.register(engine, registry.NewModel(
-            created_by="bench", trained_as_of=SCALE_DATE, params={"rank": RANK}, metrics={},
-            data_snapshot={}, code_version="bench", artifact_uri=model_path.as_uri()),
-            promote_if_first=False).version
-        (model_path / MODEL_METADATA_FILE).write_text(json.dumps({"model_version": version}))
-        config = NightlyConfig(
-            run_date=SCALE_DATE, database_url=servers.database_url,
-            redis_url=servers.redis_url, home=work / "home", k=K, model_version=version,
-            serve_older_date=True)
+        with memory:
+            print("inputs (not timed as part of the run):", flush=True)
+            model_path = work / "model"
+            history_root = history.root(engine, None, work / "home")
+            setup.run("synthetic model and interaction history", lambda: synthetic_world(
+                spark, model_path, history_root, users, items, RANK, EVENTS_PER_USER,
+                int(day_end(SCALE_DATE).timestamp()), engine=engine))
+            version = registry.register(engine, registry.NewModel(
+                created_by="bench", trained_as_of=SCALE_DATE, params={"rank": RANK}, metrics={},
+                data_snapshot={}, code_version="bench", artifact_uri=model_path.as_uri()),
+                promote_if_first=False).version
+            (model_path / MODEL_METADATA_FILE).write_text(json.dumps({"model_version": version}))
+            config = NightlyConfig(
+                run_date=SCALE_DATE, database_url=servers.database_url,
+                redis_url=servers.redis_url, home=work / "home", k=K, model_version=version,
+                serve_older_date=True)
 
-        for turn in range(1, turns + 1):
-            if spark is None:
-                spark = bench_spark("batchscore-scale", driver_memory="4g")
-            # Each turn scores the same date again and replaces the last turn's version,
-            # as a nightly run again does; from the second turn on, the version before
-            # it is served and kept for rollback while the new one is written aside.
-            print(f"turn {turn} of {turns}, the nightly steps:", flush=True)
-            state = begin(engine, config)
-            recommendations = work / RECOMMENDATIONS_DIR
-            night, monitoring, peak = nightly_turn(engine, servers, config, state,
-                                                   recommendations)
-            nights.append(night.seconds)
-            peak_bytes = max(peak_bytes, peak)
-            print(f"  monitoring: {len(monitoring['crossings'])} threshold(s) crossed",
-                  flush=True)
-            if turn == 1:
-                stored = stored_sizes(engine, servers.redis_url, state.publish_id, users)
-                print(f"  stored: PostgreSQL {stored['postgres_bytes_per_user']:.0f} bytes "
-                      f"per user per version (indexes included); Redis used_memory "
-                      f"{stored['redis_used_memory_bytes'] / GIB:.2f} GiB after the switch, "
-                      f"{stored['redis_bytes_per_user']:.0f} bytes per user (MEMORY USAGE "
-                      f"of {STORED_SAMPLE} keys)", flush=True)
-                if users <= SCORER_ALONE_UP_TO_USERS:
-                    print("for comparison:", flush=True)
-                    breakdown.run("the scorer alone (no-op sink, nothing seen)",
-                                  partial(scorer_alone, spark, model_path))
-            # The floors run without Spark's JVM beside them.
-            spark.stop()
-            spark = None
+            for turn in range(1, turns + 1):
+                if spark is None:
+                    spark = bench_spark("batchscore-scale", driver_memory="4g")
+                # Each turn scores the same date again and replaces the last turn's version,
+                # as a nightly run again does; from the second turn on, the version before
+                # it is served and kept for rollback while the new one is written aside.
+                print(f"turn {turn} of {turns}, the nightly steps:", flush=True)
+                state = begin(engine, config)
+                recommendations = work / RECOMMENDATIONS_DIR
+                night, monitoring, peak = nightly_turn(engine, servers, config, state,
+                                                       recommendations, memory, turn)
+                nights.append(night.seconds)
+                peak_bytes = max(peak_bytes, peak)
+                print(f"  monitoring: {len(monitoring['crossings'])} threshold(s) crossed",
+                      flush=True)
+                if turn == 1:
+                    stored = stored_sizes(engine, servers.redis_url, state.publish_id, users)
+                    print(f"  stored: PostgreSQL {stored['postgres_bytes_per_user']:.0f} bytes "
+                          f"per user per version (indexes included); Redis used_memory "
+                          f"{stored['redis_used_memory_bytes'] / GIB:.2f} GiB after the switch, "
+                          f"{stored['redis_bytes_per_user']:.0f} bytes per user (MEMORY USAGE "
+                          f"of {STORED_SAMPLE} keys)", flush=True)
+                    if users <= SCORER_ALONE_UP_TO_USERS:
+                        print("for comparison:", flush=True)
+                        breakdown.run("the scorer alone (no-op sink, nothing seen)",
+                                      partial(scorer_alone, spark, model_path))
+                # The floors run without Spark's JVM beside them (a nightly's steps run
+                # in processes of their own).
+                stop_with_jvm(spark)
+                spark = None
 
-            print(f"turn {turn} of {turns}, the floors on the same data and servers:",
-                  flush=True)
-            if turn == 1:
-                # The same lists every turn (the same model and events): the floors' input
-                # files are written once.
-                redis_bench = RedisBench(servers, recommendations, work,
-                                         publish_id=state.publish_id + 1_000_000)
-                pipe_file = setup.run("write the keys as a protocol file",
-                                      redis_bench.pipe_file)
-                postgres = PostgresBench(engine, servers, recommendations, work)
-                copy_file = setup.run("write the rows as a text file (COPY TO)",
-                                      partial(postgres.copy_file_of, state.publish_id))
-            # Redis first: loading PostgreSQL leaves the server checkpointing and
-            # vacuuming, which would slow the next floor down.
-            floor_time(floor_turns, REDIS_FLOOR, redis_bench.redis_cli_pipe, pipe_file)
-            if turn == 1:
-                breakdown.run("our Redis load again, right after that floor", redis_bench.ours)
-            # The floor's keys go before the next turn writes its version aside, and the
-            # pointer they shared is put back on the served version.
-            client, pointer_key = connect(servers.redis_url), Keyspace().pointer_key()
-            served = client.get(pointer_key)
-            redis_bench.clear()
-            if served is not None:
-                client.set(pointer_key, served)
-            floor_time(floor_turns, MATMUL_FLOOR, matmul_floor, model_path, users, items)
-            floor_time(floor_turns, POSTGRES_FLOOR, postgres.psql_copy, copy_file)
+                print(f"turn {turn} of {turns}, the floors on the same data and servers:",
+                      flush=True)
+                if turn == 1:
+                    # The same lists every turn (the same model and events): the floors' input
+                    # files are written once.
+                    redis_bench = RedisBench(servers, recommendations, work,
+                                             publish_id=state.publish_id + 1_000_000)
+                    pipe_file = setup.run("write the keys as a protocol file",
+                                          redis_bench.pipe_file)
+                    postgres = PostgresBench(engine, servers, recommendations, work)
+                    copy_file = setup.run("write the rows as a text file (COPY TO)",
+                                          partial(postgres.copy_file_of, state.publish_id))
+                # Redis first: loading PostgreSQL leaves the server checkpointing and
+                # vacuuming, which would slow the next floor down.
+                on_turn = {"memory": memory, "turn": turn}
+                floor_time(floor_turns, REDIS_FLOOR, redis_bench.redis_cli_pipe, pipe_file,
+                           **on_turn)
+                if turn == 1:
+                    breakdown.run("our Redis load again, right after that floor", redis_bench.ours)
+                # The floor's keys go before the next turn writes its version aside, and the
+                # pointer they shared is put back on the served version.
+                client, pointer_key = connect(servers.redis_url), Keyspace().pointer_key()
+                served = client.get(pointer_key)
+                redis_bench.clear()
+                if served is not None:
+                    client.set(pointer_key, served)
+                floor_time(floor_turns, MATMUL_FLOOR, matmul_floor, model_path, users, items,
+                           **on_turn)
+                floor_time(floor_turns, POSTGRES_FLOOR, postgres.psql_copy, copy_file,
+                           **on_turn)
+                redis_turns.append(redis_persistence(servers.redis_url))
     finally:
         for path in (pipe_file, copy_file):
             if path is not None:
@@ -185,13 +201,19 @@ def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int
         clean_up(servers, engine)
         engine.dispose()
         if spark is not None:
-            spark.stop()
+            stop_with_jvm(spark)
     report = scale_report(users, items, servers.where, nights, floor_turns, setup.seconds,
                           breakdown.seconds, peak_bytes, stored)
+    report["memory"] = memory_report(memory, redis_turns)
     print(f"\nend to end {report['end_to_end_seconds']:.0f}s (median of {turns}) = "
           f"{report['multiple_of_floors']:.2f}x the floors ({report['floors_sum_seconds']:.0f}s,"
           f" each the median of {turns}; target at most 2.5x); peak memory "
           f"{report['peak_memory_gib']:.2f} GiB (target under 12)")
+    lowest = report["memory"]["lowest_available"]
+    print(f"the machine's available memory was lowest, {lowest['gib']:.2f} GiB, during "
+          f"{lowest['step']}; the Redis server's resident memory peaked at "
+          f"{report['memory']['redis_rss_peak']['gib']:.2f} GiB during "
+          f"{report['memory']['redis_rss_peak']['step']}")
     out = settings.home / "bench" / "scale.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -205,11 +227,12 @@ POSTGRES_FLOOR = "psql \\copy of the same rows"
 
 
 def nightly_turn(engine: Any, servers: Servers, config: NightlyConfig, state: Any,
-                 keep_lists_at: Path) -> tuple[Stages, dict[str, Any], int]:
+                 keep_lists_at: Path, memory: MachineMemory, turn: int
+                 ) -> tuple[Stages, dict[str, Any], int]:
     """One nightly, stage by stage, timed: (its stages, monitoring's result, the peak
     memory of this process and everything it started). Its lists are moved to
     ``keep_lists_at`` for the floors (a rename, not timed)."""
-    stages = Stages()
+    stages = Stages(memory, f"turn {turn}: ")
     with PeakMemory() as peak:
         stages.run("validate inputs (the day's events; the history's sync)",
                    lambda: validate_inputs(engine, state))
@@ -235,8 +258,9 @@ def nightly_turn(engine: Any, servers: Servers, config: NightlyConfig, state: An
 
 
 def floor_time(turns: dict[str, list[float]], name: str, action: Callable[..., Any],
-               *args: Any) -> None:
+               *args: Any, memory: MachineMemory, turn: int) -> None:
     """Time one turn of a floor, ``action(*args)``, and add it to that floor's turns."""
+    memory.step = f"turn {turn}: floor: {name}"
     start = time.perf_counter()
     action(*args)
     turns.setdefault(name, []).append(time.perf_counter() - start)
@@ -289,6 +313,46 @@ def stored_sizes(engine: Any, redis_url: str, publish_id: int, users: int) -> di
     return {"postgres_bytes_per_user": postgres_bytes / users,
             "redis_used_memory_bytes": float(client.info("memory")["used_memory"]),
             "redis_bytes_per_user": statistics.mean(usage) if usage else 0.0}
+
+
+def redis_server_pid(servers: Servers) -> int | None:
+    """The Redis server's process id when it runs on this machine (loopback), to watch
+    its resident memory; None for a server elsewhere."""
+    host = servers.redis_host_port_db[0]
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    return int(connect(servers.redis_url).info("server")["process_id"])
+
+
+def redis_persistence(redis_url: str) -> dict[str, float | None]:
+    """What the Redis server's persistence has cost so far: append-only rewrites done
+    (None from a server before 7.0, which does not count them) and the copy-on-write
+    memory of the last one, with the allocator's peak."""
+    client = connect(redis_url)
+    persistence, memory = client.info("persistence"), client.info("memory")
+    return {"aof_rewrites": persistence.get("aof_rewrites"),
+            "aof_last_cow_gib": persistence.get("aof_last_cow_size", 0) / GIB,
+            "used_memory_peak_gib": memory["used_memory_peak"] / GIB}
+
+
+def memory_report(memory: MachineMemory, redis_turns: list[dict[str, float | None]]
+                  ) -> dict[str, Any]:
+    """The machine's lowest available memory and the Redis server's peak resident memory,
+    each overall (with its step) and per step, and Redis's persistence after each turn."""
+    def extreme(per_step: dict[str, int], pick: Callable[..., str]) -> dict[str, Any]:
+        if not per_step:
+            return {"gib": 0.0, "step": "none"}
+        step = pick(per_step, key=per_step.__getitem__)
+        return {"gib": per_step[step] / GIB, "step": step}
+
+    return {
+        "guard_gib": memory.guard_bytes / GIB,
+        "lowest_available": extreme(memory.lowest, min),
+        "redis_rss_peak": extreme(memory.watched_peak, max),
+        "lowest_available_gib_per_step": {k: v / GIB for k, v in memory.lowest.items()},
+        "redis_rss_peak_gib_per_step": {k: v / GIB for k, v in memory.watched_peak.items()},
+        "redis_persistence_turns": redis_turns,
+    }
 
 
 def scorer_alone(spark: Any, model_path: Path) -> None:
