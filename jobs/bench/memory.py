@@ -84,8 +84,9 @@ class MachineMemory:
     the lowest seen, the peak resident memory of one more process to watch (a server
     the run writes to), and a guard. When available memory falls below ``guard_bytes``
     the thread interrupts the main thread (SIGINT, which also ends a waited-for child),
-    so the run stops and cleans up instead of stalling the machine in page reclaim;
-    ``__exit__`` then raises ``LowMemoryError`` naming the step."""
+    so the run stops and cleans up instead of going on into page reclaim; a step
+    blocked in a server's call stops when that call returns. ``__exit__`` then raises
+    ``LowMemoryError`` naming the step and the time."""
 
     def __init__(self, guard_bytes: int, watch_pid: int | None = None,
                  interval: float = 0.5) -> None:
@@ -120,7 +121,8 @@ class MachineMemory:
             if available < self.guard_bytes and self.tripped is None:
                 self.tripped = (
                     f"the machine's available memory fell to {available / 1024**3:.2f} GiB "
-                    f"(guard {self.guard_bytes / 1024**3:.2f} GiB) during {step}; the run "
-                    f"was stopped before the machine stalled")
+                    f"(guard {self.guard_bytes / 1024**3:.2f} GiB) at "
+                    f"{time.strftime('%H:%M:%S')}, during {step}; the run was stopped "
+                    f"there, once that step's call in progress returned")
                 os.kill(os.getpid(), signal.SIGINT)
             time.sleep(self.interval)

@@ -61,6 +61,9 @@ TURNS = 3
 # Above this many users the scorer is not run again alone (it adds minutes, not a figure
 # of the run).
 SCORER_ALONE_UP_TO_USERS = 2_000_000
+# From this many users, a Redis built with libc's malloc is warned of: during an
+# append-only rewrite it copies up to all its data (README, "Scale run").
+LIBC_REDIS_WARNING_USERS = 5_000_000
 # The run stops, and cleans up, when the machine's available memory falls below this.
 MEMORY_GUARD_BYTES = 1 * GIB
 
@@ -102,6 +105,7 @@ def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int
     servers = resolve(settings)
     print(f"scale run: {users:,} users x {items:,} items, rank {RANK}, top {K}, against "
           f"the {servers.where}; {turns} turn(s) of the nightly and the floors", flush=True)
+    warn_of_the_allocator(servers.redis_url, users)
     engine = engine_for(servers.database_url)
     upgrade(engine)
     spark = bench_spark("batchscore-scale", driver_memory="4g")
@@ -313,6 +317,17 @@ def stored_sizes(engine: Any, redis_url: str, publish_id: int, users: int) -> di
     return {"postgres_bytes_per_user": postgres_bytes / users,
             "redis_used_memory_bytes": float(client.info("memory")["used_memory"]),
             "redis_bytes_per_user": statistics.mean(usage) if usage else 0.0}
+
+
+def warn_of_the_allocator(redis_url: str, users: int) -> None:
+    """Say so when the Redis server's allocator is libc's and the run is large enough for
+    an append-only rewrite's copies to run the machine out of memory."""
+    allocator = connect(redis_url).info("memory").get("mem_allocator", "")
+    if users >= LIBC_REDIS_WARNING_USERS and allocator.startswith("libc"):
+        print(f"warning: this Redis allocates with {allocator}, which copies up to all its "
+              f"data while it rewrites its append-only file; at {users:,} users that can "
+              f"run the machine out of memory (the guard then stops the run). Debian's "
+              f"Redis 7 (jemalloc) copies a quarter at most: run against it.", flush=True)
 
 
 def redis_server_pid(servers: Servers) -> int | None:
