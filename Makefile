@@ -10,7 +10,7 @@ MLEAP_JVM := jobs/bundles/jvm
 MLEAP_RUNTIME := $(MLEAP_JVM)/target/.built
 
 .DEFAULT_GOAL := help
-.PHONY: help install run airflow test test-unit test-integration test-dags test-e2e test-faults lint format services-stop clean bench bench-cluster bench-peers bench-history bench-layouts bench-scale bench-quality spark-cluster
+.PHONY: help install run airflow test test-unit test-integration test-dags test-e2e test-faults lint format services-stop clean bench bench-cluster bench-peers bench-history bench-layouts bench-scale bench-rewrite bench-quality spark-cluster
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -95,6 +95,9 @@ bench-layouts: $(STAMP) bench-peers ## PostgreSQL's row-per-rank and row-per-use
 
 bench-scale: $(STAMP) bench-peers ## the nightly end to end and its floors, TURNS=3 turns each (USERS=1000000 ITEMS=20000): stage times, peak memory, stored sizes
 	$(BIN)/python -m jobs.bench --scale --scale-users $(or $(USERS),1000000) --scale-items $(or $(ITEMS),20000) --scale-turns $(or $(TURNS),3)
+
+bench-rewrite: $(STAMP) bench-peers ## what Redis copies while it rewrites its append-only file during each publish step, Debian's Redis 7 and the embedded one (KEYS=3000000)
+	$(BIN)/python -m jobs.bench --rewrite-copies --rewrite-keys $(or $(KEYS),3000000)
 
 bench-quality: $(STAMP) ## every model family (defaults, tuned) and popularity on the sample and MovieLens 100K (BUDGET=5 minutes each), then EASE at ITEMS=20000
 	$(BIN)/python -m jobs.bench --quality --budget-minutes $(or $(BUDGET),5) --ease-items $(or $(ITEMS),20000)

@@ -78,6 +78,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="turns of the nightly and of each floor in the --scale run, "
                              "taken in turn; each figure is their median (make bench-scale "
                              "TURNS=...)")
+    parser.add_argument("--rewrite-copies", action="store_true",
+                        help="instead: what Redis copies while it rewrites its append-only "
+                             "file during each publish step, Debian's Redis 7 and the "
+                             "embedded one, at --rewrite-keys keys a version")
+    parser.add_argument("--rewrite-keys", type=int, default=3_000_000,
+                        help="users a version for --rewrite-copies")
     parser.add_argument("--quality", action="store_true",
                         help="instead: every family at its defaults and tuned, and the "
                              "popularity baseline, on the synthetic sample and on a real data "
@@ -104,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     from jobs.bench.servers import PEER_TOOLS, require_tool
 
     settings = Settings.from_env()
-    if not (args.scale or args.quality or args.history_events is not None):
+    if not (args.scale or args.quality or args.rewrite_copies
+            or args.history_events is not None):
         # Before minutes of work, not after.
         for tool in ("redis-benchmark",) if args.cluster_only else PEER_TOOLS:
             require_tool(tool)
@@ -121,6 +128,15 @@ def run(args: argparse.Namespace) -> int:
             out = settings.home / "bench" / "layouts.json"
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(report, indent=2) + "\n")
+            print(f"written to {out}")
+        elif args.rewrite_copies:
+            from jobs.bench.rewrite import rewrite_copies
+
+            copies = rewrite_copies(work, args.rewrite_keys)
+            out = settings.home / "bench" / "rewrite.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"keys": args.rewrite_keys, "mib_copied": copies},
+                                      indent=2) + "\n")
             print(f"written to {out}")
         elif args.quality:
             from jobs.bench.quality import run_quality
