@@ -50,6 +50,8 @@ def rewrite_copies(work: Path, keys: int) -> dict[str, dict[str, float]]:
 
 
 def copies_on(executable: str, folder: Path, keys: int) -> dict[str, float]:
+    """MiB copied during each publish step on a server of ``executable`` started in
+    ``folder`` (removed after), a version already served when the steps begin."""
     folder.mkdir(parents=True)
     port = free_port()
     # Rewrites only when asked, so that each step gets one of its own.
