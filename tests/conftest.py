@@ -5,8 +5,6 @@ masters, a replica each)."""
 
 from __future__ import annotations
 
-import os
-import secrets
 import shutil
 import tempfile
 from collections import Counter
@@ -26,14 +24,8 @@ from jobs.platform.config import Settings
 from jobs.platform.db import engine_for, upgrade
 from jobs.platform.names import Names
 from jobs.platform.redis_client import connect
-from jobs.platform.services.postgres import EmbeddedPostgres
-from jobs.platform.services.redis import EmbeddedRedis
+from jobs.platform.services.debian import MissingServerError, debian_servers, require_redis_server
 from jobs.platform.services.redis_cluster import LocalRedisCluster
-
-# Debian's packages, the servers many users run (.ci/run installs them):
-# postgresql-15 and redis-server.
-DEBIAN_POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
-DEBIAN_REDIS_SERVER = Path("/usr/bin/redis-server")
 
 
 @pytest.fixture(scope="session")
@@ -177,23 +169,14 @@ def system_servers() -> Iterator[SystemServers]:
     temporary folder on free loopback ports with authentication on, as the embedded
     servers are, and stopped at the end of the session. A test that needs them fails,
     never skips, when the packages are missing."""
-    missing = [str(path) for path in (DEBIAN_POSTGRES_BIN / "pg_ctl", DEBIAN_REDIS_SERVER)
-               if not os.access(path, os.X_OK)]
-    if missing:
-        pytest.fail(f"Debian's servers are missing ({', '.join(missing)}): apt-get install "
-                    "postgresql-15 redis-server (as .ci/run does)", pytrace=False)
     root = Path(tempfile.mkdtemp(prefix="batchscore-system-servers-"))
-    postgres = EmbeddedPostgres(root / "postgres", secrets.token_urlsafe(16),
-                                bin_dir=DEBIAN_POSTGRES_BIN)
-    redis_server = EmbeddedRedis(root / "redis", root, executable=DEBIAN_REDIS_SERVER)
     try:
-        postgres_url = postgres.ensure_running()
-        redis_server.ensure_running(Names(), "admin")
-        yield SystemServers(postgres_url, redis_server.admin_url(),
-                            redis_server.url(Names(), "writer"))
+        with debian_servers(root) as (postgres, redis_server):
+            yield SystemServers(postgres.url(), redis_server.admin_url(),
+                                redis_server.url(Names(), "writer"))
+    except MissingServerError as error:
+        pytest.fail(f"{error} (as .ci/run does)", pytrace=False)
     finally:
-        redis_server.stop()
-        postgres.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -203,11 +186,12 @@ def redis_cluster() -> Iterator[LocalRedisCluster]:
     ports for the test session, the default deployment's users on every node; stopped
     by the process ids the nodes wrote. A test that kills a node starts the cluster
     again with :func:`healthy_cluster`."""
-    if not os.access(DEBIAN_REDIS_SERVER, os.X_OK):
-        pytest.fail(f"Debian's Redis is missing ({DEBIAN_REDIS_SERVER}): apt-get install "
-                    "redis-server (as .ci/run does)", pytrace=False)
+    try:
+        executable = require_redis_server()
+    except MissingServerError as error:
+        pytest.fail(f"{error} (as .ci/run does)", pytrace=False)
     root = Path(tempfile.mkdtemp(prefix="batchscore-redis-cluster-"))
-    cluster = LocalRedisCluster(root / "cluster", root, executable=DEBIAN_REDIS_SERVER)
+    cluster = LocalRedisCluster(root / "cluster", root, executable=executable)
     cluster.start()
     try:
         yield cluster

@@ -12,7 +12,6 @@ masters with a replica each, stopped by the process ids its nodes wrote.
 from __future__ import annotations
 
 import logging
-import os
 import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,14 +20,14 @@ from typing import Any
 
 from jobs.bench.pairs import REDIS_REPEATS, RedisBench, reader_pairs
 from jobs.bench.results import Pair
-from jobs.bench.servers import MissingToolError, Servers
+from jobs.bench.servers import Servers
 from jobs.platform.names import Names
+from jobs.platform.services.debian import require_redis_server
 from jobs.platform.services.redis import EmbeddedRedis
 from jobs.platform.services.redis_cluster import LocalRedisCluster
 
 logger = logging.getLogger(__name__)
 
-DEBIAN_REDIS_SERVER = Path("/usr/bin/redis-server")
 CLUSTER_MASTERS = 3
 CLUSTER_REPLICAS = 1
 # Publishing to the cluster at no less than 0.8x the users per second of one server.
@@ -40,11 +39,9 @@ def one_server_and_cluster(work: Path) -> Iterator[tuple[Servers, Servers]]:
     """One Debian ``redis-server`` and a cluster of :data:`CLUSTER_MASTERS` masters with
     :data:`CLUSTER_REPLICAS` replica(s) each, under ``work``, for as long as the block
     runs; their administrators' URLs."""
-    if not os.access(DEBIAN_REDIS_SERVER, os.X_OK):
-        raise MissingToolError(f"{DEBIAN_REDIS_SERVER} is missing: the Redis Cluster pairs "
-                               "run Debian's Redis (apt-get install redis-server)")
-    one = EmbeddedRedis(work / "redis-one", work, executable=DEBIAN_REDIS_SERVER)
-    cluster = LocalRedisCluster(work / "redis-cluster", work, executable=DEBIAN_REDIS_SERVER,
+    executable = require_redis_server()
+    one = EmbeddedRedis(work / "redis-one", work, executable=executable)
+    cluster = LocalRedisCluster(work / "redis-cluster", work, executable=executable,
                                 masters=CLUSTER_MASTERS, replicas=CLUSTER_REPLICAS)
     try:
         one_url = one.ensure_running(Names(), "admin")

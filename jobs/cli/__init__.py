@@ -66,6 +66,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     from jobs.orchestration.run_state import RunRequestError, StoreUnavailableError
     from jobs.platform.db import AuthenticationError, LockWaitError, MigrationError
     from jobs.platform.redis_client import RedisAccessError
+    from jobs.platform.services.debian import MissingServerError
     from jobs.publish.postgres import LockTimeoutError, RollbackError, VersionStateError
     from jobs.publish.redis import MissingVersionError, PointerMovedError
 
@@ -74,7 +75,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
             RollbackError, MissingVersionError, UnknownVersionError, RunRequestError,
             LockWaitError, LockTimeoutError, VersionStateError, PointerMovedError,
             StoreUnavailableError, PromotionRefusedError, MissingToolError, ReportError,
-            RedisAccessError, AuthenticationError, EmptyDayError)
+            RedisAccessError, AuthenticationError, EmptyDayError, MissingServerError)
 
 
 if __name__ == "__main__":

@@ -26,9 +26,9 @@ from jobs.platform import services
 from jobs.platform.config import Settings
 from jobs.platform.db import migrations
 from jobs.platform.redis_client import RedisPermissionError, connect
+from jobs.platform.services.debian import MissingServerError, require_redis_server
 from jobs.platform.services.postgres import SUPERUSER, EmbeddedPostgres
 from jobs.platform.services.redis_cluster import cluster_port, process_alive
-from tests.conftest import DEBIAN_REDIS_SERVER
 from tests.integration.test_publish import DAY1, KEYS, publish_day
 
 REPO = Path(__file__).resolve().parents[2]
@@ -146,9 +146,10 @@ def compose_redis_cluster():
     """Six nodes of Debian's Redis 7, each started by docker/redis/start.sh as a cluster
     node announcing the name ``localhost``, formed by docker/redis/create-cluster.sh;
     the nodes' ports. Stopped by the process ids they wrote."""
-    if not os.access(DEBIAN_REDIS_SERVER, os.X_OK):
-        pytest.fail(f"Debian's Redis is missing ({DEBIAN_REDIS_SERVER}): apt-get install "
-                    "redis-server (as .ci/run does)", pytrace=False)
+    try:
+        redis_server = require_redis_server()
+    except MissingServerError as error:
+        pytest.fail(f"{error} (as .ci/run does)", pytrace=False)
     root = Path(tempfile.mkdtemp(prefix="batchscore-compose-cluster-"))
     root.chmod(0o700)
     entrypoint = root / "bin" / "docker-entrypoint.sh"
@@ -165,7 +166,7 @@ def compose_redis_cluster():
             folder = root / f"redis-node-{number + 1}"
             folder.mkdir()
             folders.append(folder)
-            path = os.pathsep.join([str(entrypoint.parent), str(DEBIAN_REDIS_SERVER.parent),
+            path = os.pathsep.join([str(entrypoint.parent), str(redis_server.parent),
                                     os.environ["PATH"]])
             env = {**REDIS_PASSWORDS, "PATH": path, "REDIS_DATA_DIR": str(folder),
                    "REDIS_CLUSTER_ANNOUNCE_HOSTNAME": "localhost", "NODE_PORT": str(port)}
