@@ -93,8 +93,8 @@ bench-history: $(STAMP) bench-peers ## only the interactions pair: the history v
 bench-layouts: $(STAMP) bench-peers ## PostgreSQL's row-per-rank and row-per-user layouts side by side (USERS=1000000)
 	$(BIN)/python -m jobs.bench --layouts --layout-users $(or $(USERS),1000000)
 
-bench-scale: $(STAMP) bench-peers ## the nightly end to end and its floors, TURNS=3 turns each (USERS=1000000 ITEMS=20000): stage times, peak memory, stored sizes
-	$(BIN)/python -m jobs.bench --scale --scale-users $(or $(USERS),1000000) --scale-items $(or $(ITEMS),20000) --scale-turns $(or $(TURNS),3)
+bench-scale: $(STAMP) bench-peers ## the nightly end to end and its floors, TURNS=3 turns each (USERS=1000000 ITEMS=20000; SERVERS=debian on Debian's PostgreSQL 15 and Redis 7): stage times, peak memory, stored sizes
+	$(BIN)/python -m jobs.bench --scale --scale-users $(or $(USERS),1000000) --scale-items $(or $(ITEMS),20000) --scale-turns $(or $(TURNS),3) --scale-servers $(or $(SERVERS),found)
 
 bench-rewrite: $(STAMP) bench-peers ## what Redis copies while it rewrites its append-only file during each publish step, Debian's Redis 7 and the embedded one (KEYS=3000000)
 	$(BIN)/python -m jobs.bench --rewrite-copies --rewrite-keys $(or $(KEYS),3000000)

@@ -78,6 +78,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="turns of the nightly and of each floor in the --scale run, "
                              "taken in turn; each figure is their median (make bench-scale "
                              "TURNS=...)")
+    parser.add_argument("--scale-servers", choices=("found", "debian"), default="found",
+                        help="the --scale run's servers: those the benchmarks find (the "
+                             "system ones on 127.0.0.1 when both answer, else the embedded "
+                             "ones), or Debian's PostgreSQL 15 and Redis 7 started under the "
+                             "scratch space for the run (make bench-scale SERVERS=debian)")
     parser.add_argument("--rewrite-copies", action="store_true",
                         help="instead: what Redis copies while it rewrites its append-only "
                              "file during each publish step, Debian's Redis 7 and the "
@@ -147,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
             from jobs.bench.scale import run_scale
 
             run_scale(settings, work, users=args.scale_users, items=args.scale_items,
-                      turns=args.scale_turns)
+                      turns=args.scale_turns, debian=args.scale_servers == "debian")
         elif args.history_events is not None:
             run_history_pair(settings, work, args.history_events)
         elif args.cluster_only:

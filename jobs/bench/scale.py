@@ -25,7 +25,7 @@ from psycopg2 import sql
 
 from jobs.bench.memory import MachineMemory, PeakMemory
 from jobs.bench.pairs import PostgresBench, RedisBench
-from jobs.bench.servers import BENCH_DATABASE, Servers, resolve
+from jobs.bench.servers import BENCH_DATABASE, Servers, debian_or_resolved
 from jobs.contracts.redis import Keyspace
 from jobs.data import history
 from jobs.data.store import day_end
@@ -94,15 +94,21 @@ def report_of(engine: Any, config: NightlyConfig, run_id: str) -> Path:
 
 
 def run_scale(settings: Settings, work: Path, users: int = 1_000_000, items: int = 20_000,
-              turns: int = TURNS) -> dict[str, Any]:
+              turns: int = TURNS, debian: bool = False) -> dict[str, Any]:
     """The synthetic world once, then ``turns`` turns of the nightly and each floor in
-    turn; every figure is the median of its turns."""
+    turn; every figure is the median of its turns. With ``debian``, on Debian's
+    PostgreSQL 15 and Redis 7 started for the run."""
+    if turns < 1:
+        raise ValueError(f"the scale run needs at least one turn, not {turns}")
+    with debian_or_resolved(settings, work, debian) as servers:
+        return scale_on(servers, settings, work, users, items, turns)
+
+
+def scale_on(servers: Servers, settings: Settings, work: Path, users: int, items: int,
+             turns: int) -> dict[str, Any]:
     from jobs.bench.servers import bench_spark
     from jobs.bench.synthetic import synthetic_world
 
-    if turns < 1:
-        raise ValueError(f"the scale run needs at least one turn, not {turns}")
-    servers = resolve(settings)
     print(f"scale run: {users:,} users x {items:,} items, rank {RANK}, top {K}, against "
           f"the {servers.where}; {turns} turn(s) of the nightly and the floors", flush=True)
     warn_of_the_allocator(servers.redis_url, users)

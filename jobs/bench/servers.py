@@ -1,7 +1,8 @@
 """Which PostgreSQL and Redis the benchmarks use, and the peers' command-line tools.
 
-The system servers on 127.0.0.1 when they answer, else the embedded ones;
-ours and the peers always target the same server.
+The system servers on 127.0.0.1 when they answer, else the embedded ones (or, for
+the scale run, Debian's started for it); ours and the peers always target the same
+server.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import logging
 import os
 import shutil
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -19,6 +22,7 @@ from psycopg2 import sql
 
 from jobs.platform import services
 from jobs.platform.config import Settings
+from jobs.platform.services.debian import debian_servers
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +97,20 @@ def resolve(settings: Settings) -> Servers:
     if where.startswith("system"):
         redis_url = "redis://{}:{}/{}".format(*SYSTEM_REDIS, BENCH_REDIS_DB)
     return Servers(database_url=database_url, redis_url=redis_url, where=where)
+
+
+@contextmanager
+def debian_or_resolved(settings: Settings, work: Path, debian: bool) -> Iterator[Servers]:
+    """With ``debian``, Debian's PostgreSQL 15 and Redis 7 started under ``work`` for the
+    block and stopped after; else the servers :func:`resolve` finds."""
+    if not debian:
+        yield resolve(settings)
+        return
+    with debian_servers(work / "debian-servers") as (postgres, redis_server):
+        yield Servers(
+            database_url=create_database(postgres.url(), BENCH_DATABASE),
+            redis_url=redis_server.admin_url().rsplit("/", 1)[0] + f"/{BENCH_REDIS_DB}",
+            where="Debian's PostgreSQL 15 and Redis 7, started on loopback for the run")
 
 
 def create_database(admin_url: str, name: str) -> str:
