@@ -1,7 +1,7 @@
 """Debian's PostgreSQL 15 and Redis 7, the servers many users run: their packages'
 programs started under a folder of our own on free loopback ports, with authentication
-on, exactly as the embedded servers are (the tests' system servers, the scale run's
-``--servers debian``)."""
+on, exactly as the embedded servers are (the tests' system servers, `make bench-scale
+SERVERS=debian`)."""
 
 from __future__ import annotations
 
