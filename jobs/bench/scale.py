@@ -333,7 +333,8 @@ def warn_of_the_allocator(redis_url: str, users: int) -> None:
         print(f"warning: this Redis allocates with {allocator}, which copies up to all its "
               f"data while it rewrites its append-only file; at {users:,} users that can "
               f"run the machine out of memory (the guard then stops the run). Debian's "
-              f"Redis 7 (jemalloc) copies a third at most: run against it.", flush=True)
+              f"Redis 7 (jemalloc) copies less: run against it (make bench-scale "
+              f"SERVERS=debian).", flush=True)
 
 
 def redis_server_pid(servers: Servers) -> int | None:
