@@ -66,14 +66,17 @@ format: $(STAMP) ## apply ruff's fixes
 
 SIZE ?= default
 
-# The peers the benchmarks compare against, from Debian's packages, installed when
-# missing (as root, or through sudo): redis-cli and redis-benchmark, psql, and
-# PostgreSQL's JDBC driver for Spark's DataFrame.write.jdbc.
-bench-peers: ## install what the benchmarks compare against (redis-tools, postgresql-client, the JDBC driver)
+# The peers the benchmarks compare against and the servers some of them start, from
+# Debian's packages, installed when missing (as root, or through sudo): redis-cli and
+# redis-benchmark, psql, PostgreSQL's JDBC driver for Spark's DataFrame.write.jdbc, and
+# PostgreSQL 15 and Redis 7 (the scale run, the Redis Cluster pairs, the rewrite bench).
+bench-peers: ## install what the benchmarks compare against and run on (redis-tools, postgresql-client, the JDBC driver, postgresql-15, redis-server)
 	@missing=""; \
 	command -v redis-benchmark >/dev/null || missing="$$missing redis-tools"; \
 	command -v psql >/dev/null || missing="$$missing postgresql-client"; \
 	[ -f /usr/share/java/postgresql.jar ] || missing="$$missing libpostgresql-jdbc-java"; \
+	[ -x /usr/lib/postgresql/15/bin/pg_ctl ] || missing="$$missing postgresql-15"; \
+	[ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \
 	  as_root=""; [ "$$(id -u)" -eq 0 ] || as_root=sudo; \
 	  echo "installing the benchmarks' peers:$$missing"; \
@@ -93,8 +96,8 @@ bench-history: $(STAMP) bench-peers ## only the interactions pair: the history v
 bench-layouts: $(STAMP) bench-peers ## PostgreSQL's row-per-rank and row-per-user layouts side by side (USERS=1000000)
 	$(BIN)/python -m jobs.bench --layouts --layout-users $(or $(USERS),1000000)
 
-bench-scale: $(STAMP) bench-peers ## the nightly end to end and its floors, TURNS=3 turns each (USERS=1000000 ITEMS=20000; SERVERS=debian on Debian's PostgreSQL 15 and Redis 7): stage times, peak memory, stored sizes
-	$(BIN)/python -m jobs.bench --scale --scale-users $(or $(USERS),1000000) --scale-items $(or $(ITEMS),20000) --scale-turns $(or $(TURNS),3) --scale-servers $(or $(SERVERS),found)
+bench-scale: $(STAMP) bench-peers ## the nightly end to end and its floors, TURNS=3 turns each (USERS=1000000 ITEMS=20000) on Debian's PostgreSQL 15 and Redis 7 started for it (SERVERS=found: those the other benches use): stage times, peak memory, stored sizes
+	$(BIN)/python -m jobs.bench --scale --scale-users $(or $(USERS),1000000) --scale-items $(or $(ITEMS),20000) --scale-turns $(or $(TURNS),3) --scale-servers $(or $(SERVERS),debian)
 
 bench-rewrite: $(STAMP) bench-peers ## what Redis copies while it rewrites its append-only file during each publish step, Debian's Redis 7 and the embedded one (KEYS=3000000)
 	$(BIN)/python -m jobs.bench --rewrite-copies --rewrite-keys $(or $(KEYS),3000000)

@@ -78,11 +78,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="turns of the nightly and of each floor in the --scale run, "
                              "taken in turn; each figure is their median (make bench-scale "
                              "TURNS=...)")
-    parser.add_argument("--scale-servers", choices=("found", "debian"), default="found",
-                        help="the --scale run's servers: those the benchmarks find (the "
-                             "system ones on 127.0.0.1 when both answer, else the embedded "
-                             "ones), or Debian's PostgreSQL 15 and Redis 7 started under the "
-                             "scratch space for the run (make bench-scale SERVERS=debian)")
+    parser.add_argument("--scale-servers", choices=("debian", "found"), default="debian",
+                        help="the --scale run's servers: Debian's PostgreSQL 15 and Redis 7 "
+                             "started under the scratch space for the run (the default), or "
+                             "those the other benchmarks find: the system ones on 127.0.0.1 "
+                             "when both answer, else the embedded ones (make bench-scale "
+                             "SERVERS=found)")
     parser.add_argument("--rewrite-copies", action="store_true",
                         help="instead: what Redis copies while it rewrites its append-only "
                              "file during each publish step, Debian's Redis 7 and the "

@@ -110,7 +110,8 @@ def debian_or_resolved(settings: Settings, work: Path, debian: bool) -> Iterator
         yield Servers(
             database_url=create_database(postgres.url(), BENCH_DATABASE),
             redis_url=redis_server.admin_url().rsplit("/", 1)[0] + f"/{BENCH_REDIS_DB}",
-            where="Debian's PostgreSQL 15 and Redis 7, started on loopback for the run")
+            where="PostgreSQL 15 and Redis 7 from Debian's packages, started on loopback "
+                  "for the run")
 
 
 def create_database(admin_url: str, name: str) -> str:
