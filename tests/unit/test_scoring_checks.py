@@ -13,6 +13,7 @@ from jobs.scoring.checks import (
     BlockTotals,
     TotalsParam,
     block_totals,
+    item_counts,
     list_checks,
     run_totals,
 )
@@ -90,3 +91,16 @@ def test_totals_add_up_across_blocks_and_a_retried_task_replaces_its_report() ->
     assert run_totals(reports).users == 5
     assert run_totals({}).exposure() == ExposureTotals(items=0, top=0, total=0,
                                                        entropy_sum=0.0)
+
+
+@pytest.mark.parametrize("far", [0, 2**40], ids=["counted-in-place", "sorted"])
+def test_item_counts_whether_the_ids_span_a_catalogue_or_far_more(far) -> None:
+    ids, counts = item_counts(np.array([7, 3 + far, 7, 5, 3 + far, 7], dtype=np.int64))
+    assert (ids.tolist(), counts.tolist()) == (
+        sorted([5, 7, 3 + far]), [1, 3, 2] if far else [2, 1, 3])
+    assert [part.tolist() for part in item_counts(np.empty(0, dtype=np.int64))] == [[], []]
+
+
+def test_empty_totals_add_up_to_empty() -> None:
+    both = BlockTotals.empty() + BlockTotals.empty()
+    assert (both.users, both.exposure_ids.tolist(), both.exposure_users.tolist()) == (0, [], [])
