@@ -129,7 +129,7 @@ def scorer_pair(spark: SparkSession, model: ALSModel, users: int, items: int, k:
 def block_timing_task(batches: Iterator[pa.RecordBatch], catalog: Any, k: int,
                       repeats: int) -> Iterator[pa.RecordBatch]:
     """Inside a Spark task: time the scorer's matrix multiply and top-k on one block."""
-    from jobs.scoring.transforms import block_scores, top_k_columns, user_matrix
+    from jobs.scoring.transforms import block_scores, top_k_items, user_matrix
 
     block = pa.Table.from_batches(list(batches)).combine_chunks().to_batches()[0]
     users = user_matrix(block.column("features"), catalog.factors.shape[1])
@@ -138,7 +138,7 @@ def block_timing_task(batches: Iterator[pa.RecordBatch], catalog: Any, k: int,
         start = time.perf_counter()
         scores = block_scores(users, catalog)
         middle = time.perf_counter()
-        top_k_columns(scores, k, catalog.chunk)
+        top_k_items(scores, k, catalog.chunk)
         multiply.append(middle - start)
         select.append(time.perf_counter() - middle)
     yield pa.RecordBatch.from_pydict({"multiply": [statistics.median(multiply)],

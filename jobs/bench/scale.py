@@ -393,17 +393,18 @@ def scorer_alone(spark: Any, model_path: Path) -> None:
 
 def matmul_floor(model_path: Path, users: int, items: int) -> None:
     """Every user against every item by matrix multiply, numpy with all its threads,
-    in blocks the size the scorer uses (the product alone: no selection)."""
+    in blocks the size the scorer uses, one row per item (the faster way round for
+    numpy's BLAS, by a fifth to a third; the product alone: no selection)."""
     from jobs.scoring.transforms import SCORE_BLOCK_BYTES
 
     rng = np.random.default_rng(1)
     item_factors = rng.normal(size=(items, RANK)).astype(np.float32)
     block_rows = max(1, SCORE_BLOCK_BYTES // (4 * items))
     block = rng.normal(size=(block_rows, RANK)).astype(np.float32)
-    out = np.empty((block_rows, items), dtype=np.float32)
+    out = np.empty((items, block_rows), dtype=np.float32)
     for start in range(0, users, block_rows):
         rows = min(block_rows, users - start)
-        np.matmul(block[:rows], item_factors.T, out=out[:rows])
+        np.matmul(item_factors, block[:rows].T, out=out[:, :rows])
 
 
 def clean_up(servers: Servers, engine: Any) -> None:

@@ -82,7 +82,7 @@ class Checked:
 SCORE_BLOCK_BYTES = 4 * 1024 * 1024
 # An item matrix at least this large is broadcast rather than shipped with every task.
 BROADCAST_MIN_BYTES = 1024 * 1024
-# Column chunks per wanted item in the top-k selection (see top_k_columns).
+# Item chunks per wanted item in the top-k selection (see top_k_items).
 CHUNKS_PER_K = 8
 
 
@@ -298,12 +298,12 @@ def score_arrow_block(batch: pa.RecordBatch, catalog: ItemCatalog, k: int,
     rows, columns, best = [], [], []
     for number, start in enumerate(range(0, n, step)):
         seen_here = slice(seen_bounds[number], seen_bounds[number + 1])
-        at = (seen_rows[seen_here] - start, seen_columns[seen_here])
+        at = (seen_columns[seen_here], seen_rows[seen_here] - start)
         scores = (item_item_scores(at, min(step, n - start), catalog) if users is None
                   else block_scores(users[start:start + step], catalog))
         seen_scores[seen_here] = scores[at]
         scores[at] = -np.inf
-        top_rows, top_columns, top_scores = top_k_columns(scores, k, catalog.chunk)
+        top_rows, top_columns, top_scores = top_k_items(scores, k, catalog.chunk)
         rows.append(top_rows + start)
         columns.append(top_columns)
         best.append(top_scores)
@@ -337,23 +337,26 @@ def user_matrix(features: pa.Array, rank: int) -> np.ndarray:
 
 
 def block_scores(users: np.ndarray, catalog: ItemCatalog) -> np.ndarray:
-    """Every user of the block against every item: one matrix multiply."""
-    scores = users @ catalog.factors.T
-    scores[:, catalog.size:] = -np.inf
+    """Every user of the block against every item: one matrix multiply, laid out one
+    row per item and one column per user (numpy's BLAS computes a block of users
+    about a fifth faster this way round than one row per user)."""
+    scores = catalog.factors @ users.T
+    scores[catalog.size:] = -np.inf
     return scores
 
 
 def item_item_scores(seen_at: tuple[np.ndarray, np.ndarray], n_users: int,
                      catalog: ItemCatalog) -> np.ndarray:
-    """An item-item model's scores for a block of users: the sum of the weight rows of
-    each user's seen items (``seen_at``: their rows in the block, their columns)."""
+    """An item-item model's scores for a block of users, laid out as
+    :func:`block_scores` lays them: the sum of the weight rows of each user's seen
+    items (``seen_at``: their items' positions, their users' columns in the block)."""
     from scipy import sparse
 
-    rows, columns = seen_at
+    columns, rows = seen_at
     seen = sparse.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, columns)),
                              shape=(n_users, catalog.size))
-    scores = np.asarray(seen @ catalog.factors, dtype=np.float32)
-    scores[:, catalog.size:] = -np.inf
+    scores = np.ascontiguousarray(np.asarray(seen @ catalog.factors, dtype=np.float32).T)
+    scores[catalog.size:] = -np.inf
     return scores
 
 
@@ -377,32 +380,39 @@ def seen_positions(seen: pa.Array, sorted_ids: np.ndarray) -> tuple[np.ndarray, 
     return rows[known].astype(np.int64), positions[known]
 
 
-def top_k_columns(scores: np.ndarray, k: int, chunk: int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The ``k`` best finite scores of each row: (rows, columns, scores), flat.
+def top_k_items(scores: np.ndarray, k: int, chunk: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``k`` best finite scores of each user of a block laid out as
+    :func:`block_scores` lays it (one row per item, one column per user):
+    (users, items, scores), flat, as column and row positions.
 
-    Sorted by row, then best first, equal scores by column. Each row is cut
-    into chunks of ``chunk`` entries (the width must divide the row; chunk j
-    holds columns j, j + n_chunks, j + 2 n_chunks, ..., which makes the chunk
-    maxima one element-wise maximum over contiguous memory). The k-th largest
-    chunk maximum is a floor under the row's k-th best score: only entries at
-    or above it can be among the best, and typically little more than k of
-    them are, so only those are sorted; no row is sorted whole.
+    Sorted by user, then best first, equal scores by item. Each user's items
+    are cut into chunks of ``chunk`` (the width must divide the item count;
+    chunk j holds items j, j + n_chunks, j + 2 n_chunks, ..., which makes the
+    chunk maxima one element-wise maximum over contiguous memory). The k-th
+    largest chunk maximum is a floor under the user's k-th best score: only
+    scores at or above it can be among the best, and typically little more
+    than k of them are, so only those are sorted; no user's scores are sorted
+    whole.
     """
-    n_rows, n_columns = scores.shape
-    n_chunks = n_columns // chunk
-    if k < n_chunks and n_rows:
-        chunk_max = scores.reshape(n_rows, chunk, n_chunks).max(axis=1)
-        floor = np.partition(chunk_max, n_chunks - k, axis=1)[:, n_chunks - k]
+    n_items, n_users = scores.shape
+    n_chunks = n_items // chunk
+    if k < n_chunks and n_users:
+        chunk_max = scores.reshape(chunk, n_chunks, n_users).max(axis=0)
+        floor = np.partition(chunk_max, n_chunks - k, axis=0)[n_chunks - k]
     else:
-        floor = np.full(n_rows, -np.inf, dtype=scores.dtype)
-    flat = np.flatnonzero(scores >= floor[:, None])
-    rows, columns = np.divmod(flat, n_columns)
+        floor = np.full(n_users, -np.inf, dtype=scores.dtype)
+    # Compared a chunk row at a time against the floors laid end to end: numpy's
+    # loop over a block's few users per item would cost twice the comparison.
+    above = scores.reshape(chunk, -1) >= np.tile(floor, n_items // chunk)
+    flat = np.flatnonzero(above)
+    columns, rows = np.divmod(flat, n_users)
     candidate_scores = scores.reshape(-1)[flat]
-    # A stable sort, and flatnonzero gives columns in order: equal scores stay by column.
+    # A stable sort, and flatnonzero gives items in order: equal scores stay by item.
     order = np.argsort(row_then_descending_key(rows, candidate_scores), kind="stable")
     rows, columns, candidate_scores = rows[order], columns[order], candidate_scores[order]
-    row_start = np.searchsorted(rows, np.arange(n_rows))
+    counts = np.bincount(rows, minlength=n_users)
+    row_start = np.cumsum(counts) - counts
     place = np.arange(len(rows)) - row_start[rows]
     keep = (place < k) & np.isfinite(candidate_scores)
     return rows[keep], columns[keep], candidate_scores[keep]

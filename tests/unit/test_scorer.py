@@ -13,7 +13,7 @@ from jobs.scoring.transforms import (
     Checked,
     ItemCatalog,
     score_arrow_block,
-    top_k_columns,
+    top_k_items,
     top_k_unseen,
     with_redis_value,
 )
@@ -21,22 +21,28 @@ from jobs.scoring.transforms import (
 pytestmark = pytest.mark.spark
 
 
-def test_top_k_columns_finds_the_best_of_each_row_searching_chunks() -> None:
-    scores = np.array([
+def by_item(scores_by_user: list[list[float]]) -> np.ndarray:
+    """A block as the scorer lays it out, one row per item, from one row per user."""
+    return np.ascontiguousarray(np.array(scores_by_user, dtype=np.float32).T)
+
+
+def test_top_k_items_finds_the_best_of_each_user_searching_chunks() -> None:
+    scores = by_item([
         [0.1, 0.9, 0.3, 0.8, 0.2, 0.7, 0.0, 0.5],
         [1.0, 1.0, -np.inf, 0.4, 1.0, 0.2, 0.6, 0.6],
-    ], dtype=np.float32)
-    # chunk width 2: chunk j holds columns j and j + 4
-    rows, columns, best = top_k_columns(scores, 3, 2)
-    assert rows.tolist() == [0, 0, 0, 1, 1, 1]
-    assert columns.tolist() == [1, 3, 5, 0, 1, 4]  # equal scores in column order
+    ])
+    # chunk width 2: chunk j holds items j and j + 4
+    users, items, best = top_k_items(scores, 3, 2)
+    assert users.tolist() == [0, 0, 0, 1, 1, 1]
+    assert items.tolist() == [1, 3, 5, 0, 1, 4]  # equal scores in item order
     assert best.tolist() == pytest.approx([0.9, 0.8, 0.7, 1.0, 1.0, 1.0])
 
 
-def test_top_k_columns_skips_excluded_entries_and_returns_fewer() -> None:
-    scores = np.array([[-np.inf, 2.0, -np.inf, -np.inf]], dtype=np.float32)
-    rows, columns, best = top_k_columns(scores, 2, 2)
-    assert (rows.tolist(), columns.tolist(), best.tolist()) == ([0], [1], [2.0])
+def test_top_k_items_skips_excluded_entries_and_returns_fewer() -> None:
+    scores = by_item([[-np.inf, 2.0, -np.inf, -np.inf], [1.0, 3.0, 2.0, 0.5]])
+    users, items, best = top_k_items(scores, 2, 2)
+    assert (users.tolist(), items.tolist(), best.tolist()) == (
+        [0, 1, 1], [1, 1, 2], [2.0, 3.0, 2.0])
 
 
 def test_an_arrow_block_comes_back_as_flat_lists_with_the_output_schema() -> None:
@@ -96,8 +102,7 @@ def test_same_top_k_as_recommend_for_all_users(spark, fitted, broadcast_min_byte
 
 
 def test_the_two_zeros_tie_and_keep_column_order() -> None:
-    scores = np.array([[0.0, -0.0, 0.0, -1.0]], dtype=np.float32)
-    assert top_k_columns(scores, 3, 1)[1].tolist() == [0, 1, 2]
+    assert top_k_items(by_item([[0.0, -0.0, 0.0, -1.0]]), 3, 1)[1].tolist() == [0, 1, 2]
 
 
 def test_a_scored_batch_carries_each_users_redis_value() -> None:
