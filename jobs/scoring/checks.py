@@ -66,7 +66,8 @@ def list_checks(lists: pa.RecordBatch, seen: pa.Array, k: int, catalog_size: int
     n_distinct = np.bincount(listed.parents, minlength=n)
     seen_parents = pc.list_parent_indices(seen).to_numpy().astype(np.int64)
     seen_items = pc.list_flatten(seen).to_numpy(zero_copy_only=False).astype(np.int64)
-    was_seen = in_sorted(listed.keys, distinct_pairs(seen_parents, seen_items, listed).keys)
+    _, was_seen = sorted_positions(distinct_pairs(seen_parents, seen_items, listed).keys,
+                                   listed.keys)
     n_seen = np.bincount(listed.parents[was_seen], minlength=n)
     not_finite = np.bincount(parents[~np.isfinite(flat_scores)], minlength=n)
     same_user = parents[1:] == parents[:-1]
@@ -127,13 +128,21 @@ def sorted_distinct(keys: np.ndarray) -> np.ndarray:
     return ordered[keep]
 
 
-def in_sorted(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
-    """Whether each of ``values`` is in ``sorted_keys`` (ascending): ``np.isin`` without
-    its sort, which costs more than the rest of a block's checks."""
+def sorted_positions(sorted_keys: np.ndarray, values: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``values``, its index in ``sorted_keys`` (ascending) and
+    whether it is there at all (where it is not, the index is meaningless): a binary
+    search, without the sort ``np.isin`` pays for, which costs more than the rest of a
+    block's checks."""
     if len(sorted_keys) == 0:
-        return np.zeros(len(values), dtype=bool)
+        return np.zeros(len(values), dtype=np.int64), np.zeros(len(values), dtype=bool)
     at = np.minimum(np.searchsorted(sorted_keys, values), len(sorted_keys) - 1)
-    return sorted_keys[at] == values
+    return at, sorted_keys[at] == values
+
+
+def run_starts(ordered: np.ndarray) -> np.ndarray:
+    """Where each run of equal values starts in a sorted, non-empty array."""
+    return np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
 
 
 def item_counts(items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -148,7 +157,7 @@ def item_counts(items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ids = np.flatnonzero(counts)
         return ids + low, counts[ids]
     ordered = np.sort(items)
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    starts = run_starts(ordered)
     return ordered[starts], np.diff(np.r_[starts, len(ordered)])
 
 
@@ -176,7 +185,7 @@ class BlockTotals:
         order = np.argsort(ids, kind="stable")
         ids, users = ids[order], users[order]
         if len(ids):
-            starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+            starts = run_starts(ids)
             ids, users = ids[starts], np.add.reduceat(users, starts)
         return BlockTotals(self.users + other.users, ids, users.astype(np.int64),
                            self.history_users + other.history_users,

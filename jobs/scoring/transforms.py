@@ -20,7 +20,13 @@ from pyspark.sql import types as T
 
 from jobs.contracts import redis as redis_contract
 from jobs.contracts.predictions import PopularityRanking
-from jobs.scoring.checks import CHECK_FIELDS, BlockTotals, block_totals, list_checks
+from jobs.scoring.checks import (
+    CHECK_FIELDS,
+    BlockTotals,
+    block_totals,
+    list_checks,
+    sorted_positions,
+)
 
 if TYPE_CHECKING:
     from pyspark.accumulators import Accumulator
@@ -375,8 +381,7 @@ def seen_positions(seen: pa.Array, sorted_ids: np.ndarray) -> tuple[np.ndarray, 
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     rows = pc.list_parent_indices(seen).to_numpy()
     wanted = pc.list_flatten(seen).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-    positions = np.minimum(np.searchsorted(sorted_ids, wanted), len(sorted_ids) - 1)
-    known = sorted_ids[positions] == wanted
+    positions, known = sorted_positions(sorted_ids, wanted)
     return rows[known].astype(np.int64), positions[known]
 
 
@@ -404,7 +409,7 @@ def top_k_items(scores: np.ndarray, k: int, chunk: int
         floor = np.full(n_users, -np.inf, dtype=scores.dtype)
     # Compared a chunk row at a time against the floors laid end to end: numpy's
     # loop over a block's few users per item would cost twice the comparison.
-    above = scores.reshape(chunk, -1) >= np.tile(floor, n_items // chunk)
+    above = scores.reshape(chunk, -1) >= np.tile(floor, n_chunks)
     flat = np.flatnonzero(above)
     columns, rows = np.divmod(flat, n_users)
     candidate_scores = scores.reshape(-1)[flat]
@@ -443,10 +448,8 @@ def score_block(
 
 def positions_of(sorted_ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """Indexes in ``sorted_ids`` of the ``wanted`` ids it contains (others are skipped)."""
-    if len(sorted_ids) == 0:
-        return np.empty(0, dtype=np.int64)
-    positions = np.minimum(np.searchsorted(sorted_ids, wanted), len(sorted_ids) - 1)
-    return positions[sorted_ids[positions] == wanted]
+    positions, known = sorted_positions(sorted_ids, wanted)
+    return positions[known]
 
 
 def catalog_popularity(popularity: pd.DataFrame, item_ids: np.ndarray) -> PopularityRanking:
