@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs.bench.memory import PeakMemory
+from jobs.bench.headroom import PeakMemory
 
 logger = logging.getLogger(__name__)
 

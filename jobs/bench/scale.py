@@ -23,7 +23,7 @@ import numpy as np
 import psycopg2
 from psycopg2 import sql
 
-from jobs.bench.memory import MachineMemory, PeakMemory
+from jobs.bench.headroom import MachineHeadroom, PeakMemory
 from jobs.bench.pairs import PostgresBench, RedisBench
 from jobs.bench.servers import BENCH_DATABASE, Servers, debian_or_resolved
 from jobs.contracts.redis import Keyspace
@@ -64,22 +64,26 @@ SCORER_ALONE_UP_TO_USERS = 2_000_000
 # From this many users, a Redis built with libc's malloc is warned of: during an
 # append-only rewrite it copies up to all its data (README, "Scale run").
 LIBC_REDIS_WARNING_USERS = 5_000_000
-# The run stops, and cleans up, when the machine's available memory falls below this.
+# The run stops, and cleans up, when the machine's available memory falls below this,
 MEMORY_GUARD_BYTES = 1 * GIB
+# or the free disk under its folder (where Debian's servers keep their data) below this:
+# room for the writes of a step in progress to finish before Redis refuses writes and
+# PostgreSQL stops on a full disk.
+DISK_GUARD_BYTES = 4 * GIB
 
 
 class Stages:
     """Wall time of named stages, printed as they finish."""
 
-    def __init__(self, memory: MachineMemory | None = None, label: str = "") -> None:
+    def __init__(self, headroom: MachineHeadroom | None = None, label: str = "") -> None:
         self.seconds: dict[str, float] = {}
-        self.memory = memory
+        self.headroom = headroom
         self.label = label
 
     def run(self, name: str, action: Callable[[], Any]) -> Any:
         print(f"  {name} ...", flush=True)
-        if self.memory is not None:
-            self.memory.step = f"{self.label}{name}"
+        if self.headroom is not None:
+            self.headroom.step = f"{self.label}{name}"
         start = time.perf_counter()
         result = action()
         self.seconds[name] = time.perf_counter() - start
@@ -115,8 +119,10 @@ def scale_on(servers: Servers, settings: Settings, work: Path, users: int, items
     engine = engine_for(servers.database_url)
     upgrade(engine)
     spark = bench_spark("batchscore-scale", driver_memory="4g")
-    memory = MachineMemory(MEMORY_GUARD_BYTES, watch_pid=redis_server_pid(servers))
-    setup, breakdown = Stages(memory, "setup: "), Stages(memory)
+    free_at_start = shutil.disk_usage(work).free
+    headroom = MachineHeadroom(MEMORY_GUARD_BYTES, watch_pid=redis_server_pid(servers),
+                               disk=work, disk_guard_bytes=DISK_GUARD_BYTES)
+    setup, breakdown = Stages(headroom, "setup: "), Stages(headroom)
     redis_turns: list[dict[str, float | None]] = []
     nights: list[dict[str, float]] = []
     floor_turns: dict[str, list[float]] = {}
@@ -125,7 +131,7 @@ def scale_on(servers: Servers, settings: Settings, work: Path, users: int, items
     redis_bench = postgres = None
     pipe_file = copy_file = None
     try:
-        with memory:
+        with headroom:
             print("inputs (not timed as part of the run):", flush=True)
             model_path = work / "model"
             history_root = history.root(engine, None, work / "home")
@@ -152,7 +158,7 @@ def scale_on(servers: Servers, settings: Settings, work: Path, users: int, items
                 state = begin(engine, config)
                 recommendations = work / RECOMMENDATIONS_DIR
                 night, monitoring, peak = nightly_turn(engine, servers, config, state,
-                                                       recommendations, memory, turn)
+                                                       recommendations, headroom, turn)
                 nights.append(night.seconds)
                 peak_bytes = max(peak_bytes, peak)
                 print(f"  monitoring: {len(monitoring['crossings'])} threshold(s) crossed",
@@ -176,18 +182,17 @@ def scale_on(servers: Servers, settings: Settings, work: Path, users: int, items
                 print(f"turn {turn} of {turns}, the floors on the same data and servers:",
                       flush=True)
                 if turn == 1:
-                    # The same lists every turn (the same model and events): the floors' input
-                    # files are written once.
                     redis_bench = RedisBench(servers, recommendations, work,
                                              publish_id=state.publish_id + 1_000_000)
-                    pipe_file = setup.run("write the keys as a protocol file",
-                                          redis_bench.pipe_file)
                     postgres = PostgresBench(engine, servers, recommendations, work)
-                    copy_file = setup.run("write the rows as a text file (COPY TO)",
-                                          partial(postgres.copy_file_of, state.publish_id))
+                # Each floor's input file is written just before it (not timed) and removed
+                # after it: the rest of the run needs that disk (3.7 and 7.4 GB at
+                # 10,000,000 users).
+                pipe_file = setup.run("write the keys as a protocol file",
+                                      redis_bench.pipe_file)
                 # Redis first: loading PostgreSQL leaves the server checkpointing and
                 # vacuuming, which would slow the next floor down.
-                on_turn = {"memory": memory, "turn": turn}
+                on_turn = {"headroom": headroom, "turn": turn}
                 floor_time(floor_turns, REDIS_FLOOR, redis_bench.redis_cli_pipe, pipe_file,
                            **on_turn)
                 if turn == 1:
@@ -199,10 +204,22 @@ def scale_on(servers: Servers, settings: Settings, work: Path, users: int, items
                 redis_bench.clear()
                 if served is not None:
                     client.set(pointer_key, served)
+                pipe_file.unlink()
+                pipe_file = None
+                # Nor does the floor's writing stay in the append-only file, which would
+                # otherwise grow by a version and its deletion each turn.
+                setup.run("rewrite Redis's append-only file without the floor's keys",
+                          partial(rewrite_append_only_file, servers.redis_url))
+                # Written before the multiply floor, which leaves PostgreSQL time to settle
+                # from reading the version out.
+                copy_file = setup.run("write the rows as a text file (COPY TO)",
+                                      partial(postgres.copy_file_of, state.publish_id))
                 floor_time(floor_turns, MATMUL_FLOOR, matmul_floor, model_path, users, items,
                            **on_turn)
                 floor_time(floor_turns, POSTGRES_FLOOR, postgres.psql_copy, copy_file,
                            **on_turn)
+                copy_file.unlink()
+                copy_file = None
                 redis_turns.append(redis_persistence(servers.redis_url))
     finally:
         for path in (pipe_file, copy_file):
@@ -214,7 +231,8 @@ def scale_on(servers: Servers, settings: Settings, work: Path, users: int, items
             stop_with_jvm(spark)
     report = scale_report(users, items, servers.where, nights, floor_turns, setup.seconds,
                           breakdown.seconds, peak_bytes, stored)
-    report["memory"] = memory_report(memory, redis_turns)
+    report["memory"] = memory_report(headroom, redis_turns)
+    report["disk"] = disk_report(headroom, free_at_start)
     print(f"\nend to end {report['end_to_end_seconds']:.0f}s (median of {turns}) = "
           f"{report['multiple_of_floors']:.2f}x the floors ({report['floors_sum_seconds']:.0f}s,"
           f" each the median of {turns}; target at most 2.5x); peak memory "
@@ -224,6 +242,10 @@ def scale_on(servers: Servers, settings: Settings, work: Path, users: int, items
           f"{lowest['step']}; the Redis server's resident memory peaked at "
           f"{report['memory']['redis_rss_peak']['gib']:.2f} GiB during "
           f"{report['memory']['redis_rss_peak']['step']}")
+    disk = report["disk"]
+    print(f"the free disk under the run's folder was lowest, {disk['lowest_free']['gib']:.1f} "
+          f"GiB, during {disk['lowest_free']['step']}: the run used {disk['used_gib']:.1f} "
+          f"GiB at most, of {disk['free_at_start_gib']:.1f} GiB free at its start")
     out = settings.home / "bench" / "scale.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -237,12 +259,12 @@ POSTGRES_FLOOR = "psql \\copy of the same rows"
 
 
 def nightly_turn(engine: Any, servers: Servers, config: NightlyConfig, state: Any,
-                 keep_lists_at: Path, memory: MachineMemory, turn: int
+                 keep_lists_at: Path, headroom: MachineHeadroom, turn: int
                  ) -> tuple[Stages, dict[str, Any], int]:
     """One nightly, stage by stage, timed: (its stages, monitoring's result, the peak
     memory of this process and everything it started). Its lists are moved to
     ``keep_lists_at`` for the floors (a rename, not timed)."""
-    stages = Stages(memory, f"turn {turn}: ")
+    stages = Stages(headroom, f"turn {turn}: ")
     with PeakMemory() as peak:
         stages.run("validate inputs (the day's events; the history's sync)",
                    lambda: validate_inputs(engine, state))
@@ -268,9 +290,9 @@ def nightly_turn(engine: Any, servers: Servers, config: NightlyConfig, state: An
 
 
 def floor_time(turns: dict[str, list[float]], name: str, action: Callable[..., Any],
-               *args: Any, memory: MachineMemory, turn: int) -> None:
+               *args: Any, headroom: MachineHeadroom, turn: int) -> None:
     """Time one turn of a floor, ``action(*args)``, and add it to that floor's turns."""
-    memory.step = f"turn {turn}: floor: {name}"
+    headroom.step = f"turn {turn}: floor: {name}"
     start = time.perf_counter()
     action(*args)
     turns.setdefault(name, []).append(time.perf_counter() - start)
@@ -357,24 +379,64 @@ def redis_persistence(redis_url: str) -> dict[str, float | None]:
             "used_memory_peak_gib": memory["used_memory_peak"] / GIB}
 
 
-def memory_report(memory: MachineMemory, redis_turns: list[dict[str, float | None]]
+def extreme(per_step: dict[str, int], pick: Callable[..., str]) -> dict[str, Any]:
+    """The ``pick`` (min or max) of per-step bytes, in GiB, with its step."""
+    if not per_step:
+        return {"gib": 0.0, "step": "none"}
+    step = pick(per_step, key=per_step.__getitem__)
+    return {"gib": per_step[step] / GIB, "step": step}
+
+
+def memory_report(headroom: MachineHeadroom, redis_turns: list[dict[str, float | None]]
                   ) -> dict[str, Any]:
     """The machine's lowest available memory and the Redis server's peak resident memory,
     each overall (with its step) and per step, and Redis's persistence after each turn."""
-    def extreme(per_step: dict[str, int], pick: Callable[..., str]) -> dict[str, Any]:
-        if not per_step:
-            return {"gib": 0.0, "step": "none"}
-        step = pick(per_step, key=per_step.__getitem__)
-        return {"gib": per_step[step] / GIB, "step": step}
-
     return {
-        "guard_gib": memory.guard_bytes / GIB,
-        "lowest_available": extreme(memory.lowest, min),
-        "redis_rss_peak": extreme(memory.watched_peak, max),
-        "lowest_available_gib_per_step": {k: v / GIB for k, v in memory.lowest.items()},
-        "redis_rss_peak_gib_per_step": {k: v / GIB for k, v in memory.watched_peak.items()},
+        "guard_gib": headroom.guard_bytes / GIB,
+        "lowest_available": extreme(headroom.lowest, min),
+        "redis_rss_peak": extreme(headroom.watched_peak, max),
+        "lowest_available_gib_per_step": {k: v / GIB for k, v in headroom.lowest.items()},
+        "redis_rss_peak_gib_per_step": {k: v / GIB for k, v in headroom.watched_peak.items()},
         "redis_persistence_turns": redis_turns,
     }
+
+
+def disk_report(headroom: MachineHeadroom, free_at_start: int) -> dict[str, Any]:
+    """The free disk under the run's folder: at the start, its lowest (with its step) and
+    per step, and so the most the run used at once (its servers' data included when they
+    keep it there, as Debian's started for the run do)."""
+    lowest = extreme(headroom.lowest_disk, min)
+    return {
+        "guard_gib": headroom.disk_guard_bytes / GIB,
+        "free_at_start_gib": free_at_start / GIB,
+        "lowest_free": lowest,
+        "used_gib": free_at_start / GIB - lowest["gib"] if headroom.lowest_disk else 0.0,
+        "lowest_free_gib_per_step": {k: v / GIB for k, v in headroom.lowest_disk.items()},
+    }
+
+
+def rewrite_append_only_file(redis_url: str, timeout: float = 3600) -> None:
+    """Rewrite the Redis server's append-only file now and wait until it is done (nothing
+    when the server keeps none); a rewrite already under way is waited for first."""
+    client = connect(redis_url)
+
+    if not client.info("persistence")["aof_enabled"]:
+        return
+    deadline = time.monotonic() + timeout
+
+    def settle() -> None:
+        while True:
+            persistence = client.info("persistence")
+            if not (persistence["aof_rewrite_in_progress"]
+                    or persistence["aof_rewrite_scheduled"]):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Redis's append-only rewrite took more than {timeout:.0f}s")
+            time.sleep(0.2)
+
+    settle()
+    client.bgrewriteaof()
+    settle()
 
 
 def scorer_alone(spark: Any, model_path: Path) -> None:

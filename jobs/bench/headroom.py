@@ -1,16 +1,19 @@
-"""Memory during long runs, sampled from /proc: the peak resident memory of this
-process and everything it started (Spark's JVM, its Python workers), and the
-machine's available memory with a guard that stops a run before it runs out."""
+"""Headroom during long runs: the peak resident memory of this process and
+everything it started (Spark's JVM, its Python workers), sampled from /proc, and
+the machine's available memory and free disk, with guards that stop a run before
+either runs out."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 import time
 from pathlib import Path
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+GIB = 1024**3
 
 
 def tree_rss_bytes(root: int) -> int:
@@ -75,32 +78,39 @@ def rss_bytes(pid: int) -> int:
         return 0
 
 
-class LowMemoryError(RuntimeError):
-    """The machine's available memory fell below the guard while a long run went on."""
+class LowHeadroomError(RuntimeError):
+    """The machine's available memory, or the free disk under the run's folder, fell below
+    its guard while a long run went on."""
 
 
-class MachineMemory:
-    """Watches the machine's available memory in a thread while in its ``with`` block:
-    the lowest seen, the peak resident memory of one more process to watch (a server
-    the run writes to), and a guard. When available memory falls below ``guard_bytes``
+class MachineHeadroom:
+    """Watches the machine's available memory, and with ``disk`` the free space of the
+    file system holding that folder, in a thread while in its ``with`` block: the lowest
+    of each seen per step, the peak resident memory of one more process to watch (a
+    server the run writes to), and a guard on each. When either falls below its guard
     the thread interrupts the main thread (SIGINT, which also ends a waited-for child),
-    so the run stops and cleans up instead of going on into page reclaim; a step
-    blocked in a server's call stops when that call returns. ``__exit__`` then raises
-    ``LowMemoryError`` naming the step and the time."""
+    so the run stops and cleans up instead of going on into page reclaim or a full disk
+    (on which Redis refuses writes and PostgreSQL stops); a step blocked in a server's
+    call stops when that call returns. ``__exit__`` then raises ``LowHeadroomError``
+    naming what fell, the step and the time."""
 
     def __init__(self, guard_bytes: int, watch_pid: int | None = None,
-                 interval: float = 0.5) -> None:
+                 interval: float = 0.5, disk: Path | None = None,
+                 disk_guard_bytes: int = 0) -> None:
         self.guard_bytes = guard_bytes
         self.watch_pid = watch_pid
         self.interval = interval
+        self.disk = disk
+        self.disk_guard_bytes = disk_guard_bytes
         self.step = "the start"
         self.lowest: dict[str, int] = {}
+        self.lowest_disk: dict[str, int] = {}
         self.watched_peak: dict[str, int] = {}
         self.tripped: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> MachineMemory:
+    def __enter__(self) -> MachineHeadroom:
         self._thread.start()
         return self
 
@@ -109,7 +119,7 @@ class MachineMemory:
         self._thread.join()
         if self.tripped is not None and (kind is None
                                          or issubclass(kind, KeyboardInterrupt)):
-            raise LowMemoryError(self.tripped) from None
+            raise LowHeadroomError(self.tripped) from None
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -118,11 +128,19 @@ class MachineMemory:
             if self.watch_pid is not None:
                 self.watched_peak[step] = max(self.watched_peak.get(step, 0),
                                               rss_bytes(self.watch_pid))
-            if available < self.guard_bytes and self.tripped is None:
-                self.tripped = (
-                    f"the machine's available memory fell to {available / 1024**3:.2f} GiB "
-                    f"(guard {self.guard_bytes / 1024**3:.2f} GiB) at "
-                    f"{time.strftime('%H:%M:%S')}, during {step}; the run was stopped "
-                    f"there, once that step's call in progress returned")
-                os.kill(os.getpid(), signal.SIGINT)
+            if available < self.guard_bytes:
+                self._trip(f"the machine's available memory fell to {available / GIB:.2f} "
+                           f"GiB (guard {self.guard_bytes / GIB:.2f} GiB)", step)
+            if self.disk is not None:
+                free = shutil.disk_usage(self.disk).free
+                self.lowest_disk[step] = min(self.lowest_disk.get(step, free), free)
+                if free < self.disk_guard_bytes:
+                    self._trip(f"the free disk under {self.disk} fell to {free / GIB:.2f} "
+                               f"GiB (guard {self.disk_guard_bytes / GIB:.2f} GiB)", step)
             time.sleep(self.interval)
+
+    def _trip(self, what: str, step: str) -> None:
+        if self.tripped is None:
+            self.tripped = (f"{what} at {time.strftime('%H:%M:%S')}, during {step}; the run "
+                            f"was stopped there, once that step's call in progress returned")
+            os.kill(os.getpid(), signal.SIGINT)
