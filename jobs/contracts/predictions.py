@@ -47,6 +47,7 @@ from jobs.contracts.engine import (
     failure_message,
     load_contracts_config,
 )
+from jobs.platform.arrays import sorted_positions
 from jobs.platform.db import statement
 
 SUITE = "predictions"
@@ -215,9 +216,7 @@ def history_counts(parents: np.ndarray, items: np.ndarray, n_users: int,
     parents = np.asarray(parents, dtype=np.int64)
     if len(ranking.sorted_ids) == 0:
         return np.zeros(n_users, dtype=np.int64), np.zeros(n_users, dtype=np.int64)
-    positions = np.minimum(np.searchsorted(ranking.sorted_ids, items),
-                           len(ranking.sorted_ids) - 1)
-    known = ranking.sorted_ids[positions] == items
+    positions, known = sorted_positions(ranking.sorted_ids, items)
     parents = parents[known]
     ranks = ranking.rank_of[positions[known]]
     return (np.bincount(parents, minlength=n_users).astype(np.int64),

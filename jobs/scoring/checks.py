@@ -26,6 +26,7 @@ from jobs.contracts.predictions import (
     PopularityRanking,
     history_counts,
 )
+from jobs.platform.arrays import sorted_positions
 
 # The columns list_checks adds, in order, after n_seen_known and n_seen_above.
 CHECK_FIELDS = [
@@ -126,18 +127,6 @@ def sorted_distinct(keys: np.ndarray) -> np.ndarray:
     keep = np.ones(len(ordered), dtype=bool)
     np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
     return ordered[keep]
-
-
-def sorted_positions(sorted_keys: np.ndarray, values: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """For each of ``values``, its index in ``sorted_keys`` (ascending) and
-    whether it is there at all (where it is not, the index is meaningless): a binary
-    search, without the sort ``np.isin`` pays for, which costs more than the rest of a
-    block's checks."""
-    if len(sorted_keys) == 0:
-        return np.zeros(len(values), dtype=np.int64), np.zeros(len(values), dtype=bool)
-    at = np.minimum(np.searchsorted(sorted_keys, values), len(sorted_keys) - 1)
-    return at, sorted_keys[at] == values
 
 
 def run_starts(ordered: np.ndarray) -> np.ndarray:

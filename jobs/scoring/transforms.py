@@ -20,12 +20,12 @@ from pyspark.sql import types as T
 
 from jobs.contracts import redis as redis_contract
 from jobs.contracts.predictions import PopularityRanking
+from jobs.platform.arrays import sorted_positions
 from jobs.scoring.checks import (
     CHECK_FIELDS,
     BlockTotals,
     block_totals,
     list_checks,
-    sorted_positions,
 )
 
 if TYPE_CHECKING:
