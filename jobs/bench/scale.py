@@ -1,7 +1,8 @@
 """The scale run: the nightly steps end to end on a synthetic model and data set
 (1,000,000 users x 20,000 items, rank 32, top 50 by default), with the wall
 time of each stage, the peak memory of this process and everything it starts,
-and the end-to-end time as a multiple of the floors: the matrix multiply at
+the most disk it used at once (its servers' data included when they live in its
+folder), and the end-to-end time as a multiple of the floors: the matrix multiply at
 numpy's speed, ``psql \\copy`` and ``redis-cli --pipe`` of the same data.
 Everything it writes is removed at the end.
 """
