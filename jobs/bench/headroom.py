@@ -108,10 +108,14 @@ class MachineHeadroom:
         self.watched_peak: dict[str, int] = {}
         self.tripped: str | None = None
         self._stop = threading.Event()
+        # Set once __enter__ has started the thread: a guard crossed at the first sample
+        # interrupts the block, not the thread's start.
+        self._armed = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> MachineHeadroom:
         self._thread.start()
+        self._armed.set()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
@@ -143,4 +147,5 @@ class MachineHeadroom:
         if self.tripped is None:
             self.tripped = (f"{what} at {time.strftime('%H:%M:%S')}, during {step}; the run "
                             f"was stopped there, once that step's call in progress returned")
+            self._armed.wait()
             os.kill(os.getpid(), signal.SIGINT)

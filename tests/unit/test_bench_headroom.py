@@ -22,6 +22,10 @@ from jobs.bench.headroom import LowHeadroomError, MachineHeadroom
 memory_guard, disk_guard = (int(sys.argv[1]) * 1024**2, int(sys.argv[2]) * 1024**2)
 headroom = MachineHeadroom(guard_bytes=memory_guard, interval=0.05, disk=Path(sys.argv[3]),
                            disk_guard_bytes=disk_guard)
+if sys.argv[4] == "slow start":
+    # The thread's first sample, and its trip, come before its start returns.
+    start = headroom._thread.start
+    headroom._thread.start = lambda: (start(), time.sleep(1))
 headroom.step = "turn 2: write aside in Redis"
 started = time.monotonic()
 try:
@@ -34,11 +38,11 @@ except LowHeadroomError as error:
 TIB_IN_MIB = 1024**2
 
 
-def guarded(memory_guard_mib: int, disk_guard_mib: int, folder: Path) -> str:
+def guarded(memory_guard_mib: int, disk_guard_mib: int, folder: Path, start: str = "") -> str:
     """What a process of its own printed after watching with these guards (the guard
     interrupts its process's main thread)."""
     done = subprocess.run([sys.executable, "-c", GUARDED, str(memory_guard_mib),
-                           str(disk_guard_mib), str(folder)],
+                           str(disk_guard_mib), str(folder), start],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
@@ -52,6 +56,13 @@ def test_a_guard_above_the_available_memory_stops_the_run_and_names_the_step(
     assert "the machine's available memory fell to" in out
     assert "during turn 2: write aside in Redis" in out
     assert "the run was stopped there" in out
+
+
+def test_a_guard_crossed_before_the_watch_has_started_still_stops_the_run_by_its_error(
+        tmp_path: Path) -> None:
+    out = guarded(64 * TIB_IN_MIB, 0, tmp_path, start="slow start")
+    assert out.startswith("stopped after ")
+    assert "the machine's available memory fell to" in out
 
 
 def test_a_guard_above_the_free_disk_stops_the_run_and_names_the_folder_and_step(
