@@ -114,7 +114,31 @@ def during_a_rewrite(client: redis.Redis, action: Callable[[], None]) -> int:
     while not client.info("persistence")["aof_rewrite_in_progress"]:
         time.sleep(0.01)
     action()
-    while client.info("persistence")["aof_rewrite_in_progress"]:
+    while rewrite_busy(client):
         time.sleep(0.05)
     time.sleep(0.3)
     return int(client.info("persistence")["aof_last_cow_size"])
+
+
+def rewrite_busy(client: redis.Redis) -> bool:
+    """Whether the server is rewriting its append-only file or has a rewrite scheduled."""
+    persistence = client.info("persistence")
+    return bool(persistence["aof_rewrite_in_progress"] or persistence["aof_rewrite_scheduled"])
+
+
+def rewrite_append_only_file(client: redis.Redis, timeout: float = 3600) -> None:
+    """Rewrite the server's append-only file now and wait until it is done (nothing when
+    the server keeps none); a rewrite already under way is waited for first."""
+    if not client.info("persistence")["aof_enabled"]:
+        return
+    deadline = time.monotonic() + timeout
+
+    def wait() -> None:
+        while rewrite_busy(client):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Redis's append-only rewrite took more than {timeout:.0f}s")
+            time.sleep(0.2)
+
+    wait()
+    client.bgrewriteaof()
+    wait()

@@ -26,6 +26,7 @@ from psycopg2 import sql
 
 from jobs.bench.headroom import MachineHeadroom, PeakMemory
 from jobs.bench.pairs import PostgresBench, RedisBench
+from jobs.bench.rewrite import rewrite_append_only_file
 from jobs.bench.servers import BENCH_DATABASE, Servers, debian_or_resolved
 from jobs.contracts.redis import Keyspace
 from jobs.data import history
@@ -210,7 +211,7 @@ def scale_on(servers: Servers, settings: Settings, work: Path, users: int, items
                 # Nor does the floor's writing stay in the append-only file, which would
                 # otherwise grow by a version and its deletion each turn.
                 setup.run("rewrite Redis's append-only file without the floor's keys",
-                          partial(rewrite_append_only_file, servers.redis_url))
+                          partial(rewrite_append_only_file, client))
                 # Written before the multiply floor, which leaves PostgreSQL time to settle
                 # from reading the version out.
                 copy_file = setup.run("write the rows as a text file (COPY TO)",
@@ -414,30 +415,6 @@ def disk_report(headroom: MachineHeadroom, free_at_start: int) -> dict[str, Any]
         "used_gib": free_at_start / GIB - lowest["gib"] if headroom.lowest_disk else 0.0,
         "lowest_free_gib_per_step": {k: v / GIB for k, v in headroom.lowest_disk.items()},
     }
-
-
-def rewrite_append_only_file(redis_url: str, timeout: float = 3600) -> None:
-    """Rewrite the Redis server's append-only file now and wait until it is done (nothing
-    when the server keeps none); a rewrite already under way is waited for first."""
-    client = connect(redis_url)
-
-    if not client.info("persistence")["aof_enabled"]:
-        return
-    deadline = time.monotonic() + timeout
-
-    def settle() -> None:
-        while True:
-            persistence = client.info("persistence")
-            if not (persistence["aof_rewrite_in_progress"]
-                    or persistence["aof_rewrite_scheduled"]):
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"Redis's append-only rewrite took more than {timeout:.0f}s")
-            time.sleep(0.2)
-
-    settle()
-    client.bgrewriteaof()
-    settle()
 
 
 def scorer_alone(spark: Any, model_path: Path) -> None:

@@ -21,12 +21,7 @@ from pyspark.sql import types as T
 from jobs.contracts import redis as redis_contract
 from jobs.contracts.predictions import PopularityRanking
 from jobs.platform.arrays import sorted_positions
-from jobs.scoring.checks import (
-    CHECK_FIELDS,
-    BlockTotals,
-    block_totals,
-    list_checks,
-)
+from jobs.scoring.checks import CHECK_FIELDS, BlockTotals, block_totals, list_checks
 
 if TYPE_CHECKING:
     from pyspark.accumulators import Accumulator
