@@ -211,9 +211,17 @@ def test_a_backfill_publishes_one_version_per_date_without_taking_over(airflow_e
         # The model was trained as of the 18th: an earlier date pins it explicitly. Two
         # dates, one after the other: each publishes its own version and neither takes
         # over serving from the 20th.
-        created = airflow(env, "backfill", "create", "--dag-id", "batchscore_nightly",
-                          "--from-date", "2026-11-17", "--to-date", "2026-11-18",
-                          "--dag-run-conf", '{"model_version": 1}', "--max-active-runs", "1")
+        # The command and the standalone scheduler share Airflow's SQLite metadata file:
+        # a write of the scheduler's can hold it past SQLite's wait, which rolls the
+        # command back whole. It is tried again then, a few times.
+        for _ in range(3):
+            created = airflow(env, "backfill", "create", "--dag-id", "batchscore_nightly",
+                              "--from-date", "2026-11-17", "--to-date", "2026-11-18",
+                              "--dag-run-conf", '{"model_version": 1}',
+                              "--max-active-runs", "1")
+            if created.returncode == 0 or "database is locked" not in created.stderr:
+                break
+            time.sleep(5)
         assert created.returncode == 0, (created.stdout + created.stderr)[-5000:]
         deadline = time.monotonic() + BACKFILL_SECONDS
         while backfill_runs(engine) != [("2026-11-17", "succeeded", 1),
