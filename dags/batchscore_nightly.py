@@ -15,7 +15,9 @@ publishes the top-K lists to PostgreSQL (`bi.recommendations`) and Redis.
   `canary_version`/`canary_fraction` or `shadow_version` (a scheduled canary or
   shadow run), `force` with `reason` (serve a rejected or rolled-back model).
 * **Connections**: `batchscore_postgres`, `batchscore_redis`, `spark_default`.
-* **Tasks**: `reconcile` repairs what earlier runs left; the version is written
+* **Tasks**: `reconcile` repairs what earlier runs left; `validate_inputs`
+  begins the run and fails it at once when Redis refuses writes (full, unable to
+  save, a read-only replica), before the input is loaded; the version is written
   aside in both stores (`publish_postgres`, `publish_redis`) before `switch`
   serves it in PostgreSQL, then Redis, under the publish lock (a PostgreSQL
   advisory lock that CLI runs, backfills and rollbacks take too), so two runs

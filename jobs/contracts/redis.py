@@ -15,6 +15,9 @@ Documented in ``schemas/redis.md``; every key is built here and nowhere else, by
 - ``batchscore:recs:users:v{publish_id}`` -> the user ids a version has keys for,
   little-endian uint32, appended before the keys they name are written: how
   the publisher finds a version's keys without scanning. Not for readers.
+- ``batchscore:recs:write-check`` -> written and removed at once by each run
+  before its input is loaded, to learn that Redis takes writes; it expires within a
+  minute. Not for readers.
 """
 
 from __future__ import annotations
@@ -87,6 +90,11 @@ class Keyspace:
         """The record of a version's user ids: outside ``v{publish_id}:``, where the
         reader may GET, as only the publisher needs it."""
         return f"{self.namespace}:users:v{int(publish_id)}".encode()
+
+    def write_check_key(self) -> bytes:
+        """The key a run writes before its input is loaded, to learn that Redis takes
+        writes (:func:`jobs.publish.redis.check_takes_writes`)."""
+        return f"{self.namespace}:write-check".encode()
 
     def popular_key(self, publish_id: int) -> bytes:
         return self.version_prefix(publish_id) + b"popular"

@@ -75,7 +75,8 @@ def reconcile(**context: Any) -> dict[str, Any]:
 
 
 def validate_inputs(**context: Any) -> dict[str, Any]:
-    """Begin the run, check and load its input, export what the scoring job reads.
+    """Begin the run, check that Redis takes writes, check and load its input, export
+    what the scoring job reads.
 
     A date with no events raises an ``empty`` alert; under BATCHSCORE_EMPTY_DAY=skip
     (the default) the run is recorded as skipped and this task is skipped, so that
@@ -86,7 +87,7 @@ def validate_inputs(**context: Any) -> dict[str, Any]:
 
     from jobs.contracts.inputs import NothingToScoreError
     from jobs.orchestration.outcome import empty_day, fail
-    from jobs.orchestration.prepare import begin, validate_inputs
+    from jobs.orchestration.prepare import begin, check_redis_takes_writes, validate_inputs
     from jobs.orchestration.run_state import NightlyConfig
     from jobs.platform import runs
 
@@ -118,6 +119,7 @@ def validate_inputs(**context: Any) -> dict[str, Any]:
     with runs.lease(engine, run_id):
         state = begin(engine, config, run_id, lease_seconds=RUN_LEASE_SECONDS)
         try:
+            check_redis_takes_writes(config.redis_url, state)
             validate_inputs(engine, state)
         except NothingToScoreError as nothing:
             try:

@@ -1,12 +1,12 @@
 """The nightly run in this process, the way ``batchscore nightly`` runs it.
 
-reconcile -> begin -> validate inputs (quarantine or fail; load a day's file; export
-the interactions up to the run date) -> score (Spark job ``jobs/scoring/score.py``) ->
-validate predictions -> write the version aside in PostgreSQL -> write it aside in
-Redis -> switch both (under the publish lock) -> smoke check -> finish (record the run)
--> monitor (the run's metrics, ``jobs.monitoring``; a failure there is recorded and
-unpublishes nothing) -> alerts for the levels crossed, the metrics for Prometheus -> the
-run report. The Airflow DAG runs the same steps as tasks
+reconcile -> begin -> check that Redis takes writes -> validate inputs (quarantine or
+fail; load a day's file; export the interactions up to the run date) -> score (Spark job
+``jobs/scoring/score.py``) -> validate predictions -> write the version aside in
+PostgreSQL -> write it aside in Redis -> switch both (under the publish lock) -> smoke
+check -> finish (record the run) -> monitor (the run's metrics, ``jobs.monitoring``; a
+failure there is recorded and unpublishes nothing) -> alerts for the levels crossed, the
+metrics for Prometheus -> the run report. The Airflow DAG runs the same steps as tasks
 (:mod:`jobs.orchestration.airflow_tasks`).
 
 Where the steps are: the run's request and state in
@@ -42,6 +42,7 @@ from jobs.orchestration.outcome import alert_failed, empty_day, fail, finish
 from jobs.orchestration.plans import publish
 from jobs.orchestration.prepare import (
     begin,
+    check_redis_takes_writes,
     score_in_process,
     validate_inputs,
     validate_predictions,
@@ -63,6 +64,7 @@ def run(config: NightlyConfig) -> NightlyResult:
 
     def prepare(engine: Engine, state: RunState) -> None:
         begun.append(state.run_id)
+        check_redis_takes_writes(config.redis_url, state)
         validate_inputs(engine, state)
         score_in_process(state, config.spark_master)
         scored.append(ScoreStats.read(state.folder))

@@ -1,7 +1,8 @@
 """The nightly's steps before anything is published.
 
 ``begin`` chooses the models (:mod:`jobs.orchestration.model_choice`), records the run
-as started and makes its staging folder; ``validate_inputs`` checks the day's input
+as started and makes its staging folder; ``check_redis_takes_writes`` fails the run at
+once when Redis would refuse its version; ``validate_inputs`` checks the day's input
 (quarantine or fail), loads it and writes the interaction history the scoring job
 reads; ``score_in_process`` runs the scoring job (``jobs/scoring/score.py``) in this
 process, as the DAG's ``score`` task runs it with spark-submit; ``validate_predictions``
@@ -91,6 +92,20 @@ def begin(engine: Engine, config: NightlyConfig, run_id: str | None = None,
                 f" (canary: version {canary.version} for {state.canary_fraction:.0%} of users)"
                 if canary else "")
     return state.save()
+
+
+def check_redis_takes_writes(redis_url: str, state: RunState) -> None:
+    """Fail before the input is loaded and scored when Redis refuses writes (full,
+    read-only, or unable to save): :func:`jobs.publish.redis.check_takes_writes`."""
+    from jobs.contracts.redis import Keyspace
+    from jobs.platform.redis_client import connect
+    from jobs.publish.redis import check_takes_writes
+
+    client = connect(redis_url)
+    try:
+        check_takes_writes(client, Keyspace(state.redis_prefix))
+    finally:
+        client.close()
 
 
 def validate_inputs(engine: Engine, state: RunState) -> RunState:

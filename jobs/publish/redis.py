@@ -81,6 +81,24 @@ return current
 """
 
 
+# How long the write check's key lives (see check_takes_writes).
+WRITE_CHECK_MILLISECONDS = 60_000
+# Why Redis refuses every write, by its reply's code, and what to do about it.
+WRITE_REFUSALS = {
+    "MISCONF": ("it cannot save its data to disk and is set to refuse writes until it can",
+                "Free disk space where it saves (its `dir`), or fix what its log names"),
+    "OOM": ("it is full: its memory is at its `maxmemory` and its policy evicts nothing",
+            "Raise its `maxmemory` or free memory (a version of 50 items a user takes about "
+            "400 bytes a user, and Redis holds up to three while a run publishes)"),
+    "READONLY": ("the writer's URL names a read-only replica",
+                 "Point the writer's URL at the master"),
+}
+
+
+class RedisRefusesWritesError(RuntimeError):
+    """Redis answers, but refuses every write; the message says why and what to do."""
+
+
 class MissingVersionError(LookupError):
     """A version's keys are no longer (or not all) in Redis."""
 
@@ -202,6 +220,37 @@ class RedisPublisher:
         if self.version is None:
             raise RuntimeError("prepare() a version before writing it")
         return self.version
+
+
+def check_takes_writes(client: redis.Redis, keys: Keyspace) -> None:
+    """Raise :class:`RedisRefusesWritesError` when Redis refuses writes: a run checks
+    this before it loads and scores its input, which takes hours at scale, rather than
+    learn it when it writes its version aside. One key is written and removed at once
+    (:meth:`Keyspace.write_check_key`; it expires within a minute if the removal is
+    lost)."""
+    try:
+        client.set(keys.write_check_key(), b"1", px=WRITE_CHECK_MILLISECONDS)
+        client.unlink(keys.write_check_key())
+    except redis.ResponseError as err:
+        code = refusal_code(err)
+        if code is None:
+            raise
+        why, fix = WRITE_REFUSALS[code]
+        detail = str(err).removeprefix(f"{code} ").strip().rstrip(".")
+        raise RedisRefusesWritesError(
+            f"Redis refuses writes: {why} ({code}: {detail}). Nothing was loaded, scored or "
+            f"published, and the served version stays. {fix}, then run the date again."
+        ) from err
+
+
+def refusal_code(err: redis.ResponseError) -> str | None:
+    """The code of a reply refusing every write (a key of WRITE_REFUSALS), or None.
+    redis-py drops the code of the replies it has a class for."""
+    if isinstance(err, redis.exceptions.OutOfMemoryError):
+        return "OOM"
+    if isinstance(err, redis.ReadOnlyError):
+        return "READONLY"
+    return "MISCONF" if str(err).startswith("MISCONF") else None
 
 
 def pointer(client: redis.Redis, keys: Keyspace) -> int | None:

@@ -14,7 +14,6 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from jobs.cli import main
 from jobs.contracts.inputs import EmptyDayError, NothingToScoreError
-from jobs.lifecycle.registry import NewModel, register
 from jobs.monitoring.report import write_report
 from jobs.orchestration import nightly
 from jobs.orchestration.airflow_tasks import validate_inputs
@@ -23,15 +22,6 @@ from jobs.orchestration.run_state import NightlyConfig, RunRequestError
 from jobs.platform.runs import list_runs
 
 DAY = date(2026, 11, 20)
-
-
-@pytest.fixture
-def model(engine, tmp_path: Path) -> int:
-    artifact = tmp_path / "model"
-    artifact.mkdir()
-    return register(engine, NewModel(
-        created_by="test", trained_as_of=DAY, params={}, metrics={}, data_snapshot={},
-        code_version="test", artifact_uri=artifact.as_uri())).version
 
 
 def config(endpoints, tmp_path: Path, run_date: date, **kwargs) -> NightlyConfig:
