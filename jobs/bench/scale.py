@@ -37,6 +37,7 @@ from jobs.orchestration.checks import smoke_check
 from jobs.orchestration.outcome import finish
 from jobs.orchestration.prepare import (
     begin,
+    check_redis_takes_writes,
     score_in_process,
     validate_inputs,
     validate_predictions,
@@ -75,10 +76,12 @@ DISK_GUARD_BYTES = 4 * GIB
 
 
 class Stages:
-    """Wall time of named stages, printed as they finish."""
+    """Wall time of named stages, printed as they finish: ``seconds`` the last time of
+    each, ``every`` each time it ran (the setup's steps run in every turn)."""
 
     def __init__(self, headroom: MachineHeadroom | None = None, label: str = "") -> None:
         self.seconds: dict[str, float] = {}
+        self.every: dict[str, list[float]] = {}
         self.headroom = headroom
         self.label = label
 
@@ -89,6 +92,7 @@ class Stages:
         start = time.perf_counter()
         result = action()
         self.seconds[name] = time.perf_counter() - start
+        self.every.setdefault(name, []).append(self.seconds[name])
         print(f"  {name}: {self.seconds[name]:.1f}s", flush=True)
         return result
 
@@ -231,7 +235,7 @@ def scale_on(servers: Servers, settings: Settings, work: Path, users: int, items
         engine.dispose()
         if spark is not None:
             stop_with_jvm(spark)
-    report = scale_report(users, items, servers.where, nights, floor_turns, setup.seconds,
+    report = scale_report(users, items, servers.where, nights, floor_turns, setup.every,
                           breakdown.seconds, peak_bytes, stored)
     report["memory"] = memory_report(headroom, redis_turns)
     report["disk"] = disk_report(headroom, free_at_start)
@@ -268,6 +272,8 @@ def nightly_turn(engine: Any, servers: Servers, config: NightlyConfig, state: An
     ``keep_lists_at`` for the floors (a rename, not timed)."""
     stages = Stages(headroom, f"turn {turn}: ")
     with PeakMemory() as peak:
+        stages.run("check that Redis takes writes",
+                   lambda: check_redis_takes_writes(servers.redis_url, state))
         stages.run("validate inputs (the day's events; the history's sync)",
                    lambda: validate_inputs(engine, state))
         stages.run("score (Spark job, with the prediction checks)",
@@ -302,7 +308,7 @@ def floor_time(turns: dict[str, list[float]], name: str, action: Callable[..., A
 
 
 def scale_report(users: int, items: int, where: str, nights: list[dict[str, float]],
-                 floor_turns: dict[str, list[float]], setup: dict[str, float],
+                 floor_turns: dict[str, list[float]], setup: dict[str, list[float]],
                  breakdown: dict[str, float], peak_bytes: int, stored: dict[str, float]
                  ) -> dict[str, Any]:
     """The run's figures: each stage, the end to end and each floor the median of its
