@@ -48,6 +48,11 @@ class ScoringModel:
     def item_item(self) -> bool:
         return self.user_factors is None
 
+    def user_count(self) -> int | None:
+        """How many users a factor model has factors for; None for an item-item model,
+        which scores whoever has seen an item it knows."""
+        return None if self.user_factors is None else self.user_factors.count()
+
     def users(self, users_seen: DataFrame, partitions: int | None = None) -> DataFrame:
         """``users_seen`` (``user_id``, ``seen``) as the scorer's input: with a factor
         model's ``features``, only the users it has factors for; for an item-item

@@ -9,14 +9,22 @@ fitted to events whose item ids were shuffled must be refused by name.
 from __future__ import annotations
 
 import io
+from dataclasses import asdict
+from datetime import date
+from pathlib import Path
 
 import numpy as np
+import pyarrow.dataset as ds
 import pytest
 import sqlalchemy as sa
 
 from jobs.cli import main
 from jobs.contracts.predictions import served_checks
+from jobs.data import history
 from jobs.data.store import copy_interactions, rows_to_csv
+from jobs.lifecycle import registry
+from jobs.orchestration.model_choice import model_path
+from jobs.scoring import score
 from tests.e2e.conftest import cli_world
 
 pytestmark = pytest.mark.spark
@@ -111,3 +119,33 @@ def load(engine, users, items, ratings, times) -> None:
                     strict=True), staged)
     staged.seek(0)
     copy_interactions(engine, staged, replace=True, rows=len(users))
+
+
+def test_a_model_of_many_users_is_scored_in_more_tasks_to_the_same_lists(
+        world, settings, spark, tmp_path, monkeypatch) -> None:
+    engine, _ = world
+    asked = {"interactions": history.root(engine, settings.history_uri, settings.home),
+             "run_date": date.fromisoformat(RUN_DATE), "k": K,
+             "model_path": Path(model_path(registry.get(engine, 1).artifact_uri))}
+    # The tests' Spark has one core: one task, until the model has more users than a
+    # task is given.
+    whole = score.run(score.ScoreConfig(output=tmp_path / "whole", **asked), spark)
+    monkeypatch.setattr(score, "USERS_PER_TASK", 100)
+    split = score.run(score.ScoreConfig(output=tmp_path / "split", **asked), spark)
+    assert 200 < whole.scored_users <= 300  # three tasks of at most 100 users
+
+    def lists(output: Path) -> tuple[list[str], list[dict]]:
+        folder = output / score.RECOMMENDATIONS_DIR
+        table = ds.dataset(str(folder), format="parquet").to_table().sort_by("user_id")
+        return sorted(path.name for path in folder.iterdir()), table.to_pylist()
+
+    whole_files, whole_lists = lists(tmp_path / "whole")
+    split_files, split_lists = lists(tmp_path / "split")
+    assert whole_files == ["part-model-00000.parquet"]
+    assert split_files == [f"part-model-0000{task}.parquet" for task in range(3)]
+    assert split_lists == whole_lists and len(whole_lists) == whole.scored_users
+    for name, value in asdict(whole).items():
+        if isinstance(value, dict):  # sums over tasks, added in another order
+            assert asdict(split)[name] == pytest.approx(value), name
+        else:
+            assert asdict(split)[name] == value, name

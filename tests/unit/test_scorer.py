@@ -165,3 +165,16 @@ def test_a_batch_scored_in_blocks_gives_what_one_block_gives() -> None:
         third = whole["scores"][user][2]
         above = sum(float(factors[item] @ user_factors) > third for item in items or [])
         assert whole["n_seen_above"][user] == above, f"user {user + 1}"
+
+
+def test_scoring_tasks_stay_one_per_core_until_a_task_would_have_too_many_users() -> None:
+    from jobs.scoring.score import USERS_PER_TASK, scoring_tasks
+
+    assert USERS_PER_TASK == 500_000
+    assert scoring_tasks(2, None) == 2  # an item-item model: its users are not counted
+    assert scoring_tasks(2, 0) == 2
+    assert scoring_tasks(2, 1_000_000) == 2
+    assert scoring_tasks(2, 1_000_001) == 4
+    assert scoring_tasks(2, 10_000_000) == 20
+    assert scoring_tasks(4, 10_000_000) == 20
+    assert scoring_tasks(1, 1_200_000) == 3
