@@ -224,7 +224,7 @@ class RedisPublisher:
 
 def check_takes_writes(client: redis.Redis, keys: Keyspace) -> None:
     """Raise :class:`RedisRefusesWritesError` when Redis refuses writes: a run checks
-    this before it loads and scores its input, which takes hours at scale, rather than
+    this before it loads and scores its input, which takes minutes at scale, rather than
     learn it when it writes its version aside. One key is written and removed at once
     (:meth:`Keyspace.write_check_key`; it expires within a minute if the removal is
     lost)."""

@@ -46,7 +46,6 @@ STATS_FILE = "stats.json"
 # 10,000,000 users on 2 cores, 20 tasks of about half a minute each, not 2 of four and
 # a half minutes (progress counts tasks as they end).
 USERS_PER_TASK = 500_000
-# Written into a model's folder when it is registered: {"model_version": N}.
 
 
 @dataclass(frozen=True)
