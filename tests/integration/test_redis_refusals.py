@@ -7,7 +7,10 @@ started for the test whose save fails or that is a replica."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from datetime import date
@@ -29,17 +32,34 @@ from tests.report_world import LISTS, publish
 
 DAY = date(2026, 11, 20)
 SAVE_WAIT_SECONDS = 20.0
+STOP_WAIT_SECONDS = 10.0
 
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A Redis for one test, with the default prefix's users, stopped at its end."""
+    """A Redis for one test, with the default prefix's users, stopped at its end (killed
+    by its pid if it does not stop)."""
     server = EmbeddedRedis(tmp_path / "own-redis", tmp_path / "own-home")
     server.ensure_running(Names(), "writer")
+    pid = int(server.pid_file.read_text())
     try:
         yield server
     finally:
-        server.stop()
+        with contextlib.suppress(redis.RedisError):
+            server.stop()
+        deadline = time.monotonic() + STOP_WAIT_SECONDS
+        while running(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if running(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def run_day(database_url: str, redis_url: str, home: Path) -> None:
