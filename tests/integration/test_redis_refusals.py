@@ -1,6 +1,6 @@
 """A Redis that answers but refuses writes (full, unable to save, a read-only replica)
 fails the run before its input is loaded and scored, with what to do, instead of after
-hours of scoring when the version is written aside; the served version stays.
+minutes of scoring when the version is written aside; the served version stays.
 
 Each refusal is the server's own: ``maxmemory`` on the session's Redis, and a Redis
 started for the test whose save fails or that is a replica."""
