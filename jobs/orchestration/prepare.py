@@ -97,13 +97,12 @@ def begin(engine: Engine, config: NightlyConfig, run_id: str | None = None,
 def check_redis_takes_writes(redis_url: str, state: RunState) -> None:
     """Fail before the input is loaded and scored when Redis refuses writes (full,
     read-only, or unable to save): :func:`jobs.publish.redis.check_takes_writes`."""
-    from jobs.contracts.redis import Keyspace
     from jobs.platform.redis_client import connect
     from jobs.publish.redis import check_takes_writes
 
     client = connect(redis_url)
     try:
-        check_takes_writes(client, Keyspace(state.redis_prefix))
+        check_takes_writes(client, state.keys)
     finally:
         client.close()
 

@@ -27,6 +27,7 @@ from jobs.orchestration.run_state import NightlyConfig
 from jobs.platform.names import Names
 from jobs.platform.redis_client import connect
 from jobs.platform.services.redis import EmbeddedRedis
+from jobs.platform.services.redis_cluster import process_alive
 from jobs.publish.redis import RedisRefusesWritesError, check_takes_writes, pointer
 from tests.report_world import LISTS, publish
 
@@ -48,18 +49,10 @@ def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
         with contextlib.suppress(redis.RedisError):
             server.stop()
         deadline = time.monotonic() + STOP_WAIT_SECONDS
-        while running(pid) and time.monotonic() < deadline:
+        while process_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if running(pid):
+        if process_alive(pid):
             os.kill(pid, signal.SIGKILL)
-
-
-def running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def run_day(database_url: str, redis_url: str, home: Path) -> None:
