@@ -76,14 +76,17 @@ DISK_GUARD_BYTES = 4 * GIB
 
 
 class Stages:
-    """Wall time of named stages, printed as they finish: ``seconds`` the last time of
-    each, ``every`` each time it ran (the setup's steps run in every turn)."""
+    """Wall time of named stages, printed as they finish: ``every`` each time a stage
+    ran (the setup's steps run in every turn), ``seconds`` its last time."""
 
     def __init__(self, headroom: MachineHeadroom | None = None, label: str = "") -> None:
-        self.seconds: dict[str, float] = {}
         self.every: dict[str, list[float]] = {}
         self.headroom = headroom
         self.label = label
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        return {name: times[-1] for name, times in self.every.items()}
 
     def run(self, name: str, action: Callable[[], Any]) -> Any:
         print(f"  {name} ...", flush=True)
@@ -91,9 +94,8 @@ class Stages:
             self.headroom.step = f"{self.label}{name}"
         start = time.perf_counter()
         result = action()
-        self.seconds[name] = time.perf_counter() - start
-        self.every.setdefault(name, []).append(self.seconds[name])
-        print(f"  {name}: {self.seconds[name]:.1f}s", flush=True)
+        self.every.setdefault(name, []).append(time.perf_counter() - start)
+        print(f"  {name}: {self.every[name][-1]:.1f}s", flush=True)
         return result
 
 
