@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 GIB = 1024**3
@@ -88,11 +89,11 @@ class MachineHeadroom:
     file system holding that folder, in a thread while in its ``with`` block: the lowest
     of each seen per step, the peak resident memory of one more process to watch (a
     server the run writes to), and a guard on each. When either falls below its guard
-    the thread interrupts the main thread (SIGINT, which also ends a waited-for child),
-    so the run stops and cleans up instead of going on into page reclaim or a full disk
-    (on which Redis refuses writes and PostgreSQL stops); a step blocked in a server's
-    call stops when that call returns. ``__exit__`` then raises ``LowHeadroomError``
-    naming what fell, the step and the time."""
+    the thread interrupts the main thread (SIGINT, sent to that thread; it also ends a
+    waited-for child), so the run stops and cleans up instead of going on into page
+    reclaim or a full disk (on which Redis refuses writes and PostgreSQL stops); a step
+    blocked in a server's call stops when that call returns. ``__exit__`` then raises
+    ``LowHeadroomError`` naming what fell, the step and the time."""
 
     def __init__(self, guard_bytes: int, watch_pid: int | None = None,
                  interval: float = 0.5, disk: Path | None = None,
@@ -111,9 +112,13 @@ class MachineHeadroom:
         # Set once __enter__ has started the thread: a guard crossed at the first sample
         # interrupts the block, not the thread's start.
         self._armed = threading.Event()
+        # Set by the main thread's SIGINT handler: the interrupt has reached the block.
+        self._interrupted = threading.Event()
+        self._previous_handler: Any = None
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> MachineHeadroom:
+        self._previous_handler = signal.signal(signal.SIGINT, self._on_interrupt)
         self._thread.start()
         self._armed.set()
         return self
@@ -121,6 +126,7 @@ class MachineHeadroom:
     def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        signal.signal(signal.SIGINT, self._previous_handler)
         if self.tripped is not None and (kind is None
                                          or issubclass(kind, KeyboardInterrupt)):
             raise LowHeadroomError(self.tripped) from None
@@ -141,11 +147,25 @@ class MachineHeadroom:
                 if free < self.disk_guard_bytes:
                     self._trip(f"the free disk under {self.disk} fell to {free / GIB:.2f} "
                                f"GiB (guard {self.disk_guard_bytes / GIB:.2f} GiB)", step)
+            if self.tripped is not None and not self._interrupted.is_set():
+                self._interrupt()
             time.sleep(self.interval)
 
     def _trip(self, what: str, step: str) -> None:
         if self.tripped is None:
             self.tripped = (f"{what} at {time.strftime('%H:%M:%S')}, during {step}; the run "
                             f"was stopped there, once that step's call in progress returned")
-            self._armed.wait()
-            os.kill(os.getpid(), signal.SIGINT)
+
+    def _interrupt(self) -> None:
+        """Sends SIGINT to the main thread itself, again at each sample until its handler
+        has run: a signal sent to the process may be taken by this thread, and one that
+        lands just before the main thread enters a sleep or a wait is handled without
+        waking it; either way the main thread would go on until that call returns."""
+        self._armed.wait()
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    def _on_interrupt(self, signum: int, frame: object) -> None:
+        if self.tripped is not None and self._interrupted.is_set():
+            return  # a resend that crossed the delivery of the first: the run is stopping
+        self._interrupted.set()
+        raise KeyboardInterrupt

@@ -1,9 +1,12 @@
 """The long runs' headroom watch: the machine's available memory and the free disk under
-a folder, each with its guard, and the peak resident memory of a watched process."""
+a folder, each with its guard, and the peak resident memory of a watched process. A guard
+interrupts the main thread within seconds while it sleeps in the block (the block would
+sleep 30 s)."""
 
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -81,6 +84,7 @@ def test_without_crossing_the_guards_it_keeps_each_steps_low_points_and_the_watc
     holder = subprocess.Popen([sys.executable, "-c",
                                "import time; b = bytearray(300 * 1024**2); "
                                "b[::4096] = b'x' * len(b[::4096]); time.sleep(3)"])
+    handler = signal.getsignal(signal.SIGINT)
     try:
         headroom = MachineHeadroom(guard_bytes=0, watch_pid=holder.pid, interval=0.05,
                                    disk=tmp_path)
@@ -94,6 +98,7 @@ def test_without_crossing_the_guards_it_keeps_each_steps_low_points_and_the_watc
         holder.kill()
         holder.wait()
     assert headroom.tripped is None
+    assert signal.getsignal(signal.SIGINT) is handler
     assert set(headroom.lowest) == set(headroom.lowest_disk) == {"one step", "another"}
     total = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
     assert all(0 < low <= total for low in headroom.lowest.values())
