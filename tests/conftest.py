@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -228,6 +229,20 @@ def reset_database(engine: sa.engine.Engine) -> None:
     with engine.begin() as conn:
         conn.execute(sa.text("DROP SCHEMA IF EXISTS bi CASCADE"))
         conn.execute(sa.text("DROP SCHEMA IF EXISTS batchscore CASCADE"))
+
+
+@contextmanager
+def redis_full(admin: redis.Redis) -> Iterator[None]:
+    """The Redis of ``admin`` full within the block, refusing writes with its own ``OOM``
+    as at its real limit (``maxmemory`` of 1 byte, nothing to evict); as before after it."""
+    policy = admin.config_get("maxmemory-policy")["maxmemory-policy"]
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", 1)
+    try:
+        yield
+    finally:
+        admin.config_set("maxmemory", 0)
+        admin.config_set("maxmemory-policy", policy)
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:

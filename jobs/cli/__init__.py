@@ -68,14 +68,15 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     from jobs.platform.redis_client import RedisAccessError
     from jobs.platform.services.debian import MissingServerError
     from jobs.publish.postgres import LockTimeoutError, RollbackError, VersionStateError
-    from jobs.publish.redis import MissingVersionError, PointerMovedError
+    from jobs.publish.redis import MissingVersionError, PointerMovedError, RedisRefusesWritesError
 
     return (CommandError, ConfigError, InputError, MigrationError, NoServingModelError,
             NoPublishedVersionError, ContractError, FileNotFoundError, AirflowError,
             RollbackError, MissingVersionError, UnknownVersionError, RunRequestError,
             LockWaitError, LockTimeoutError, VersionStateError, PointerMovedError,
             StoreUnavailableError, PromotionRefusedError, MissingToolError, ReportError,
-            RedisAccessError, AuthenticationError, EmptyDayError, MissingServerError)
+            RedisAccessError, AuthenticationError, EmptyDayError, MissingServerError,
+            RedisRefusesWritesError)
 
 
 if __name__ == "__main__":

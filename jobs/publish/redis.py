@@ -232,15 +232,25 @@ def check_takes_writes(client: redis.Redis, keys: Keyspace) -> None:
         client.set(keys.write_check_key(), b"1", px=WRITE_CHECK_MILLISECONDS)
         client.unlink(keys.write_check_key())
     except redis.ResponseError as err:
-        code = refusal_code(err)
-        if code is None:
+        clear = refused_writes(err, "Nothing was loaded, scored or published, and the served "
+                                    "version stays.", "then run the date again")
+        if clear is None:
             raise
-        why, fix = WRITE_REFUSALS[code]
-        detail = str(err).removeprefix(f"{code} ").strip().rstrip(".")
-        raise RedisRefusesWritesError(
-            f"Redis refuses writes: {why} ({code}: {detail}). Nothing was loaded, scored or "
-            f"published, and the served version stays. {fix}, then run the date again."
-        ) from err
+        raise clear from err
+
+
+def refused_writes(err: redis.ResponseError, stopped: str, then: str
+                   ) -> RedisRefusesWritesError | None:
+    """The clear error for a reply refusing every write (:data:`WRITE_REFUSALS`), or None
+    for any other reply: why Redis refuses, its own reply, what the refusal stopped and
+    left as it was (``stopped``), what to do, and ``then``."""
+    code = refusal_code(err)
+    if code is None:
+        return None
+    why, fix = WRITE_REFUSALS[code]
+    detail = server_reply(err).removeprefix(f"{code} ").strip().rstrip(".")
+    return RedisRefusesWritesError(
+        f"Redis refuses writes: {why} ({code}: {detail}). {stopped} {fix}, {then}.")
 
 
 def refusal_code(err: redis.ResponseError) -> str | None:
@@ -250,7 +260,14 @@ def refusal_code(err: redis.ResponseError) -> str | None:
         return "OOM"
     if isinstance(err, redis.ReadOnlyError):
         return "READONLY"
-    return "MISCONF" if str(err).startswith("MISCONF") else None
+    code = server_reply(err).split(" ", 1)[0]
+    return code if code in WRITE_REFUSALS else None
+
+
+def server_reply(err: redis.ResponseError) -> str:
+    """The server's reply in ``err``: redis-py puts the failing command of a pipeline
+    before it."""
+    return str(err).rpartition(" of pipeline caused error: ")[2]
 
 
 def pointer(client: redis.Redis, keys: Keyspace) -> int | None:

@@ -1,6 +1,8 @@
 """A Redis that answers but refuses writes (full, unable to save, a read-only replica)
 fails the run before its input is loaded and scored, with what to do, instead of after
-minutes of scoring when the version is written aside; the served version stays.
+minutes of scoring when the version is written aside; the served version stays. The
+CLI says so without a traceback. (Redis full while the version is written aside:
+tests/faults/test_servers.py.)
 
 Each refusal is the server's own: ``maxmemory`` on the session's Redis, and a Redis
 started for the test whose save fails or that is a replica."""
@@ -20,6 +22,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from jobs.cli import main
 from jobs.contracts.redis import Keyspace
 from jobs.orchestration import nightly
 from jobs.orchestration.airflow_tasks import validate_inputs
@@ -28,7 +31,13 @@ from jobs.platform.names import Names
 from jobs.platform.redis_client import connect
 from jobs.platform.services.redis import EmbeddedRedis
 from jobs.platform.services.redis_cluster import process_alive
-from jobs.publish.redis import RedisRefusesWritesError, check_takes_writes, pointer
+from jobs.publish.redis import (
+    RedisRefusesWritesError,
+    check_takes_writes,
+    pointer,
+    refused_writes,
+)
+from tests.conftest import redis_full
 from tests.report_world import LISTS, publish
 
 DAY = date(2026, 11, 20)
@@ -76,15 +85,8 @@ def alert_levels(engine) -> list[str]:
 def test_a_full_redis_fails_the_run_before_its_input_is_loaded(
         engine, endpoints, redis_admin, redis_client, model, tmp_path) -> None:
     _, served = publish(engine, redis_client, model, date(2026, 11, 19), LISTS[0])
-    policy = redis_admin.config_get("maxmemory-policy")["maxmemory-policy"]
-    redis_admin.config_set("maxmemory-policy", "noeviction")
-    redis_admin.config_set("maxmemory", 1)
-    try:
-        with pytest.raises(RedisRefusesWritesError) as refused:
-            run_day(endpoints.database_url, endpoints.redis_url, tmp_path / "home")
-    finally:
-        redis_admin.config_set("maxmemory", 0)
-        redis_admin.config_set("maxmemory-policy", policy)
+    with redis_full(redis_admin), pytest.raises(RedisRefusesWritesError) as refused:
+        run_day(endpoints.database_url, endpoints.redis_url, tmp_path / "home")
     message = str(refused.value)
     assert message.startswith(
         "Redis refuses writes: it is full: its memory is at its `maxmemory` and its policy "
@@ -98,6 +100,20 @@ def test_a_full_redis_fails_the_run_before_its_input_is_loaded(
     assert alert_levels(engine) == ["failed"]
     assert pointer(redis_client, Keyspace()) == served
     assert list((tmp_path / "home" / "staging").iterdir()) == []
+
+
+def test_the_cli_says_what_to_do_without_a_traceback(endpoints, redis_admin, engine, model,
+                                                     tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("BATCHSCORE_DATABASE_URL", endpoints.database_url)
+    monkeypatch.setenv("BATCHSCORE_REDIS_URL", endpoints.redis_url)
+    monkeypatch.setenv("BATCHSCORE_HOME", str(tmp_path / "home"))
+    with redis_full(redis_admin):
+        code = main(["nightly", "--run-date", DAY.isoformat()])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("error: Redis refuses writes: it is full: ")
+    assert err.endswith("then run the date again.\n")
+    assert "Traceback" not in err
 
 
 def test_a_redis_that_cannot_save_fails_the_run_before_its_input_is_loaded(
@@ -122,6 +138,21 @@ def test_a_redis_that_cannot_save_fails_the_run_before_its_input_is_loaded(
                 r"published.* Free disk space where it saves \(its `dir`\)")):
             run_day(endpoints.database_url, own_redis.url(Names(), "writer"),
                     tmp_path / "home")
+        # Refused later in a run, a pipelined write (as the write-aside's users record) is
+        # explained too: redis-py names the failing command before the server's reply.
+        writer = connect(own_redis.url(Names(), "writer"))
+        pipe = writer.pipeline(transaction=False)
+        pipe.append(Keyspace().users_key(1), b"1")
+        with pytest.raises(redis.ResponseError, match=r"^Command # 1 \(APPEND ") as mid_run:
+            pipe.execute()
+        writer.close()
+        explained = str(refused_writes(mid_run.value, "It stopped there.", "then again"))
+        assert explained.startswith(
+            "Redis refuses writes: it cannot save its data to disk and is set to refuse "
+            "writes until it can (MISCONF: Redis is configured to save RDB snapshots")
+        assert explained.endswith(
+            "). It stopped there. Free disk space where it saves (its `dir`), or fix what its "
+            "log names, then again.")
         # Redis before 7 refuses even PING then; it still counts as running (so that a
         # command resolving the embedded servers reaches the check).
         with pytest.raises(redis.ResponseError, match=r"^MISCONF"):
