@@ -8,10 +8,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from types import FrameType
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 GIB = 1024**3
@@ -93,7 +94,8 @@ class MachineHeadroom:
     waited-for child), so the run stops and cleans up instead of going on into page
     reclaim or a full disk (on which Redis refuses writes and PostgreSQL stops); a step
     blocked in a server's call stops when that call returns. ``__exit__`` then raises
-    ``LowHeadroomError`` naming what fell, the step and the time."""
+    ``LowHeadroomError`` naming what fell, the step and the time, whatever error the
+    interrupt ended the block with (chained)."""
 
     def __init__(self, guard_bytes: int, watch_pid: int | None = None,
                  interval: float = 0.5, disk: Path | None = None,
@@ -112,24 +114,30 @@ class MachineHeadroom:
         # Set once __enter__ has started the thread: a guard crossed at the first sample
         # interrupts the block, not the thread's start.
         self._armed = threading.Event()
-        # Set by the main thread's SIGINT handler: the interrupt has reached the block.
-        self._interrupted = threading.Event()
-        self._previous_handler: Any = None
+        # Where the main thread was (its innermost frame and instruction) when it was last
+        # interrupted; None before the first interrupt, and once it has moved on.
+        self._interrupted_at: tuple[FrameType, int] | None = None
+        self._moved_on = False
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> MachineHeadroom:
-        self._previous_handler = signal.signal(signal.SIGINT, self._on_interrupt)
         self._thread.start()
         self._armed.set()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        signal.signal(signal.SIGINT, self._previous_handler)
-        if self.tripped is not None and (kind is None
-                                         or issubclass(kind, KeyboardInterrupt)):
+        self._interrupted_at = None
+        if self.tripped is None:
+            return
+        if kind is None or issubclass(kind, KeyboardInterrupt):
             raise LowHeadroomError(self.tripped) from None
+        # The interrupt can end the block as another error: Spark's SIGINT handler cancels
+        # its jobs through the call it interrupted, and that call fails. The guard is still
+        # why the run stopped.
+        raise LowHeadroomError(self.tripped) from error
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -147,7 +155,7 @@ class MachineHeadroom:
                 if free < self.disk_guard_bytes:
                     self._trip(f"the free disk under {self.disk} fell to {free / GIB:.2f} "
                                f"GiB (guard {self.disk_guard_bytes / GIB:.2f} GiB)", step)
-            if self.tripped is not None and not self._interrupted.is_set():
+            if self.tripped is not None and not self._moved_on:
                 self._interrupt()
             time.sleep(self.interval)
 
@@ -157,15 +165,21 @@ class MachineHeadroom:
                             f"was stopped there, once that step's call in progress returned")
 
     def _interrupt(self) -> None:
-        """Sends SIGINT to the main thread itself, again at each sample until its handler
-        has run: a signal sent to the process may be taken by this thread, and one that
-        lands just before the main thread enters a sleep or a wait is handled without
-        waking it; either way the main thread would go on until that call returns."""
+        """Sends SIGINT to the main thread itself, and again at each sample while that
+        thread is still where the last one found it. A signal sent to the process may be
+        taken by this thread, and one that lands just before the main thread enters a
+        sleep or a wait is handled without waking it: either way the main thread would go
+        on until that call returns. Once it has moved on, the interrupt has reached it (it
+        raises at its next instruction), and no more are sent, none into its clean-up.
+        SIGINT's handler stays whatever the run set (Spark's cancels its jobs)."""
         self._armed.wait()
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-
-    def _on_interrupt(self, signum: int, frame: object) -> None:
-        if self.tripped is not None and self._interrupted.is_set():
-            return  # a resend that crossed the delivery of the first: the run is stopping
-        self._interrupted.set()
-        raise KeyboardInterrupt
+        main = threading.main_thread().ident
+        assert main is not None
+        frame = sys._current_frames().get(main)
+        where = (frame, frame.f_lasti) if frame is not None else None
+        if self._interrupted_at is not None and where != self._interrupted_at:
+            self._moved_on, self._interrupted_at = True, None
+            return
+        signal.pthread_kill(main, signal.SIGINT)
+        self._interrupted_at = where
+        self._moved_on = where is None
