@@ -273,7 +273,8 @@ def store_redis(request, server: Server) -> Iterator[redis.Redis]:
         admin.close()
 
 
-def test_a_publish_rollback_and_reconcile_work_as_the_writer(server, store_redis) -> None:
+def test_a_publish_rollback_and_reconcile_work_as_the_writer(server, store_redis,
+                                                            tmp_path) -> None:
     redis_client = store_redis
     if server.where == "system":  # the version users run
         with server.admin.connect() as conn:
@@ -311,7 +312,7 @@ def test_a_publish_rollback_and_reconcile_work_as_the_writer(server, store_redis
         # A crash left a staged table behind: reconcile, as the writer, drops it.
         with writer.begin() as conn:
             conn.execute(sa.text("SELECT batchscore.create_version_table(777)"))
-        report = reconcile(writer, redis_client, KEYS, Path(tempfile.mkdtemp()))
+        report = reconcile(writer, redis_client, KEYS, tmp_path)
         assert report.tables_dropped == [partition_name(777)]
         assert disagreement(writer, redis_client, KEYS) is None
     finally:
