@@ -38,7 +38,7 @@ class PageLoad:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     if os.environ.get("BATCHSCORE_SKIP_BROWSER") == "1":
         pytest.skip("BATCHSCORE_SKIP_BROWSER=1")
     binary, driver_path = shutil.which(CHROMIUM), shutil.which(CHROMEDRIVER)
@@ -56,7 +56,10 @@ def browser() -> Iterator[object]:
                      "--window-size=1280,2400"):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
+    # Chromium leaves its singleton socket's folder in TMPDIR: the test's own temporary one.
+    temporary = str(tmp_path_factory.mktemp("browser"))
+    driver = webdriver.Chrome(options=options, service=Service(
+        executable_path=driver_path, env={**os.environ, "TMPDIR": temporary}))
     yield driver
     driver.quit()
 
