@@ -29,7 +29,7 @@ from jobs.publish.postgres import (
     VersionStateError,
     version_status,
 )
-from jobs.publish.redis import RedisPublisher, refused_writes
+from jobs.publish.redis import RedisPublisher, refusals_explained
 from jobs.scoring.score import CANARY_USERS_FILE, POPULAR_FILE, RECOMMENDATIONS_DIR
 
 logger = logging.getLogger(__name__)
@@ -107,20 +107,15 @@ def publish_redis(engine: Engine, redis_url: str, state: RunState) -> RunState:
         raise VersionStateError(f"version {state.publish_id} is {status}: run "
                                 "publish_postgres again before writing it to Redis")
     publisher = RedisPublisher(connect(redis_url), state.keys)
-    try:
+    hours = publisher.staged_ttl_seconds // 3600
+    # Redis may fill up, or stop taking writes, while the version is written aside.
+    with refusals_explained(f"The version being written aside is not served: readers still "
+                            f"get the served one, and its keys expire within {hours} hours "
+                            f"if the run cannot remove them."):
         publisher.prepare(state.publish_version())
         write_scored(publisher, "redis", REDIS_COLUMNS, state)
         publisher.write_fallback(pq.read_table(state.folder / POPULAR_FILE))
         publisher.write_meta()
-    except redis.ResponseError as err:  # Redis filled up, or stopped taking writes, mid-run
-        hours = publisher.staged_ttl_seconds // 3600
-        clear = refused_writes(
-            err, f"The version being written aside is not served: readers still get the "
-                 f"served one, and its keys expire within {hours} hours if the run cannot "
-                 f"remove them.", "then run the date again")
-        if clear is None:
-            raise
-        raise clear from err
     return state
 
 

@@ -228,29 +228,37 @@ def check_takes_writes(client: redis.Redis, keys: Keyspace) -> None:
     learn it when it writes its version aside. One key is written and removed at once
     (:meth:`Keyspace.write_check_key`; it expires within a minute if the removal is
     lost)."""
-    try:
+    with refusals_explained("Nothing was loaded, scored or published, and the served "
+                            "version stays."):
         client.set(keys.write_check_key(), b"1", px=WRITE_CHECK_MILLISECONDS)
         client.unlink(keys.write_check_key())
+
+
+@contextmanager
+def refusals_explained(stopped: str) -> Iterator[None]:
+    """Within the block, a reply refusing every write raises :func:`refused_writes`'s
+    error, the reply chained; every other error passes as it is."""
+    try:
+        yield
     except redis.ResponseError as err:
-        clear = refused_writes(err, "Nothing was loaded, scored or published, and the served "
-                                    "version stays.", "then run the date again")
+        clear = refused_writes(err, stopped)
         if clear is None:
             raise
         raise clear from err
 
 
-def refused_writes(err: redis.ResponseError, stopped: str, then: str
-                   ) -> RedisRefusesWritesError | None:
+def refused_writes(err: redis.ResponseError, stopped: str) -> RedisRefusesWritesError | None:
     """The clear error for a reply refusing every write (:data:`WRITE_REFUSALS`), or None
     for any other reply: why Redis refuses, its own reply, what the refusal stopped and
-    left as it was (``stopped``), what to do, and ``then``."""
+    left as it was (``stopped``), what to do, and to run the date again."""
     code = refusal_code(err)
     if code is None:
         return None
     why, fix = WRITE_REFUSALS[code]
     detail = server_reply(err).removeprefix(f"{code} ").strip().rstrip(".")
     return RedisRefusesWritesError(
-        f"Redis refuses writes: {why} ({code}: {detail}). {stopped} {fix}, {then}.")
+        f"Redis refuses writes: {why} ({code}: {detail}). {stopped} {fix}, then run the "
+        f"date again.")
 
 
 def refusal_code(err: redis.ResponseError) -> str | None:

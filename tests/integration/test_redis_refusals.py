@@ -146,13 +146,13 @@ def test_a_redis_that_cannot_save_fails_the_run_before_its_input_is_loaded(
         with pytest.raises(redis.ResponseError, match=r"^Command # 1 \(APPEND ") as mid_run:
             pipe.execute()
         writer.close()
-        explained = str(refused_writes(mid_run.value, "It stopped there.", "then again"))
+        explained = str(refused_writes(mid_run.value, "It stopped there."))
         assert explained.startswith(
             "Redis refuses writes: it cannot save its data to disk and is set to refuse "
             "writes until it can (MISCONF: Redis is configured to save RDB snapshots")
         assert explained.endswith(
             "). It stopped there. Free disk space where it saves (its `dir`), or fix what its "
-            "log names, then again.")
+            "log names, then run the date again.")
         # Redis before 7 refuses even PING then; it still counts as running (so that a
         # command resolving the embedded servers reaches the check).
         with pytest.raises(redis.ResponseError, match=r"^MISCONF"):
