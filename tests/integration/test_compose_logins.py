@@ -28,7 +28,7 @@ from jobs.platform.db import migrations
 from jobs.platform.redis_client import RedisPermissionError, connect
 from jobs.platform.services.debian import MissingServerError, require_redis_server
 from jobs.platform.services.postgres import SUPERUSER, EmbeddedPostgres
-from jobs.platform.services.redis_cluster import cluster_port, process_alive
+from jobs.platform.services.redis_cluster import cluster_port, kill_unless_gone
 from tests.integration.test_publish import DAY1, KEYS, publish_day
 
 REPO = Path(__file__).resolve().parents[2]
@@ -194,11 +194,7 @@ def compose_redis_cluster():
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
         for pid in pids:
-            while process_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if process_alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            kill_unless_gone(pid, deadline)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -10,9 +10,7 @@ started for the test whose save fails or that is a replica."""
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
 import time
 from collections.abc import Iterator
 from datetime import date
@@ -30,7 +28,7 @@ from jobs.orchestration.run_state import NightlyConfig
 from jobs.platform.names import Names
 from jobs.platform.redis_client import connect
 from jobs.platform.services.redis import EmbeddedRedis
-from jobs.platform.services.redis_cluster import process_alive
+from jobs.platform.services.redis_cluster import kill_unless_gone
 from jobs.publish.redis import (
     RedisRefusesWritesError,
     check_takes_writes,
@@ -57,11 +55,7 @@ def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     finally:
         with contextlib.suppress(redis.RedisError):
             server.stop()
-        deadline = time.monotonic() + STOP_WAIT_SECONDS
-        while process_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if process_alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        kill_unless_gone(pid, time.monotonic() + STOP_WAIT_SECONDS)
 
 
 def run_day(database_url: str, redis_url: str, home: Path) -> None:

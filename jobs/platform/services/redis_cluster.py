@@ -161,10 +161,8 @@ class LocalRedisCluster:
         deadline = time.monotonic() + 10
         for node in self.nodes:
             pid = node.pid()
-            while pid is not None and process_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if pid is not None and process_alive(pid):
-                self.kill(node, signal.SIGKILL)
+            if pid is not None:
+                kill_unless_gone(pid, deadline)
 
     def is_running(self, node: ClusterNode) -> bool:
         pid = node.pid()
@@ -378,6 +376,16 @@ def cluster_port() -> int:
         port = free_port()
         if port + BUS_PORT_OFFSET < 65_536 and port_is_free(port + BUS_PORT_OFFSET):
             return port
+
+
+def kill_unless_gone(pid: int, deadline: float) -> None:
+    """Wait for process ``pid`` to end until ``deadline`` (``time.monotonic()``), then
+    SIGKILL it if it still runs."""
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if process_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def process_alive(pid: int) -> bool:
